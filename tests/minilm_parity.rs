@@ -1,0 +1,133 @@
+//! all-MiniLM-L6-v2 with real weights against sentence-transformers (the reference written by
+//! `scripts/reference/minilm.py`, pinned versions in `scripts/reference/requirements.txt`).
+//!
+//! Tolerances: every sentence embedding within cosine ≥ 0.99999 and max |Δ| ≤ 1e-4 of the
+//! reference; token-level hidden states within 1e-4 too (they are LayerNorm outputs of order 1).
+
+use ndarray::Array2;
+use serde::Deserialize;
+use transformer::{Batch, Threads, Workspace};
+
+#[path = "../examples/common/minilm.rs"]
+mod minilm;
+
+#[derive(Deserialize)]
+struct Reference {
+    sentences: Vec<Sentence>,
+    padded_batch: PaddedBatch,
+}
+
+#[derive(Deserialize)]
+struct Sentence {
+    text: String,
+    input_ids: Vec<u32>,
+    token_type_ids: Vec<u32>,
+    embedding: Vec<f32>,
+    token_embeddings: Option<Vec<Vec<f32>>>,
+}
+
+#[derive(Deserialize)]
+struct PaddedBatch {
+    texts: Vec<String>,
+    input_ids: Vec<Vec<u32>>,
+    token_type_ids: Vec<Vec<u32>>,
+    attention_mask: Vec<Vec<u32>>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn reference() -> Reference {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_reference.json");
+    let text = std::fs::read_to_string(path).expect("fixture present");
+    serde_json::from_str(&text).expect("fixture parses")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared vectors differ in length");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn assert_close(what: &str, ours: &[f32], theirs: &[f32]) {
+    let (cos, diff) = (cosine(ours, theirs), max_abs_diff(ours, theirs));
+    assert!(cos >= 0.99999 && diff <= 1e-4, "{what}: cosine {cos:.7}, max |diff| {diff:e}");
+}
+
+#[test]
+fn tokenizer_matches_the_reference() {
+    let tokenizer = minilm::tokenizer().unwrap();
+    for s in reference().sentences {
+        let enc = tokenizer.encode(s.text.as_str(), true).unwrap();
+        assert_eq!(enc.get_ids(), &s.input_ids[..], "token ids of {:?}", s.text);
+        assert_eq!(enc.get_type_ids(), &s.token_type_ids[..], "type ids of {:?}", s.text);
+    }
+}
+
+#[test]
+fn every_sentence_alone_matches_sentence_transformers() {
+    let model = minilm::load();
+    let reference = reference();
+    assert!(reference.sentences.iter().any(|s| s.input_ids.len() >= 200), "the fixture has a 200+ token text");
+    let mut ws = Workspace::new();
+    for s in &reference.sentences {
+        let batch = Batch::from_sequences(&[&s.input_ids]).unwrap().with_token_types(&[&s.token_type_ids]).unwrap();
+        let embedding = model.embed_into(&batch, &mut ws).unwrap();
+        assert_close(&format!("embedding of {:?}", s.text), &embedding[0], &s.embedding);
+
+        if let Some(tokens) = &s.token_embeddings {
+            let hidden = model.forward_into(&batch, &mut ws).unwrap();
+            assert_eq!(hidden.len(), tokens.len());
+            for (i, (ours, theirs)) in hidden.iter().zip(tokens).enumerate() {
+                let diff = max_abs_diff(ours, theirs);
+                assert!(diff <= 1e-4, "hidden state {i} of {:?}: max |diff| {diff:e}", s.text);
+            }
+        }
+    }
+}
+
+#[test]
+fn padded_batch_matches_sentence_transformers() {
+    let model = minilm::load().with_threads(Threads::new(2).unwrap());
+    let pb = reference().padded_batch;
+    let to_array = |rows: &Vec<Vec<u32>>| {
+        Array2::from_shape_vec((rows.len(), rows[0].len()), rows.concat()).expect("rectangular fixture")
+    };
+    let (ids, mask, types) = (to_array(&pb.input_ids), to_array(&pb.attention_mask), to_array(&pb.token_type_ids));
+    assert!(mask.iter().any(|&m| m == 0), "the fixture batch really is padded");
+    let batch = Batch::from_padded(ids.view(), mask.view(), Some(types.view())).unwrap();
+    let embeddings = model.embed_array(&batch).unwrap();
+    for (b, theirs) in pb.embeddings.iter().enumerate() {
+        let ours = embeddings.row(b).to_vec();
+        assert_close(&format!("batched embedding of {:?}", pb.texts[b]), &ours, theirs);
+    }
+}
+
+#[test]
+fn texts_tokenised_together_match_each_alone() {
+    // The whole pipeline a user runs: tokenize a batch of texts of different lengths, embed once.
+    let model = minilm::load();
+    let tokenizer = minilm::tokenizer().unwrap();
+    let reference = reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(|s| s.text.as_str()).collect();
+    let batch = minilm::encode(&tokenizer, &texts).unwrap();
+    let embeddings = model.embed(&batch).unwrap();
+    for (s, ours) in reference.sentences.iter().zip(&embeddings) {
+        assert_close(&format!("embedding of {:?} in a batch of {}", s.text, texts.len()), ours, &s.embedding);
+    }
+}
+
+#[test]
+fn threads_do_not_change_the_result() {
+    let reference = reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(|s| s.text.as_str()).collect();
+    let batch = minilm::encode(&minilm::tokenizer().unwrap(), &texts).unwrap();
+    let one = minilm::load().forward(&batch).unwrap();
+    let two = minilm::load().with_threads(Threads::new(2).unwrap()).forward(&batch).unwrap();
+    // Row blocks and query blocks split the same arithmetic, so results agree bit for bit.
+    assert!(one == two, "1-thread and 2-thread hidden states differ");
+}

@@ -1,0 +1,135 @@
+//! The typed syntax of a `model!` invocation, before any validation:
+//!
+//! ```text
+//! /// docs
+//! pub struct Name {
+//!     key: value,
+//!     ...
+//! }
+//! ```
+//!
+//! Values stay loosely typed here (an integer, a float, a name, or something else) so that
+//! validation can report every wrong key and value together instead of stopping at the first.
+
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Attribute, Ident, LitFloat, LitInt, Token, Visibility};
+
+/// The whole invocation.
+pub struct ModelInput {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub entries: Vec<Entry>,
+}
+
+/// One `key: value` line.
+pub struct Entry {
+    pub key: Ident,
+    pub value: Value,
+}
+
+/// A value as written.
+pub enum Value {
+    /// `384`, `30_522`
+    Int(LitInt),
+    /// `1e-12`, `0.5` (or a negated one: `-1e-5`, whose span covers the sign)
+    Float { value: f64, span: Span, text: String },
+    /// A negative integer, kept apart so "must be positive" can say so.
+    NegInt { value: i128, span: Span },
+    /// `gelu_erf`, `post`, `bert`
+    Name(Ident),
+    /// Anything else (a string, a path, an expression): always a type error.
+    Other(TokenStream),
+}
+
+impl Value {
+    pub fn span(&self) -> Span {
+        match self {
+            Value::Int(l) => l.span(),
+            Value::Float { span, .. } | Value::NegInt { span, .. } => *span,
+            Value::Name(i) => i.span(),
+            Value::Other(t) => t.span(),
+        }
+    }
+
+    /// How the value reads in an error message ("an integer", "the name `foo`", …).
+    pub fn describe(&self) -> String {
+        match self {
+            Value::Int(l) => format!("the integer `{l}`"),
+            Value::Float { text, .. } => format!("the number `{text}`"),
+            Value::NegInt { value, .. } => format!("the integer `{value}`"),
+            Value::Name(i) => format!("the name `{i}`"),
+            Value::Other(t) => format!("`{t}`"),
+        }
+    }
+}
+
+impl Parse for ModelInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        input.parse::<Token![struct]>()?;
+        let name: Ident = input.parse()?;
+        let body;
+        syn::braced!(body in input);
+        let mut entries = Vec::new();
+        while !body.is_empty() {
+            entries.push(body.parse()?);
+            if body.is_empty() {
+                break;
+            }
+            body.parse::<Token![,]>()?;
+        }
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the model's `{ … }`: declare one model per `model!`"));
+        }
+        Ok(ModelInput { attrs, vis, name, entries })
+    }
+}
+
+impl Parse for Entry {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+        input.parse::<Token![:]>()?;
+        let value = input.parse()?;
+        Ok(Entry { key, value })
+    }
+}
+
+impl Parse for Value {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(LitInt) {
+            return Ok(Value::Int(input.parse()?));
+        }
+        if input.peek(LitFloat) {
+            let lit: LitFloat = input.parse()?;
+            return Ok(Value::Float { value: lit.base10_parse()?, span: lit.span(), text: lit.to_string() });
+        }
+        if input.peek(Token![-]) && (input.peek2(LitInt) || input.peek2(LitFloat)) {
+            let minus: Token![-] = input.parse()?;
+            let span = |end: Span| minus.span.join(end).unwrap_or(end);
+            if input.peek(LitInt) {
+                let lit: LitInt = input.parse()?;
+                return Ok(Value::NegInt { value: -lit.base10_parse::<i128>()?, span: span(lit.span()) });
+            }
+            let lit: LitFloat = input.parse()?;
+            return Ok(Value::Float { value: -lit.base10_parse::<f64>()?, span: span(lit.span()), text: format!("-{lit}") });
+        }
+        if input.peek(Ident) && (input.peek2(Token![,]) || input.peek2(syn::parse::End)) {
+            return Ok(Value::Name(input.call(syn::ext::IdentExt::parse_any)?));
+        }
+        // Anything else up to the next top-level comma, kept whole for the error message.
+        let mut tokens = TokenStream::new();
+        while !input.is_empty() && !input.peek(Token![,]) {
+            let tt: proc_macro2::TokenTree = input.parse()?;
+            tt.to_tokens(&mut tokens);
+        }
+        if tokens.is_empty() {
+            return Err(input.error("expected a value after `:`"));
+        }
+        Ok(Value::Other(tokens))
+    }
+}

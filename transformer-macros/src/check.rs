@@ -1,0 +1,269 @@
+//! Validation: one pass over every key, one named function per rule, every error collected.
+
+use std::collections::HashMap;
+
+use syn::Ident;
+
+use crate::ast::{Entry, ModelInput, Value};
+use crate::ctxt::Ctxt;
+use crate::spec::{Activation, Attention, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::suggest::closest;
+
+/// Every key the grammar knows, in the order the README documents them.
+const KEYS: &[&str] = &[
+    "vocab_size",
+    "max_positions",
+    "type_vocab_size",
+    "d_model",
+    "heads",
+    "layers",
+    "d_ff",
+    "activation",
+    "norm",
+    "norm_eps",
+    "norm_placement",
+    "positions",
+    "attention",
+    "weights",
+];
+
+/// Keys that may be left out.
+const OPTIONAL: &[&str] = &["type_vocab_size"];
+
+const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu"];
+const NORMS: &[&str] = &["layer_norm"];
+const PLACEMENTS: &[&str] = &["pre", "post"];
+const POSITIONS: &[&str] = &["learned", "sinusoidal"];
+const ATTENTIONS: &[&str] = &["bidirectional"];
+/// Attention kinds the grammar reserves for families still to come: named, so the error can say
+/// "not yet" instead of "unknown".
+const PLANNED_ATTENTIONS: &[&str] =
+    &["causal", "cross", "windowed", "sparse", "lsh", "grouped_query", "multi_query"];
+const SCHEMES: &[&str] = &["bert"];
+
+/// Upper bounds that catch typos (an extra zero) long before the allocator would.
+const MAX_VOCAB: usize = 10_000_000;
+const MAX_POSITIONS: usize = 1 << 20;
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_HEADS: usize = 1024;
+const MAX_LAYERS: usize = 1024;
+const MAX_TYPE_VOCAB: usize = 1 << 16;
+
+/// Checks the whole input; returns the spec or every error found.
+pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
+    let mut cx = Ctxt::new();
+    let entries = keys_known_and_unique(&mut cx, input);
+    keys_present(&mut cx, input, &entries);
+
+    let size = |cx: &mut Ctxt, key: &str, max: usize| entries.get(key).and_then(|e| positive_size(cx, e, max));
+    let vocab_size = size(&mut cx, "vocab_size", MAX_VOCAB);
+    let max_positions = size(&mut cx, "max_positions", MAX_POSITIONS);
+    let type_vocab_size = size(&mut cx, "type_vocab_size", MAX_TYPE_VOCAB);
+    let d_model = size(&mut cx, "d_model", MAX_WIDTH);
+    let heads = size(&mut cx, "heads", MAX_HEADS);
+    let layers = size(&mut cx, "layers", MAX_LAYERS);
+    let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
+    if let (Some(d), Some(h)) = (d_model, heads) {
+        heads_divide_d_model(&mut cx, d, h, &entries["heads"]);
+    }
+
+    let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| entries.get(key).and_then(|e| known_name(cx, e, valid));
+    let activation = name(&mut cx, "activation", ACTIVATIONS).map(|n| match n {
+        "gelu_erf" => Activation::GeluErf,
+        "gelu_tanh" => Activation::GeluTanh,
+        _ => Activation::Relu,
+    });
+    let norm_kind = name(&mut cx, "norm", NORMS).map(|_| NormKind::LayerNorm);
+    let norm_eps = entries.get("norm_eps").and_then(|e| positive_eps(&mut cx, e));
+    let placement = name(&mut cx, "norm_placement", PLACEMENTS).map(|n| match n {
+        "pre" => Placement::Pre,
+        _ => Placement::Post,
+    });
+    let positions = name(&mut cx, "positions", POSITIONS).map(|n| match n {
+        "learned" => Positions::Learned,
+        _ => Positions::Sinusoidal,
+    });
+    let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
+    let weights = name(&mut cx, "weights", SCHEMES).map(|_| WeightScheme::Bert);
+    if let (Some(WeightScheme::Bert), Some(p)) = (weights, placement) {
+        bert_is_post_norm(&mut cx, p, &entries["norm_placement"], &entries["weights"]);
+    }
+
+    cx.check()?;
+    // Every required value was reported above if absent or invalid, so all are present here.
+    let missing = || syn::Error::new(input.name.span(), "internal error: a checked key has no value");
+    Ok(Spec {
+        attrs: input.attrs.clone(),
+        vis: input.vis.clone(),
+        name: input.name.clone(),
+        vocab_size: vocab_size.ok_or_else(missing)?,
+        max_positions: max_positions.ok_or_else(missing)?,
+        type_vocab_size,
+        d_model: d_model.ok_or_else(missing)?,
+        heads: heads.ok_or_else(missing)?,
+        layers: layers.ok_or_else(missing)?,
+        d_ff: d_ff.ok_or_else(missing)?,
+        activation: activation.ok_or_else(missing)?,
+        norm: Norm {
+            kind: norm_kind.ok_or_else(missing)?,
+            eps: norm_eps.ok_or_else(missing)?,
+            placement: placement.ok_or_else(missing)?,
+        },
+        positions: positions.ok_or_else(missing)?,
+        attention: attention.ok_or_else(missing)?,
+        weights: weights.ok_or_else(missing)?,
+        d_model_span: entries["d_model"].value.span(),
+    })
+}
+
+/// Rule: every key is one the grammar knows (else suggest the closest), and none is given twice
+/// (reported at both places).
+fn keys_known_and_unique<'a>(cx: &mut Ctxt, input: &'a ModelInput) -> HashMap<String, &'a Entry> {
+    let mut seen: HashMap<String, &Entry> = HashMap::new();
+    for entry in &input.entries {
+        let key = entry.key.to_string();
+        if !KEYS.contains(&key.as_str()) {
+            let hint = match closest(&key, KEYS) {
+                Some(k) => format!("did you mean `{k}`?"),
+                None => format!("expected one of {}", list(KEYS)),
+            };
+            cx.error(entry.key.span(), format!("unknown key `{key}`: {hint}"));
+            continue;
+        }
+        if let Some(first) = seen.get(&key) {
+            cx.error(entry.key.span(), format!("duplicate key `{key}`: give each key once"));
+            cx.error(first.key.span(), format!("`{key}` first given here"));
+            continue;
+        }
+        seen.insert(key, entry);
+    }
+    seen
+}
+
+/// Rule: every required key is given. Reported at the model's name, which is where the keys go.
+fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &Entry>) {
+    let missing: Vec<&str> =
+        KEYS.iter().copied().filter(|k| !OPTIONAL.contains(k) && !entries.contains_key(*k)).collect();
+    if !missing.is_empty() {
+        let (s, them) = if missing.len() == 1 { ("", "it") } else { ("s", "them") };
+        cx.error(
+            input.name.span(),
+            format!("model `{}` is missing the key{s} {}: add {them} inside the braces", input.name, list(&missing)),
+        );
+    }
+}
+
+/// Rule: sizes are whole numbers from 1 to a sane maximum.
+fn positive_size(cx: &mut Ctxt, entry: &Entry, max: usize) -> Option<usize> {
+    let key = &entry.key;
+    match &entry.value {
+        Value::Int(lit) => match lit.base10_parse::<u64>() {
+            Ok(0) => cx.error(lit.span(), format!("`{key}` must be at least 1, found 0")),
+            Ok(n) if n as u128 > max as u128 => cx.error(
+                lit.span(),
+                format!("`{key}` of {n} is larger than the supported maximum of {max}; is there an extra digit?"),
+            ),
+            Ok(n) => return Some(n as usize),
+            Err(e) => cx.error(lit.span(), format!("`{key}` must be a whole number: {e}")),
+        },
+        Value::NegInt { value, span } => cx.error(*span, format!("`{key}` must be at least 1, found {value}")),
+        other => cx.error(other.span(), format!("`{key}` expects a whole number such as `384`, found {}", other.describe())),
+    }
+    None
+}
+
+/// Rule: `d_model` splits evenly across `heads`; else name the nearest head counts that do.
+fn heads_divide_d_model(cx: &mut Ctxt, d_model: usize, heads: usize, heads_entry: &Entry) {
+    if d_model % heads == 0 {
+        return;
+    }
+    let below = (1..heads).rev().find(|h| d_model % h == 0);
+    let above = (heads + 1..=d_model).find(|h| d_model % h == 0);
+    let nearest: Vec<String> = below.into_iter().chain(above).map(|h| format!("{h}")).collect();
+    cx.error(
+        heads_entry.value.span(),
+        format!(
+            "`d_model` of {d_model} does not split into {heads} heads ({d_model} / {heads} is not whole); \
+             the nearest head counts that divide {d_model} are {}",
+            nearest.join(" and ")
+        ),
+    );
+}
+
+/// Rule: the norm epsilon is a positive number.
+fn positive_eps(cx: &mut Ctxt, entry: &Entry) -> Option<f64> {
+    let value = match &entry.value {
+        Value::Float { value, .. } => *value,
+        Value::Int(lit) => lit.base10_parse::<f64>().ok()?,
+        Value::NegInt { value, .. } => *value as f64,
+        other => {
+            cx.error(other.span(), format!("`norm_eps` expects a number such as `1e-12`, found {}", other.describe()));
+            return None;
+        }
+    };
+    if value.is_finite() && value > 0.0 {
+        return Some(value);
+    }
+    cx.error(entry.value.span(), format!("`norm_eps` must be positive (it keeps the division by the standard deviation finite), found {value}"));
+    None
+}
+
+/// Rule: a name-valued key names one of its known values (else list them and suggest the closest).
+fn known_name(cx: &mut Ctxt, entry: &Entry, valid: &[&'static str]) -> Option<&'static str> {
+    let key = &entry.key;
+    let Value::Name(ident) = &entry.value else {
+        cx.error(
+            entry.value.span(),
+            format!("`{key}` expects one of {}, found {}", list(valid), entry.value.describe()),
+        );
+        return None;
+    };
+    let word = ident.to_string();
+    if let Some(v) = valid.iter().find(|v| **v == word) {
+        return Some(v);
+    }
+    cx.error(ident.span(), unknown_name_message(key, &word, valid));
+    None
+}
+
+/// Rule: the attention kind is one this version implements; planned kinds get a "not yet" error.
+fn attention_kind(cx: &mut Ctxt, entry: &Entry) -> Option<Attention> {
+    if let Value::Name(ident) = &entry.value {
+        let word = ident.to_string();
+        if PLANNED_ATTENTIONS.contains(&word.as_str()) {
+            cx.error(
+                ident.span(),
+                format!(
+                    "attention `{word}` is part of the grammar but not implemented in this version; \
+                     available: {}",
+                    list(ATTENTIONS)
+                ),
+            );
+            return None;
+        }
+    }
+    known_name(cx, entry, ATTENTIONS).map(|_| Attention::Bidirectional)
+}
+
+/// Rule: BERT checkpoints are post-norm; their tensor names have no place for a final norm.
+fn bert_is_post_norm(cx: &mut Ctxt, placement: Placement, placement_entry: &Entry, weights_entry: &Entry) {
+    if placement == Placement::Pre {
+        cx.error(
+            placement_entry.value.span(),
+            "`weights: bert` checkpoints are post-norm: use `norm_placement: post`",
+        );
+        cx.error(weights_entry.value.span(), "BERT naming chosen here");
+    }
+}
+
+fn unknown_name_message(key: &Ident, word: &str, valid: &[&str]) -> String {
+    match closest(word, valid) {
+        Some(s) => format!("unknown {key} `{word}`: did you mean `{s}`? expected one of {}", list(valid)),
+        None => format!("unknown {key} `{word}`: expected one of {}", list(valid)),
+    }
+}
+
+/// `a`, `b` or `c` as "`a`, `b`, `c`".
+fn list(items: &[&str]) -> String {
+    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+}

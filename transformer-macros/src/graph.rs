@@ -1,0 +1,407 @@
+//! The typed op graph a spec lowers to, with every value's width inferred and checked, and the
+//! fusion decisions made here rather than in codegen.
+//!
+//! A model is an embedding block, one layer block repeated `layers` times (one generated type, not
+//! unrolled copies) and an optional final norm. A block owns weighted *fields* and a straight-line
+//! list of *ops* over values of shape `[rows, width]`: the residual stream `x`, and scratch values
+//! that live in the workspace. Lowering emits plain ops (linear, activation, add, norm, …);
+//! [`fuse`] then folds an activation into the linear before it (a GEMM epilogue) and an add into
+//! the norm after it (residual + LayerNorm in one pass).
+
+use proc_macro2::Span;
+
+use crate::spec::{Activation, Attention, NormKind, Placement, Positions, Spec, WeightScheme};
+
+/// A tensor of shape `[rows, width]` flowing through a block.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Value {
+    pub name: &'static str,
+    pub width: usize,
+}
+
+impl Value {
+    /// The residual stream of width `d_model`, passed in by the caller; every other value is scratch.
+    pub fn stream(width: usize) -> Self {
+        Value { name: STREAM, width }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.name == STREAM
+    }
+}
+
+pub const STREAM: &str = "x";
+
+/// A weighted part of a block: a field of the generated struct.
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub kind: FieldKind,
+    /// Checkpoint names relative to the block's prefix: one per fused part for linears, the table
+    /// for embeddings, the module for norms.
+    pub weights: Vec<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum FieldKind {
+    Linear { input: usize, output: usize, bias: bool },
+    LayerNorm { width: usize, eps: f64 },
+    Embedding { rows: usize, width: usize },
+    Sinusoidal { rows: usize, width: usize },
+}
+
+/// Which id a gather looks up for each row.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Index {
+    Token,
+    Position,
+    TokenType,
+}
+
+/// One step of a block's forward pass.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `output = input·Wᵀ + b`, then `act` (an activation fused as the GEMM epilogue).
+    Linear { field: &'static str, input: Value, output: Value, act: Option<Activation> },
+    /// `value = act(value)`; fused away into the preceding linear when it wrote `value`.
+    Activation { value: Value, act: Activation },
+    /// Multi-head attention over `qkv` (`[Q | K | V]` rows) into `output`.
+    Attention { qkv: Value, output: Value, heads: usize, head_dim: usize },
+    /// `stream += sublayer`.
+    Add { stream: Value, sublayer: Value },
+    /// `output = norm(input)` (in place when they are the same value).
+    Norm { field: &'static str, input: Value, output: Value },
+    /// `stream = norm(stream + sublayer)`: [`Op::Add`] then [`Op::Norm`] fused.
+    AddNorm { field: &'static str, stream: Value, sublayer: Value },
+    /// `output[row] (+)= table[index(row)]`.
+    Gather { field: &'static str, index: Index, output: Value, accumulate: bool },
+}
+
+/// A block: fields, scratch values and ops; `prefix` is its checkpoint prefix (with `{i}` for the
+/// layer index in repeated blocks).
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub suffix: &'static str,
+    pub doc: String,
+    pub prefix: &'static str,
+    pub fields: Vec<Field>,
+    pub ops: Vec<Op>,
+}
+
+impl Block {
+    fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Scratch values the ops use, in first-use order, each once.
+    pub fn scratch(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        for op in &self.ops {
+            for v in op.values() {
+                if !v.is_stream() && !out.iter().any(|o| o.name == v.name) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Op {
+    fn values(&self) -> Vec<Value> {
+        match *self {
+            Op::Linear { input, output, .. } | Op::Norm { input, output, .. } => vec![input, output],
+            Op::Activation { value, .. } => vec![value],
+            Op::Attention { qkv, output, .. } => vec![qkv, output],
+            Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
+            Op::Gather { output, .. } => vec![output],
+        }
+    }
+}
+
+/// The whole model.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub embeddings: Block,
+    pub layer: Block,
+    pub layers: usize,
+    /// Pre-norm models normalise the stream once more after the last layer.
+    pub final_norm: Option<Block>,
+    /// Checkpoint tensors the model knows and deliberately does not use.
+    pub ignored: Vec<&'static str>,
+}
+
+/// Lowers a validated spec, checks every width, fuses.
+pub fn lower(spec: &Spec) -> Graph {
+    let d = spec.d_model;
+    let x = Value::stream(d);
+    let names = Names::of(spec.weights);
+    // The only kinds this version has; each new kind adds its arm here and its op variant.
+    let Attention::Bidirectional = spec.attention;
+    let norm = match spec.norm.kind {
+        NormKind::LayerNorm => FieldKind::LayerNorm { width: d, eps: spec.norm.eps },
+    };
+
+    // Embeddings: token + position (+ token type), then LayerNorm.
+    let mut emb_fields = vec![Field {
+        name: "word_embeddings",
+        doc: "Token embeddings `[vocab_size, d_model]`.",
+        kind: FieldKind::Embedding { rows: spec.vocab_size, width: d },
+        weights: vec![names.word_embeddings],
+    }];
+    let mut emb_ops = vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
+    match spec.positions {
+        Positions::Learned => emb_fields.push(Field {
+            name: "position_embeddings",
+            doc: "Learned position embeddings `[max_positions, d_model]`.",
+            kind: FieldKind::Embedding { rows: spec.max_positions, width: d },
+            weights: vec![names.position_embeddings],
+        }),
+        Positions::Sinusoidal => emb_fields.push(Field {
+            name: "position_embeddings",
+            doc: "Fixed sinusoidal positions `[max_positions, d_model]`, computed at load.",
+            kind: FieldKind::Sinusoidal { rows: spec.max_positions, width: d },
+            weights: vec![],
+        }),
+    }
+    emb_ops.push(Op::Gather { field: "position_embeddings", index: Index::Position, output: x, accumulate: true });
+    if let Some(types) = spec.type_vocab_size {
+        emb_fields.push(Field {
+            name: "token_type_embeddings",
+            doc: "Token-type (segment) embeddings `[type_vocab_size, d_model]`.",
+            kind: FieldKind::Embedding { rows: types, width: d },
+            weights: vec![names.token_type_embeddings],
+        });
+        emb_ops.push(Op::Gather { field: "token_type_embeddings", index: Index::TokenType, output: x, accumulate: true });
+    }
+    emb_fields.push(Field {
+        name: "layer_norm",
+        doc: "LayerNorm over the summed embeddings.",
+        kind: norm,
+        weights: vec![names.embeddings_norm],
+    });
+    emb_ops.push(Op::Norm { field: "layer_norm", input: x, output: x });
+    let embeddings = Block {
+        suffix: "Embeddings",
+        doc: "Token, position and token-type embeddings, summed and normalised.".into(),
+        prefix: names.embeddings_prefix,
+        fields: emb_fields,
+        ops: emb_ops,
+    };
+
+    // One encoder layer: attention then feed-forward, each with a residual and a norm.
+    let qkv = Value { name: "qkv", width: 3 * d };
+    let context = Value { name: "context", width: d };
+    let attention_out = Value { name: "attention_out", width: d };
+    let intermediate = Value { name: "intermediate", width: spec.d_ff };
+    let ffn_out = Value { name: "ffn_out", width: d };
+    let normed = Value { name: "normed", width: d };
+    let linear = |name, doc, input, output, weights| Field {
+        name,
+        doc,
+        kind: FieldKind::Linear { input, output, bias: true },
+        weights,
+    };
+    let fields = vec![
+        linear("qkv", "Query, key and value projections fused into one `[d_model, 3·d_model]` GEMM.", d, 3 * d, names.qkv.to_vec()),
+        linear("attention_output", "Attention output projection.", d, d, vec![names.attention_output]),
+        Field { name: "attention_norm", doc: "Norm around the attention sublayer.", kind: norm, weights: vec![names.attention_norm] },
+        linear("intermediate", "Feed-forward up-projection to `d_ff`.", d, spec.d_ff, vec![names.intermediate]),
+        linear("output", "Feed-forward down-projection back to `d_model`.", spec.d_ff, d, vec![names.output]),
+        Field { name: "output_norm", doc: "Norm around the feed-forward sublayer.", kind: norm, weights: vec![names.output_norm] },
+    ];
+    let attention = |input| {
+        vec![
+            Op::Linear { field: "qkv", input, output: qkv, act: None },
+            Op::Attention { qkv, output: context, heads: spec.heads, head_dim: spec.head_dim() },
+            Op::Linear { field: "attention_output", input: context, output: attention_out, act: None },
+        ]
+    };
+    let feed_forward = |input| {
+        vec![
+            Op::Linear { field: "intermediate", input, output: intermediate, act: None },
+            Op::Activation { value: intermediate, act: spec.activation },
+            Op::Linear { field: "output", input: intermediate, output: ffn_out, act: None },
+        ]
+    };
+    let mut ops = Vec::new();
+    match spec.norm.placement {
+        Placement::Post => {
+            ops.extend(attention(x));
+            ops.push(Op::Add { stream: x, sublayer: attention_out });
+            ops.push(Op::Norm { field: "attention_norm", input: x, output: x });
+            ops.extend(feed_forward(x));
+            ops.push(Op::Add { stream: x, sublayer: ffn_out });
+            ops.push(Op::Norm { field: "output_norm", input: x, output: x });
+        }
+        Placement::Pre => {
+            ops.push(Op::Norm { field: "attention_norm", input: x, output: normed });
+            ops.extend(attention(normed));
+            ops.push(Op::Add { stream: x, sublayer: attention_out });
+            ops.push(Op::Norm { field: "output_norm", input: x, output: normed });
+            ops.extend(feed_forward(normed));
+            ops.push(Op::Add { stream: x, sublayer: ffn_out });
+        }
+    }
+    let layer = Block {
+        suffix: "Layer",
+        doc: match spec.norm.placement {
+            Placement::Post => "One encoder layer, post-norm: `x = norm(x + attention(x)); x = norm(x + ffn(x))`.".into(),
+            Placement::Pre => "One encoder layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`.".into(),
+        },
+        prefix: names.layer_prefix,
+        fields,
+        ops: fuse(ops),
+    };
+    let final_norm = (spec.norm.placement == Placement::Pre).then(|| Block {
+        suffix: "FinalNorm",
+        doc: "The norm after the last pre-norm layer.".into(),
+        prefix: names.final_norm_prefix,
+        fields: vec![Field { name: "norm", doc: "Final LayerNorm.", kind: norm, weights: vec![""] }],
+        ops: vec![Op::Norm { field: "norm", input: x, output: x }],
+    });
+    Graph { embeddings, layer, layers: spec.layers, final_norm, ignored: names.ignored.to_vec() }
+}
+
+/// Fusion on the op list: `Linear → Activation` on the same value becomes a linear with an
+/// epilogue; `Add → Norm` in place on the stream becomes one residual-norm pass.
+pub fn fuse(ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match (out.last_mut(), &op) {
+            (Some(Op::Linear { output, act: act @ None, .. }), Op::Activation { value, act: a }) if *output == *value => {
+                *act = Some(*a);
+            }
+            (Some(Op::Add { stream, sublayer }), Op::Norm { field, input, output })
+                if input == stream && output == stream =>
+            {
+                let fused = Op::AddNorm { field, stream: *stream, sublayer: *sublayer };
+                *out.last_mut().expect("matched Some above") = fused;
+            }
+            _ => out.push(op),
+        }
+    }
+    out
+}
+
+/// Checks that every op's inputs have the widths its field expects. Presets are right by
+/// construction; this is what turns a composed block's mismatch into a spanned compile error.
+pub fn check_widths(graph: &Graph, span: Span) -> Result<(), syn::Error> {
+    let mut errors: Vec<syn::Error> = Vec::new();
+    let blocks = [Some(&graph.embeddings), Some(&graph.layer), graph.final_norm.as_ref()];
+    for block in blocks.into_iter().flatten() {
+        for op in &block.ops {
+            if let Err(message) = check_op(block, op) {
+                errors.push(syn::Error::new(span, format!("in block `{}`: {message}", block.suffix)));
+            }
+        }
+    }
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(()),
+        Some(mut first) => {
+            errors.for_each(|e| first.combine(e));
+            Err(first)
+        }
+    }
+}
+
+fn check_op(block: &Block, op: &Op) -> Result<(), String> {
+    let field = |name: &str| block.field(name).map(|f| f.kind).ok_or_else(|| format!("no field `{name}`"));
+    let same = |a: Value, b: Value| {
+        if a.width == b.width {
+            Ok(())
+        } else {
+            Err(format!("cannot add [S, {}] (`{}`) and [S, {}] (`{}`)", a.width, a.name, b.width, b.name))
+        }
+    };
+    match *op {
+        Op::Linear { field: f, input, output, .. } => match field(f)? {
+            FieldKind::Linear { input: i, output: o, .. } if i == input.width && o == output.width => Ok(()),
+            FieldKind::Linear { input: i, output: o, .. } => Err(format!(
+                "linear `{f}` maps {i} to {o} features but is applied to [S, {}] (`{}`) writing [S, {}] (`{}`)",
+                input.width, input.name, output.width, output.name
+            )),
+            _ => Err(format!("`{f}` is not a linear layer")),
+        },
+        Op::Attention { qkv, output, heads, head_dim } => {
+            if qkv.width != 3 * heads * head_dim || output.width != heads * head_dim {
+                return Err(format!(
+                    "attention with {heads} heads of {head_dim} needs [S, {}] projections and writes [S, {}], got [S, {}] and [S, {}]",
+                    3 * heads * head_dim,
+                    heads * head_dim,
+                    qkv.width,
+                    output.width
+                ));
+            }
+            Ok(())
+        }
+        Op::Add { stream, sublayer } => same(stream, sublayer),
+        Op::AddNorm { field: f, stream, sublayer } => {
+            same(stream, sublayer)?;
+            norm_fits(f, field(f)?, stream)
+        }
+        Op::Norm { field: f, input, output } => {
+            same(input, output)?;
+            norm_fits(f, field(f)?, input)
+        }
+        Op::Activation { .. } => Ok(()),
+        Op::Gather { field: f, output, .. } => match field(f)? {
+            FieldKind::Embedding { width, .. } | FieldKind::Sinusoidal { width, .. } if width == output.width => Ok(()),
+            _ => Err(format!("embedding `{f}` does not produce [S, {}]", output.width)),
+        },
+    }
+}
+
+fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
+    match kind {
+        FieldKind::LayerNorm { width, .. } if width == value.width => Ok(()),
+        FieldKind::LayerNorm { width, .. } => Err(format!("norm `{name}` of width {width} applied to [S, {}]", value.width)),
+        _ => Err(format!("`{name}` is not a norm")),
+    }
+}
+
+/// A checkpoint naming scheme: where each field's tensors live.
+struct Names {
+    embeddings_prefix: &'static str,
+    word_embeddings: &'static str,
+    position_embeddings: &'static str,
+    token_type_embeddings: &'static str,
+    embeddings_norm: &'static str,
+    layer_prefix: &'static str,
+    qkv: [&'static str; 3],
+    attention_output: &'static str,
+    attention_norm: &'static str,
+    intermediate: &'static str,
+    output: &'static str,
+    output_norm: &'static str,
+    final_norm_prefix: &'static str,
+    ignored: &'static [&'static str],
+}
+
+impl Names {
+    fn of(scheme: WeightScheme) -> Self {
+        match scheme {
+            // Hugging Face `BertModel`.
+            WeightScheme::Bert => Names {
+                embeddings_prefix: "embeddings",
+                word_embeddings: "word_embeddings.weight",
+                position_embeddings: "position_embeddings.weight",
+                token_type_embeddings: "token_type_embeddings.weight",
+                embeddings_norm: "LayerNorm",
+                layer_prefix: "encoder.layer.{i}",
+                qkv: ["attention.self.query", "attention.self.key", "attention.self.value"],
+                attention_output: "attention.output.dense",
+                attention_norm: "attention.output.LayerNorm",
+                intermediate: "intermediate.dense",
+                output: "output.dense",
+                output_norm: "output.LayerNorm",
+                final_norm_prefix: "encoder.LayerNorm",
+                // A registered buffer, and BertPooler (CLS → dense → tanh), which sentence
+                // embeddings do not use.
+                ignored: &["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"],
+            },
+        }
+    }
+}

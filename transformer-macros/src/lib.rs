@@ -1,0 +1,39 @@
+//! The `model!` procedural macro of the `transformer` crate.
+//!
+//! One module per phase, wired by [`expand`]: [`ast`] parses tokens into a typed, span-keeping
+//! input; [`check`] validates every key in one pass, collecting errors in a [`ctxt::Ctxt`], and
+//! produces a [`spec::Spec`] with concrete dims; [`graph`] lowers the spec to a typed op graph
+//! with inferred widths and makes the fusion decisions; [`codegen`] writes Rust from that graph only.
+//! On any error, [`fallback`] still emits the model type so user code does not drown the real error.
+
+mod ast;
+mod check;
+mod codegen;
+mod ctxt;
+mod fallback;
+mod graph;
+mod spec;
+mod suggest;
+
+use proc_macro::TokenStream;
+
+/// Declares a transformer model. See the `transformer` crate's documentation for the grammar.
+#[proc_macro]
+pub fn model(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as ast::ModelInput);
+    expand(input).into()
+}
+
+fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
+    match check::validate(&input) {
+        Ok(spec) => {
+            let graph = graph::lower(&spec);
+            codegen::generate(&spec, &graph)
+        }
+        Err(errors) => {
+            let dummy = fallback::dummy(&input);
+            let errors = errors.into_compile_error();
+            quote::quote! { #errors #dummy }
+        }
+    }
+}

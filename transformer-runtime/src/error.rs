@@ -1,0 +1,56 @@
+//! The one error type of the runtime: every way user input can be wrong, each naming the value.
+
+use crate::weights::WeightError;
+
+/// What went wrong, with the offending value named.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The weight file could not be read, or its tensors do not fit the model.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+
+    /// A batch with no sequence in it.
+    #[error("the batch is empty: give at least one sequence")]
+    EmptyBatch,
+
+    /// A sequence with no (unmasked) token in it.
+    #[error("sequence {sequence} is empty: every sequence needs at least one token")]
+    EmptySequence { sequence: usize },
+
+    /// A token id the vocabulary does not have.
+    #[error("token id {token} at sequence {sequence}, position {position} is out of range: the vocabulary has {vocab} ids (0..{vocab})")]
+    TokenOutOfRange { sequence: usize, position: usize, token: u32, vocab: usize },
+
+    /// A token-type (segment) id the model does not have.
+    #[error("token type id {type_id} at sequence {sequence}, position {position} is out of range: the model has {type_vocab} token types (0..{type_vocab})")]
+    TokenTypeOutOfRange { sequence: usize, position: usize, type_id: u32, type_vocab: usize },
+
+    /// Token type ids given to a model declared without a token-type vocabulary.
+    #[error("token type ids were given, but this model has no token-type embedding (declare `type_vocab_size` to use them)")]
+    TokenTypesNotSupported,
+
+    /// A sequence longer than the model's position table.
+    #[error("sequence {sequence} has {len} tokens, more than the model's maximum of {max} positions")]
+    SequenceTooLong { sequence: usize, len: usize, max: usize },
+
+    /// A padded batch wider than the model's position table (its real tokens would fit: trim the padding).
+    #[error("the batch is padded to {len} positions, more than the model's maximum of {max}; trim the padding")]
+    PaddedTooLong { len: usize, max: usize },
+
+    /// Two parts of the input that must agree in length do not.
+    #[error("{what} of sequence {sequence} has length {found}, expected {expected} (the length of its token ids)")]
+    LengthMismatch { what: &'static str, sequence: usize, expected: usize, found: usize },
+
+    /// Two parts of the input that must agree in batch size do not.
+    #[error("{what} has {found} sequences, expected {expected} (the number of token id sequences)")]
+    BatchSizeMismatch { what: &'static str, expected: usize, found: usize },
+
+    /// A mask value other than 0 or 1.
+    #[error("attention mask value {value} at sequence {sequence}, position {position}: expected 0 or 1")]
+    BadMaskValue { sequence: usize, position: usize, value: u32 },
+
+    /// A thread pool could not be built.
+    #[error("cannot build a thread pool of {threads} threads: {reason}")]
+    ThreadPool { threads: usize, reason: String },
+}

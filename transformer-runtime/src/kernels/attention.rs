@@ -1,0 +1,392 @@
+//! Multi-head scaled-dot-product attention with a streaming ("online") softmax.
+//!
+//! The kernel fuses `QKᵀ·scale`, the key mask, the softmax and the product with `V` into one pass
+//! over the keys, FlashAttention-style: keys are visited in fixed-size tiles, each query keeps a
+//! running maximum `m`, a running normaliser `l` and an unnormalised accumulator `acc[HD]`, and the
+//! accumulator is rescaled by `exp(m_old − m_new)` whenever the maximum grows. No `seq×seq` score
+//! matrix is materialised and nothing is heap-allocated; all scratch is fixed-size stack arrays,
+//! so the working set per call is a few KiB regardless of sequence length.
+//!
+//! Several query rows are processed against each key tile (`Q_BLOCK`) so every K/V row loaded
+//! from the strided `qkv` buffer is reused for all of them while it is in L1. Masked keys are
+//! compacted out of each tile before any arithmetic, so padding costs nothing beyond reading its
+//! flag.
+//!
+//! The two HD-wide inner loops (`q·k` and `acc += p·v`) are the only hot arithmetic; they are
+//! written once, generic over an `Isa` marker, and instantiated for a portable baseline and (on
+//! x86_64) inside an `avx2,fma` `#[target_feature]` shim chosen at runtime.
+
+use super::{exp_f32, lane_sum, reduce_lanes, LANES};
+
+/// Keys per tile: the compacted score row (`Q_BLOCK × KEY_TILE` floats) stays small enough to
+/// live in registers/L1 next to the accumulators.
+const KEY_TILE: usize = 64;
+/// Query rows that share each loaded key/value row.
+const Q_BLOCK: usize = 4;
+
+/// Multi-head scaled-dot-product attention for a block of query rows of ONE sequence, with an
+/// online (streaming) softmax over key tiles: no seq×seq score matrix is materialised.
+///
+/// `qkv`: the whole sequence's fused projections, `seq` rows, each row `3 * heads * HD` floats laid
+///   out as [Q (heads×HD) | K (heads×HD) | V (heads×HD)], head h at offset h*HD inside each part.
+/// `key_valid`: `seq` flags; a key with `false` is masked out (padding).
+/// `q_start`: index of the first query row handled; `out` holds `rows` = out.len() / (heads*HD)
+///   output rows (q_start..q_start+rows), each `heads*HD` wide, heads concatenated as in the input.
+/// `scale`: usually 1/sqrt(HD).
+/// A query row whose keys are all masked gets an output row of zeros (never NaN).
+/// Panics on inconsistent lengths.
+pub fn attention<const HD: usize>(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &[bool],
+    q_start: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
+    #[cfg(target_arch = "x86_64")]
+    if Avx2Fma::detected() {
+        // SAFETY: `attention_avx2_fma` only requires the `avx2` and `fma` target features, and
+        // `Avx2Fma::detected()` has just confirmed at runtime that this CPU has both.
+        unsafe { attention_avx2_fma::<HD>(qkv, seq, heads, key_valid, q_start, scale, out) };
+        return;
+    }
+    attention_body::<HD, Portable>(qkv, seq, heads, key_valid, q_start, scale, out);
+}
+
+/// Scalar twin of [`attention`]: the same tiled online-softmax algorithm compiled for the baseline
+/// target only (no runtime-selected SIMD). Tests compare it with the dispatched version.
+#[doc(hidden)]
+pub fn attention_scalar<const HD: usize>(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &[bool],
+    q_start: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
+    attention_body::<HD, Portable>(qkv, seq, heads, key_valid, q_start, scale, out);
+}
+
+/// Name of the instruction set [`attention`] dispatches to on this CPU (for tests and benches).
+#[doc(hidden)]
+pub fn attention_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if Avx2Fma::detected() {
+        return "avx2+fma";
+    }
+    "portable"
+}
+
+/// Reference twin of [`attention`]: materialises each query's full score row, subtracts the max,
+/// exponentiates and normalises. Allocates; for tests only.
+#[doc(hidden)]
+pub fn attention_naive<const HD: usize>(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &[bool],
+    q_start: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let rows = check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
+    let width = heads * HD;
+    let stride = 3 * width;
+    let valid_keys: Vec<usize> = (0..seq).filter(|&j| key_valid[j]).collect();
+    let mut scores = vec![0.0f32; valid_keys.len()];
+    for r in 0..rows {
+        let qrow = (q_start + r) * stride;
+        for h in 0..heads {
+            let q = &qkv[qrow + h * HD..][..HD];
+            let dst = &mut out[r * width + h * HD..][..HD];
+            dst.fill(0.0);
+            if valid_keys.is_empty() {
+                continue;
+            }
+            for (s, &j) in scores.iter_mut().zip(&valid_keys) {
+                let k = &qkv[j * stride + width + h * HD..][..HD];
+                *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for (&p, &j) in scores.iter().zip(&valid_keys) {
+                let v = &qkv[j * stride + 2 * width + h * HD..][..HD];
+                for (o, &x) in dst.iter_mut().zip(v) {
+                    *o += p * x;
+                }
+            }
+            for o in dst.iter_mut() {
+                *o /= sum;
+            }
+        }
+    }
+}
+
+/// Validates the layout contract and returns the number of output rows.
+fn check_shapes<const HD: usize>(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &[bool],
+    q_start: usize,
+    out: &[f32],
+) -> usize {
+    assert!(HD > 0, "attention: head dimension HD must be positive");
+    assert!(heads > 0, "attention: heads must be positive");
+    let width = heads
+        .checked_mul(HD)
+        .expect("attention: heads × HD overflows usize");
+    let qkv_len = seq
+        .checked_mul(3 * width)
+        .expect("attention: seq × 3·heads·HD overflows usize");
+    assert_eq!(
+        qkv.len(),
+        qkv_len,
+        "attention: qkv has {} floats, expected seq × 3·heads·HD = {seq} × 3·{heads}·{HD}",
+        qkv.len()
+    );
+    assert_eq!(
+        key_valid.len(),
+        seq,
+        "attention: key_valid has {} flags but seq = {seq}",
+        key_valid.len()
+    );
+    assert!(
+        out.len().is_multiple_of(width),
+        "attention: out has {} floats, not a multiple of heads·HD = {width}",
+        out.len()
+    );
+    let rows = out.len() / width;
+    assert!(
+        q_start <= seq && rows <= seq - q_start,
+        "attention: query rows {q_start}..{} exceed seq = {seq}",
+        q_start + rows
+    );
+    rows
+}
+
+/// The HD-wide inner loops, specialised per instruction set.
+///
+/// Implementations are zero-sized markers whose methods are `#[inline(always)]`, so they are
+/// compiled inside whichever `#[target_feature]` function instantiates [`attention_body`] and pick
+/// up that function's instruction set.
+trait Isa {
+    fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32;
+    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]);
+}
+
+/// Baseline: separate multiply and add (no FMA is guaranteed on the baseline target, and
+/// `f32::mul_add` without hardware FMA is a slow libm call).
+struct Portable;
+
+impl Isa for Portable {
+    #[inline(always)]
+    fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32 {
+        dot_lanes::<HD>(a, b, |x, y, acc| x * y + acc)
+    }
+
+    #[inline(always)]
+    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a += p * x;
+        }
+    }
+}
+
+/// AVX2 + FMA: the same loops with fused multiply-adds; inside the `avx2,fma` shim LLVM lowers
+/// `mul_add` to `vfmadd` and vectorises the lanes into 256-bit registers.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Fma;
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2Fma {
+    #[inline]
+    fn detected() -> bool {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Isa for Avx2Fma {
+    #[inline(always)]
+    fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32 {
+        dot_lanes::<HD>(a, b, f32::mul_add)
+    }
+
+    #[inline(always)]
+    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = p.mul_add(x, *a);
+        }
+    }
+}
+
+/// Dot product with [`LANES`] independent accumulators (see [`super::LANES`] for why).
+#[inline(always)]
+fn dot_lanes<const HD: usize>(
+    a: &[f32; HD],
+    b: &[f32; HD],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for j in 0..LANES {
+            acc[j] = fma(ca[j], cb[j], acc[j]);
+        }
+    }
+    for j in 0..a_rest.len() {
+        acc[j] = fma(a_rest[j], b_rest[j], acc[j]);
+    }
+    reduce_lanes(acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attention_avx2_fma<const HD: usize>(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &[bool],
+    q_start: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attention_body::<HD, Avx2Fma>(qkv, seq, heads, key_valid, q_start, scale, out);
+}
+
+/// Maximum of a score row with [`LANES`] independent accumulators (a serial `fold` does not
+/// vectorise).
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for j in 0..LANES {
+            acc[j] = acc[j].max(chunk[j]);
+        }
+    }
+    for (j, &x) in chunks.remainder().iter().enumerate() {
+        acc[j] = acc[j].max(x);
+    }
+    acc.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `HD` floats starting at `offset`, as a fixed-size array so the inner loops have a constant trip
+/// count.
+#[inline(always)]
+fn vec_at<const HD: usize>(xs: &[f32], offset: usize) -> &[f32; HD] {
+    xs[offset..]
+        .first_chunk::<HD>()
+        .expect("attention: row slice shorter than HD (shapes are checked on entry)")
+}
+
+/// The tiled online-softmax algorithm. Shapes have been validated by [`check_shapes`].
+#[inline(always)]
+fn attention_body<const HD: usize, I: Isa>(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &[bool],
+    q_start: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let width = heads * HD;
+    let stride = 3 * width;
+    let rows = out.len() / width;
+
+    for h in 0..heads {
+        let (q_off, k_off, v_off) = (h * HD, width + h * HD, 2 * width + h * HD);
+        for r0 in (0..rows).step_by(Q_BLOCK) {
+            let nq = Q_BLOCK.min(rows - r0);
+
+            // Folding the scale into q once saves a multiply per score.
+            let mut q = [[0.0f32; HD]; Q_BLOCK];
+            for (i, qi) in q[..nq].iter_mut().enumerate() {
+                let src = vec_at::<HD>(qkv, (q_start + r0 + i) * stride + q_off);
+                for (d, &s) in qi.iter_mut().zip(src) {
+                    *d = s * scale;
+                }
+            }
+            let mut max = [f32::NEG_INFINITY; Q_BLOCK];
+            let mut sum = [0.0f32; Q_BLOCK];
+            let mut acc = [[0.0f32; HD]; Q_BLOCK];
+            let mut keys = [0usize; KEY_TILE];
+            let mut p = [[0.0f32; KEY_TILE]; Q_BLOCK];
+
+            for t0 in (0..seq).step_by(KEY_TILE) {
+                let mut nk = 0;
+                for (j, _) in key_valid[t0..seq.min(t0 + KEY_TILE)]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v)
+                {
+                    keys[nk] = t0 + j;
+                    nk += 1;
+                }
+                if nk == 0 {
+                    continue;
+                }
+                let keys = &keys[..nk];
+
+                for (jj, &j) in keys.iter().enumerate() {
+                    let k = vec_at::<HD>(qkv, j * stride + k_off);
+                    for i in 0..nq {
+                        p[i][jj] = I::dot::<HD>(&q[i], k);
+                    }
+                }
+
+                for i in 0..nq {
+                    let scores = &mut p[i][..nk];
+                    let tile_max = lane_max(scores);
+                    if tile_max > max[i] {
+                        // The first valid tile has nothing to rescale; later tiles shrink the old
+                        // terms to the new max so every exponent stays ≤ 0 and nothing overflows.
+                        if max[i] != f32::NEG_INFINITY {
+                            let c = exp_f32(max[i] - tile_max);
+                            sum[i] *= c;
+                            acc[i].iter_mut().for_each(|a| *a *= c);
+                        }
+                        max[i] = tile_max;
+                    }
+                    // Branch-free exp over the contiguous tile row: this loop vectorises, where a
+                    // libm call per score made exp the dominant cost of the whole kernel.
+                    let m = max[i];
+                    scores.iter_mut().for_each(|s| *s = exp_f32(*s - m));
+                    sum[i] += lane_sum(scores, |p| p);
+                }
+
+                for (jj, &j) in keys.iter().enumerate() {
+                    let v = vec_at::<HD>(qkv, j * stride + v_off);
+                    for i in 0..nq {
+                        I::axpy::<HD>(&mut acc[i], p[i][jj], v);
+                    }
+                }
+            }
+
+            for i in 0..nq {
+                let dst = &mut out[(r0 + i) * width + q_off..][..HD];
+                // The maximum score contributes exp(0) = 1, so `sum` ≥ 1 whenever any key was
+                // valid; 0 means every key was masked and the row is defined as zeros.
+                if sum[i] > 0.0 {
+                    let inv = 1.0 / sum[i];
+                    for (o, &a) in dst.iter_mut().zip(&acc[i]) {
+                        *o = a * inv;
+                    }
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! LayerNorm with static width, alone or fused with the residual add that precedes it.
+
+use super::into_array;
+use crate::kernels::norm::{add_layer_norm, layer_norm};
+use crate::WeightLoader;
+
+/// `LayerNorm(D)` with learned scale and shift.
+#[derive(Clone, Debug)]
+pub struct LayerNorm<const D: usize> {
+    gamma: Box<[f32; D]>,
+    beta: Box<[f32; D]>,
+    eps: f32,
+}
+
+impl<const D: usize> LayerNorm<D> {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`, both `[D]`.
+    pub fn load(loader: &mut WeightLoader, prefix: &str, eps: f32) -> Self {
+        let gamma = into_array(loader.take(&format!("{prefix}.weight"), &[D]));
+        let beta = into_array(loader.take(&format!("{prefix}.bias"), &[D]));
+        Self { gamma, beta, eps }
+    }
+
+    /// `rows[i] = LayerNorm(rows[i])`.
+    pub fn forward(&self, rows: &mut [[f32; D]]) {
+        layer_norm(rows, &self.gamma, &self.beta, self.eps);
+    }
+
+    /// `out[i] = LayerNorm(input[i])`, leaving the input as it is (pre-norm: the stream stays raw).
+    pub fn forward_into(&self, input: &[[f32; D]], out: &mut [[f32; D]]) {
+        out.copy_from_slice(input);
+        self.forward(out);
+    }
+
+    /// `stream[i] = LayerNorm(stream[i] + sublayer[i])`: the post-norm residual in one pass.
+    pub fn forward_residual(&self, stream: &mut [[f32; D]], sublayer: &[[f32; D]]) {
+        add_layer_norm(stream, sublayer, &self.gamma, &self.beta, self.eps);
+    }
+}

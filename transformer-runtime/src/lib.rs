@@ -1,0 +1,25 @@
+//! Runtime of the `transformer` crate.
+//!
+//! The `model!` macro generates statically shaped model code; this crate is what that code calls:
+//! fused CPU kernels ([`kernels`]), the building blocks made from them ([`layers`]), weight loading
+//! from safetensors ([`weights`]), the input batch ([`input`]), the reusable forward-pass workspace
+//! ([`workspace`]), thread control ([`parallel`]) and the one error type ([`Error`]).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod input;
+pub mod kernels;
+pub mod layers;
+pub mod parallel;
+pub mod weights;
+pub mod workspace;
+
+pub use error::Error;
+pub use input::Batch;
+pub use kernels::activation::Activation;
+pub use parallel::Threads;
+pub use weights::{WeightError, WeightLoader, WeightProblem};
+pub use workspace::Workspace;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
