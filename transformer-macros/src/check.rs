@@ -64,7 +64,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let layers = size(&mut cx, "layers", MAX_LAYERS);
     let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
     if let (Some(d), Some(h)) = (d_model, heads) {
-        heads_divide_d_model(&mut cx, d, h, &entries["heads"]);
+        heads_divide_d_model(&mut cx, d, h, entries["heads"]);
     }
 
     let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| entries.get(key).and_then(|e| known_name(cx, e, valid));
@@ -86,7 +86,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
     let weights = name(&mut cx, "weights", SCHEMES).map(|_| WeightScheme::Bert);
     if let (Some(WeightScheme::Bert), Some(p)) = (weights, placement) {
-        bert_is_post_norm(&mut cx, p, &entries["norm_placement"], &entries["weights"]);
+        bert_is_post_norm(&mut cx, p, entries["norm_placement"], entries["weights"]);
     }
 
     cx.check()?;
@@ -174,11 +174,11 @@ fn positive_size(cx: &mut Ctxt, entry: &Entry, max: usize) -> Option<usize> {
 
 /// Rule: `d_model` splits evenly across `heads`; else name the nearest head counts that do.
 fn heads_divide_d_model(cx: &mut Ctxt, d_model: usize, heads: usize, heads_entry: &Entry) {
-    if d_model % heads == 0 {
+    if d_model.is_multiple_of(heads) {
         return;
     }
-    let below = (1..heads).rev().find(|h| d_model % h == 0);
-    let above = (heads + 1..=d_model).find(|h| d_model % h == 0);
+    let below = (1..heads).rev().find(|&h| d_model.is_multiple_of(h));
+    let above = (heads + 1..=d_model).find(|&h| d_model.is_multiple_of(h));
     let nearest: Vec<String> = below.into_iter().chain(above).map(|h| format!("{h}")).collect();
     cx.error(
         heads_entry.value.span(),

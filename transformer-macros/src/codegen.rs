@@ -124,7 +124,7 @@ fn field_load(f: &Field) -> TokenStream {
         }
         FieldKind::Linear { bias, .. } => {
             let names = f.weights.iter().map(|w| tensor_name(w));
-            quote!(#rt::layers::Linear::load_fused(loader, &[#(&#names),*], #bias))
+            quote!(#rt::layers::Linear::load_fused(loader, &[#(#names.as_str()),*], #bias))
         }
         FieldKind::LayerNorm { eps, .. } => {
             let name = tensor_name(f.weights[0]);
@@ -406,8 +406,10 @@ fn model(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]) -> T
             fn run<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<(&'w [#dm], &'w [#dm])> {
                 batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;
                 let rows = batch.rows();
+                // Parenthesised sizes: clippy reads `a * b` elements that share one span as a
+                // possibly missing comma.
                 let [x, pooled, #(#scratch_names),*] =
-                    workspace.carve([rows * #d, batch.batch_size() * #d, #(rows * #scratch_widths),*]);
+                    workspace.carve([(rows * #d), (batch.batch_size() * #d), #((rows * #scratch_widths)),*]);
                 let x = x.as_chunks_mut::<#d>().0;
                 let s = &mut #scratch_ty {
                     #(#scratch_names: #scratch_names.as_chunks_mut::<#scratch_widths>().0,)*

@@ -73,3 +73,359 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
         );
     }
 }
+
+// ================================================================================================
+// Packed-weights GEMM with a fused epilogue
+// ================================================================================================
+//
+// Layout. `PackedB` stores B (`[k, n]`) as ⌈n/NR⌉ column panels; panel `p` holds columns
+// `p·NR .. p·NR + NR` as `k` consecutive rows of `NR` floats, the last panel zero-padded. The
+// microkernel therefore reads B strictly sequentially, one `NR`-wide row per step of the k-loop.
+//
+// Microkernel. An `MR×NR` tile of C lives in registers (`[[f32; NR]; MR]`, which LLVM keeps in
+// vector registers once the fixed-size loops are unrolled) while the k-loop broadcasts `A[i][kk]`
+// (A read in place, row-major, stride k) and multiply-adds it into row `i` of the tile. After the
+// last k step the epilogue (bias + activation) runs on the tile in registers and the tile is
+// stored once: C is written exactly once and never read.
+//
+// Blocking. Rows are processed in blocks of `MC` (so the `MC×k` slab of A stays in L2 while every
+// B panel streams past it); inside a block, panels are the outer loop and `MR`-row tiles the inner
+// one (so each `k×NR` panel is reused from L1/L2 for all tiles of the block). There is no blocking
+// over k: the tile stays in registers for the whole reduction, which keeps the epilogue trivially
+// "after the last k", and at transformer widths (k ≤ a few thousand) a panel fits in L2 anyway.
+//
+// Edges. Rows past `m` in the last tile read a duplicate of the last valid row of A (so nothing
+// outside A is touched) and their results are discarded; columns past `n` multiply the zero padding
+// of the last panel and are not stored.
+//
+// ISAs. One generic body ([`gemm_body`]), instantiated with a portable baseline ([`Portable`],
+// separate mul + add) and, on x86_64, inside `#[target_feature]` shims for AVX2+FMA and AVX-512F.
+// The ISA is chosen when B is packed (its panel width depends on it), so a `PackedB` can only ever
+// carry an ISA the running CPU supports.
+
+use super::activation::Activation;
+
+/// Instruction set a [`PackedB`] is packed for and [`matmul_packed`] runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmIsa {
+    /// Baseline target only; the scalar/auto-vectorised twin of the SIMD paths.
+    Portable,
+    /// AVX2 + FMA: 6×16 tiles (12 ymm accumulators).
+    Avx2Fma,
+    /// AVX-512F (+ AVX2/FMA): 8×32 tiles (16 zmm accumulators).
+    Avx512,
+}
+
+impl GemmIsa {
+    /// Every variant, best last.
+    pub const ALL: [GemmIsa; 3] = [GemmIsa::Portable, GemmIsa::Avx2Fma, GemmIsa::Avx512];
+
+    /// The best instruction set this CPU supports (detected once, then cached).
+    pub fn detected() -> GemmIsa {
+        static BEST: std::sync::OnceLock<GemmIsa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            GemmIsa::ALL
+                .into_iter()
+                .rev()
+                .find(|isa| isa.is_supported())
+                .unwrap_or(GemmIsa::Portable)
+        })
+    }
+
+    /// Whether this CPU can run kernels for `self`.
+    pub fn is_supported(self) -> bool {
+        match self {
+            GemmIsa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2Fma => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx512 => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            GemmIsa::Avx2Fma | GemmIsa::Avx512 => false,
+        }
+    }
+
+    /// The supported instruction sets (for tests and benches).
+    pub fn supported() -> Vec<GemmIsa> {
+        GemmIsa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+    }
+
+    /// Width of a B panel (`NR`) for this instruction set.
+    pub const fn panel_width(self) -> usize {
+        match self {
+            GemmIsa::Portable => PORTABLE_NR,
+            GemmIsa::Avx2Fma => AVX2_NR,
+            GemmIsa::Avx512 => AVX512_NR,
+        }
+    }
+
+    /// Rows of a microkernel tile (`MR`) for this instruction set.
+    pub const fn tile_rows(self) -> usize {
+        match self {
+            GemmIsa::Portable => PORTABLE_MR,
+            GemmIsa::Avx2Fma => AVX2_MR,
+            GemmIsa::Avx512 => AVX512_MR,
+        }
+    }
+}
+
+const PORTABLE_MR: usize = 4;
+const PORTABLE_NR: usize = 16;
+const AVX2_MR: usize = 6;
+const AVX2_NR: usize = 16;
+const AVX512_MR: usize = 8;
+const AVX512_NR: usize = 32;
+
+/// Rows of A per cache block: a 64×k slab (≤ 384 KiB for k = 1536) stays in L2 while the panels of
+/// B stream past it. A multiple of every `MR`… except 6, whose last tile in a block is a 4-row edge.
+const MC: usize = 64;
+
+/// B (`[k, n]`) packed into zero-padded column panels for [`matmul_packed`].
+#[derive(Clone)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    isa: GemmIsa,
+    /// ⌈n / NR⌉ panels of `k × NR` floats each.
+    panels: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedB")
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .field("isa", &self.isa)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedB {
+    /// Packs a row-major `[k, n]` matrix for the best instruction set of this CPU.
+    pub fn pack(b: &[f32], k: usize, n: usize) -> Self {
+        Self::pack_for(GemmIsa::detected(), b, k, n)
+    }
+
+    /// Packs a row-major `[k, n]` matrix for `isa`. Panics if `b.len() != k·n` or if this CPU does
+    /// not support `isa`.
+    pub fn pack_for(isa: GemmIsa, b: &[f32], k: usize, n: usize) -> Self {
+        let len = k
+            .checked_mul(n)
+            .unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
+        assert_eq!(b.len(), len, "PackedB: B has {} elements, expected k×n = {k}×{n}", b.len());
+        Self::from_fn(isa, k, n, |kk, j| b[kk * n + j])
+    }
+
+    /// Packs the `[k, n]` matrix whose element `(kk, j)` is `f(kk, j)`, for `isa` (e.g. straight
+    /// from a transposed `[n, k]` weight without materialising the transpose). Panics if this CPU
+    /// does not support `isa`.
+    pub fn from_fn(isa: GemmIsa, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) -> Self {
+        // The kernels behind `isa` are only ever called through a `PackedB`, so this check is what
+        // makes the `#[target_feature]` calls in `matmul_packed` sound.
+        assert!(isa.is_supported(), "PackedB: this CPU does not support {isa:?}");
+        let nr = isa.panel_width();
+        let panels = n.div_ceil(nr);
+        let len = panels
+            .checked_mul(nr)
+            .and_then(|x| x.checked_mul(k))
+            .unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
+        let mut data = vec![0.0f32; len];
+        if k > 0 {
+            for (p, panel) in data.chunks_exact_mut(k * nr).enumerate() {
+                let j0 = p * nr;
+                let width = nr.min(n - j0);
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    for (jj, x) in row[..width].iter_mut().enumerate() {
+                        *x = f(kk, j0 + jj);
+                    }
+                }
+            }
+        }
+        Self { k, n, isa, panels: data }
+    }
+
+    /// Rows of B (the reduction length).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of B (the output width).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The instruction set this matrix was packed for.
+    pub fn isa(&self) -> GemmIsa {
+        self.isa
+    }
+}
+
+/// What [`matmul_packed`] applies to each finished tile before storing it: `act(x + bias[col])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// Per-column bias (`n` elements), or none.
+    pub bias: Option<&'a [f32]>,
+    /// Activation applied after the bias.
+    pub activation: Activation,
+}
+
+impl<'a> Epilogue<'a> {
+    /// Plain product: no bias, identity activation.
+    pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity };
+
+    /// `act(x + bias)` (or `act(x)` when `bias` is `None`).
+    pub fn new(bias: Option<&'a [f32]>, activation: Activation) -> Self {
+        Self { bias, activation }
+    }
+}
+
+/// `C[m×n] = epilogue(A[m×k]·B)` with A and C row-major and contiguous, B packed (which fixes k, n
+/// and the instruction set). C is only written, never read. No heap allocation.
+/// Panics if a slice length disagrees with m, k, n or the bias length with n.
+pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: Epilogue<'_>) {
+    let (k, n) = (b.k, b.n);
+    let len = |r: usize, c: usize, what: &str| {
+        r.checked_mul(c)
+            .unwrap_or_else(|| panic!("matmul_packed: {what} dimensions {r}×{c} overflow usize"))
+    };
+    assert_eq!(
+        a.len(),
+        len(m, k, "A"),
+        "matmul_packed: A has {} elements, expected m×k = {m}×{k}",
+        a.len()
+    );
+    assert_eq!(
+        c.len(),
+        len(m, n, "C"),
+        "matmul_packed: C has {} elements, expected m×n = {m}×{n}",
+        c.len()
+    );
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(
+            bias.len(),
+            n,
+            "matmul_packed: bias has {} elements, expected n = {n}",
+            bias.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let args = Args { a, m, k, n, panels: &b.panels, c, bias: epilogue.bias };
+    let act = epilogue.activation;
+    match b.isa {
+        GemmIsa::Portable => gemm_body::<PORTABLE_MR, PORTABLE_NR, Portable>(args, act),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `gemm_avx2_fma` requires the `avx2` and `fma` target features; a `PackedB` can
+        // only carry `GemmIsa::Avx2Fma` if `from_fn` confirmed at runtime that this CPU has both.
+        GemmIsa::Avx2Fma => unsafe { gemm_avx2_fma(args, act) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `gemm_avx512` requires `avx512f`, `avx2` and `fma`; a `PackedB` can only carry
+        // `GemmIsa::Avx512` if `from_fn` confirmed at runtime that this CPU has all three.
+        GemmIsa::Avx512 => unsafe { gemm_avx512(args, act) },
+        #[cfg(not(target_arch = "x86_64"))]
+        GemmIsa::Avx2Fma | GemmIsa::Avx512 => unreachable!("PackedB::from_fn rejects x86 ISAs here"),
+    }
+}
+
+/// Shape-checked operands of one [`matmul_packed`] call (m, n > 0; lengths verified).
+struct Args<'a> {
+    a: &'a [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    panels: &'a [f32],
+    c: &'a mut [f32],
+    bias: Option<&'a [f32]>,
+}
+
+/// Multiply-add flavour of an instruction set; `#[inline(always)]` so it takes on the target
+/// features of the shim it is inlined into.
+trait Madd {
+    fn madd(a: f32, b: f32, acc: f32) -> f32;
+}
+
+/// Separate multiply and add: the baseline has no FMA, and `f32::mul_add` without hardware FMA is a
+/// slow libm call.
+struct Portable;
+
+impl Madd for Portable {
+    #[inline(always)]
+    fn madd(a: f32, b: f32, acc: f32) -> f32 {
+        a * b + acc
+    }
+}
+
+/// Fused multiply-add; inside an `fma` shim LLVM lowers `mul_add` to `vfmadd`.
+#[cfg(target_arch = "x86_64")]
+struct Fused;
+
+#[cfg(target_arch = "x86_64")]
+impl Madd for Fused {
+    #[inline(always)]
+    fn madd(a: f32, b: f32, acc: f32) -> f32 {
+        a.mul_add(b, acc)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gemm_avx2_fma(args: Args<'_>, act: Activation) {
+    gemm_body::<AVX2_MR, AVX2_NR, Fused>(args, act);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gemm_avx512(args: Args<'_>, act: Activation) {
+    gemm_body::<AVX512_MR, AVX512_NR, Fused>(args, act);
+}
+
+/// Picks the activation once, so each arm is a monomorphic kernel whose epilogue vectorises.
+#[inline(always)]
+fn gemm_body<const MR: usize, const NR: usize, M: Madd>(args: Args<'_>, act: Activation) {
+    match act {
+        Activation::Identity => gemm_blocks::<MR, NR, M>(args, |x| x),
+        Activation::GeluErf => gemm_blocks::<MR, NR, M>(args, |x| Activation::GeluErf.apply(x)),
+        Activation::GeluTanh => gemm_blocks::<MR, NR, M>(args, |x| Activation::GeluTanh.apply(x)),
+        Activation::Relu => gemm_blocks::<MR, NR, M>(args, |x| Activation::Relu.apply(x)),
+    }
+}
+
+/// The blocked loops around the microkernel, the epilogue and the store.
+#[inline(always)]
+fn gemm_blocks<const MR: usize, const NR: usize, M: Madd>(args: Args<'_>, act: impl Fn(f32) -> f32) {
+    let Args { a, m, k, n, panels, c, bias } = args;
+    for ic in (0..m).step_by(MC) {
+        let mc = MC.min(m - ic);
+        for (p, panel) in panels.chunks_exact(k * NR).enumerate().take(n.div_ceil(NR)) {
+            let j0 = p * NR;
+            let width = NR.min(n - j0);
+            let mut bias_tile = [0.0f32; NR];
+            if let Some(bias) = bias {
+                bias_tile[..width].copy_from_slice(&bias[j0..j0 + width]);
+            }
+            for ir in (ic..ic + mc).step_by(MR) {
+                let rows = MR.min(ic + mc - ir);
+                let mut acc = microkernel::<MR, NR, M>(&a[ir * k..(ir + rows) * k], rows, k, panel);
+                for row in &mut acc {
+                    for (x, &b) in row.iter_mut().zip(&bias_tile) {
+                        *x = act(*x + b);
+                    }
+                }
+                for (i, row) in acc.iter().enumerate().take(rows) {
+                    let dst = &mut c[(ir + i) * n + j0..][..width];
+                    match <&mut [f32; NR]>::try_from(&mut *dst) {
+                        Ok(full) => *full = *row,
+                        Err(_) => dst.copy_from_slice(&row[..width]),
+                    }
+                }
+            }
+        }
+    }
+}

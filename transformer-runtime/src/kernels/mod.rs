@@ -52,9 +52,10 @@ pub(crate) fn reduce_lanes(acc: [f32; LANES]) -> f32 {
 /// element cannot, and dominated the softmax and GELU at ~10 ns per element).
 ///
 /// Cephes `expf` scheme: `x = n·ln2 + r` with |r| ≤ ln2/2, `eʳ` by a degree-7 polynomial, and
-/// `2ⁿ` assembled directly in the exponent bits. Relative error ≤ 2 ulp over the normal range;
-/// results below the smallest normal f32 flush to 0 and above f32::MAX saturate to +∞.
-/// NaN propagates.
+/// `2ⁿ` assembled directly in the exponent bits. Relative error ≤ 2 ulp for `x` in
+/// [−87.33, 88.37]; below that (results under the smallest normal f32) it returns 0, above it +∞
+/// (slightly early: `f32::MAX` is e^88.72, but keeping `n ≤ 127` keeps the bit assembly simple,
+/// and the callers only ever need `x ≤ 0` or saturate anyway). NaN propagates.
 #[doc(hidden)]
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
@@ -65,8 +66,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits (SSE2-friendly,
     // unlike `f32::round`, which is a libm call on the baseline target).
     const ROUND: f32 = 12_582_912.0;
-    // Inputs beyond these give results outside the normal f32 range.
-    const HI: f32 = 88.376_26;
+    // Beyond these the result leaves the normal f32 range (LO) or n would reach 128 (HI).
+    const HI: f32 = 88.37;
     const LO: f32 = -87.336_55;
 
     let xc = x.clamp(LO, HI);

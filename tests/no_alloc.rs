@@ -1,0 +1,83 @@
+//! After a warm-up call, a forward pass at the same batch shape allocates nothing: all
+//! activations live in the reusable workspace. Counted with a global allocator that tallies this
+//! thread's allocations (single-threaded run, so every allocation happens here).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use transformer::{Batch, WeightLoader, Workspace};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; the counter is thread-local
+// plain data and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+transformer::model! {
+    /// Small, BERT-shaped, with a head width that is not a power of two.
+    pub struct Small {
+        vocab_size: 100,
+        max_positions: 64,
+        type_vocab_size: 2,
+        d_model: 48,
+        heads: 4,
+        layers: 2,
+        d_ff: 96,
+        activation: gelu_tanh,
+        norm: layer_norm,
+        norm_eps: 1e-12,
+        norm_placement: post,
+        positions: learned,
+        attention: bidirectional,
+        weights: bert,
+    }
+}
+
+#[test]
+fn a_warm_forward_pass_allocates_nothing() {
+    let tensors = common::wanted_tensors(|l| {
+        Small::load(l);
+    });
+    let mut loader = WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "s").unwrap();
+    let model = Small::load(&mut loader);
+    loader.finish().unwrap();
+    let long: Vec<u32> = (0..50).map(|i| i % 100).collect();
+    let batch = Batch::from_sequences(&[long.clone(), long[..20].to_vec(), long[..33].to_vec()]).unwrap();
+    let smaller = Batch::from_sequences(&[long[..10].to_vec()]).unwrap();
+    let mut ws = Workspace::new();
+
+    model.embed_into(&batch, &mut ws).unwrap();
+    let growths = ws.growths();
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..3 {
+        model.embed_into(&batch, &mut ws).unwrap();
+        model.forward_into(&smaller, &mut ws).unwrap();
+    }
+    let allocations = ALLOCATIONS.with(Cell::get) - before;
+    assert_eq!(allocations, 0, "warm forward passes allocated {allocations} times");
+    assert_eq!(ws.growths(), growths, "the workspace grew after warm-up");
+}

@@ -1,0 +1,23 @@
+// A norm epsilon of zero.
+
+transformer::model! {
+    /// A MiniLM-sized encoder with one mistake.
+    pub struct Model {
+        vocab_size: 30522,
+        max_positions: 512,
+        type_vocab_size: 2,
+        d_model: 384,
+        heads: 12,
+        layers: 6,
+        d_ff: 1536,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 0.0,
+        norm_placement: post,
+        positions: learned,
+        attention: bidirectional,
+        weights: bert,
+    }
+}
+
+fn main() {}
