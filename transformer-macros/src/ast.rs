@@ -101,16 +101,16 @@ impl Parse for Entry {
 
 impl Parse for Value {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        if input.peek(LitInt) {
-            return Ok(Value::Int(input.parse()?));
-        }
-        if input.peek(LitFloat) {
-            let lit: LitFloat = input.parse()?;
-            return Ok(Value::Float { value: lit.base10_parse()?, span: lit.span(), text: lit.to_string() });
-        }
-        if input.peek(Token![-]) && (input.peek2(LitInt) || input.peek2(LitFloat)) {
+        // A literal or name counts only when the entry ends right after it: `384 * 2` is an
+        // expression, kept whole below so the error can quote it instead of "expected `,`".
+        let ends2 = input.peek2(Token![,]) || input.peek2(syn::parse::End);
+        let ends3 = input.peek3(Token![,]) || input.peek3(syn::parse::End);
+        // The sign first: syn's `LitInt`/`LitFloat` would otherwise take `-12` as one literal, and
+        // `-12` would fail as "invalid digit" instead of reaching "must be at least 1".
+        if input.peek(Token![-]) && (input.peek2(LitInt) || input.peek2(LitFloat)) && ends3 {
             let minus: Token![-] = input.parse()?;
-            let span = |end: Span| minus.span.join(end).unwrap_or(end);
+            // On stable `join` is unavailable: point at the sign, the token that makes it wrong.
+            let span = |end: Span| minus.span.join(end).unwrap_or(minus.span);
             if input.peek(LitInt) {
                 let lit: LitInt = input.parse()?;
                 return Ok(Value::NegInt { value: -lit.base10_parse::<i128>()?, span: span(lit.span()) });
@@ -118,7 +118,14 @@ impl Parse for Value {
             let lit: LitFloat = input.parse()?;
             return Ok(Value::Float { value: -lit.base10_parse::<f64>()?, span: span(lit.span()), text: format!("-{lit}") });
         }
-        if input.peek(Ident) && (input.peek2(Token![,]) || input.peek2(syn::parse::End)) {
+        if input.peek(LitInt) && ends2 {
+            return Ok(Value::Int(input.parse()?));
+        }
+        if input.peek(LitFloat) && ends2 {
+            let lit: LitFloat = input.parse()?;
+            return Ok(Value::Float { value: lit.base10_parse()?, span: lit.span(), text: lit.to_string() });
+        }
+        if input.peek(Ident) && ends2 {
             return Ok(Value::Name(input.call(syn::ext::IdentExt::parse_any)?));
         }
         // Anything else up to the next top-level comma, kept whole for the error message.

@@ -113,6 +113,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         attention: attention.ok_or_else(missing)?,
         weights: weights.ok_or_else(missing)?,
         d_model_span: entries["d_model"].value.span(),
+        vocab_span: entries["vocab_size"].value.span(),
+        lm_head: None,
     })
 }
 
@@ -140,10 +142,21 @@ fn keys_known_and_unique<'a>(cx: &mut Ctxt, input: &'a ModelInput) -> HashMap<St
     seen
 }
 
-/// Rule: every required key is given. Reported at the model's name, which is where the keys go.
+/// Rule: every required key is given. Reported at the model's name, which is where the keys go;
+/// a key already suggested for a misspelt one (`d_modle` → `d_model`) is not reported again.
 fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &Entry>) {
-    let missing: Vec<&str> =
-        KEYS.iter().copied().filter(|k| !OPTIONAL.contains(k) && !entries.contains_key(*k)).collect();
+    let suggested: Vec<&str> = input
+        .entries
+        .iter()
+        .map(|e| e.key.to_string())
+        .filter(|k| !KEYS.contains(&k.as_str()))
+        .filter_map(|k| closest(&k, KEYS))
+        .collect();
+    let missing: Vec<&str> = KEYS
+        .iter()
+        .copied()
+        .filter(|k| !OPTIONAL.contains(k) && !entries.contains_key(*k) && !suggested.contains(k))
+        .collect();
     if !missing.is_empty() {
         let (s, them) = if missing.len() == 1 { ("", "it") } else { ("s", "them") };
         cx.error(
@@ -161,7 +174,11 @@ fn positive_size(cx: &mut Ctxt, entry: &Entry, max: usize) -> Option<usize> {
             Ok(0) => cx.error(lit.span(), format!("`{key}` must be at least 1, found 0")),
             Ok(n) if n as u128 > max as u128 => cx.error(
                 lit.span(),
-                format!("`{key}` of {n} is larger than the supported maximum of {max}; is there an extra digit?"),
+                format!(
+                    "`{key}` of {} is larger than the supported maximum of {}; is there an extra digit?",
+                    grouped(n as u128),
+                    grouped(max as u128)
+                ),
             ),
             Ok(n) => return Some(n as usize),
             Err(e) => cx.error(lit.span(), format!("`{key}` must be a whole number: {e}")),
@@ -204,7 +221,14 @@ fn positive_eps(cx: &mut Ctxt, entry: &Entry) -> Option<f64> {
     if value.is_finite() && value > 0.0 {
         return Some(value);
     }
-    cx.error(entry.value.span(), format!("`norm_eps` must be positive (it keeps the division by the standard deviation finite), found {value}"));
+    cx.error(
+        entry.value.span(),
+        format!(
+            "`norm_eps` must be a positive number such as `1e-12` (it keeps the division by the \
+             standard deviation finite), found {}",
+            entry.value.describe()
+        ),
+    );
     None
 }
 
@@ -261,6 +285,19 @@ fn unknown_name_message(key: &Ident, word: &str, valid: &[&str]) -> String {
         Some(s) => format!("unknown {key} `{word}`: did you mean `{s}`? expected one of {}", list(valid)),
         None => format!("unknown {key} `{word}`: expected one of {}", list(valid)),
     }
+}
+
+/// `10000000` as `10_000_000`, so an extra digit shows.
+fn grouped(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `a`, `b` or `c` as "`a`, `b`, `c`".

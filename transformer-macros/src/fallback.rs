@@ -20,6 +20,16 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
         })
         .filter(|&d| d > 0 && d <= 1 << 16)
         .unwrap_or(1);
+    let v: usize = input
+        .entries
+        .iter()
+        .find(|e| e.key == "vocab_size")
+        .and_then(|e| match &e.value {
+            Value::Int(l) => l.base10_parse().ok(),
+            _ => None,
+        })
+        .filter(|&v| v > 0 && v <= 10_000_000)
+        .unwrap_or(1);
     let rt = quote!(::transformer::__private);
     quote! {
         #(#attrs)*
@@ -34,6 +44,11 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
             pub fn embed_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
             pub fn forward(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
             pub fn embed(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
+            pub fn logits_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn logits(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #v]>> { ::core::unreachable!() }
+            pub fn new_cache(&self, batch_size: usize) -> #rt::KvCache { ::core::unreachable!() }
+            pub fn step_into<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> { ::core::unreachable!() }
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use proc_macro2::Span;
 
-use crate::spec::{Activation, Attention, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::spec::{Activation, Attention, LmHead, NormKind, Placement, Positions, Spec, WeightScheme};
 
 /// A tensor of shape `[rows, width]` flowing through a block.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,10 +45,19 @@ pub struct Field {
 
 #[derive(Clone, Copy, Debug)]
 pub enum FieldKind {
-    Linear { input: usize, output: usize, bias: bool },
+    Linear { input: usize, output: usize, bias: bool, layout: Layout },
     LayerNorm { width: usize, eps: f64 },
     Embedding { rows: usize, width: usize },
     Sinusoidal { rows: usize, width: usize },
+}
+
+/// How a checkpoint stores a linear layer's weight.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layout {
+    /// `nn.Linear`: `[out, in]`.
+    Torch,
+    /// GPT-2's `Conv1D`: `[in, out]`.
+    Conv1d,
 }
 
 /// Which id a gather looks up for each row.
@@ -66,8 +75,9 @@ pub enum Op {
     Linear { field: &'static str, input: Value, output: Value, act: Option<Activation> },
     /// `value = act(value)`; fused away into the preceding linear when it wrote `value`.
     Activation { value: Value, act: Activation },
-    /// Multi-head attention over `qkv` (`[Q | K | V]` rows) into `output`.
-    Attention { qkv: Value, output: Value, heads: usize, head_dim: usize },
+    /// Multi-head attention over `qkv` (`[Q | K | V]` rows) into `output`; `causal` limits each
+    /// query to the keys at or before it (and lets a KV cache serve generation).
+    Attention { qkv: Value, output: Value, heads: usize, head_dim: usize, causal: bool },
     /// `stream += sublayer`.
     Add { stream: Value, sublayer: Value },
     /// `output = norm(input)` (in place when they are the same value).
@@ -87,6 +97,11 @@ pub struct Block {
     pub prefix: &'static str,
     pub fields: Vec<Field>,
     pub ops: Vec<Op>,
+    /// Whether `prefix` sits under the checkpoint's root (see [`Graph::roots`]).
+    pub rooted: bool,
+    /// The value the block produces besides the stream (a head's logits), written to an output
+    /// argument rather than to scratch.
+    pub output: Option<Value>,
 }
 
 impl Block {
@@ -99,7 +114,7 @@ impl Block {
         let mut out: Vec<Value> = Vec::new();
         for op in &self.ops {
             for v in op.values() {
-                if !v.is_stream() && !out.iter().any(|o| o.name == v.name) {
+                if !v.is_stream() && Some(v) != self.output && !out.iter().any(|o| o.name == v.name) {
                     out.push(v);
                 }
             }
@@ -109,6 +124,16 @@ impl Block {
 }
 
 impl Op {
+    /// Whether the op writes the residual stream.
+    pub fn writes_stream(&self) -> bool {
+        match *self {
+            Op::Linear { output, .. } | Op::Norm { output, .. } | Op::Gather { output, .. } => output.is_stream(),
+            Op::Activation { value, .. } => value.is_stream(),
+            Op::Attention { output, .. } => output.is_stream(),
+            Op::Add { .. } | Op::AddNorm { .. } => true,
+        }
+    }
+
     fn values(&self) -> Vec<Value> {
         match *self {
             Op::Linear { input, output, .. } | Op::Norm { input, output, .. } => vec![input, output],
@@ -128,69 +153,106 @@ pub struct Graph {
     pub layers: usize,
     /// Pre-norm models normalise the stream once more after the last layer.
     pub final_norm: Option<Block>,
-    /// Checkpoint tensors the model knows and deliberately does not use.
+    /// Decoders project the stream to vocabulary logits.
+    pub lm_head: Option<Block>,
+    /// Checkpoint tensors the model knows and deliberately does not use; `{i}` stands for each
+    /// layer index.
     pub ignored: Vec<&'static str>,
+    /// Prefixes the checkpoint may put before every name, tried in order (e.g. `transformer` for
+    /// a `GPT2LMHeadModel` save, none for a bare `GPT2Model`).
+    pub roots: &'static [&'static str],
 }
 
-/// Lowers a validated spec, checks every width, fuses.
-pub fn lower(spec: &Spec) -> Graph {
-    let d = spec.d_model;
-    let x = Value::stream(d);
-    let names = Names::of(spec.weights);
-    // The only kinds this version has; each new kind adds its arm here and its op variant.
-    let Attention::Bidirectional = spec.attention;
-    let norm = match spec.norm.kind {
-        NormKind::LayerNorm => FieldKind::LayerNorm { width: d, eps: spec.norm.eps },
-    };
+impl Graph {
+    /// Every block, in forward order.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        [Some(&self.embeddings), Some(&self.layer), self.final_norm.as_ref(), self.lm_head.as_ref()]
+            .into_iter()
+            .flatten()
+    }
+}
 
-    // Embeddings: token + position (+ token type), then LayerNorm.
-    let mut emb_fields = vec![Field {
+/// Lowers a validated spec and fuses; widths are checked by [`check_widths`].
+pub fn lower(spec: &Spec) -> Graph {
+    let names = Names::of(spec.weights);
+    let norm = match spec.norm.kind {
+        NormKind::LayerNorm => FieldKind::LayerNorm { width: spec.d_model, eps: spec.norm.eps },
+    };
+    Graph {
+        embeddings: embeddings(spec, &names, norm),
+        layer: layer(spec, &names, norm),
+        layers: spec.layers,
+        final_norm: (spec.norm.placement == Placement::Pre).then(|| Block {
+            suffix: "FinalNorm",
+            doc: "The norm after the last pre-norm layer.".into(),
+            prefix: names.final_norm,
+            fields: vec![Field { name: "norm", doc: "Final norm.", kind: norm, weights: vec![""] }],
+            ops: vec![Op::Norm { field: "norm", input: x(spec), output: x(spec) }],
+            rooted: true,
+            output: None,
+        }),
+        lm_head: spec.lm_head.map(|head| lm_head(spec, &names, head)),
+        ignored: names.ignored.to_vec(),
+        roots: names.roots,
+    }
+}
+
+fn x(spec: &Spec) -> Value {
+    Value::stream(spec.d_model)
+}
+
+/// Token + position (+ token type) embeddings, then a norm where the scheme has one.
+fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
+    let (d, x) = (spec.d_model, x(spec));
+    let mut fields = vec![Field {
         name: "word_embeddings",
         doc: "Token embeddings `[vocab_size, d_model]`.",
         kind: FieldKind::Embedding { rows: spec.vocab_size, width: d },
         weights: vec![names.word_embeddings],
     }];
-    let mut emb_ops = vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
-    match spec.positions {
-        Positions::Learned => emb_fields.push(Field {
+    let mut ops = vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
+    fields.push(match spec.positions {
+        Positions::Learned => Field {
             name: "position_embeddings",
             doc: "Learned position embeddings `[max_positions, d_model]`.",
             kind: FieldKind::Embedding { rows: spec.max_positions, width: d },
             weights: vec![names.position_embeddings],
-        }),
-        Positions::Sinusoidal => emb_fields.push(Field {
+        },
+        Positions::Sinusoidal => Field {
             name: "position_embeddings",
             doc: "Fixed sinusoidal positions `[max_positions, d_model]`, computed at load.",
             kind: FieldKind::Sinusoidal { rows: spec.max_positions, width: d },
             weights: vec![],
-        }),
-    }
-    emb_ops.push(Op::Gather { field: "position_embeddings", index: Index::Position, output: x, accumulate: true });
+        },
+    });
+    ops.push(Op::Gather { field: "position_embeddings", index: Index::Position, output: x, accumulate: true });
     if let Some(types) = spec.type_vocab_size {
-        emb_fields.push(Field {
+        fields.push(Field {
             name: "token_type_embeddings",
             doc: "Token-type (segment) embeddings `[type_vocab_size, d_model]`.",
             kind: FieldKind::Embedding { rows: types, width: d },
             weights: vec![names.token_type_embeddings],
         });
-        emb_ops.push(Op::Gather { field: "token_type_embeddings", index: Index::TokenType, output: x, accumulate: true });
+        ops.push(Op::Gather { field: "token_type_embeddings", index: Index::TokenType, output: x, accumulate: true });
     }
-    emb_fields.push(Field {
-        name: "layer_norm",
-        doc: "LayerNorm over the summed embeddings.",
-        kind: norm,
-        weights: vec![names.embeddings_norm],
-    });
-    emb_ops.push(Op::Norm { field: "layer_norm", input: x, output: x });
-    let embeddings = Block {
+    if let Some(norm_name) = names.embeddings_norm {
+        fields.push(Field { name: "layer_norm", doc: "Norm over the summed embeddings.", kind: norm, weights: vec![norm_name] });
+        ops.push(Op::Norm { field: "layer_norm", input: x, output: x });
+    }
+    Block {
         suffix: "Embeddings",
-        doc: "Token, position and token-type embeddings, summed and normalised.".into(),
-        prefix: names.embeddings_prefix,
-        fields: emb_fields,
-        ops: emb_ops,
-    };
+        doc: "Token and position embeddings, summed (and normalised where the checkpoint has a norm).".into(),
+        prefix: names.embeddings,
+        fields,
+        ops,
+        rooted: true,
+        output: None,
+    }
+}
 
-    // One encoder layer: attention then feed-forward, each with a residual and a norm.
+/// One transformer layer: attention then feed-forward, each with a residual and a norm.
+fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
+    let (d, x) = (spec.d_model, x(spec));
     let qkv = Value { name: "qkv", width: 3 * d };
     let context = Value { name: "context", width: d };
     let attention_out = Value { name: "attention_out", width: d };
@@ -200,21 +262,25 @@ pub fn lower(spec: &Spec) -> Graph {
     let linear = |name, doc, input, output, weights| Field {
         name,
         doc,
-        kind: FieldKind::Linear { input, output, bias: true },
+        kind: FieldKind::Linear { input, output, bias: true, layout: names.layout },
         weights,
     };
     let fields = vec![
-        linear("qkv", "Query, key and value projections fused into one `[d_model, 3·d_model]` GEMM.", d, 3 * d, names.qkv.to_vec()),
+        linear("qkv", "Query, key and value projections as one `[d_model, 3·d_model]` GEMM.", d, 3 * d, names.qkv.to_vec()),
         linear("attention_output", "Attention output projection.", d, d, vec![names.attention_output]),
-        Field { name: "attention_norm", doc: "Norm around the attention sublayer.", kind: norm, weights: vec![names.attention_norm] },
+        Field { name: "attention_norm", doc: "Norm of the attention sublayer.", kind: norm, weights: vec![names.attention_norm] },
         linear("intermediate", "Feed-forward up-projection to `d_ff`.", d, spec.d_ff, vec![names.intermediate]),
         linear("output", "Feed-forward down-projection back to `d_model`.", spec.d_ff, d, vec![names.output]),
-        Field { name: "output_norm", doc: "Norm around the feed-forward sublayer.", kind: norm, weights: vec![names.output_norm] },
+        Field { name: "output_norm", doc: "Norm of the feed-forward sublayer.", kind: norm, weights: vec![names.output_norm] },
     ];
+    let causal = match spec.attention {
+        Attention::Bidirectional => false,
+        Attention::Causal => true,
+    };
     let attention = |input| {
         vec![
             Op::Linear { field: "qkv", input, output: qkv, act: None },
-            Op::Attention { qkv, output: context, heads: spec.heads, head_dim: spec.head_dim() },
+            Op::Attention { qkv, output: context, heads: spec.heads, head_dim: spec.head_dim(), causal },
             Op::Linear { field: "attention_output", input: context, output: attention_out, act: None },
         ]
     };
@@ -226,7 +292,7 @@ pub fn lower(spec: &Spec) -> Graph {
         ]
     };
     let mut ops = Vec::new();
-    match spec.norm.placement {
+    let doc = match spec.norm.placement {
         Placement::Post => {
             ops.extend(attention(x));
             ops.push(Op::Add { stream: x, sublayer: attention_out });
@@ -234,6 +300,7 @@ pub fn lower(spec: &Spec) -> Graph {
             ops.extend(feed_forward(x));
             ops.push(Op::Add { stream: x, sublayer: ffn_out });
             ops.push(Op::Norm { field: "output_norm", input: x, output: x });
+            "One layer, post-norm: `x = norm(x + attention(x)); x = norm(x + ffn(x))`."
         }
         Placement::Pre => {
             ops.push(Op::Norm { field: "attention_norm", input: x, output: normed });
@@ -242,26 +309,33 @@ pub fn lower(spec: &Spec) -> Graph {
             ops.push(Op::Norm { field: "output_norm", input: x, output: normed });
             ops.extend(feed_forward(normed));
             ops.push(Op::Add { stream: x, sublayer: ffn_out });
+            "One layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`."
         }
-    }
-    let layer = Block {
-        suffix: "Layer",
-        doc: match spec.norm.placement {
-            Placement::Post => "One encoder layer, post-norm: `x = norm(x + attention(x)); x = norm(x + ffn(x))`.".into(),
-            Placement::Pre => "One encoder layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`.".into(),
-        },
-        prefix: names.layer_prefix,
-        fields,
-        ops: fuse(ops),
     };
-    let final_norm = (spec.norm.placement == Placement::Pre).then(|| Block {
-        suffix: "FinalNorm",
-        doc: "The norm after the last pre-norm layer.".into(),
-        prefix: names.final_norm_prefix,
-        fields: vec![Field { name: "norm", doc: "Final LayerNorm.", kind: norm, weights: vec![""] }],
-        ops: vec![Op::Norm { field: "norm", input: x, output: x }],
-    });
-    Graph { embeddings, layer, layers: spec.layers, final_norm, ignored: names.ignored.to_vec() }
+    Block { suffix: "Layer", doc: doc.into(), prefix: names.layer, fields, ops: fuse(ops), rooted: true, output: None }
+}
+
+/// Hidden states → vocabulary logits, tied to the token embeddings or with its own matrix.
+fn lm_head(spec: &Spec, names: &Names, head: LmHead) -> Block {
+    let logits = Value { name: "logits", width: spec.vocab_size };
+    let (prefix, rooted, weight, doc) = match head {
+        LmHead::Tied => (names.embeddings, true, names.tied_head, "Logits from the token-embedding matrix (tied)."),
+        LmHead::Untied => ("", false, names.untied_head, "Logits from the head's own `[vocab_size, d_model]` matrix."),
+    };
+    Block {
+        suffix: "LmHead",
+        doc: doc.into(),
+        prefix,
+        fields: vec![Field {
+            name: "lm_head",
+            doc: "`[d_model → vocab_size]`, no bias.",
+            kind: FieldKind::Linear { input: spec.d_model, output: spec.vocab_size, bias: false, layout: Layout::Torch },
+            weights: vec![weight],
+        }],
+        ops: vec![Op::Linear { field: "lm_head", input: x(spec), output: logits, act: None }],
+        rooted,
+        output: Some(logits),
+    }
 }
 
 /// Fusion on the op list: `Linear → Activation` on the same value becomes a linear with an
@@ -289,8 +363,7 @@ pub fn fuse(ops: Vec<Op>) -> Vec<Op> {
 /// construction; this is what turns a composed block's mismatch into a spanned compile error.
 pub fn check_widths(graph: &Graph, span: Span) -> Result<(), syn::Error> {
     let mut errors: Vec<syn::Error> = Vec::new();
-    let blocks = [Some(&graph.embeddings), Some(&graph.layer), graph.final_norm.as_ref()];
-    for block in blocks.into_iter().flatten() {
+    for block in graph.blocks() {
         for op in &block.ops {
             if let Err(message) = check_op(block, op) {
                 errors.push(syn::Error::new(span, format!("in block `{}`: {message}", block.suffix)));
@@ -325,7 +398,7 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             )),
             _ => Err(format!("`{f}` is not a linear layer")),
         },
-        Op::Attention { qkv, output, heads, head_dim } => {
+        Op::Attention { qkv, output, heads, head_dim, .. } => {
             if qkv.width != 3 * heads * head_dim || output.width != heads * head_dim {
                 return Err(format!(
                     "attention with {heads} heads of {head_dim} needs [S, {}] projections and writes [S, {}], got [S, {}] and [S, {}]",
@@ -362,45 +435,78 @@ fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
     }
 }
 
-/// A checkpoint naming scheme: where each field's tensors live.
+/// A checkpoint naming scheme: where each field's tensors live, relative to its block's prefix.
 struct Names {
-    embeddings_prefix: &'static str,
+    roots: &'static [&'static str],
+    layout: Layout,
+    embeddings: &'static str,
     word_embeddings: &'static str,
     position_embeddings: &'static str,
     token_type_embeddings: &'static str,
-    embeddings_norm: &'static str,
-    layer_prefix: &'static str,
-    qkv: [&'static str; 3],
+    embeddings_norm: Option<&'static str>,
+    layer: &'static str,
+    /// One name per fused part: three separate projections, or one already fused.
+    qkv: &'static [&'static str],
     attention_output: &'static str,
     attention_norm: &'static str,
     intermediate: &'static str,
     output: &'static str,
     output_norm: &'static str,
-    final_norm_prefix: &'static str,
+    final_norm: &'static str,
+    /// Relative to the embeddings block.
+    tied_head: &'static str,
+    /// Outside any root: Hugging Face keeps `lm_head` beside `transformer`.
+    untied_head: &'static str,
     ignored: &'static [&'static str],
 }
 
 impl Names {
     fn of(scheme: WeightScheme) -> Self {
         match scheme {
-            // Hugging Face `BertModel`.
+            // Hugging Face `BertModel` (and the encoder inside sentence-transformers models).
             WeightScheme::Bert => Names {
-                embeddings_prefix: "embeddings",
-                word_embeddings: "word_embeddings.weight",
-                position_embeddings: "position_embeddings.weight",
-                token_type_embeddings: "token_type_embeddings.weight",
-                embeddings_norm: "LayerNorm",
-                layer_prefix: "encoder.layer.{i}",
-                qkv: ["attention.self.query", "attention.self.key", "attention.self.value"],
+                roots: &[""],
+                layout: Layout::Torch,
+                embeddings: "embeddings",
+                word_embeddings: "word_embeddings",
+                position_embeddings: "position_embeddings",
+                token_type_embeddings: "token_type_embeddings",
+                embeddings_norm: Some("LayerNorm"),
+                layer: "encoder.layer.{i}",
+                qkv: &["attention.self.query", "attention.self.key", "attention.self.value"],
                 attention_output: "attention.output.dense",
                 attention_norm: "attention.output.LayerNorm",
                 intermediate: "intermediate.dense",
                 output: "output.dense",
                 output_norm: "output.LayerNorm",
-                final_norm_prefix: "encoder.LayerNorm",
+                final_norm: "encoder.LayerNorm",
+                tied_head: "word_embeddings",
+                untied_head: "cls.predictions.decoder",
                 // A registered buffer, and BertPooler (CLS → dense → tanh), which sentence
                 // embeddings do not use.
                 ignored: &["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"],
+            },
+            // Hugging Face `GPT2LMHeadModel` (`transformer.` root) or `GPT2Model` (no root).
+            WeightScheme::Gpt2 => Names {
+                roots: &["transformer", ""],
+                layout: Layout::Conv1d,
+                embeddings: "",
+                word_embeddings: "wte",
+                position_embeddings: "wpe",
+                token_type_embeddings: "wtte",
+                embeddings_norm: None,
+                layer: "h.{i}",
+                qkv: &["attn.c_attn"],
+                attention_output: "attn.c_proj",
+                attention_norm: "ln_1",
+                intermediate: "mlp.c_fc",
+                output: "mlp.c_proj",
+                output_norm: "ln_2",
+                final_norm: "ln_f",
+                tied_head: "wte",
+                untied_head: "lm_head",
+                // Causal-mask buffers that older transformers versions saved with the weights.
+                ignored: &["h.{i}.attn.bias", "h.{i}.attn.masked_bias"],
             },
         }
     }

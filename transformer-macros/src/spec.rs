@@ -21,13 +21,21 @@ pub struct Spec {
     pub positions: Positions,
     pub attention: Attention,
     pub weights: WeightScheme,
-    /// Where `d_model` was written: generated shape assertions point there.
+    /// Decoders end in a language-model head; encoders have none.
+    pub lm_head: Option<LmHead>,
+    /// Where `d_model` was written: generated row types of hidden states point there.
     pub d_model_span: Span,
+    /// Where `vocab_size` was written: generated row types of logits point there.
+    pub vocab_span: Span,
 }
 
 impl Spec {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.heads
+    }
+
+    pub fn is_decoder(&self) -> bool {
+        self.attention == Attention::Causal
     }
 }
 
@@ -71,6 +79,17 @@ pub enum Positions {
 pub enum Attention {
     /// Every token sees every (unpadded) token: encoders.
     Bidirectional,
+    /// Each token sees itself and the tokens before it: decoders, with a KV cache for generation.
+    Causal,
+}
+
+/// The projection from hidden states to vocabulary logits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LmHead {
+    /// Shares the token-embedding matrix (GPT-2).
+    Tied,
+    /// Its own `[vocab_size, d_model]` matrix.
+    Untied,
 }
 
 /// How tensors are named in the checkpoint.
@@ -78,4 +97,7 @@ pub enum Attention {
 pub enum WeightScheme {
     /// Hugging Face `BertModel`: `embeddings.word_embeddings.weight`, `encoder.layer.{i}.…`.
     Bert,
+    /// Hugging Face `GPT2LMHeadModel`: `[transformer.]wte.weight`, `[transformer.]h.{i}.…`, with
+    /// Conv1D weights stored `[in, out]`.
+    Gpt2,
 }

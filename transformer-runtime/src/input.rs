@@ -12,6 +12,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     ids: Vec<u32>,
+    /// Position of each sequence's first token (non-zero when continuing a cached sequence).
+    starts: Vec<usize>,
     type_ids: Option<Vec<u32>>,
     mask: Vec<bool>,
     batch: usize,
@@ -36,7 +38,14 @@ impl Batch {
             ids[b * seq..b * seq + s.len()].copy_from_slice(s);
             mask[b * seq..b * seq + s.len()].fill(true);
         }
-        Ok(Self { ids, type_ids: None, mask, batch, seq })
+        Ok(Self {
+            ids,
+            starts: vec![0; batch],
+            type_ids: None,
+            mask,
+            batch,
+            seq,
+        })
     }
 
     /// Adds token-type (segment) ids, one sequence per token sequence, each of the same length.
@@ -86,7 +95,13 @@ impl Batch {
             match m {
                 0 => flags.push(false),
                 1 => flags.push(true),
-                value => return Err(Error::BadMaskValue { sequence: b, position: p, value }),
+                value => {
+                    return Err(Error::BadMaskValue {
+                        sequence: b,
+                        position: p,
+                        value,
+                    })
+                }
             }
         }
         for b in 0..batch {
@@ -96,11 +111,26 @@ impl Batch {
         }
         Ok(Self {
             ids: ids.iter().copied().collect(),
+            starts: vec![0; batch],
             type_ids: type_ids.map(|t| t.iter().copied().collect()),
             mask: flags,
             batch,
             seq,
         })
+    }
+
+    /// Continues each sequence at a position: sequence `b`'s first token sits at `starts[b]`
+    /// (a decoder's cached length), so positions are `starts[b]..`.
+    pub fn with_starts(mut self, starts: &[usize]) -> Result<Self> {
+        if starts.len() != self.batch {
+            return Err(Error::BatchSizeMismatch {
+                what: "start positions",
+                expected: self.batch,
+                found: starts.len(),
+            });
+        }
+        self.starts.copy_from_slice(starts);
+        Ok(self)
     }
 
     /// Checks every id against a model's sizes; generated models call this before running.
@@ -114,14 +144,23 @@ impl Batch {
                 vocab,
             });
         }
-        if self.seq > max_positions {
-            let extents = (0..self.batch).map(|b| (b, self.extent_of(b)));
-            let (sequence, len) = extents.max_by_key(|&(_, e)| e).unwrap_or((0, self.seq));
-            return Err(if len > max_positions {
-                Error::SequenceTooLong { sequence, len, max: max_positions }
-            } else {
-                Error::PaddedTooLong { len: self.seq, max: max_positions }
-            });
+        for b in 0..self.batch {
+            let (start, len) = (self.start_of(b), self.extent_of(b));
+            if start + len > max_positions {
+                return Err(if start == 0 {
+                    Error::SequenceTooLong {
+                        sequence: b,
+                        len,
+                        max: max_positions,
+                    }
+                } else {
+                    Error::ContextFull {
+                        sequence: b,
+                        needed: start + len,
+                        max: max_positions,
+                    }
+                });
+            }
         }
         match (&self.type_ids, type_vocab) {
             (Some(_), None) => return Err(Error::TokenTypesNotSupported),
@@ -170,6 +209,20 @@ impl Batch {
         &self.mask[b * self.seq..(b + 1) * self.seq]
     }
 
+    /// Position of row `row`: its sequence's start plus its index. Padding rows after the last real
+    /// token repeat the last real position, so any amount of padding stays inside the table
+    /// (their outputs are ignored: no real token attends to them).
+    pub fn position(&self, row: usize) -> usize {
+        let b = row / self.seq;
+        let last = self.extent_of(b).saturating_sub(1);
+        self.starts[b] + (row % self.seq).min(last)
+    }
+
+    /// Position of sequence `b`'s first token.
+    pub fn start_of(&self, b: usize) -> usize {
+        self.starts[b]
+    }
+
     /// Token type of row `row` (0 when none were given).
     pub fn type_id(&self, row: usize) -> u32 {
         self.type_ids.as_ref().map_or(0, |t| t[row])
@@ -181,17 +234,26 @@ impl Batch {
     }
 
     /// One past the last real token of sequence `b`.
-    fn extent_of(&self, b: usize) -> usize {
+    pub fn extent_of(&self, b: usize) -> usize {
         self.mask_of(b).iter().rposition(|&m| m).map_or(0, |p| p + 1)
     }
 }
 
 fn check_dims(what: &'static str, found: (usize, usize), expected: (usize, usize)) -> Result<()> {
     if found.0 != expected.0 {
-        return Err(Error::BatchSizeMismatch { what, expected: expected.0, found: found.0 });
+        return Err(Error::BatchSizeMismatch {
+            what,
+            expected: expected.0,
+            found: found.0,
+        });
     }
     if found.1 != expected.1 {
-        return Err(Error::LengthMismatch { what, sequence: 0, expected: expected.1, found: found.1 });
+        return Err(Error::LengthMismatch {
+            what,
+            sequence: 0,
+            expected: expected.1,
+            found: found.1,
+        });
     }
     Ok(())
 }

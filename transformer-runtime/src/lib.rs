@@ -6,7 +6,9 @@
 //! ([`workspace`]), thread control ([`parallel`]) and the one error type ([`Error`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cache;
 pub mod error;
+pub mod generate;
 pub mod input;
 pub mod kernels;
 pub mod layers;
@@ -14,7 +16,9 @@ pub mod parallel;
 pub mod weights;
 pub mod workspace;
 
+pub use cache::KvCache;
 pub use error::Error;
+pub use generate::{CausalLm, GenerateOptions, Sampling};
 pub use input::Batch;
 pub use kernels::activation::Activation;
 pub use parallel::Threads;

@@ -29,8 +29,13 @@ impl Threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
-            .map_err(|e| Error::ThreadPool { threads: n, reason: e.to_string() })?;
-        Ok(Self { pool: Some(Arc::new(pool)) })
+            .map_err(|e| Error::ThreadPool {
+                threads: n,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            pool: Some(Arc::new(pool)),
+        })
     }
 
     /// One thread per available core.
@@ -54,7 +59,9 @@ impl Threads {
         match &self.pool {
             None => data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c)),
             Some(pool) => pool.install(|| {
-                data.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
+                data.par_chunks_mut(chunk_len)
+                    .enumerate()
+                    .for_each(|(i, c)| f(i, c));
             }),
         }
     }

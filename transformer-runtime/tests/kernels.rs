@@ -9,9 +9,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::{activation_only, bias_activation, Activation};
-use transformer_runtime::kernels::attention::{
-    attention, attention_isa, attention_naive, attention_scalar,
-};
+use transformer_runtime::kernels::attention::{attention, attention_isa, attention_naive, attention_scalar};
 use transformer_runtime::kernels::exp_f32;
 use transformer_runtime::kernels::gemm::matmul;
 use transformer_runtime::kernels::norm::{add_layer_norm, layer_norm};
@@ -429,12 +427,7 @@ fn layer_norm_d384_relative_error_below_1e6() {
 fn layer_norm_known_values() {
     // [1, 2, 3, 4]: mean 2.5, biased variance 1.25.
     let mut rows = [[1.0f32, 2.0, 3.0, 4.0]];
-    layer_norm(
-        &mut rows,
-        &[1.0, 2.0, 1.0, 1.0],
-        &[0.0, 0.0, 0.0, 10.0],
-        0.0,
-    );
+    layer_norm(&mut rows, &[1.0, 2.0, 1.0, 1.0], &[0.0, 0.0, 0.0, 10.0], 0.0);
     let s = 1.25f32.sqrt();
     let want = [-1.5 / s, 2.0 * -0.5 / s, 0.5 / s, 1.5 / s + 10.0];
     for (g, w) in rows[0].iter().zip(want) {
@@ -445,13 +438,7 @@ fn layer_norm_known_values() {
 #[test]
 #[should_panic(expected = "add_layer_norm: stream has 2 rows but sublayer has 1")]
 fn add_layer_norm_rejects_length_mismatch() {
-    add_layer_norm(
-        &mut [[0.0f32; 4]; 2],
-        &[[0.0; 4]],
-        &[1.0; 4],
-        &[0.0; 4],
-        1e-5,
-    );
+    add_layer_norm(&mut [[0.0f32; 4]; 2], &[[0.0; 4]], &[1.0; 4], &[0.0; 4], 1e-5);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -863,10 +850,7 @@ fn l2_normalize_tiny_vector_uses_1e12_floor() {
     // ‖v‖ = 5e-13 < 1e-12, so PyTorch divides by 1e-12 instead of normalising to unit length.
     let mut v = [3e-13f32, 4e-13];
     l2_normalize(&mut v);
-    assert!(
-        (v[0] - 0.3).abs() <= 1e-7 && (v[1] - 0.4).abs() <= 1e-7,
-        "{v:?}"
-    );
+    assert!((v[0] - 0.3).abs() <= 1e-7 && (v[1] - 0.4).abs() <= 1e-7, "{v:?}");
 }
 
 #[test]

@@ -37,9 +37,7 @@ fn bf16_bytes(values: &[f32]) -> Vec<u8> {
 fn file(tensors: &[Spec]) -> Vec<u8> {
     let views: Vec<(&str, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, dtype, shape, data)| {
-            (*name, TensorView::new(*dtype, shape.clone(), data).unwrap())
-        })
+        .map(|(name, dtype, shape, data)| (*name, TensorView::new(*dtype, shape.clone(), data).unwrap()))
         .collect();
     safetensors::serialize(views, None).unwrap()
 }
@@ -81,10 +79,7 @@ fn assert_format_error(bytes: Vec<u8>, reason_contains: &str) {
             );
         }
         Err(other) => panic!("expected a Format error, got {other:?}"),
-        Ok(loader) => panic!(
-            "expected a Format error, got a loader with {:?}",
-            loader.names()
-        ),
+        Ok(loader) => panic!("expected a Format error, got a loader with {:?}", loader.names()),
     }
 }
 
@@ -153,10 +148,7 @@ fn bf16_round_trip() {
         256.0,
         7.0,
     ];
-    let expected: Vec<f32> = values
-        .iter()
-        .map(|&v| half::bf16::from_f32(v).to_f32())
-        .collect();
+    let expected: Vec<f32> = values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
     assert_eq!(expected, values, "test values must be exact in bf16");
     let mut weights = loader(&[("b", Dtype::BF16, vec![4, 2], bf16_bytes(&values))]);
     assert_eq!(weights.info("b"), Some(("BF16".to_string(), vec![4, 2])));
@@ -227,10 +219,7 @@ fn open_garbage_file_is_a_format_error() {
     let empty_result = WeightLoader::open(&empty);
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&empty).unwrap();
-    assert!(
-        matches!(result, Err(WeightError::Format { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(WeightError::Format { .. })), "{result:?}");
     assert!(
         matches!(empty_result, Err(WeightError::Format { .. })),
         "{empty_result:?}"
@@ -246,11 +235,7 @@ fn shape_mismatch_names_tensor_and_both_shapes() {
     let name = "encoder.layer.0.attention.self.query.weight";
     let mut weights = loader(&[f32_tensor(name, &[4, 3])]);
     let got = weights.take(name, &[4, 4]);
-    assert_eq!(
-        got,
-        vec![0.0; 16],
-        "a mismatch yields zeros of the expected size"
-    );
+    assert_eq!(got, vec![0.0; 16], "a mismatch yields zeros of the expected size");
     let (list, message) = problems(weights.finish());
     assert_eq!(
         list,
@@ -382,10 +367,7 @@ fn take_optional() {
 
 #[test]
 fn unsupported_dtype_is_reported() {
-    let ids: Vec<u8> = [0i64, 1, 2, 3]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let ids: Vec<u8> = [0i64, 1, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut weights = loader(&[("ids", Dtype::I64, vec![4], ids)]);
     assert_eq!(weights.info("ids"), Some(("I64".to_string(), vec![4])));
     assert_eq!(weights.take("ids", &[4]), vec![0.0; 4]);
@@ -429,12 +411,7 @@ fn non_finite_rejected_by_default() {
     let values = [1.0, 2.0, f32::NAN, f32::INFINITY];
     let mut weights = loader(&[
         ("nan", Dtype::F32, vec![4], f32_bytes(&values)),
-        (
-            "inf16",
-            Dtype::F16,
-            vec![2],
-            f16_bytes(&[0.0, f32::NEG_INFINITY]),
-        ),
+        ("inf16", Dtype::F16, vec![2], f16_bytes(&[0.0, f32::NEG_INFINITY])),
         ("fine", Dtype::F32, vec![2], f32_bytes(&[1.0, 2.0])),
     ]);
     assert_eq!(weights.take("nan", &[4]), vec![0.0; 4]);
@@ -454,10 +431,7 @@ fn non_finite_rejected_by_default() {
             },
         ]
     );
-    assert!(
-        message.contains("tensor `nan`: non-finite value"),
-        "{message}"
-    );
+    assert!(message.contains("tensor `nan`: non-finite value"), "{message}");
 }
 
 #[test]
@@ -504,8 +478,7 @@ fn names_info_source() {
 
 #[test]
 fn control_characters_in_names_are_escaped_in_messages() {
-    let header =
-        r#"{"evil\n  - tensor `x`: forged":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let header = r#"{"evil\n  - tensor `x`: forged":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
     let weights = WeightLoader::from_bytes(raw(header, &[0; 4]), "evil").unwrap();
     let (list, message) = problems(weights.finish());
     assert_eq!(
@@ -605,8 +578,7 @@ fn offsets_past_the_end() {
     let mut header = String::from("{");
     for i in 0..8 {
         let (start, end) = (i * size, (i + 1) * size);
-        header +=
-            &format!(r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{start},{end}]}},"#);
+        header += &format!(r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{start},{end}]}},"#);
     }
     header.pop();
     header.push('}');
@@ -655,8 +627,7 @@ fn byte_count_disagreeing_with_shape() {
 
 #[test]
 fn metadata_entry_is_not_a_tensor() {
-    let header =
-        r#"{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let header = r#"{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
     let mut weights = WeightLoader::from_bytes(raw(header, &f32_bytes(&[2.0])), "meta").unwrap();
     assert_eq!(weights.names(), ["w"]);
     assert_eq!(weights.take("w", &[1]), [2.0]);
@@ -705,12 +676,7 @@ fn exercise(bytes: Vec<u8>) {
 fn valid_file() -> Vec<u8> {
     file(&[
         f32_tensor("a.weight", &[3, 2]),
-        (
-            "b.bias",
-            Dtype::F16,
-            vec![4],
-            f16_bytes(&[1.0, 2.0, 3.0, 4.0]),
-        ),
+        ("b.bias", Dtype::F16, vec![4], f16_bytes(&[1.0, 2.0, 3.0, 4.0])),
         (
             "c",
             Dtype::BF16,
@@ -755,18 +721,8 @@ fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
 fn random_header() -> impl Strategy<Value = (String, usize)> {
     let dtype = prop::sample::select(vec!["F32", "F16", "BF16", "I64", "U8", "F4", "BOOL"]);
     let dim = prop_oneof![0usize..6, Just(usize::MAX), Just(1 << 62), any::<usize>()];
-    let offset = prop_oneof![
-        0usize..64,
-        Just(usize::MAX),
-        Just((1 << 61) - 1),
-        any::<usize>()
-    ];
-    let tensor = (
-        dtype,
-        prop::collection::vec(dim, 0..4),
-        offset.clone(),
-        offset,
-    );
+    let offset = prop_oneof![0usize..64, Just(usize::MAX), Just((1 << 61) - 1), any::<usize>()];
+    let tensor = (dtype, prop::collection::vec(dim, 0..4), offset.clone(), offset);
     (prop::collection::vec(tensor, 0..5), 0usize..80).prop_map(|(tensors, data_len)| {
         let body: Vec<String> = tensors
             .iter()

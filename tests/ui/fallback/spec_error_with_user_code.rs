@@ -27,7 +27,8 @@ fn first_embedding(model: &Model, batch: &transformer::Batch) -> [f32; 384] {
 }
 
 fn main() -> transformer::Result<()> {
-    let model = Model::from_safetensors("model.safetensors")?.with_threads(transformer::Threads::sequential());
+    let model =
+        Model::from_safetensors("model.safetensors")?.with_threads(transformer::Threads::sequential());
     let batch = transformer::Batch::from_sequences(&[[101u32, 7592, 102]])?;
     let embedding: [f32; 384] = first_embedding(&model, &batch);
     let mut workspace = transformer::Workspace::new();

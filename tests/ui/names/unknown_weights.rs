@@ -16,7 +16,7 @@ transformer::model! {
         norm_placement: post,
         positions: learned,
         attention: bidirectional,
-        weights: gpt2,
+        weights: onnx,
     }
 }
 

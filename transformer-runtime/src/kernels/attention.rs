@@ -12,6 +12,14 @@
 //! compacted out of each tile before any arithmetic, so padding costs nothing beyond reading its
 //! flag.
 //!
+//! Q, K and V are separate strided views ([`HeadRows`]), so the same kernel reads an encoder's
+//! fused `[Q | K | V]` rows and a decoder's key/value cache alike; the mask ([`Mask`]) combines a
+//! key-validity (padding) flag per key with an optional causal limit. Under a causal mask the key
+//! tiles past the last query of a block are never visited, and inside the diagonal tile each query
+//! row sees only the prefix of the (ascending) compacted key list at or before its own position.
+//! With `kv_heads < heads`, consecutive groups of query heads share one key/value head
+//! (grouped-query attention).
+//!
 //! The two HD-wide inner loops (`q·k` and `acc += p·v`) are the only hot arithmetic; they are
 //! written once, generic over an `Isa` marker, and instantiated for a portable baseline and (on
 //! x86_64) inside an `avx2,fma` `#[target_feature]` shim chosen at runtime.
@@ -24,8 +32,132 @@ const KEY_TILE: usize = 64;
 /// Query rows that share each loaded key/value row.
 const Q_BLOCK: usize = 4;
 
-/// Multi-head scaled-dot-product attention for a block of query rows of ONE sequence, with an
-/// online (streaming) softmax over key tiles: no seq×seq score matrix is materialised.
+/// Rows of one operand: row `r`, head `h` is `data[r * stride + offset + h * HD..][..HD]`.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadRows<'a> {
+    pub data: &'a [f32],
+    /// Floats from one row to the next.
+    pub stride: usize,
+    /// Where row 0, head 0 starts.
+    pub offset: usize,
+    /// Number of rows.
+    pub rows: usize,
+}
+
+/// Which keys a query sees: key `j` is visible iff `key_valid[j]` (when given) and, if `causal`,
+/// `j <=` the query's position.
+#[derive(Clone, Copy, Debug)]
+pub struct Mask<'a> {
+    /// One flag per key; `None` means every key is valid.
+    pub key_valid: Option<&'a [bool]>,
+    pub causal: bool,
+}
+
+/// Multi-head scaled-dot-product attention over separate Q, K and V views, with an online
+/// (streaming) softmax over key tiles: no score matrix is materialised and nothing is allocated.
+///
+/// `out` receives `q.rows` rows of `heads * HD` floats (heads concatenated); query row `r` sits at
+/// position `q_pos0 + r`, keys are the `k.rows` (= `v.rows`) positions `0..`. `kv_heads` divides
+/// `heads`, and query head `h` uses key/value head `h / (heads / kv_heads)`; K and V rows are
+/// `kv_heads * HD` wide. `scale` is usually `1/sqrt(HD)`. A query row that sees no key gets an
+/// output row of zeros (never NaN). Panics on inconsistent shapes (a caller bug).
+pub fn attention_general<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
+    #[cfg(target_arch = "x86_64")]
+    if Avx2Fma::detected() {
+        // SAFETY: `attention_avx2_fma` only requires the `avx2` and `fma` target features, and
+        // `Avx2Fma::detected()` has just confirmed at runtime that this CPU has both.
+        unsafe { attention_avx2_fma::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out) };
+        return;
+    }
+    attention_body::<HD, Portable>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+}
+
+/// Scalar twin of [`attention_general`]: the same tiled algorithm compiled for the baseline target
+/// only (no runtime-selected SIMD). Tests compare it with the dispatched version.
+#[doc(hidden)]
+pub fn attention_general_scalar<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
+    attention_body::<HD, Portable>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+}
+
+/// Reference twin of [`attention_general`]: materialises each query's score row over its visible
+/// keys, subtracts the max, exponentiates and normalises. Allocates; for tests only.
+#[doc(hidden)]
+pub fn attention_general_naive<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
+    let width = heads * HD;
+    let group = heads / kv_heads;
+    let mut scores = Vec::with_capacity(k.rows);
+    for r in 0..q.rows {
+        let pos = q_pos0 + r;
+        let visible: Vec<usize> = (0..k.rows)
+            .filter(|&j| mask.key_valid.is_none_or(|valid| valid[j]) && (!mask.causal || j <= pos))
+            .collect();
+        for h in 0..heads {
+            let kvh = h / group;
+            let qv = &q.data[r * q.stride + q.offset + h * HD..][..HD];
+            let dst = &mut out[r * width + h * HD..][..HD];
+            dst.fill(0.0);
+            if visible.is_empty() {
+                continue;
+            }
+            scores.clear();
+            for &j in &visible {
+                let kv = &k.data[j * k.stride + k.offset + kvh * HD..][..HD];
+                scores.push(qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale);
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for (&p, &j) in scores.iter().zip(&visible) {
+                let vv = &v.data[j * v.stride + v.offset + kvh * HD..][..HD];
+                for (o, &x) in dst.iter_mut().zip(vv) {
+                    *o += p * x;
+                }
+            }
+            for o in dst.iter_mut() {
+                *o /= sum;
+            }
+        }
+    }
+}
+
+/// Multi-head scaled-dot-product attention for a block of query rows of ONE sequence whose
+/// projections are fused: a thin wrapper over [`attention_general`] with bidirectional masking.
 ///
 /// `qkv`: the whole sequence's fused projections, `seq` rows, each row `3 * heads * HD` floats laid
 ///   out as [Q (heads×HD) | K (heads×HD) | V (heads×HD)], head h at offset h*HD inside each part.
@@ -44,15 +176,9 @@ pub fn attention<const HD: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
-    #[cfg(target_arch = "x86_64")]
-    if Avx2Fma::detected() {
-        // SAFETY: `attention_avx2_fma` only requires the `avx2` and `fma` target features, and
-        // `Avx2Fma::detected()` has just confirmed at runtime that this CPU has both.
-        unsafe { attention_avx2_fma::<HD>(qkv, seq, heads, key_valid, q_start, scale, out) };
-        return;
-    }
-    attention_body::<HD, Portable>(qkv, seq, heads, key_valid, q_start, scale, out);
+    let rows = check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
+    let (q, k, v, mask) = fused_views::<HD>(qkv, seq, heads, key_valid, q_start, rows);
+    attention_general::<HD>(q, k, v, heads, heads, q_start, mask, scale, out);
 }
 
 /// Scalar twin of [`attention`]: the same tiled online-softmax algorithm compiled for the baseline
@@ -67,8 +193,9 @@ pub fn attention_scalar<const HD: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
-    attention_body::<HD, Portable>(qkv, seq, heads, key_valid, q_start, scale, out);
+    let rows = check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
+    let (q, k, v, mask) = fused_views::<HD>(qkv, seq, heads, key_valid, q_start, rows);
+    attention_general_scalar::<HD>(q, k, v, heads, heads, q_start, mask, scale, out);
 }
 
 /// Name of the instruction set [`attention`] dispatches to on this CPU (for tests and benches).
@@ -94,40 +221,114 @@ pub fn attention_naive<const HD: usize>(
     out: &mut [f32],
 ) {
     let rows = check_shapes::<HD>(qkv, seq, heads, key_valid, q_start, out);
+    let (q, k, v, mask) = fused_views::<HD>(qkv, seq, heads, key_valid, q_start, rows);
+    attention_general_naive::<HD>(q, k, v, heads, heads, q_start, mask, scale, out);
+}
+
+/// The Q, K and V views of fused `[Q | K | V]` rows, queries starting at row `q_start`.
+type FusedViews<'a> = (HeadRows<'a>, HeadRows<'a>, HeadRows<'a>, Mask<'a>);
+
+fn fused_views<'a, const HD: usize>(
+    qkv: &'a [f32],
+    seq: usize,
+    heads: usize,
+    key_valid: &'a [bool],
+    q_start: usize,
+    rows: usize,
+) -> FusedViews<'a> {
     let width = heads * HD;
     let stride = 3 * width;
-    let valid_keys: Vec<usize> = (0..seq).filter(|&j| key_valid[j]).collect();
-    let mut scores = vec![0.0f32; valid_keys.len()];
-    for r in 0..rows {
-        let qrow = (q_start + r) * stride;
-        for h in 0..heads {
-            let q = &qkv[qrow + h * HD..][..HD];
-            let dst = &mut out[r * width + h * HD..][..HD];
-            dst.fill(0.0);
-            if valid_keys.is_empty() {
-                continue;
-            }
-            for (s, &j) in scores.iter_mut().zip(&valid_keys) {
-                let k = &qkv[j * stride + width + h * HD..][..HD];
-                *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            for (&p, &j) in scores.iter().zip(&valid_keys) {
-                let v = &qkv[j * stride + 2 * width + h * HD..][..HD];
-                for (o, &x) in dst.iter_mut().zip(v) {
-                    *o += p * x;
-                }
-            }
-            for o in dst.iter_mut() {
-                *o /= sum;
-            }
-        }
+    let view = |offset, rows| HeadRows {
+        data: qkv,
+        stride,
+        offset,
+        rows,
+    };
+    (
+        view(q_start * stride, rows),
+        view(width, seq),
+        view(2 * width, seq),
+        Mask {
+            key_valid: Some(key_valid),
+            causal: false,
+        },
+    )
+}
+
+/// Validates the contract of [`attention_general`].
+fn check_general<const HD: usize>(
+    q: &HeadRows<'_>,
+    k: &HeadRows<'_>,
+    v: &HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: &Mask<'_>,
+    out: &[f32],
+) {
+    assert!(HD > 0, "attention: head dimension HD must be positive");
+    assert!(heads > 0, "attention: heads must be positive");
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "attention: kv_heads = {kv_heads} does not divide heads = {heads}"
+    );
+    let width = heads
+        .checked_mul(HD)
+        .expect("attention: heads × HD overflows usize");
+    let kv_width = kv_heads * HD;
+    let out_len = q
+        .rows
+        .checked_mul(width)
+        .expect("attention: rows × heads·HD overflows usize");
+    assert_eq!(
+        out.len(),
+        out_len,
+        "attention: out has {} floats, expected q.rows × heads·HD = {} × {heads}·{HD}",
+        out.len(),
+        q.rows
+    );
+    assert_eq!(
+        k.rows, v.rows,
+        "attention: {} key rows but {} value rows",
+        k.rows, v.rows
+    );
+    check_rows("q", q, width);
+    check_rows("k", k, kv_width);
+    check_rows("v", v, kv_width);
+    assert!(
+        q_pos0.checked_add(q.rows).is_some(),
+        "attention: query positions overflow usize"
+    );
+    if let Some(valid) = mask.key_valid {
+        assert_eq!(
+            valid.len(),
+            k.rows,
+            "attention: key_valid has {} flags but there are {} keys",
+            valid.len(),
+            k.rows
+        );
     }
+}
+
+/// Every row of `rows` (each `width` floats from its start) lies inside `rows.data`.
+fn check_rows(what: &str, rows: &HeadRows<'_>, width: usize) {
+    if rows.rows == 0 {
+        return;
+    }
+    let end = (rows.rows - 1)
+        .checked_mul(rows.stride)
+        .and_then(|x| x.checked_add(rows.offset))
+        .and_then(|x| x.checked_add(width))
+        .unwrap_or_else(|| panic!("attention: {what} rows overflow usize"));
+    assert!(
+        end <= rows.data.len(),
+        "attention: {what} has {} rows of stride {} from offset {} (width {width}), needing {end} floats, \
+         but its buffer has {}",
+        rows.rows,
+        rows.stride,
+        rows.offset,
+        rows.data.len()
+    );
 }
 
 /// Validates the layout contract and returns the number of output rows.
@@ -231,11 +432,7 @@ impl Isa for Avx2Fma {
 
 /// Dot product with [`LANES`] independent accumulators (see [`super::LANES`] for why).
 #[inline(always)]
-fn dot_lanes<const HD: usize>(
-    a: &[f32; HD],
-    b: &[f32; HD],
-    fma: impl Fn(f32, f32, f32) -> f32,
-) -> f32 {
+fn dot_lanes<const HD: usize>(a: &[f32; HD], b: &[f32; HD], fma: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
@@ -253,15 +450,17 @@ fn dot_lanes<const HD: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn attention_avx2_fma<const HD: usize>(
-    qkv: &[f32],
-    seq: usize,
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
     heads: usize,
-    key_valid: &[bool],
-    q_start: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
     scale: f32,
     out: &mut [f32],
 ) {
-    attention_body::<HD, Avx2Fma>(qkv, seq, heads, key_valid, q_start, scale, out);
+    attention_body::<HD, Avx2Fma>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
 }
 
 /// Maximum of a score row with [`LANES`] independent accumulators (a serial `fold` does not
@@ -290,30 +489,41 @@ fn vec_at<const HD: usize>(xs: &[f32], offset: usize) -> &[f32; HD] {
         .expect("attention: row slice shorter than HD (shapes are checked on entry)")
 }
 
-/// The tiled online-softmax algorithm. Shapes have been validated by [`check_shapes`].
+/// The tiled online-softmax algorithm. Shapes have been validated by [`check_general`].
 #[inline(always)]
 fn attention_body<const HD: usize, I: Isa>(
-    qkv: &[f32],
-    seq: usize,
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
     heads: usize,
-    key_valid: &[bool],
-    q_start: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
     scale: f32,
     out: &mut [f32],
 ) {
     let width = heads * HD;
-    let stride = 3 * width;
-    let rows = out.len() / width;
+    let group = heads / kv_heads;
+    let rows = q.rows;
 
     for h in 0..heads {
-        let (q_off, k_off, v_off) = (h * HD, width + h * HD, 2 * width + h * HD);
+        let kvh = h / group;
+        let (q_off, k_off, v_off) = (q.offset + h * HD, k.offset + kvh * HD, v.offset + kvh * HD);
         for r0 in (0..rows).step_by(Q_BLOCK) {
             let nq = Q_BLOCK.min(rows - r0);
+            // Position of the block's first query; under a causal mask no row of the block sees a
+            // key past its last query, so later tiles are never visited.
+            let pos0 = q_pos0 + r0;
+            let key_end = if mask.causal {
+                k.rows.min(pos0 + nq)
+            } else {
+                k.rows
+            };
 
             // Folding the scale into q once saves a multiply per score.
-            let mut q = [[0.0f32; HD]; Q_BLOCK];
-            for (i, qi) in q[..nq].iter_mut().enumerate() {
-                let src = vec_at::<HD>(qkv, (q_start + r0 + i) * stride + q_off);
+            let mut qs = [[0.0f32; HD]; Q_BLOCK];
+            for (i, qi) in qs[..nq].iter_mut().enumerate() {
+                let src = vec_at::<HD>(q.data, (r0 + i) * q.stride + q_off);
                 for (d, &s) in qi.iter_mut().zip(src) {
                     *d = s * scale;
                 }
@@ -323,31 +533,54 @@ fn attention_body<const HD: usize, I: Isa>(
             let mut acc = [[0.0f32; HD]; Q_BLOCK];
             let mut keys = [0usize; KEY_TILE];
             let mut p = [[0.0f32; KEY_TILE]; Q_BLOCK];
+            // Per row: how many of the tile's compacted keys it sees (a prefix, keys ascend).
+            let mut visible = [0usize; Q_BLOCK];
 
-            for t0 in (0..seq).step_by(KEY_TILE) {
+            for t0 in (0..key_end).step_by(KEY_TILE) {
+                let t1 = key_end.min(t0 + KEY_TILE);
                 let mut nk = 0;
-                for (j, _) in key_valid[t0..seq.min(t0 + KEY_TILE)]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &v)| v)
-                {
-                    keys[nk] = t0 + j;
-                    nk += 1;
+                match mask.key_valid {
+                    Some(valid) => {
+                        for (j, _) in valid[t0..t1].iter().enumerate().filter(|(_, &ok)| ok) {
+                            keys[nk] = t0 + j;
+                            nk += 1;
+                        }
+                    }
+                    None => {
+                        for (slot, j) in keys.iter_mut().zip(t0..t1) {
+                            *slot = j;
+                        }
+                        nk = t1 - t0;
+                    }
                 }
                 if nk == 0 {
                     continue;
                 }
                 let keys = &keys[..nk];
+                for (i, n) in visible[..nq].iter_mut().enumerate() {
+                    let pos = pos0 + i;
+                    *n = if mask.causal && t1 > pos + 1 {
+                        keys.partition_point(|&j| j <= pos)
+                    } else {
+                        nk
+                    };
+                }
 
                 for (jj, &j) in keys.iter().enumerate() {
-                    let k = vec_at::<HD>(qkv, j * stride + k_off);
+                    let kr = vec_at::<HD>(k.data, j * k.stride + k_off);
                     for i in 0..nq {
-                        p[i][jj] = I::dot::<HD>(&q[i], k);
+                        p[i][jj] = I::dot::<HD>(&qs[i], kr);
                     }
                 }
 
                 for i in 0..nq {
-                    let scores = &mut p[i][..nk];
+                    let n = visible[i];
+                    // Keys past the row's own position (diagonal tile only) weigh 0.
+                    p[i][n..nk].fill(0.0);
+                    if n == 0 {
+                        continue;
+                    }
+                    let scores = &mut p[i][..n];
                     let tile_max = lane_max(scores);
                     if tile_max > max[i] {
                         // The first valid tile has nothing to rescale; later tiles shrink the old
@@ -367,17 +600,19 @@ fn attention_body<const HD: usize, I: Isa>(
                 }
 
                 for (jj, &j) in keys.iter().enumerate() {
-                    let v = vec_at::<HD>(qkv, j * stride + v_off);
+                    let vr = vec_at::<HD>(v.data, j * v.stride + v_off);
                     for i in 0..nq {
-                        I::axpy::<HD>(&mut acc[i], p[i][jj], v);
+                        if jj < visible[i] {
+                            I::axpy::<HD>(&mut acc[i], p[i][jj], vr);
+                        }
                     }
                 }
             }
 
             for i in 0..nq {
-                let dst = &mut out[(r0 + i) * width + q_off..][..HD];
+                let dst = &mut out[(r0 + i) * width + h * HD..][..HD];
                 // The maximum score contributes exp(0) = 1, so `sum` ≥ 1 whenever any key was
-                // valid; 0 means every key was masked and the row is defined as zeros.
+                // visible; 0 means the row saw no key and is defined as zeros.
                 if sum[i] > 0.0 {
                     let inv = 1.0 / sum[i];
                     for (o, &a) in dst.iter_mut().zip(&acc[i]) {

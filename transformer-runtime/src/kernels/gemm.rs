@@ -137,9 +137,7 @@ impl GemmIsa {
         match self {
             GemmIsa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Avx2Fma => {
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-            }
+            GemmIsa::Avx2Fma => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             GemmIsa::Avx512 => {
                 std::is_x86_feature_detected!("avx512f")
@@ -153,7 +151,10 @@ impl GemmIsa {
 
     /// The supported instruction sets (for tests and benches).
     pub fn supported() -> Vec<GemmIsa> {
-        GemmIsa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+        GemmIsa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
     }
 
     /// Width of a B panel (`NR`) for this instruction set.
@@ -218,7 +219,12 @@ impl PackedB {
         let len = k
             .checked_mul(n)
             .unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
-        assert_eq!(b.len(), len, "PackedB: B has {} elements, expected k×n = {k}×{n}", b.len());
+        assert_eq!(
+            b.len(),
+            len,
+            "PackedB: B has {} elements, expected k×n = {k}×{n}",
+            b.len()
+        );
         Self::from_fn(isa, k, n, |kk, j| b[kk * n + j])
     }
 
@@ -247,7 +253,12 @@ impl PackedB {
                 }
             }
         }
-        Self { k, n, isa, panels: data }
+        Self {
+            k,
+            n,
+            isa,
+            panels: data,
+        }
     }
 
     /// Rows of B (the reduction length).
@@ -277,7 +288,10 @@ pub struct Epilogue<'a> {
 
 impl<'a> Epilogue<'a> {
     /// Plain product: no bias, identity activation.
-    pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity };
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        activation: Activation::Identity,
+    };
 
     /// `act(x + bias)` (or `act(x)` when `bias` is `None`).
     pub fn new(bias: Option<&'a [f32]>, activation: Activation) -> Self {
@@ -317,10 +331,19 @@ pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: 
     if m == 0 || n == 0 {
         return;
     }
-    let args = Args { a, m, k, n, panels: &b.panels, c, bias: epilogue.bias };
+    let args = Args {
+        a,
+        m,
+        k,
+        n,
+        panels: &b.panels,
+        c,
+        bias: epilogue.bias,
+    };
     let act = epilogue.activation;
     match b.isa {
-        GemmIsa::Portable => gemm_body::<PORTABLE_MR, PORTABLE_NR, Portable>(args, act),
+        // SAFETY: the scalar `f32` lanes need no target feature.
+        GemmIsa::Portable => unsafe { gemm_body::<f32, PORTABLE_MR, PORTABLE_NR, PORTABLE_NR>(args, act) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `gemm_avx2_fma` requires the `avx2` and `fma` target features; a `PackedB` can
         // only carry `GemmIsa::Avx2Fma` if `from_fn` confirmed at runtime that this CPU has both.
@@ -345,65 +368,190 @@ struct Args<'a> {
     bias: Option<&'a [f32]>,
 }
 
-/// Multiply-add flavour of an instruction set; `#[inline(always)]` so it takes on the target
-/// features of the shim it is inlined into.
-trait Madd {
-    fn madd(a: f32, b: f32, acc: f32) -> f32;
+/// A vector of `WIDTH` f32 lanes: what one microkernel register holds.
+///
+/// The methods are `#[inline(always)]` so they are compiled inside the `#[target_feature]` shim that
+/// instantiates [`gemm_body`]; they are `unsafe` because the SIMD implementations may only run on a
+/// CPU with their target features (the scalar one has no requirement).
+trait Lanes: Copy {
+    const WIDTH: usize;
+    /// # Safety
+    /// The CPU supports this type's target features.
+    unsafe fn zero() -> Self;
+    /// # Safety
+    /// As for [`Lanes::zero`].
+    unsafe fn splat(x: f32) -> Self;
+    /// # Safety
+    /// As for [`Lanes::zero`], and `p` is valid for reading `WIDTH` floats.
+    unsafe fn load(p: *const f32) -> Self;
+    /// `a·b + acc`.
+    /// # Safety
+    /// As for [`Lanes::zero`].
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
+    /// # Safety
+    /// As for [`Lanes::zero`], and `p` is valid for writing `WIDTH` floats.
+    unsafe fn store(self, p: *mut f32);
 }
 
-/// Separate multiply and add: the baseline has no FMA, and `f32::mul_add` without hardware FMA is a
-/// slow libm call.
-struct Portable;
-
-impl Madd for Portable {
+/// The portable twin: one f32 per "register", separate multiply and add (the baseline has no FMA,
+/// and `f32::mul_add` without hardware FMA is a slow libm call). LLVM vectorises the unrolled
+/// tile with whatever the baseline target offers.
+impl Lanes for f32 {
+    const WIDTH: usize = 1;
     #[inline(always)]
-    fn madd(a: f32, b: f32, acc: f32) -> f32 {
+    unsafe fn zero() -> Self {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees `p` is readable.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
         a * b + acc
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees `p` is writable.
+        unsafe { *p = self }
     }
 }
 
-/// Fused multiply-add; inside an `fma` shim LLVM lowers `mul_add` to `vfmadd`.
 #[cfg(target_arch = "x86_64")]
-struct Fused;
+mod x86 {
+    use super::Lanes;
+    use std::arch::x86_64::*;
 
-#[cfg(target_arch = "x86_64")]
-impl Madd for Fused {
-    #[inline(always)]
-    fn madd(a: f32, b: f32, acc: f32) -> f32 {
-        a.mul_add(b, acc)
+    /// 8 lanes, AVX + FMA.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2(__m256);
+
+    impl Lanes for Avx2 {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the caller guarantees AVX.
+            Avx2(unsafe { _mm256_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller guarantees AVX.
+            Avx2(unsafe { _mm256_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: the caller guarantees AVX and 8 readable floats at `p` (unaligned load).
+            Avx2(unsafe { _mm256_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            // SAFETY: the caller guarantees FMA.
+            Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, acc.0) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: the caller guarantees AVX and 8 writable floats at `p` (unaligned store).
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+    }
+
+    /// 16 lanes, AVX-512F.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(__m512);
+
+    impl Lanes for Avx512 {
+        const WIDTH: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the caller guarantees AVX-512F.
+            Avx512(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller guarantees AVX-512F.
+            Avx512(unsafe { _mm512_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: the caller guarantees AVX-512F and 16 readable floats at `p` (unaligned).
+            Avx512(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            // SAFETY: the caller guarantees AVX-512F.
+            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, acc.0) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: the caller guarantees AVX-512F and 16 writable floats at `p` (unaligned).
+            unsafe { _mm512_storeu_ps(p, self.0) }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn gemm_avx2_fma(args: Args<'_>, act: Activation) {
-    gemm_body::<AVX2_MR, AVX2_NR, Fused>(args, act);
+    // SAFETY: this function is compiled with, and only called on CPUs with, AVX2 + FMA, which is
+    // all `x86::Avx2` needs.
+    unsafe { gemm_body::<x86::Avx2, AVX2_MR, { AVX2_NR / 8 }, AVX2_NR>(args, act) };
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn gemm_avx512(args: Args<'_>, act: Activation) {
-    gemm_body::<AVX512_MR, AVX512_NR, Fused>(args, act);
+    // SAFETY: this function is compiled with, and only called on CPUs with, AVX-512F, which is all
+    // `x86::Avx512` needs.
+    unsafe { gemm_body::<x86::Avx512, AVX512_MR, { AVX512_NR / 16 }, AVX512_NR>(args, act) };
 }
 
 /// Picks the activation once, so each arm is a monomorphic kernel whose epilogue vectorises.
+///
+/// # Safety
+/// The CPU supports `V`'s target features.
 #[inline(always)]
-fn gemm_body<const MR: usize, const NR: usize, M: Madd>(args: Args<'_>, act: Activation) {
-    match act {
-        Activation::Identity => gemm_blocks::<MR, NR, M>(args, |x| x),
-        Activation::GeluErf => gemm_blocks::<MR, NR, M>(args, |x| Activation::GeluErf.apply(x)),
-        Activation::GeluTanh => gemm_blocks::<MR, NR, M>(args, |x| Activation::GeluTanh.apply(x)),
-        Activation::Relu => gemm_blocks::<MR, NR, M>(args, |x| Activation::Relu.apply(x)),
+unsafe fn gemm_body<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
+    args: Args<'_>,
+    act: Activation,
+) {
+    // SAFETY (all arms): forwarded from the caller.
+    unsafe {
+        match act {
+            Activation::Identity => gemm_blocks::<V, MR, NV, NR>(args, |x| x),
+            Activation::GeluErf => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::GeluErf.apply(x)),
+            Activation::GeluTanh => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::GeluTanh.apply(x)),
+            Activation::Relu => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::Relu.apply(x)),
+        }
     }
 }
 
 /// The blocked loops around the microkernel, the epilogue and the store.
+///
+/// # Safety
+/// The CPU supports `V`'s target features.
 #[inline(always)]
-fn gemm_blocks<const MR: usize, const NR: usize, M: Madd>(args: Args<'_>, act: impl Fn(f32) -> f32) {
-    let Args { a, m, k, n, panels, c, bias } = args;
+unsafe fn gemm_blocks<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
+    args: Args<'_>,
+    act: impl Fn(f32) -> f32,
+) {
+    let Args {
+        a,
+        m,
+        k,
+        n,
+        panels,
+        c,
+        bias,
+    } = args;
     for ic in (0..m).step_by(MC) {
         let mc = MC.min(m - ic);
-        for (p, panel) in panels.chunks_exact(k * NR).enumerate().take(n.div_ceil(NR)) {
+        for p in 0..n.div_ceil(NR) {
+            let panel = &panels[p * k * NR..(p + 1) * k * NR];
             let j0 = p * NR;
             let width = NR.min(n - j0);
             let mut bias_tile = [0.0f32; NR];
@@ -412,7 +560,9 @@ fn gemm_blocks<const MR: usize, const NR: usize, M: Madd>(args: Args<'_>, act: i
             }
             for ir in (ic..ic + mc).step_by(MR) {
                 let rows = MR.min(ic + mc - ir);
-                let mut acc = microkernel::<MR, NR, M>(&a[ir * k..(ir + rows) * k], rows, k, panel);
+                // SAFETY: forwarded from the caller.
+                let mut acc =
+                    unsafe { microkernel::<V, MR, NV, NR>(&a[ir * k..(ir + rows) * k], rows, k, panel) };
                 for row in &mut acc {
                     for (x, &b) in row.iter_mut().zip(&bias_tile) {
                         *x = act(*x + b);
@@ -428,4 +578,51 @@ fn gemm_blocks<const MR: usize, const NR: usize, M: Madd>(args: Args<'_>, act: i
             }
         }
     }
+}
+
+/// The `MR×NR` tile `A[rows×k]·panel[k×NR]`, accumulated in `MR×NV` registers of `V` for the whole
+/// k-loop. Tile rows `rows..MR` repeat the last row of A (so only memory inside `a` is read); the
+/// caller discards them.
+///
+/// # Safety
+/// The CPU supports `V`'s target features.
+#[inline(always)]
+unsafe fn microkernel<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    panel: &[f32],
+) -> [[f32; NR]; MR] {
+    const { assert!(NV * V::WIDTH == NR, "a tile row must be NV whole registers") };
+    assert!(
+        (1..=MR).contains(&rows)
+            && Some(a.len()) == rows.checked_mul(k)
+            && Some(panel.len()) == k.checked_mul(NR),
+        "gemm microkernel: inconsistent tile shape"
+    );
+    let row_start: [*const f32; MR] = std::array::from_fn(|i| a[i.min(rows - 1) * k..].as_ptr());
+    let b = panel.as_ptr();
+    // SAFETY (target features, every block below): guaranteed by the caller.
+    let mut acc = [[unsafe { V::zero() }; NV]; MR];
+    for kk in 0..k {
+        // SAFETY: kk < k, so the NR = NV·WIDTH floats at kk·NR end at (kk + 1)·NR ≤ k·NR, the
+        // panel's length.
+        let b_row: [V; NV] = std::array::from_fn(|v| unsafe { V::load(b.add(kk * NR + v * V::WIDTH)) });
+        for i in 0..MR {
+            // SAFETY: row_start[i] is the start of a row r < rows of `a` (length rows·k), so offset
+            // kk < k stays inside that row.
+            let a_ik = unsafe { V::splat(*row_start[i].add(kk)) };
+            for v in 0..NV {
+                acc[i][v] = unsafe { V::mul_add(a_ik, b_row[v], acc[i][v]) };
+            }
+        }
+    }
+    let mut tile = [[0.0f32; NR]; MR];
+    for (out, regs) in tile.iter_mut().zip(&acc) {
+        for (v, reg) in regs.iter().enumerate() {
+            // SAFETY: v·WIDTH + WIDTH ≤ NV·WIDTH = NR, the length of `out`.
+            unsafe { reg.store(out.as_mut_ptr().add(v * V::WIDTH)) };
+        }
+    }
+    tile
 }

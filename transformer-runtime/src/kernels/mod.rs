@@ -38,12 +38,7 @@ pub(crate) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 /// Tree reduction of the lane accumulators (pairwise, so the final error does not grow serially).
 #[inline(always)]
 pub(crate) fn reduce_lanes(acc: [f32; LANES]) -> f32 {
-    let a = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
+    let a = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
     let b = [a[0] + a[2], a[1] + a[3]];
     b[0] + b[1]
 }

@@ -16,12 +16,7 @@ use super::lane_sum;
 
 /// `rows[i] = LayerNorm(rows[i]) * gamma + beta`, biased variance, `eps` inside the sqrt (PyTorch
 /// semantics).
-pub fn layer_norm<const D: usize>(
-    rows: &mut [[f32; D]],
-    gamma: &[f32; D],
-    beta: &[f32; D],
-    eps: f32,
-) {
+pub fn layer_norm<const D: usize>(rows: &mut [[f32; D]], gamma: &[f32; D], beta: &[f32; D], eps: f32) {
     for row in rows {
         normalise_row(row, gamma, beta, eps);
     }

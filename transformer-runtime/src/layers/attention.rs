@@ -1,11 +1,17 @@
 //! Multi-head self-attention over a padded batch: the fused kernel run for every
-//! (sequence, block of query rows), in parallel.
+//! (sequence, block of query rows), in parallel. Bidirectional ([`self_attention`], encoders),
+//! causal over the whole batch ([`causal_self_attention`], a decoder without cache) and causal
+//! over a [`KvCache`] ([`cached_causal_attention`], a decoder's prefill and decode steps).
 
-use crate::kernels::attention::attention;
-use crate::{Batch, Threads};
+use crate::kernels::attention::{attention, attention_general, HeadRows, Mask};
+use crate::{Batch, KvCache, Threads};
 
 /// Query rows per task: each task streams all of its sequence's keys once per block.
 const QUERY_BLOCK: usize = 32;
+
+/// Sequences whose cache slices are gathered (on the stack) for one parallel pass of
+/// [`cached_causal_attention`]; larger batches run in groups of this many.
+const SEQ_GROUP: usize = 64;
 
 /// `ctx = softmax(Q·Kᵀ·scale + padding mask)·V` per head, heads concatenated.
 ///
@@ -36,4 +42,138 @@ pub fn self_attention<const HD: usize>(
             });
         }
     });
+}
+
+/// Causal self-attention over a right-padded batch (full recompute, no cache): the query at index
+/// `r` of sequence `b` sees the keys `0..=r` of `b` that are real tokens (`batch.mask_of(b)`).
+///
+/// Layout as in [`self_attention`]: `qkv` holds `batch.rows()` rows of `[Q | K | V]`, `ctx`
+/// receives `batch.rows()` rows of `heads * HD`. Positions are indices within the batch row
+/// (`batch.start_of` is not consulted). Rows after a sequence's last real token are padding:
+/// their context rows are set to zeros.
+pub fn causal_self_attention<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    heads: usize,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    let (seq, width) = (batch.seq_len(), heads * HD);
+    let stride = 3 * width;
+    assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
+    assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
+    threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
+        let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
+        // Keys after the last real token are never visible to a real query: stop there.
+        let extent = batch.extent_of(b);
+        let key_valid = &batch.mask_of(b)[..extent];
+        let (real, padding) = ctx_seq.split_at_mut(extent * width);
+        padding.fill(0.0);
+        let view = |offset, rows| HeadRows { data: qkv_seq, stride, offset, rows };
+        let (k, v) = (view(width, extent), view(2 * width, extent));
+        let mask = Mask { key_valid: Some(key_valid), causal: true };
+        let run = |q_start: usize, out: &mut [f32]| {
+            let q = view(q_start * stride, out.len() / width);
+            attention_general::<HD>(q, k, v, heads, heads, q_start, mask, scale, out);
+        };
+        if extent <= QUERY_BLOCK {
+            run(0, real);
+        } else {
+            threads.for_each_chunk(real, QUERY_BLOCK * width, |i, out| run(i * QUERY_BLOCK, out));
+        }
+    });
+}
+
+/// One cached step of causal self-attention for layer `layer`.
+///
+/// For each sequence `b`, with `len = cache.lens()[b]` and `n = batch.len_of(b)`: writes the K and
+/// V of its `n` real new rows (the first `n` rows of its block of `batch.seq_len()` rows in `qkv`;
+/// right padding) into the cache at positions `len..len + n`, then attends every real query row
+/// `r` (position `len + r`) causally over the cached rows `0..len + n`. Context rows of padding are
+/// set to zeros. Does NOT advance the cache: the caller does, once, after all layers.
+///
+/// `qkv` holds `batch.rows()` rows of `[Q | K | V]` (each `heads * HD` wide), `ctx` receives
+/// `batch.rows()` rows of `heads * HD`. Parallel over sequences, and over blocks of query rows
+/// when a sequence has many new rows (prefill).
+///
+/// Preconditions (asserted; the caller validates user input before): `cache.kv_width() ==
+/// heads * HD`, `cache.batch_size() == batch.batch_size()`, each sequence's real tokens come first
+/// in its row (`batch.extent_of(b) == batch.len_of(b)`), and `len + n <= cache.max_positions()`.
+pub fn cached_causal_attention<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    cache: &mut KvCache,
+    layer: usize,
+    heads: usize,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    let (seq, width) = (batch.seq_len(), heads * HD);
+    let stride = 3 * width;
+    assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
+    assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
+    assert_eq!(
+        cache.kv_width(),
+        width,
+        "cache rows are {} wide, attention needs heads × HD = {heads} × {HD}",
+        cache.kv_width()
+    );
+    assert_eq!(
+        cache.batch_size(),
+        batch.batch_size(),
+        "cache holds {} sequences, the batch has {}",
+        cache.batch_size(),
+        batch.batch_size()
+    );
+    let max_positions = cache.max_positions();
+    for b in 0..batch.batch_size() {
+        let (len, n) = (cache.lens()[b], batch.len_of(b));
+        assert_eq!(batch.extent_of(b), n, "sequence {b} of a cached step is not right-padded");
+        assert!(
+            len + n <= max_positions,
+            "sequence {b}: {len} cached + {n} new rows exceed the cache's {max_positions} positions"
+        );
+    }
+
+    for g0 in (0..batch.batch_size()).step_by(SEQ_GROUP) {
+        let gn = SEQ_GROUP.min(batch.batch_size() - g0);
+        let mut lens = [0usize; SEQ_GROUP];
+        lens[..gn].copy_from_slice(&cache.lens()[g0..g0 + gn]);
+        // Each sequence's own key/value slices, gathered so the sequences can run in parallel
+        // (on the stack: no allocation per step).
+        let mut slots: [Option<(&mut [f32], &mut [f32])>; SEQ_GROUP] = std::array::from_fn(|_| None);
+        for (slot, kv) in slots.iter_mut().zip(cache.layer_mut(layer).skip(g0).take(gn)) {
+            *slot = Some(kv);
+        }
+        let ctx_group = &mut ctx[g0 * seq * width..(g0 + gn) * seq * width];
+        threads.for_each_chunk_pair(&mut slots[..gn], 1, ctx_group, seq * width, |i, slot, ctx_seq| {
+            let b = g0 + i;
+            let (keys, values) = slot[0].take().expect("one cache slot per sequence");
+            let (len, n) = (lens[i], batch.len_of(b));
+            let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
+            for (r, row) in qkv_seq.chunks_exact(stride).take(n).enumerate() {
+                let at = (len + r) * width;
+                keys[at..at + width].copy_from_slice(&row[width..2 * width]);
+                values[at..at + width].copy_from_slice(&row[2 * width..]);
+            }
+            let (keys, values) = (&*keys, &*values);
+            let total = len + n;
+            let k = HeadRows { data: keys, stride: width, offset: 0, rows: total };
+            let v = HeadRows { data: values, stride: width, offset: 0, rows: total };
+            let mask = Mask { key_valid: None, causal: true };
+            let (real, padding) = ctx_seq.split_at_mut(n * width);
+            padding.fill(0.0);
+            let run = |r0: usize, out: &mut [f32]| {
+                let q = HeadRows { data: qkv_seq, stride, offset: r0 * stride, rows: out.len() / width };
+                attention_general::<HD>(q, k, v, heads, heads, len + r0, mask, scale, out);
+            };
+            if n <= QUERY_BLOCK {
+                run(0, real);
+            } else {
+                threads.for_each_chunk(real, QUERY_BLOCK * width, |j, out| run(j * QUERY_BLOCK, out));
+            }
+        });
+    }
 }

@@ -46,13 +46,20 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
                 b.extend(loader.take(&format!("{prefix}.bias"), &[part]));
             }
         }
-        Self { weight_t, bias: fused_bias }
+        Self {
+            weight_t,
+            bias: fused_bias,
+        }
     }
 
     /// From a `[IN, OUT]` row-major matrix (already transposed) and an optional bias; for tests and
     /// weights built in code.
     pub fn from_parts(weight_t: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
-        assert_eq!(weight_t.len(), IN * OUT, "weight must be [IN = {IN}, OUT = {OUT}]");
+        assert_eq!(
+            weight_t.len(),
+            IN * OUT,
+            "weight must be [IN = {IN}, OUT = {OUT}]"
+        );
         if let Some(b) = &bias {
             assert_eq!(b.len(), OUT, "bias must have OUT = {OUT} elements");
         }
@@ -61,7 +68,11 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
 
     /// `out[r] = act(x[r]·Wᵀ + b)` for every row.
     pub fn forward(&self, x: &[[f32; IN]], out: &mut [[f32; OUT]], act: Activation, threads: &Threads) {
-        assert_eq!(x.len(), out.len(), "linear {IN}->{OUT}: input and output row counts differ");
+        assert_eq!(
+            x.len(),
+            out.len(),
+            "linear {IN}->{OUT}: input and output row counts differ"
+        );
         let x = x.as_flattened();
         threads.for_each_chunk(out.as_flattened_mut(), ROW_BLOCK * OUT, |block, out| {
             let rows = out.len() / OUT;

@@ -47,22 +47,17 @@ impl fmt::Display for WeightProblem {
             WeightProblem::Missing { expected_shape, .. } => {
                 write!(f, "missing (expected shape {expected_shape:?})")
             }
-            WeightProblem::ShapeMismatch {
-                expected, found, ..
-            } => write!(f, "expected shape {expected:?}, found {found:?}"),
+            WeightProblem::ShapeMismatch { expected, found, .. } => {
+                write!(f, "expected shape {expected:?}, found {found:?}")
+            }
             WeightProblem::UnsupportedDtype { dtype, .. } => write!(
                 f,
                 "unsupported dtype {} (supported: F32, F16, BF16)",
                 Escaped(dtype)
             ),
-            WeightProblem::Unexpected { .. } => {
-                f.write_str("in the file but not used by this model")
-            }
+            WeightProblem::Unexpected { .. } => f.write_str("in the file but not used by this model"),
             WeightProblem::NonFinite { index, .. } => {
-                write!(
-                    f,
-                    "non-finite value (NaN or infinity) at flat index {index}"
-                )
+                write!(f, "non-finite value (NaN or infinity) at flat index {index}")
             }
         }
     }

@@ -118,10 +118,7 @@ impl WeightLoader {
                 problems: Vec::new(),
                 allow_non_finite: false,
             }),
-            Err(reason) => Err(WeightError::Format {
-                path: source,
-                reason,
-            }),
+            Err(reason) => Err(WeightError::Format { path: source, reason }),
         }
     }
 
@@ -342,4 +339,27 @@ impl Format {
                 .collect(),
         }
     }
+}
+
+/// A checkpoint name from a module prefix and a relative name: `join("encoder.layer.0", "output")`
+/// is `encoder.layer.0.output`; an empty side is left out (no stray dots).
+pub fn join(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
+    }
+}
+
+/// The first of `roots` under which the file has any tensor (checkpoints of one family are saved
+/// with or without a wrapper prefix, e.g. `transformer.` for `GPT2LMHeadModel`), or the last root
+/// when none matches (so the missing-tensor report names the plainest layout).
+pub fn detect_root<'r>(loader: &WeightLoader, roots: &[&'r str]) -> &'r str {
+    let names = loader.names();
+    roots
+        .iter()
+        .copied()
+        .find(|root| root.is_empty() || names.iter().any(|n| n.starts_with(&format!("{root}."))))
+        .or_else(|| roots.last().copied())
+        .unwrap_or("")
 }

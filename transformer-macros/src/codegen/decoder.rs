@@ -1,0 +1,114 @@
+//! The API of a decoder (causal attention): logits, cached steps and generation.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+
+use super::{carve, rt};
+use crate::graph::{Graph, Value};
+use crate::spec::Spec;
+
+pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]) -> TokenStream {
+    let rt = rt();
+    let name = &spec.name;
+    let (d, v) = (spec.d_model, spec.vocab_size);
+    // Spanned at the user's `vocab_size`: the width of a logits row is the vocabulary.
+    let logits_row = quote_spanned!(spec.vocab_span=> [f32; #v]);
+    let kv_width = spec.d_model;
+    let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
+    // A step only needs the last row of each sequence past the final norm.
+    let final_norm_last = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(last);));
+    let full_carve = carve(spec, scratch_ty, scratch, &[(format_ident!("logits"), quote!(rows * #v))]);
+    let step_carve = carve(
+        spec,
+        scratch_ty,
+        scratch,
+        &[
+            (format_ident!("last"), quote!(batch.batch_size() * #d)),
+            (format_ident!("logits"), quote!(batch.batch_size() * #v)),
+        ],
+    );
+    quote! {
+        impl #name {
+            /// Logits for every token of every sequence (`batch.rows()` rows), each token seeing
+            /// only the tokens before it: a full recompute, no cache.
+            pub fn logits_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#logits_row]> {
+                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
+                #full_carve
+                self.embeddings.forward(x, batch, ::core::option::Option::None);
+                for layer in &self.layers {
+                    layer.forward(x, batch, s, &self.threads);
+                }
+                #final_norm
+                let logits = logits.as_chunks_mut::<#v>().0;
+                self.lm_head.forward(x, logits, &self.threads);
+                ::core::result::Result::Ok(logits)
+            }
+
+            /// [`Self::logits_into`] with a workspace kept by the model; returns owned rows.
+            pub fn logits(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#logits_row>> {
+                self.workspaces.with(|ws| self.logits_into(batch, ws).map(<[_]>::to_vec))
+            }
+
+            /// A KV cache for `batch_size` sequences, with room for `MAX_POSITIONS` tokens each.
+            pub fn new_cache(&self, batch_size: usize) -> #rt::KvCache {
+                #rt::KvCache::new(Self::LAYERS, batch_size, Self::MAX_POSITIONS, #kv_width)
+            }
+
+            /// One cached step: `batch`'s tokens continue each sequence of `cache` (sequence `b`
+            /// starts at position `cache.lens()[b]`; right padding allowed). Their keys and values
+            /// are appended, and the logits of each sequence's last real token come back.
+            pub fn step_into<'w>(
+                &self,
+                batch: &#rt::Batch,
+                cache: &mut #rt::KvCache,
+                workspace: &'w mut #rt::Workspace,
+            ) -> #rt::Result<&'w [#logits_row]> {
+                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
+                cache.check_step(batch)?;
+                #step_carve
+                self.embeddings.forward(x, batch, ::core::option::Option::Some(cache.lens()));
+                for (i, layer) in self.layers.iter().enumerate() {
+                    layer.forward_cached(x, batch, s, cache, i, &self.threads);
+                }
+                let last = last.as_chunks_mut::<#d>().0;
+                for (b, row) in last.iter_mut().enumerate() {
+                    *row = x[b * batch.seq_len() + batch.extent_of(b) - 1];
+                }
+                #final_norm_last
+                let logits = logits.as_chunks_mut::<#v>().0;
+                self.lm_head.forward(last, logits, &self.threads);
+                cache.advance_batch(batch);
+                ::core::result::Result::Ok(logits)
+            }
+
+            /// Generates up to `options.max_new_tokens` tokens after each prompt (one batched
+            /// prefill, then one cached step per token); returns the new tokens per prompt.
+            pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
+                #rt::generate::generate(self, prompts, options)
+            }
+
+            /// Streams the continuation of one prompt, token by token.
+            pub fn stream<'m>(&'m self, prompt: &[u32], options: &#rt::GenerateOptions) -> #rt::Result<#rt::generate::TokenStream<'m, Self>> {
+                #rt::generate::stream(self, prompt, options)
+            }
+        }
+
+        impl #rt::CausalLm for #name {
+            fn vocab_size(&self) -> usize {
+                Self::VOCAB_SIZE
+            }
+
+            fn max_positions(&self) -> usize {
+                Self::MAX_POSITIONS
+            }
+
+            fn new_cache(&self, batch: usize) -> #rt::KvCache {
+                #name::new_cache(self, batch)
+            }
+
+            fn step<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [f32]> {
+                self.step_into(batch, cache, workspace).map(<[_]>::as_flattened)
+            }
+        }
+    }
+}

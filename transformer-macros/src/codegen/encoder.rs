@@ -1,0 +1,78 @@
+//! The API of an encoder (bidirectional attention): hidden states and pooled sentence embeddings.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+
+use super::{carve, rt};
+use crate::graph::{Graph, Value};
+use crate::spec::Spec;
+
+pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]) -> TokenStream {
+    let rt = rt();
+    let name = &spec.name;
+    let d = spec.d_model;
+    // Spanned at the user's `d_model`, so a width mismatch in user code points there.
+    let row = quote_spanned!(spec.d_model_span=> [f32; #d]);
+    let type_vocab = match spec.type_vocab_size {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    let carve = carve(spec, scratch_ty, scratch, &[(format_ident!("pooled"), quote!(batch.batch_size() * #d))]);
+    let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
+    quote! {
+        impl #name {
+            /// Last hidden states, one row per token (`batch.rows()` rows, sequence-major), written
+            /// into `workspace`: after the first call at a batch shape, no allocation.
+            pub fn forward_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#row]> {
+                self.run(batch, workspace).map(|(hidden, _)| hidden)
+            }
+
+            /// Sentence embeddings, one row per sequence: mean of the unpadded hidden states,
+            /// L2-normalised (sentence-transformers' mean pooling + Normalize).
+            pub fn embed_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#row]> {
+                self.run(batch, workspace).map(|(_, pooled)| pooled)
+            }
+
+            /// [`Self::forward_into`] with a workspace kept by the model; returns owned rows.
+            pub fn forward(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#row>> {
+                self.workspaces.with(|ws| self.forward_into(batch, ws).map(<[_]>::to_vec))
+            }
+
+            /// [`Self::embed_into`] with a workspace kept by the model; returns owned rows.
+            pub fn embed(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#row>> {
+                self.workspaces.with(|ws| self.embed_into(batch, ws).map(<[_]>::to_vec))
+            }
+
+            /// Hidden states as a `[batch, seq, d_model]` array.
+            pub fn forward_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array3<f32>> {
+                let flat = self.forward(batch)?.into_iter().flatten().collect();
+                ::core::result::Result::Ok(
+                    #rt::ndarray::Array3::from_shape_vec((batch.batch_size(), batch.seq_len(), #d), flat)
+                        .expect("rows = batch * seq, each d_model wide"),
+                )
+            }
+
+            /// Sentence embeddings as a `[batch, d_model]` array.
+            pub fn embed_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array2<f32>> {
+                let flat = self.embed(batch)?.into_iter().flatten().collect();
+                ::core::result::Result::Ok(
+                    #rt::ndarray::Array2::from_shape_vec((batch.batch_size(), #d), flat)
+                        .expect("one row per sequence, each d_model wide"),
+                )
+            }
+
+            fn run<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<(&'w [#row], &'w [#row])> {
+                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;
+                #carve
+                self.embeddings.forward(x, batch);
+                for layer in &self.layers {
+                    layer.forward(x, batch, s, &self.threads);
+                }
+                #final_norm
+                let pooled = pooled.as_chunks_mut::<#d>().0;
+                #rt::layers::mean_pool_normalize(x, batch, pooled);
+                ::core::result::Result::Ok((x, pooled))
+            }
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Rust from the validated spec and its op graph: a struct per block with named fields, a scratch
+//! struct naming every workspace buffer, and a model type whose API carries the static widths in
+//! its types. [`encoder`] and [`decoder`] write the family-specific methods.
+
+mod decoder;
+mod encoder;
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::LitStr;
+
+use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value};
+use crate::spec::{Activation, Spec};
+
+/// Path of the runtime as generated code sees it (through the facade's hidden re-export).
+fn rt() -> TokenStream {
+    quote!(::transformer::__private)
+}
+
+pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
+    if let Err(e) = graph::check_widths(graph, spec.d_model_span) {
+        return e.into_compile_error();
+    }
+    let name = &spec.name;
+    let scratch_ty = format_ident!("{}Scratch", name);
+    let blocks = graph.blocks().map(|b| block(spec, b, &scratch_ty));
+    let scratch_values = graph.layer.scratch();
+    let scratch_def = scratch_struct(spec, &scratch_ty, &scratch_values);
+    let model_struct = model_struct(spec, graph);
+    let common = common_methods(spec, graph);
+    let family = if spec.is_decoder() {
+        decoder::methods(spec, graph, &scratch_ty, &scratch_values)
+    } else {
+        encoder::methods(spec, graph, &scratch_ty, &scratch_values)
+    };
+    quote! {
+        #model_struct
+        impl #name {
+            #common
+        }
+        #family
+        #(#blocks)*
+        #scratch_def
+        const _: () = {
+            // Models are shared across threads: one loaded model serves many callers.
+            fn assert_send_sync<T: ::core::marker::Send + ::core::marker::Sync>() {}
+            fn check() {
+                assert_send_sync::<#name>();
+            }
+        };
+    }
+}
+
+fn block_ident(spec: &Spec, block: &Block) -> Ident {
+    format_ident!("{}{}", spec.name, block.suffix)
+}
+
+/// How a block's attention runs: over the whole batch, or as one step continuing a KV cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Full,
+    Cached,
+}
+
+/// The struct of one block, its `load` and its forward function(s).
+fn block(spec: &Spec, block: &Block, scratch_ty: &Ident) -> TokenStream {
+    let rt = rt();
+    let vis = &spec.vis;
+    let ident = block_ident(spec, block);
+    let doc = &block.doc;
+    let field_defs = block.fields.iter().map(|f| {
+        let (name, doc, ty) = (format_ident!("{}", f.name), f.doc, field_type(f));
+        quote!(#[doc = #doc] pub #name: #ty,)
+    });
+    let field_loads = block.fields.iter().map(|f| {
+        let name = format_ident!("{}", f.name);
+        let load = field_load(f);
+        quote!(#name: #load,)
+    });
+    let has_attention = block.ops.iter().any(|op| matches!(op, Op::Attention { .. }));
+    let causal = block.ops.iter().any(|op| matches!(op, Op::Attention { causal: true, .. }));
+    let full = forward_fn(spec, block, scratch_ty, Mode::Full);
+    let cached = (has_attention && causal).then(|| forward_fn(spec, block, scratch_ty, Mode::Cached));
+    quote! {
+        #[doc = #doc]
+        #[derive(Clone, Debug)]
+        #vis struct #ident {
+            #(#field_defs)*
+        }
+
+        impl #ident {
+            /// Loads this block's tensors under `prefix`.
+            pub fn load(loader: &mut #rt::WeightLoader, prefix: &str) -> Self {
+                Self { #(#field_loads)* }
+            }
+
+            #full
+            #cached
+        }
+    }
+}
+
+/// `forward` (or `forward_cached`) of a block, with only the parameters its ops use.
+fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> TokenStream {
+    let rt = rt();
+    let d = spec.d_model;
+    let writes_stream = block.ops.iter().any(Op::writes_stream);
+    let gathers_positions = block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
+    let uses_batch = block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Attention { .. }));
+    let uses_threads = block.ops.iter().any(|op| matches!(op, Op::Linear { .. } | Op::Attention { .. }));
+    let mut params = vec![if writes_stream { quote!(x: &mut [[f32; #d]]) } else { quote!(x: &[[f32; #d]]) }];
+    if let Some(out) = block.output {
+        let w = out.width;
+        params.push(quote!(out: &mut [[f32; #w]]));
+    }
+    if uses_batch {
+        params.push(quote!(batch: &#rt::Batch));
+    }
+    if gathers_positions && spec.is_decoder() {
+        params.push(quote!(starts: ::core::option::Option<&[usize]>));
+    }
+    if !block.scratch().is_empty() {
+        params.push(quote!(s: &mut #scratch_ty<'_>));
+    }
+    if mode == Mode::Cached {
+        params.push(quote!(cache: &mut #rt::KvCache, layer: usize));
+    }
+    if uses_threads {
+        params.push(quote!(threads: &#rt::Threads));
+    }
+    let body = forward_body(spec, block, mode);
+    let (name, doc) = match mode {
+        Mode::Full => (format_ident!("forward"), "Runs the block over the whole batch."),
+        Mode::Cached => (
+            format_ident!("forward_cached"),
+            "Runs the block on new tokens continuing each cached sequence; appends their keys and values for `layer`.",
+        ),
+    };
+    quote! {
+        #[doc = #doc]
+        pub fn #name(&self, #(#params),*) {
+            #body
+        }
+    }
+}
+
+fn field_type(f: &Field) -> TokenStream {
+    let rt = rt();
+    match f.kind {
+        FieldKind::Linear { input, output, .. } => quote!(#rt::layers::Linear<#input, #output>),
+        FieldKind::LayerNorm { width, .. } => quote!(#rt::layers::LayerNorm<#width>),
+        FieldKind::Embedding { width, .. } => quote!(#rt::layers::Embedding<#width>),
+        FieldKind::Sinusoidal { width, .. } => quote!(#rt::layers::SinusoidalPositions<#width>),
+    }
+}
+
+/// The checkpoint name `prefix.relative` (or either alone when the other is empty).
+fn tensor_name(relative: &str) -> TokenStream {
+    let rt = rt();
+    quote!(#rt::weights::join(prefix, #relative))
+}
+
+fn field_load(f: &Field) -> TokenStream {
+    let rt = rt();
+    match f.kind {
+        FieldKind::Linear { bias, layout: Layout::Torch, .. } if f.weights.len() == 1 => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::Linear::load(loader, &#name, #bias))
+        }
+        FieldKind::Linear { bias, layout: Layout::Torch, .. } => {
+            let names = f.weights.iter().map(|w| tensor_name(w));
+            quote!(#rt::layers::Linear::load_fused(loader, &[#(#names.as_str()),*], #bias))
+        }
+        FieldKind::Linear { bias, layout: Layout::Conv1d, .. } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::Linear::load_conv1d(loader, &#name, #bias))
+        }
+        FieldKind::LayerNorm { eps, .. } => {
+            let name = tensor_name(f.weights[0]);
+            let eps = eps as f32;
+            quote!(#rt::layers::LayerNorm::load(loader, &#name, #eps))
+        }
+        FieldKind::Embedding { rows, .. } => {
+            let name = tensor_name(&format!("{}.weight", f.weights[0]));
+            quote!(#rt::layers::Embedding::load(loader, &#name, #rows))
+        }
+        FieldKind::Sinusoidal { rows, .. } => quote!(#rt::layers::SinusoidalPositions::new(#rows)),
+    }
+}
+
+/// A value read by an op of `block`.
+fn read(block: &Block, v: Value) -> TokenStream {
+    if v.is_stream() {
+        quote!(x)
+    } else if Some(v) == block.output {
+        quote!(&*out)
+    } else {
+        let n = format_ident!("{}", v.name);
+        quote!(&*s.#n)
+    }
+}
+
+/// A value written by an op of `block`.
+fn write(block: &Block, v: Value) -> TokenStream {
+    if v.is_stream() {
+        quote!(x)
+    } else if Some(v) == block.output {
+        quote!(out)
+    } else {
+        let n = format_ident!("{}", v.name);
+        quote!(s.#n)
+    }
+}
+
+fn activation(act: Option<Activation>) -> TokenStream {
+    let rt = rt();
+    match act {
+        None => quote!(#rt::Activation::Identity),
+        Some(Activation::GeluErf) => quote!(#rt::Activation::GeluErf),
+        Some(Activation::GeluTanh) => quote!(#rt::Activation::GeluTanh),
+        Some(Activation::Relu) => quote!(#rt::Activation::Relu),
+    }
+}
+
+fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
+    let rt = rt();
+    let mut out = TokenStream::new();
+    let mut gathers = Vec::new();
+    let flush = |gathers: &mut Vec<TokenStream>, out: &mut TokenStream| {
+        if !gathers.is_empty() {
+            out.extend(quote! {
+                for (row, x) in x.iter_mut().enumerate() {
+                    #(#gathers)*
+                }
+            });
+            gathers.clear();
+        }
+    };
+    for op in &block.ops {
+        if let Op::Gather { field, index, accumulate, .. } = op {
+            let f = format_ident!("{}", field);
+            let idx = match index {
+                Index::Token => quote!(batch.ids()[row] as usize),
+                Index::Position if spec.is_decoder() => {
+                    // A cached step continues each sequence where its cache ends.
+                    quote!(batch.position(row) + starts.map_or(0, |s| s[row / batch.seq_len()]))
+                }
+                Index::Position => quote!(batch.position(row)),
+                Index::TokenType => quote!(batch.type_id(row) as usize),
+            };
+            gathers.push(if *accumulate {
+                quote!(self.#f.add_row(#idx, x);)
+            } else {
+                quote!(self.#f.copy_row(#idx, x);)
+            });
+            continue;
+        }
+        flush(&mut gathers, &mut out);
+        out.extend(match *op {
+            Op::Linear { field, input, output, act } => {
+                let f = format_ident!("{}", field);
+                let (i, o, a) = (read(block, input), write(block, output), activation(act));
+                quote!(self.#f.forward(#i, #o, #a, threads);)
+            }
+            Op::Attention { qkv, output, heads, head_dim, causal } => {
+                let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+                let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
+                let (q, o) = (quote!(s.#q.as_flattened()), quote!(s.#o.as_flattened_mut()));
+                match (causal, mode) {
+                    (false, _) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
+                    (true, Mode::Full) => {
+                        quote!(#rt::layers::causal_self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);)
+                    }
+                    (true, Mode::Cached) => quote!(
+                        #rt::layers::cached_causal_attention::<#head_dim>(#q, batch, cache, layer, #heads, #scale, #o, threads);
+                    ),
+                }
+            }
+            Op::Add { stream, sublayer } => {
+                let (x, sub) = (write(block, stream), read(block, sublayer));
+                quote!(#rt::layers::residual_add(#x, #sub);)
+            }
+            Op::AddNorm { field, stream, sublayer } => {
+                let (f, x, sub) = (format_ident!("{}", field), write(block, stream), read(block, sublayer));
+                quote!(self.#f.forward_residual(#x, #sub);)
+            }
+            Op::Norm { field, input, output } if input == output => {
+                let (f, x) = (format_ident!("{}", field), write(block, output));
+                quote!(self.#f.forward(#x);)
+            }
+            Op::Norm { field, input, output } => {
+                let f = format_ident!("{}", field);
+                let (i, o) = (read(block, input), write(block, output));
+                quote!(self.#f.forward_into(#i, #o);)
+            }
+            Op::Activation { value, act } => {
+                let (v, a) = (write(block, value), activation(Some(act)));
+                quote!(#a.apply_slice(#v.as_flattened_mut());)
+            }
+            Op::Gather { .. } => unreachable!("gathers are handled above"),
+        });
+    }
+    flush(&mut gathers, &mut out);
+    out
+}
+
+/// The workspace buffers a layer needs, each a named field.
+fn scratch_struct(spec: &Spec, ident: &Ident, values: &[Value]) -> TokenStream {
+    let vis = &spec.vis;
+    let fields = values.iter().map(|v| {
+        let (n, w) = (format_ident!("{}", v.name), v.width);
+        let doc = format!("`[rows, {w}]`");
+        quote!(#[doc = #doc] pub #n: &'a mut [[f32; #w]],)
+    });
+    let doc = format!("Per-layer scratch buffers of `{}`, carved from a workspace.", spec.name);
+    quote! {
+        #[doc = #doc]
+        #[derive(Debug)]
+        #vis struct #ident<'a> {
+            #(#fields)*
+        }
+    }
+}
+
+/// `let [x, …extra, qkv, …] = workspace.carve(…)` and the scratch struct over the carved buffers.
+/// `extra` are `(name, size expression)` buffers the family needs besides the stream.
+fn carve(
+    spec: &Spec,
+    scratch_ty: &Ident,
+    scratch: &[Value],
+    extra: &[(Ident, TokenStream)],
+) -> TokenStream {
+    let d = spec.d_model;
+    let names: Vec<Ident> = scratch.iter().map(|v| format_ident!("{}", v.name)).collect();
+    let widths: Vec<usize> = scratch.iter().map(|v| v.width).collect();
+    let (extra_names, extra_sizes): (Vec<&Ident>, Vec<&TokenStream>) = extra.iter().map(|(n, s)| (n, s)).unzip();
+    quote! {
+        let rows = batch.rows();
+        // Parenthesised sizes: clippy reads `a * b` elements that share one span as a possibly
+        // missing comma.
+        let [x, #(#extra_names,)* #(#names),*] =
+            workspace.carve([(rows * #d), #((#extra_sizes),)* #((rows * #widths)),*]);
+        let x = x.as_chunks_mut::<#d>().0;
+        let s = &mut #scratch_ty {
+            #(#names: #names.as_chunks_mut::<#widths>().0,)*
+        };
+    }
+}
+
+/// The model struct: one field per block, the layers as one repeated type.
+fn model_struct(spec: &Spec, graph: &Graph) -> TokenStream {
+    let rt = rt();
+    let (attrs, vis, name) = (&spec.attrs, &spec.vis, &spec.name);
+    let emb_ty = block_ident(spec, &graph.embeddings);
+    let layer_ty = block_ident(spec, &graph.layer);
+    let layers_doc = format!("The {} layers: one type, loaded from `{}`.", graph.layers, graph.layer.prefix);
+    let final_norm = graph.final_norm.as_ref().map(|b| {
+        let ty = block_ident(spec, b);
+        quote!(#[doc = "The norm after the last layer."] pub final_norm: #ty,)
+    });
+    let lm_head = graph.lm_head.as_ref().map(|b| {
+        let ty = block_ident(spec, b);
+        quote!(#[doc = "Hidden states to vocabulary logits."] pub lm_head: #ty,)
+    });
+    quote! {
+        #(#attrs)*
+        #[derive(Debug)]
+        #vis struct #name {
+            /// Input embeddings.
+            pub embeddings: #emb_ty,
+            #[doc = #layers_doc]
+            pub layers: ::std::vec::Vec<#layer_ty>,
+            #final_norm
+            #lm_head
+            threads: #rt::Threads,
+            workspaces: #rt::workspace::WorkspacePool,
+        }
+    }
+}
+
+/// Dims as consts, loading, threads: the same for every family.
+fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
+    let rt = rt();
+    let d = spec.d_model;
+    let (vocab, max_pos, heads, head_dim, layers, d_ff) =
+        (spec.vocab_size, spec.max_positions, spec.heads, spec.head_dim(), spec.layers, spec.d_ff);
+    let type_const = spec.type_vocab_size.map(|t| {
+        quote! {
+            /// Token-type (segment) vocabulary size.
+            pub const TYPE_VOCAB_SIZE: usize = #t;
+        }
+    });
+    let roots = graph.roots;
+    let ignored = &graph.ignored;
+    let block_load = |b: &Block| {
+        let (ty, prefix) = (block_ident(spec, b), b.prefix);
+        if b.rooted {
+            quote!(#ty::load(loader, &#rt::weights::join(root, #prefix)))
+        } else {
+            quote!(#ty::load(loader, #prefix))
+        }
+    };
+    let embeddings = block_load(&graph.embeddings);
+    let layer_ty = block_ident(spec, &graph.layer);
+    let layer_prefix = LitStr::new(graph.layer.prefix, Span::call_site());
+    let final_norm = graph.final_norm.as_ref().map(|b| {
+        let load = block_load(b);
+        quote!(final_norm: #load,)
+    });
+    let lm_head = graph.lm_head.as_ref().map(|b| {
+        let load = block_load(b);
+        quote!(lm_head: #load,)
+    });
+    let n_layers = graph.layers;
+    quote! {
+        /// Vocabulary size: token ids are `0..VOCAB_SIZE`.
+        pub const VOCAB_SIZE: usize = #vocab;
+        /// Longest sequence the position table covers.
+        pub const MAX_POSITIONS: usize = #max_pos;
+        #type_const
+        /// Width of every hidden state.
+        pub const D_MODEL: usize = #d;
+        /// Attention heads per layer.
+        pub const HEADS: usize = #heads;
+        /// Width of one head: `D_MODEL / HEADS`.
+        pub const HEAD_DIM: usize = #head_dim;
+        /// Number of layers.
+        pub const LAYERS: usize = #layers;
+        /// Inner width of the feed-forward blocks.
+        pub const D_FF: usize = #d_ff;
+        /// Checkpoint tensors this model knows and deliberately does not use (`{i}`: each layer).
+        pub const IGNORED_TENSORS: &'static [&'static str] = &[#(#ignored),*];
+
+        /// Loads the model from a safetensors file, checking every tensor's name and shape;
+        /// every problem is listed in one error.
+        pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
+            let mut loader = #rt::WeightLoader::open(path)?;
+            let model = Self::load(&mut loader);
+            loader.finish()?;
+            ::core::result::Result::Ok(model)
+        }
+
+        /// Takes every tensor from `loader` (which records, rather than stops at, each problem:
+        /// call `loader.finish()` afterwards).
+        pub fn load(loader: &mut #rt::WeightLoader) -> Self {
+            let root = #rt::weights::detect_root(loader, &[#(#roots),*]);
+            for name in Self::IGNORED_TENSORS {
+                if name.contains("{i}") {
+                    for i in 0..#n_layers {
+                        loader.ignore(&#rt::weights::join(root, &name.replace("{i}", &i.to_string())));
+                    }
+                } else {
+                    loader.ignore(&#rt::weights::join(root, name));
+                }
+            }
+            Self {
+                embeddings: #embeddings,
+                layers: (0..#n_layers)
+                    .map(|i| #layer_ty::load(loader, &#rt::weights::join(root, &format!(#layer_prefix))))
+                    .collect(),
+                #final_norm
+                #lm_head
+                threads: #rt::Threads::sequential(),
+                workspaces: ::core::default::Default::default(),
+            }
+        }
+
+        /// Uses `threads` for every later forward pass.
+        pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+            self.threads = threads;
+            self
+        }
+
+        /// The threads forward passes use.
+        pub fn threads(&self) -> &#rt::Threads {
+            &self.threads
+        }
+    }
+}

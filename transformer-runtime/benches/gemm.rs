@@ -1,0 +1,87 @@
+//! Packed GEMM with the fused bias + GELU epilogue vs `matrixmultiply` followed by a separate
+//! `bias_activation` pass, single thread, at the linear-layer shapes of all-MiniLM-L6-v2.
+//! Throughput is reported as elements = 2·m·k·n, i.e. criterion's "elem/s" reads as FLOP/s.
+//!
+//! `GEMM_ISA=portable|avx2|avx512` restricts the packed kernel to one instruction set (default: all
+//! supported ones).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::Duration;
+use transformer_runtime::kernels::activation::{bias_activation, Activation};
+use transformer_runtime::kernels::gemm::{matmul, matmul_packed, Epilogue, GemmIsa, PackedB};
+
+/// (k, n) of the MiniLM linears: fused QKV, attention output, FFN up, FFN down.
+const SHAPES: [(usize, usize); 4] = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
+const ROWS: [usize; 2] = [128, 4096];
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) - 0.5
+        })
+        .collect()
+}
+
+fn isas() -> Vec<GemmIsa> {
+    let wanted = std::env::var("GEMM_ISA").ok();
+    GemmIsa::supported()
+        .into_iter()
+        .filter(|isa| match (wanted.as_deref(), isa) {
+            (None, _) => true,
+            (Some("portable"), GemmIsa::Portable) => true,
+            (Some("avx2"), GemmIsa::Avx2Fma) => true,
+            (Some("avx512"), GemmIsa::Avx512) => true,
+            _ => false,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let act = Activation::GeluErf;
+    for m in ROWS {
+        let mut group = c.benchmark_group(format!("gemm_m{m}"));
+        group.sample_size(10);
+        group.warm_up_time(Duration::from_millis(300));
+        group.measurement_time(Duration::from_secs(if m > 1000 { 3 } else { 1 }));
+        for (k, n) in SHAPES {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let bias = values(n, 3);
+            let mut out = vec![0.0f32; m * n];
+            group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+            let label = format!("{k}x{n}");
+            group.bench_function(BenchmarkId::new("matrixmultiply+bias_gelu", &label), |bench| {
+                bench.iter(|| {
+                    matmul(black_box(&a), &b, &mut out, m, k, n, false);
+                    bias_activation(&mut out, &bias, act);
+                    black_box(out[0]);
+                })
+            });
+            for isa in isas() {
+                let packed = PackedB::pack_for(isa, &b, k, n);
+                let name = format!("packed_{isa:?}");
+                group.bench_function(BenchmarkId::new(name, &label), |bench| {
+                    bench.iter(|| {
+                        matmul_packed(
+                            black_box(&a),
+                            m,
+                            &packed,
+                            &mut out,
+                            Epilogue::new(Some(&bias), act),
+                        );
+                        black_box(out[0]);
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
