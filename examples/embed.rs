@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     }
     let tokenizer = minilm::tokenizer()?;
     let dir = minilm::model_dir();
-    let model = minilm::MiniLm::from_safetensors(dir.join("model.safetensors"))?.with_threads(Threads::all_cores()?);
+    let model =
+        minilm::MiniLm::from_safetensors(dir.join("model.safetensors"))?.with_threads(Threads::all_cores()?);
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let batch = minilm::encode(&tokenizer, &texts)?;
     // Each row is a [f32; 384]: the width is part of the type.

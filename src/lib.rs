@@ -5,8 +5,8 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    kernels, layers, parallel, weights, Activation, Batch, Error, Result, Threads, WeightError,
-    WeightLoader, WeightProblem, Workspace,
+    generate, kernels, layers, parallel, weights, Activation, Batch, CausalLm, Error, GenerateOptions,
+    KvCache, Result, Sampling, Threads, TokenStream, WeightError, WeightLoader, WeightProblem, Workspace,
 };
 
 /// What generated code refers to. Not a public API: paths here may change in any release.

@@ -98,7 +98,8 @@ fn token_types_for_a_model_without_them_are_rejected() {
     let tensors = common::wanted_tensors(|l| {
         NoTypes::load(l);
     });
-    let mut loader = WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "t").unwrap();
+    let mut loader =
+        WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "t").unwrap();
     let model = NoTypes::load(&mut loader);
     loader.finish().unwrap();
     let batch = Batch::from_sequences(&[vec![1, 2]]).unwrap().with_token_types(&[vec![0, 0]]).unwrap();
@@ -142,7 +143,10 @@ fn mismatched_lengths_and_counts_are_named() {
 
     let (ids, short_mask) = (array![[1u32, 2, 3]], array![[1u32, 1]]);
     let err = Batch::from_padded(ids.view(), short_mask.view(), None).unwrap_err();
-    assert!(matches!(err, Error::LengthMismatch { what: "attention mask", expected: 3, found: 2, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::LengthMismatch { what: "attention mask", expected: 3, found: 2, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -182,7 +186,10 @@ fn every_weight_problem_is_listed_in_one_error() {
                 expected: vec![8, 8],
                 found: vec![8, 7],
             },
-            WeightProblem::Missing { name: "encoder.layer.1.output.dense.bias".into(), expected_shape: vec![8] },
+            WeightProblem::Missing {
+                name: "encoder.layer.1.output.dense.bias".into(),
+                expected_shape: vec![8]
+            },
             WeightProblem::Unexpected { name: "encoder.layer.7.extra".into() },
         ]
     );

@@ -72,10 +72,14 @@ fn tokenizer_matches_the_reference() {
 fn every_sentence_alone_matches_sentence_transformers() {
     let model = minilm::load();
     let reference = reference();
-    assert!(reference.sentences.iter().any(|s| s.input_ids.len() >= 200), "the fixture has a 200+ token text");
+    assert!(
+        reference.sentences.iter().any(|s| s.input_ids.len() >= 200),
+        "the fixture has a 200+ token text"
+    );
     let mut ws = Workspace::new();
     for s in &reference.sentences {
-        let batch = Batch::from_sequences(&[&s.input_ids]).unwrap().with_token_types(&[&s.token_type_ids]).unwrap();
+        let batch =
+            Batch::from_sequences(&[&s.input_ids]).unwrap().with_token_types(&[&s.token_type_ids]).unwrap();
         let embedding = model.embed_into(&batch, &mut ws).unwrap();
         assert_close(&format!("embedding of {:?}", s.text), &embedding[0], &s.embedding);
 
@@ -97,7 +101,8 @@ fn padded_batch_matches_sentence_transformers() {
     let to_array = |rows: &Vec<Vec<u32>>| {
         Array2::from_shape_vec((rows.len(), rows[0].len()), rows.concat()).expect("rectangular fixture")
     };
-    let (ids, mask, types) = (to_array(&pb.input_ids), to_array(&pb.attention_mask), to_array(&pb.token_type_ids));
+    let (ids, mask, types) =
+        (to_array(&pb.input_ids), to_array(&pb.attention_mask), to_array(&pb.token_type_ids));
     assert!(mask.iter().any(|&m| m == 0), "the fixture batch really is padded");
     let batch = Batch::from_padded(ids.view(), mask.view(), Some(types.view())).unwrap();
     let embeddings = model.embed_array(&batch).unwrap();

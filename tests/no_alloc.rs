@@ -62,7 +62,8 @@ fn a_warm_forward_pass_allocates_nothing() {
     let tensors = common::wanted_tensors(|l| {
         Small::load(l);
     });
-    let mut loader = WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "s").unwrap();
+    let mut loader =
+        WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "s").unwrap();
     let model = Small::load(&mut loader);
     loader.finish().unwrap();
     let long: Vec<u32> = (0..50).map(|i| i % 100).collect();

@@ -40,7 +40,9 @@ pub fn load() -> MiniLm {
     let path = model_dir().join("model.safetensors");
     match MiniLm::from_safetensors(&path) {
         Ok(model) => model,
-        Err(e) => panic!("{e}\n(run `bash scripts/fetch-model.sh` to fetch all-MiniLM-L6-v2 into .cache/models)"),
+        Err(e) => {
+            panic!("{e}\n(run `bash scripts/fetch-model.sh` to fetch all-MiniLM-L6-v2 into .cache/models)")
+        }
     }
 }
 
@@ -48,14 +50,18 @@ pub fn load() -> MiniLm {
 /// batch pads itself, and a text longer than the model takes is an error, not silently cut.
 pub fn tokenizer() -> Result<Tokenizer, String> {
     let path = model_dir().join("tokenizer.json");
-    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut tokenizer =
+        Tokenizer::from_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     tokenizer.with_padding(None);
     tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
     Ok(tokenizer)
 }
 
 /// Tokenises `texts` (with [CLS] and [SEP]) into one padded batch.
-pub fn encode(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Batch, Box<dyn std::error::Error + Send + Sync>> {
+pub fn encode(
+    tokenizer: &Tokenizer,
+    texts: &[&str],
+) -> Result<Batch, Box<dyn std::error::Error + Send + Sync>> {
     let encodings = tokenizer.encode_batch(texts.to_vec(), true)?;
     let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
     let types: Vec<&[u32]> = encodings.iter().map(|e| e.get_type_ids()).collect();

@@ -84,7 +84,9 @@ impl Parse for ModelInput {
             body.parse::<Token![,]>()?;
         }
         if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the model's `{ … }`: declare one model per `model!`"));
+            return Err(
+                input.error("unexpected tokens after the model's `{ … }`: declare one model per `model!`")
+            );
         }
         Ok(ModelInput { attrs, vis, name, entries })
     }
@@ -103,8 +105,7 @@ impl Parse for Value {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         // A literal or name counts only when the entry ends right after it: `384 * 2` is an
         // expression, kept whole below so the error can quote it instead of "expected `,`".
-        let ends2 = input.peek2(Token![,]) || input.peek2(syn::parse::End);
-        let ends3 = input.peek3(Token![,]) || input.peek3(syn::parse::End);
+        let (ends2, ends3) = (value_ends_after(input, 1), value_ends_after(input, 2));
         // The sign first: syn's `LitInt`/`LitFloat` would otherwise take `-12` as one literal, and
         // `-12` would fail as "invalid digit" instead of reaching "must be at least 1".
         if input.peek(Token![-]) && (input.peek2(LitInt) || input.peek2(LitFloat)) && ends3 {
@@ -116,7 +117,11 @@ impl Parse for Value {
                 return Ok(Value::NegInt { value: -lit.base10_parse::<i128>()?, span: span(lit.span()) });
             }
             let lit: LitFloat = input.parse()?;
-            return Ok(Value::Float { value: -lit.base10_parse::<f64>()?, span: span(lit.span()), text: format!("-{lit}") });
+            return Ok(Value::Float {
+                value: -lit.base10_parse::<f64>()?,
+                span: span(lit.span()),
+                text: format!("-{lit}"),
+            });
         }
         if input.peek(LitInt) && ends2 {
             return Ok(Value::Int(input.parse()?));
@@ -128,9 +133,10 @@ impl Parse for Value {
         if input.peek(Ident) && ends2 {
             return Ok(Value::Name(input.call(syn::ext::IdentExt::parse_any)?));
         }
-        // Anything else up to the next top-level comma, kept whole for the error message.
+        // Anything else up to the next top-level comma (or the next `key:`), kept whole for the
+        // error message.
         let mut tokens = TokenStream::new();
-        while !input.is_empty() && !input.peek(Token![,]) {
+        while !value_ends_after(input, 0) {
             let tt: proc_macro2::TokenTree = input.parse()?;
             tt.to_tokens(&mut tokens);
         }
@@ -138,5 +144,27 @@ impl Parse for Value {
             return Err(input.error("expected a value after `:`"));
         }
         Ok(Value::Other(tokens))
+    }
+}
+
+/// Whether a value ends after its next `n` tokens: at a `,`, at the end of the braces, or at the
+/// start of the next `key:` (a forgotten comma, which the caller reports as "expected `,`").
+fn value_ends_after(input: ParseStream, n: usize) -> bool {
+    let mut cursor = input.cursor();
+    for _ in 0..n {
+        match cursor.token_tree() {
+            Some((_, next)) => cursor = next,
+            None => return false,
+        }
+    }
+    if cursor.eof() {
+        return true;
+    }
+    if let Some((punct, _)) = cursor.punct() {
+        return punct.as_char() == ',';
+    }
+    match cursor.ident().and_then(|(_, next)| next.punct()) {
+        Some((colon, _)) => colon.as_char() == ':' && colon.spacing() == proc_macro2::Spacing::Alone,
+        None => false,
     }
 }

@@ -6,7 +6,7 @@ use syn::Ident;
 
 use crate::ast::{Entry, ModelInput, Value};
 use crate::ctxt::Ctxt;
-use crate::spec::{Activation, Attention, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::spec::{Activation, Attention, LmHead, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
 use crate::suggest::closest;
 
 /// Every key the grammar knows, in the order the README documents them.
@@ -25,21 +25,23 @@ const KEYS: &[&str] = &[
     "positions",
     "attention",
     "weights",
+    "lm_head",
 ];
 
 /// Keys that may be left out.
-const OPTIONAL: &[&str] = &["type_vocab_size"];
+/// Keys that may be left out (`lm_head` is required of decoders by its own rule).
+const OPTIONAL: &[&str] = &["type_vocab_size", "lm_head"];
 
 const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu"];
 const NORMS: &[&str] = &["layer_norm"];
 const PLACEMENTS: &[&str] = &["pre", "post"];
 const POSITIONS: &[&str] = &["learned", "sinusoidal"];
-const ATTENTIONS: &[&str] = &["bidirectional"];
+const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
-const PLANNED_ATTENTIONS: &[&str] =
-    &["causal", "cross", "windowed", "sparse", "lsh", "grouped_query", "multi_query"];
-const SCHEMES: &[&str] = &["bert"];
+const PLANNED_ATTENTIONS: &[&str] = &["cross", "windowed", "sparse", "lsh", "grouped_query", "multi_query"];
+const SCHEMES: &[&str] = &["bert", "gpt2"];
+const LM_HEADS: &[&str] = &["tied", "untied"];
 
 /// Upper bounds that catch typos (an extra zero) long before the allocator would.
 const MAX_VOCAB: usize = 10_000_000;
@@ -55,7 +57,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let entries = keys_known_and_unique(&mut cx, input);
     keys_present(&mut cx, input, &entries);
 
-    let size = |cx: &mut Ctxt, key: &str, max: usize| entries.get(key).and_then(|e| positive_size(cx, e, max));
+    let size =
+        |cx: &mut Ctxt, key: &str, max: usize| entries.get(key).and_then(|e| positive_size(cx, e, max));
     let vocab_size = size(&mut cx, "vocab_size", MAX_VOCAB);
     let max_positions = size(&mut cx, "max_positions", MAX_POSITIONS);
     let type_vocab_size = size(&mut cx, "type_vocab_size", MAX_TYPE_VOCAB);
@@ -67,7 +70,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         heads_divide_d_model(&mut cx, d, h, entries["heads"]);
     }
 
-    let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| entries.get(key).and_then(|e| known_name(cx, e, valid));
+    let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| {
+        entries.get(key).and_then(|e| known_name(cx, e, valid))
+    };
     let activation = name(&mut cx, "activation", ACTIVATIONS).map(|n| match n {
         "gelu_erf" => Activation::GeluErf,
         "gelu_tanh" => Activation::GeluTanh,
@@ -84,9 +89,21 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         _ => Positions::Sinusoidal,
     });
     let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
-    let weights = name(&mut cx, "weights", SCHEMES).map(|_| WeightScheme::Bert);
-    if let (Some(WeightScheme::Bert), Some(p)) = (weights, placement) {
-        bert_is_post_norm(&mut cx, p, entries["norm_placement"], entries["weights"]);
+    let weights = name(&mut cx, "weights", SCHEMES).map(|n| match n {
+        "gpt2" => WeightScheme::Gpt2,
+        _ => WeightScheme::Bert,
+    });
+    let lm_head = name(&mut cx, "lm_head", LM_HEADS).map(|n| match n {
+        "tied" => LmHead::Tied,
+        _ => LmHead::Untied,
+    });
+    if let Some(attention) = attention {
+        decoders_have_a_head(&mut cx, attention, entries["attention"], entries.get("lm_head").copied());
+    }
+    match weights {
+        Some(WeightScheme::Bert) => bert_layout(&mut cx, &entries, placement, attention),
+        Some(WeightScheme::Gpt2) => gpt2_layout(&mut cx, &entries, placement, positions, attention),
+        None => {}
     }
 
     cx.check()?;
@@ -114,7 +131,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         weights: weights.ok_or_else(missing)?,
         d_model_span: entries["d_model"].value.span(),
         vocab_span: entries["vocab_size"].value.span(),
-        lm_head: None,
+        lm_head,
     })
 }
 
@@ -161,7 +178,11 @@ fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &En
         let (s, them) = if missing.len() == 1 { ("", "it") } else { ("s", "them") };
         cx.error(
             input.name.span(),
-            format!("model `{}` is missing the key{s} {}: add {them} inside the braces", input.name, list(&missing)),
+            format!(
+                "model `{}` is missing the key{s} {}: add {them} inside the braces",
+                input.name,
+                list(&missing)
+            ),
         );
     }
 }
@@ -183,8 +204,18 @@ fn positive_size(cx: &mut Ctxt, entry: &Entry, max: usize) -> Option<usize> {
             Ok(n) => return Some(n as usize),
             Err(e) => cx.error(lit.span(), format!("`{key}` must be a whole number: {e}")),
         },
-        Value::NegInt { value, span } => cx.error(*span, format!("`{key}` must be at least 1, found {value}")),
-        other => cx.error(other.span(), format!("`{key}` expects a whole number such as `384`, found {}", other.describe())),
+        Value::NegInt { value, span } => {
+            cx.error(*span, format!("`{key}` must be at least 1, found {value}"))
+        }
+        Value::Float { value, span, text } if value.fract() == 0.0 && *value >= 1.0 && *value < 1e18 => {
+            let message =
+                format!("`{key}` expects a whole number, found the number `{text}`: write `{value}`");
+            cx.error(*span, message)
+        }
+        other => cx.error(
+            other.span(),
+            format!("`{key}` expects a whole number such as `384`, found {}", other.describe()),
+        ),
     }
     None
 }
@@ -214,7 +245,10 @@ fn positive_eps(cx: &mut Ctxt, entry: &Entry) -> Option<f64> {
         Value::Int(lit) => lit.base10_parse::<f64>().ok()?,
         Value::NegInt { value, .. } => *value as f64,
         other => {
-            cx.error(other.span(), format!("`norm_eps` expects a number such as `1e-12`, found {}", other.describe()));
+            cx.error(
+                other.span(),
+                format!("`norm_eps` expects a number such as `1e-12`, found {}", other.describe()),
+            );
             return None;
         }
     };
@@ -266,17 +300,106 @@ fn attention_kind(cx: &mut Ctxt, entry: &Entry) -> Option<Attention> {
             return None;
         }
     }
-    known_name(cx, entry, ATTENTIONS).map(|_| Attention::Bidirectional)
+    known_name(cx, entry, ATTENTIONS).map(|n| match n {
+        "causal" => Attention::Causal,
+        _ => Attention::Bidirectional,
+    })
 }
 
-/// Rule: BERT checkpoints are post-norm; their tensor names have no place for a final norm.
-fn bert_is_post_norm(cx: &mut Ctxt, placement: Placement, placement_entry: &Entry, weights_entry: &Entry) {
-    if placement == Placement::Pre {
-        cx.error(
-            placement_entry.value.span(),
+/// Rule: a causal model (a decoder) ends in a language-model head, tied or untied; a
+/// bidirectional one (an encoder) has none in this version.
+fn decoders_have_a_head(cx: &mut Ctxt, attention: Attention, attention_entry: &Entry, head: Option<&Entry>) {
+    match (attention, head) {
+        (Attention::Causal, None) => cx.error(
+            attention_entry.value.span(),
+            "a `causal` model generates text and needs a head: add `lm_head: tied` (sharing the token \
+             embeddings, as GPT-2 does) or `lm_head: untied`",
+        ),
+        (Attention::Bidirectional, Some(head)) => cx.error(
+            head.key.span(),
+            "`lm_head` belongs to `causal` models; a `bidirectional` encoder returns hidden states and \
+             embeddings: remove `lm_head`",
+        ),
+        _ => {}
+    }
+}
+
+/// Rule: BERT checkpoints are post-norm bidirectional encoders; their tensor names have no place
+/// for a final norm or a causal head.
+fn bert_layout(cx: &mut Ctxt, entries: &Entries, placement: Option<Placement>, attention: Option<Attention>) {
+    if placement == Some(Placement::Pre) {
+        layout_conflict(
+            cx,
+            entries,
+            "norm_placement",
             "`weights: bert` checkpoints are post-norm: use `norm_placement: post`",
         );
-        cx.error(weights_entry.value.span(), "BERT naming chosen here");
+    }
+    if attention == Some(Attention::Causal) {
+        layout_conflict(
+            cx,
+            entries,
+            "attention",
+            "`weights: bert` checkpoints are encoders: use `attention: bidirectional`",
+        );
+    }
+}
+
+/// Rule: GPT-2 checkpoints are pre-norm causal decoders with learned positions and no token
+/// types.
+fn gpt2_layout(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    placement: Option<Placement>,
+    positions: Option<Positions>,
+    attention: Option<Attention>,
+) {
+    if placement == Some(Placement::Post) {
+        layout_conflict(
+            cx,
+            entries,
+            "norm_placement",
+            "`weights: gpt2` checkpoints are pre-norm: use `norm_placement: pre`",
+        );
+    }
+    if positions == Some(Positions::Sinusoidal) {
+        layout_conflict(
+            cx,
+            entries,
+            "positions",
+            "`weights: gpt2` checkpoints learn their positions (`wpe`): use `positions: learned`",
+        );
+    }
+    if attention == Some(Attention::Bidirectional) {
+        layout_conflict(
+            cx,
+            entries,
+            "attention",
+            "`weights: gpt2` checkpoints are decoders: use `attention: causal`",
+        );
+    }
+    if let Some(types) = entries.get("type_vocab_size") {
+        cx.error(
+            types.key.span(),
+            "`weights: gpt2` checkpoints have no token-type embeddings: remove `type_vocab_size`",
+        );
+        cx.error(entries["weights"].value.span(), "GPT-2 naming chosen here");
+    }
+}
+
+type Entries<'a> = HashMap<String, &'a Entry>;
+
+/// Reports a value that the chosen weight scheme rules out, at the value and at the scheme.
+fn layout_conflict(cx: &mut Ctxt, entries: &Entries, key: &str, message: &str) {
+    cx.error(entries[key].value.span(), message);
+    let scheme = &entries["weights"].value;
+    cx.error(scheme.span(), format!("{} naming chosen here", scheme_label(scheme)));
+}
+
+fn scheme_label(value: &Value) -> &'static str {
+    match value {
+        Value::Name(n) if n == "gpt2" => "GPT-2",
+        _ => "BERT",
     }
 }
 
@@ -292,7 +415,7 @@ fn grouped(n: u128) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push('_');
         }
         out.push(c);

@@ -1,6 +1,6 @@
 //! What a failed `model!` still emits: the model type with the same methods and unreachable
 //! bodies, so user code that names it reports only the real error, not a cascade of "cannot find
-//! type". (The compile error itself guarantees none of these bodies ever runs.)
+//! type" or "no method". (The compile error itself guarantees none of these bodies ever runs.)
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -9,46 +9,66 @@ use crate::ast::{ModelInput, Value};
 
 pub fn dummy(input: &ModelInput) -> TokenStream {
     let (attrs, vis, name) = (&input.attrs, &input.vis, &input.name);
-    // Keep the user's width if it parses, so `[f32; 384]` in their code still type-checks.
-    let d: usize = input
-        .entries
-        .iter()
-        .find(|e| e.key == "d_model")
-        .and_then(|e| match &e.value {
-            Value::Int(l) => l.base10_parse().ok(),
-            _ => None,
-        })
-        .filter(|&d| d > 0 && d <= 1 << 16)
-        .unwrap_or(1);
-    let v: usize = input
-        .entries
-        .iter()
-        .find(|e| e.key == "vocab_size")
-        .and_then(|e| match &e.value {
-            Value::Int(l) => l.base10_parse().ok(),
-            _ => None,
-        })
-        .filter(|&v| v > 0 && v <= 10_000_000)
-        .unwrap_or(1);
+    // A width the user wrote validly keeps its value, so `[f32; 384]` in their code still
+    // type-checks; an invalid one becomes a const parameter their own annotations decide.
+    let (d_param, d) = width(input, "d_model", 1 << 16, quote!(D));
+    let (v_param, v) = width(input, "vocab_size", 10_000_000, quote!(V));
     let rt = quote!(::transformer::__private);
+    let int = |key: &str| int_value(input, key).unwrap_or(1);
+    let (vocab, max_pos, heads, layers, d_ff) =
+        (int("vocab_size"), int("max_positions"), int("heads"), int("layers"), int("d_ff"));
+    let d_model = int("d_model");
+    let head_dim = d_model / heads.max(1);
     quote! {
         #(#attrs)*
         #vis struct #name {}
 
         #[allow(unused_variables, clippy::all)]
         impl #name {
+            pub const VOCAB_SIZE: usize = #vocab;
+            pub const MAX_POSITIONS: usize = #max_pos;
+            pub const D_MODEL: usize = #d_model;
+            pub const HEADS: usize = #heads;
+            pub const HEAD_DIM: usize = #head_dim;
+            pub const LAYERS: usize = #layers;
+            pub const D_FF: usize = #d_ff;
             pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
             pub fn load(loader: &mut #rt::WeightLoader) -> Self { ::core::unreachable!() }
             pub fn with_threads(self, threads: #rt::Threads) -> Self { ::core::unreachable!() }
-            pub fn forward_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
-            pub fn embed_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
-            pub fn forward(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
-            pub fn embed(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
-            pub fn logits_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
-            pub fn logits(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #v]>> { ::core::unreachable!() }
+            pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }
+            pub fn forward_into<'w, #d_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
+            pub fn embed_into<'w, #d_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
+            pub fn forward<#d_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
+            pub fn embed<#d_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
+            pub fn forward_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array3<f32>> { ::core::unreachable!() }
+            pub fn embed_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array2<f32>> { ::core::unreachable!() }
+            pub fn logits_into<'w, #v_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn logits<#v_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #v]>> { ::core::unreachable!() }
             pub fn new_cache(&self, batch_size: usize) -> #rt::KvCache { ::core::unreachable!() }
-            pub fn step_into<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn step_into<'w, #v_param>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
             pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> { ::core::unreachable!() }
         }
     }
+}
+
+/// `(generic parameter, width)`: nothing and the literal when `key` holds a valid integer, else
+/// `const P: usize` and `P`.
+fn width(input: &ModelInput, key: &str, max: usize, param: TokenStream) -> (TokenStream, TokenStream) {
+    match int_value(input, key).filter(|&n| n <= max) {
+        Some(n) => (quote!(), quote!(#n)),
+        None => (quote!(const #param: usize), param),
+    }
+}
+
+/// The positive integer written for `key`, if any.
+fn int_value(input: &ModelInput, key: &str) -> Option<usize> {
+    input
+        .entries
+        .iter()
+        .find(|e| e.key == key)
+        .and_then(|e| match &e.value {
+            Value::Int(l) => l.base10_parse::<usize>().ok(),
+            _ => None,
+        })
+        .filter(|&n| n > 0)
 }

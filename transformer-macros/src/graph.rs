@@ -127,7 +127,9 @@ impl Op {
     /// Whether the op writes the residual stream.
     pub fn writes_stream(&self) -> bool {
         match *self {
-            Op::Linear { output, .. } | Op::Norm { output, .. } | Op::Gather { output, .. } => output.is_stream(),
+            Op::Linear { output, .. } | Op::Norm { output, .. } | Op::Gather { output, .. } => {
+                output.is_stream()
+            }
             Op::Activation { value, .. } => value.is_stream(),
             Op::Attention { output, .. } => output.is_stream(),
             Op::Add { .. } | Op::AddNorm { .. } => true,
@@ -210,7 +212,8 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         kind: FieldKind::Embedding { rows: spec.vocab_size, width: d },
         weights: vec![names.word_embeddings],
     }];
-    let mut ops = vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
+    let mut ops =
+        vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
     fields.push(match spec.positions {
         Positions::Learned => Field {
             name: "position_embeddings",
@@ -225,7 +228,12 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             weights: vec![],
         },
     });
-    ops.push(Op::Gather { field: "position_embeddings", index: Index::Position, output: x, accumulate: true });
+    ops.push(Op::Gather {
+        field: "position_embeddings",
+        index: Index::Position,
+        output: x,
+        accumulate: true,
+    });
     if let Some(types) = spec.type_vocab_size {
         fields.push(Field {
             name: "token_type_embeddings",
@@ -233,10 +241,20 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             kind: FieldKind::Embedding { rows: types, width: d },
             weights: vec![names.token_type_embeddings],
         });
-        ops.push(Op::Gather { field: "token_type_embeddings", index: Index::TokenType, output: x, accumulate: true });
+        ops.push(Op::Gather {
+            field: "token_type_embeddings",
+            index: Index::TokenType,
+            output: x,
+            accumulate: true,
+        });
     }
     if let Some(norm_name) = names.embeddings_norm {
-        fields.push(Field { name: "layer_norm", doc: "Norm over the summed embeddings.", kind: norm, weights: vec![norm_name] });
+        fields.push(Field {
+            name: "layer_norm",
+            doc: "Norm over the summed embeddings.",
+            kind: norm,
+            weights: vec![norm_name],
+        });
         ops.push(Op::Norm { field: "layer_norm", input: x, output: x });
     }
     Block {
@@ -266,12 +284,34 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         weights,
     };
     let fields = vec![
-        linear("qkv", "Query, key and value projections as one `[d_model, 3·d_model]` GEMM.", d, 3 * d, names.qkv.to_vec()),
+        linear(
+            "qkv",
+            "Query, key and value projections as one `[d_model, 3·d_model]` GEMM.",
+            d,
+            3 * d,
+            names.qkv.to_vec(),
+        ),
         linear("attention_output", "Attention output projection.", d, d, vec![names.attention_output]),
-        Field { name: "attention_norm", doc: "Norm of the attention sublayer.", kind: norm, weights: vec![names.attention_norm] },
-        linear("intermediate", "Feed-forward up-projection to `d_ff`.", d, spec.d_ff, vec![names.intermediate]),
+        Field {
+            name: "attention_norm",
+            doc: "Norm of the attention sublayer.",
+            kind: norm,
+            weights: vec![names.attention_norm],
+        },
+        linear(
+            "intermediate",
+            "Feed-forward up-projection to `d_ff`.",
+            d,
+            spec.d_ff,
+            vec![names.intermediate],
+        ),
         linear("output", "Feed-forward down-projection back to `d_model`.", spec.d_ff, d, vec![names.output]),
-        Field { name: "output_norm", doc: "Norm of the feed-forward sublayer.", kind: norm, weights: vec![names.output_norm] },
+        Field {
+            name: "output_norm",
+            doc: "Norm of the feed-forward sublayer.",
+            kind: norm,
+            weights: vec![names.output_norm],
+        },
     ];
     let causal = match spec.attention {
         Attention::Bidirectional => false,
@@ -312,15 +352,27 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             "One layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`."
         }
     };
-    Block { suffix: "Layer", doc: doc.into(), prefix: names.layer, fields, ops: fuse(ops), rooted: true, output: None }
+    Block {
+        suffix: "Layer",
+        doc: doc.into(),
+        prefix: names.layer,
+        fields,
+        ops: fuse(ops),
+        rooted: true,
+        output: None,
+    }
 }
 
 /// Hidden states → vocabulary logits, tied to the token embeddings or with its own matrix.
 fn lm_head(spec: &Spec, names: &Names, head: LmHead) -> Block {
     let logits = Value { name: "logits", width: spec.vocab_size };
     let (prefix, rooted, weight, doc) = match head {
-        LmHead::Tied => (names.embeddings, true, names.tied_head, "Logits from the token-embedding matrix (tied)."),
-        LmHead::Untied => ("", false, names.untied_head, "Logits from the head's own `[vocab_size, d_model]` matrix."),
+        LmHead::Tied => {
+            (names.embeddings, true, names.tied_head, "Logits from the token-embedding matrix (tied).")
+        }
+        LmHead::Untied => {
+            ("", false, names.untied_head, "Logits from the head's own `[vocab_size, d_model]` matrix.")
+        }
     };
     Block {
         suffix: "LmHead",
@@ -329,7 +381,12 @@ fn lm_head(spec: &Spec, names: &Names, head: LmHead) -> Block {
         fields: vec![Field {
             name: "lm_head",
             doc: "`[d_model → vocab_size]`, no bias.",
-            kind: FieldKind::Linear { input: spec.d_model, output: spec.vocab_size, bias: false, layout: Layout::Torch },
+            kind: FieldKind::Linear {
+                input: spec.d_model,
+                output: spec.vocab_size,
+                bias: false,
+                layout: Layout::Torch,
+            },
             weights: vec![weight],
         }],
         ops: vec![Op::Linear { field: "lm_head", input: x(spec), output: logits, act: None }],
@@ -344,7 +401,9 @@ pub fn fuse(ops: Vec<Op>) -> Vec<Op> {
     let mut out: Vec<Op> = Vec::with_capacity(ops.len());
     for op in ops {
         match (out.last_mut(), &op) {
-            (Some(Op::Linear { output, act: act @ None, .. }), Op::Activation { value, act: a }) if *output == *value => {
+            (Some(Op::Linear { output, act: act @ None, .. }), Op::Activation { value, act: a })
+                if *output == *value =>
+            {
                 *act = Some(*a);
             }
             (Some(Op::Add { stream, sublayer }), Op::Norm { field, input, output })
@@ -430,7 +489,9 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
 fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
     match kind {
         FieldKind::LayerNorm { width, .. } if width == value.width => Ok(()),
-        FieldKind::LayerNorm { width, .. } => Err(format!("norm `{name}` of width {width} applied to [S, {}]", value.width)),
+        FieldKind::LayerNorm { width, .. } => {
+            Err(format!("norm `{name}` of width {width} applied to [S, {}]", value.width))
+        }
         _ => Err(format!("`{name}` is not a norm")),
     }
 }

@@ -31,12 +31,14 @@ fn isas() -> Vec<GemmIsa> {
     let wanted = std::env::var("GEMM_ISA").ok();
     GemmIsa::supported()
         .into_iter()
-        .filter(|isa| match (wanted.as_deref(), isa) {
-            (None, _) => true,
-            (Some("portable"), GemmIsa::Portable) => true,
-            (Some("avx2"), GemmIsa::Avx2Fma) => true,
-            (Some("avx512"), GemmIsa::Avx512) => true,
-            _ => false,
+        .filter(|isa| {
+            matches!(
+                (wanted.as_deref(), isa),
+                (None, _)
+                    | (Some("portable"), GemmIsa::Portable)
+                    | (Some("avx2"), GemmIsa::Avx2Fma)
+                    | (Some("avx512"), GemmIsa::Avx512)
+            )
         })
         .collect()
 }
@@ -67,13 +69,7 @@ fn bench(c: &mut Criterion) {
                 let name = format!("packed_{isa:?}");
                 group.bench_function(BenchmarkId::new(name, &label), |bench| {
                     bench.iter(|| {
-                        matmul_packed(
-                            black_box(&a),
-                            m,
-                            &packed,
-                            &mut out,
-                            Epilogue::new(Some(&bias), act),
-                        );
+                        matmul_packed(black_box(&a), m, &packed, &mut out, Epilogue::new(Some(&bias), act));
                         black_box(out[0]);
                     })
                 });

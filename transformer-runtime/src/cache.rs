@@ -84,13 +84,12 @@ impl KvCache {
             });
         }
         for (b, &len) in self.lens.iter().enumerate() {
+            if batch.extent_of(b) != batch.len_of(b) {
+                return Err(Error::NotRightPadded { sequence: b });
+            }
             let needed = len + batch.start_of(b) + batch.extent_of(b);
             if needed > self.max_positions {
-                return Err(Error::ContextFull {
-                    sequence: b,
-                    needed,
-                    max: self.max_positions,
-                });
+                return Err(Error::ContextFull { sequence: b, needed, max: self.max_positions });
             }
         }
         Ok(())
@@ -98,11 +97,7 @@ impl KvCache {
 
     /// [`KvCache::advance`] by each sequence's real new tokens in `batch` (right padding).
     pub fn advance_batch(&mut self, batch: &Batch) {
-        assert_eq!(
-            batch.batch_size(),
-            self.batch,
-            "one batch sequence per cached sequence"
-        );
+        assert_eq!(batch.batch_size(), self.batch, "one batch sequence per cached sequence");
         for (b, len) in self.lens.iter_mut().enumerate() {
             *len += batch.extent_of(b);
             assert!(*len <= self.max_positions, "cache advanced past its capacity");
@@ -112,15 +107,9 @@ impl KvCache {
     /// The key and value buffers of one layer, split per sequence: `batch` pairs of
     /// `max_positions × kv_width` slices, so sequences can be filled and read in parallel.
     pub fn layer_mut(&mut self, layer: usize) -> impl Iterator<Item = (&mut [f32], &mut [f32])> {
-        assert!(
-            layer < self.layers,
-            "layer {layer} of a {}-layer cache",
-            self.layers
-        );
+        assert!(layer < self.layers, "layer {layer} of a {}-layer cache", self.layers);
         let per_seq = self.max_positions * self.kv_width;
         let range = layer * self.batch * per_seq..(layer + 1) * self.batch * per_seq;
-        self.keys[range.clone()]
-            .chunks_mut(per_seq)
-            .zip(self.values[range].chunks_mut(per_seq))
+        self.keys[range.clone()].chunks_mut(per_seq).zip(self.values[range].chunks_mut(per_seq))
     }
 }

@@ -20,21 +20,11 @@ pub enum Error {
 
     /// A token id the vocabulary does not have.
     #[error("token id {token} at sequence {sequence}, position {position} is out of range: the vocabulary has {vocab} ids (0..{vocab})")]
-    TokenOutOfRange {
-        sequence: usize,
-        position: usize,
-        token: u32,
-        vocab: usize,
-    },
+    TokenOutOfRange { sequence: usize, position: usize, token: u32, vocab: usize },
 
     /// A token-type (segment) id the model does not have.
     #[error("token type id {type_id} at sequence {sequence}, position {position} is out of range: the model has {type_vocab} token types (0..{type_vocab})")]
-    TokenTypeOutOfRange {
-        sequence: usize,
-        position: usize,
-        type_id: u32,
-        type_vocab: usize,
-    },
+    TokenTypeOutOfRange { sequence: usize, position: usize, type_id: u32, type_vocab: usize },
 
     /// Token type ids given to a model declared without a token-type vocabulary.
     #[error("token type ids were given, but this model has no token-type embedding (declare `type_vocab_size` to use them)")]
@@ -48,44 +38,27 @@ pub enum Error {
     #[error(
         "{what} of sequence {sequence} has length {found}, expected {expected} (the length of its token ids)"
     )]
-    LengthMismatch {
-        what: &'static str,
-        sequence: usize,
-        expected: usize,
-        found: usize,
-    },
+    LengthMismatch { what: &'static str, sequence: usize, expected: usize, found: usize },
 
     /// Two parts of the input that must agree in batch size do not.
     #[error("{what} has {found} sequences, expected {expected} (the number of token id sequences)")]
-    BatchSizeMismatch {
-        what: &'static str,
-        expected: usize,
-        found: usize,
-    },
+    BatchSizeMismatch { what: &'static str, expected: usize, found: usize },
 
     /// A mask value other than 0 or 1.
     #[error("attention mask value {value} at sequence {sequence}, position {position}: expected 0 or 1")]
-    BadMaskValue {
-        sequence: usize,
-        position: usize,
-        value: u32,
-    },
+    BadMaskValue { sequence: usize, position: usize, value: u32 },
 
     /// Generation or a cached step would run past the model's position table.
     #[error("sequence {sequence} would reach {needed} positions, more than the model's maximum of {max} (prompt plus new tokens must fit)")]
-    ContextFull {
-        sequence: usize,
-        needed: usize,
-        max: usize,
-    },
+    ContextFull { sequence: usize, needed: usize, max: usize },
+
+    /// A cached step needs each sequence's real tokens first and padding after them.
+    #[error("sequence {sequence} has padding before a real token; a cached step needs right padding (real tokens first)")]
+    NotRightPadded { sequence: usize },
 
     /// A generation option outside its range.
     #[error("generation option `{option}` = {value} is invalid: {expected}")]
-    BadGenerateOption {
-        option: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    BadGenerateOption { option: &'static str, value: String, expected: &'static str },
 
     /// A thread pool could not be built.
     #[error("cannot build a thread pool of {threads} threads: {reason}")]

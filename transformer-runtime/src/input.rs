@@ -38,14 +38,7 @@ impl Batch {
             ids[b * seq..b * seq + s.len()].copy_from_slice(s);
             mask[b * seq..b * seq + s.len()].fill(true);
         }
-        Ok(Self {
-            ids,
-            starts: vec![0; batch],
-            type_ids: None,
-            mask,
-            batch,
-            seq,
-        })
+        Ok(Self { ids, starts: vec![0; batch], type_ids: None, mask, batch, seq })
     }
 
     /// Adds token-type (segment) ids, one sequence per token sequence, each of the same length.
@@ -95,13 +88,7 @@ impl Batch {
             match m {
                 0 => flags.push(false),
                 1 => flags.push(true),
-                value => {
-                    return Err(Error::BadMaskValue {
-                        sequence: b,
-                        position: p,
-                        value,
-                    })
-                }
+                value => return Err(Error::BadMaskValue { sequence: b, position: p, value }),
             }
         }
         for b in 0..batch {
@@ -148,17 +135,9 @@ impl Batch {
             let (start, len) = (self.start_of(b), self.extent_of(b));
             if start + len > max_positions {
                 return Err(if start == 0 {
-                    Error::SequenceTooLong {
-                        sequence: b,
-                        len,
-                        max: max_positions,
-                    }
+                    Error::SequenceTooLong { sequence: b, len, max: max_positions }
                 } else {
-                    Error::ContextFull {
-                        sequence: b,
-                        needed: start + len,
-                        max: max_positions,
-                    }
+                    Error::ContextFull { sequence: b, needed: start + len, max: max_positions }
                 });
             }
         }
@@ -241,19 +220,10 @@ impl Batch {
 
 fn check_dims(what: &'static str, found: (usize, usize), expected: (usize, usize)) -> Result<()> {
     if found.0 != expected.0 {
-        return Err(Error::BatchSizeMismatch {
-            what,
-            expected: expected.0,
-            found: found.0,
-        });
+        return Err(Error::BatchSizeMismatch { what, expected: expected.0, found: found.0 });
     }
     if found.1 != expected.1 {
-        return Err(Error::LengthMismatch {
-            what,
-            sequence: 0,
-            expected: expected.1,
-            found: found.1,
-        });
+        return Err(Error::LengthMismatch { what, sequence: 0, expected: expected.1, found: found.1 });
     }
     Ok(())
 }

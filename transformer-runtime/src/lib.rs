@@ -18,7 +18,7 @@ pub mod workspace;
 
 pub use cache::KvCache;
 pub use error::Error;
-pub use generate::{CausalLm, GenerateOptions, Sampling};
+pub use generate::{generate, stream, CausalLm, GenerateOptions, Sampling, TokenStream};
 pub use input::Batch;
 pub use kernels::activation::Activation;
 pub use parallel::Threads;

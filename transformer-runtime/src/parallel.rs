@@ -29,13 +29,8 @@ impl Threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
-            .map_err(|e| Error::ThreadPool {
-                threads: n,
-                reason: e.to_string(),
-            })?;
-        Ok(Self {
-            pool: Some(Arc::new(pool)),
-        })
+            .map_err(|e| Error::ThreadPool { threads: n, reason: e.to_string() })?;
+        Ok(Self { pool: Some(Arc::new(pool)) })
     }
 
     /// One thread per available core.
@@ -59,9 +54,7 @@ impl Threads {
         match &self.pool {
             None => data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c)),
             Some(pool) => pool.install(|| {
-                data.par_chunks_mut(chunk_len)
-                    .enumerate()
-                    .for_each(|(i, c)| f(i, c));
+                data.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
             }),
         }
     }
@@ -76,11 +69,9 @@ impl Threads {
     {
         let (a_len, b_len) = (a_len.max(1), b_len.max(1));
         match &self.pool {
-            None => a
-                .chunks_mut(a_len)
-                .zip(b.chunks_mut(b_len))
-                .enumerate()
-                .for_each(|(i, (x, y))| f(i, x, y)),
+            None => {
+                a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).enumerate().for_each(|(i, (x, y))| f(i, x, y))
+            }
             Some(pool) => pool.install(|| {
                 a.par_chunks_mut(a_len)
                     .zip(b.par_chunks_mut(b_len))

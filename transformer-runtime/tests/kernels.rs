@@ -9,11 +9,16 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::{activation_only, bias_activation, Activation};
-use transformer_runtime::kernels::attention::{attention, attention_isa, attention_naive, attention_scalar};
+use transformer_runtime::kernels::attention::{
+    attention, attention_general, attention_general_naive, attention_general_scalar, attention_isa,
+    attention_naive, attention_scalar, HeadRows, Mask,
+};
 use transformer_runtime::kernels::exp_f32;
 use transformer_runtime::kernels::gemm::matmul;
 use transformer_runtime::kernels::norm::{add_layer_norm, layer_norm};
 use transformer_runtime::kernels::pooling::{l2_normalize, mean_pool};
+use transformer_runtime::layers::attention::{cached_causal_attention, causal_self_attention};
+use transformer_runtime::{Batch, KvCache, Threads};
 
 const EPS32: f64 = f32::EPSILON as f64;
 
@@ -131,12 +136,8 @@ fn tolerance(act: Activation, reference: f64) -> f64 {
     }
 }
 
-const ALL: [Activation; 4] = [
-    Activation::Identity,
-    Activation::GeluErf,
-    Activation::GeluTanh,
-    Activation::Relu,
-];
+const ALL: [Activation; 4] =
+    [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu];
 
 fn any_activation() -> impl Strategy<Value = Activation> {
     prop::sample::select(ALL.to_vec())
@@ -211,16 +212,9 @@ fn activation_edge_values() {
     // Far tails: GELU → x for large x, → 0 (from below) for very negative x.
     for act in [Activation::GeluErf, Activation::GeluTanh] {
         assert_eq!(act.apply(50.0), 50.0);
-        assert!(
-            act.apply(-50.0).abs() <= 1e-30,
-            "{act:?}(-50) = {}",
-            act.apply(-50.0)
-        );
+        assert!(act.apply(-50.0).abs() <= 1e-30, "{act:?}(-50) = {}", act.apply(-50.0));
     }
-    assert!(
-        Activation::Relu.apply(f32::NAN).is_nan(),
-        "ReLU must propagate NaN"
-    );
+    assert!(Activation::Relu.apply(f32::NAN).is_nan(), "ReLU must propagate NaN");
     assert_eq!(Activation::Relu.apply(-3.0), 0.0);
     // Known values from PyTorch: gelu(1) = 0.8413447, gelu(1, approximate='tanh') = 0.8411920.
     assert!((Activation::GeluErf.apply(1.0) - 0.841_344_7).abs() <= 1e-7);
@@ -244,10 +238,7 @@ fn exp_f32_matches_f64() {
         let x = x.clamp(lo, hi);
         let want = f64::from(x).exp();
         let got = f64::from(exp_f32(x));
-        assert!(
-            ((got - want) / want).abs() <= 2.0 * EPS32,
-            "exp({x}) = {got}, want {want}"
-        );
+        assert!(((got - want) / want).abs() <= 2.0 * EPS32, "exp({x}) = {got}, want {want}");
     }
     assert_eq!(exp_f32(0.0), 1.0);
     assert_eq!(exp_f32(-1e4), 0.0);
@@ -260,10 +251,7 @@ fn exp_f32_matches_f64() {
     while x <= hi {
         let want = f64::from(x).exp();
         let got = f64::from(exp_f32(x));
-        assert!(
-            ((got - want) / want).abs() <= 2.0 * EPS32,
-            "exp({x}) = {got}, want {want}"
-        );
+        assert!(((got - want) / want).abs() <= 2.0 * EPS32, "exp({x}) = {got}, want {want}");
         x = f32::from_bits(x.to_bits() + 1);
     }
     assert!(exp_f32(f32::NAN).is_nan());
@@ -414,11 +402,7 @@ fn layer_norm_d384_relative_error_below_1e6() {
         layer_norm(&mut rows, &gamma, &beta, 1e-12);
         for i in 0..D {
             let err = (f64::from(rows[0][i]) - want[i]).abs();
-            assert!(
-                err <= 1e-6 * want[i].abs().max(1.0),
-                "elem {i}: err {err}, z {}",
-                want[i]
-            );
+            assert!(err <= 1e-6 * want[i].abs().max(1.0), "elem {i}: err {err}, z {}", want[i]);
         }
     }
 }
@@ -465,9 +449,7 @@ fn attention_f64(
             let scores: Vec<(usize, f64)> = (0..seq)
                 .filter(|&j| key_valid[j])
                 .map(|j| {
-                    let s: f64 = (0..hd)
-                        .map(|d| x(q_start + r, h * hd + d) * x(j, width + h * hd + d))
-                        .sum();
+                    let s: f64 = (0..hd).map(|d| x(q_start + r, h * hd + d) * x(j, width + h * hd + d)).sum();
                     (j, s * f64::from(scale))
                 })
                 .collect();
@@ -547,9 +529,7 @@ fn score_magnitude(c: &AttnCase, hd: usize, scale: f32) -> f64 {
     let norm1 = |row: usize, off: usize| -> Vec<f64> {
         (0..c.heads)
             .map(|h| {
-                (0..hd)
-                    .map(|d| f64::from(c.qkv[row * stride + off + h * hd + d]).abs())
-                    .fold(0.0, f64::max)
+                (0..hd).map(|d| f64::from(c.qkv[row * stride + off + h * hd + d]).abs()).fold(0.0, f64::max)
             })
             .collect()
     };
@@ -563,18 +543,12 @@ fn score_magnitude(c: &AttnCase, hd: usize, scale: f32) -> f64 {
             k_max[h] = k_max[h].max(v);
         }
     }
-    (0..c.heads)
-        .map(|h| q_max[h] * k_max[h] * hd as f64 * f64::from(scale))
-        .fold(0.0, f64::max)
+    (0..c.heads).map(|h| q_max[h] * k_max[h] * hd as f64 * f64::from(scale)).fold(0.0, f64::max)
 }
 
 fn v_max(c: &AttnCase, hd: usize) -> f64 {
     let width = c.heads * hd;
-    c.qkv
-        .chunks(3 * width)
-        .flat_map(|row| &row[2 * width..])
-        .map(|&x| f64::from(x).abs())
-        .fold(0.0, f64::max)
+    c.qkv.chunks(3 * width).flat_map(|row| &row[2 * width..]).map(|&x| f64::from(x).abs()).fold(0.0, f64::max)
 }
 
 macro_rules! attention_tests {
@@ -753,6 +727,527 @@ fn attention_rejects_rows_past_end() {
 fn attention_rejects_short_mask() {
     let qkv = vec![0.0f32; 4 * 3 * 8];
     attention::<8>(&qkv, 4, 1, &[true; 3], 0, 1.0, &mut [0.0; 8]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// attention over separate strided Q/K/V views, causal masks, grouped heads; the decoder layers
+// ------------------------------------------------------------------------------------------------
+
+/// Straightforward f64 attention over separate views: query row r (position q_pos0 + r), head h
+/// sees key j iff key_valid[j] (when given) and, if causal, j ≤ q_pos0 + r; kv head h / group.
+fn attention_general_f64(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    scale: f32,
+) -> Vec<f64> {
+    let width = heads * hd;
+    let group = heads / kv_heads;
+    let at = |x: &HeadRows<'_>, row: usize, head: usize, d: usize| {
+        f64::from(x.data[row * x.stride + x.offset + head * hd + d])
+    };
+    let mut out = vec![0.0; q.rows * width];
+    for r in 0..q.rows {
+        for h in 0..heads {
+            let kvh = h / group;
+            let scores: Vec<(usize, f64)> = (0..k.rows)
+                .filter(|&j| mask.key_valid.is_none_or(|m| m[j]) && (!mask.causal || j <= q_pos0 + r))
+                .map(|j| {
+                    let s: f64 = (0..hd).map(|d| at(&q, r, h, d) * at(&k, j, kvh, d)).sum();
+                    (j, s * f64::from(scale))
+                })
+                .collect();
+            if scores.is_empty() {
+                continue;
+            }
+            let max = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+            let denom: f64 = scores.iter().map(|s| (s.1 - max).exp()).sum();
+            for &(j, s) in &scores {
+                let p = (s - max).exp() / denom;
+                for d in 0..hd {
+                    out[r * width + h * hd + d] += p * at(&v, j, kvh, d);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One strided operand: `rows` rows of `width` floats at `offset + r * (width + pad)`, with a
+/// little slack after the last row; the gaps hold values the kernel must never read into a result
+/// (they are drawn from the same range, so a wrong stride still shows as a wrong value).
+#[derive(Debug, Clone)]
+struct Operand {
+    data: Vec<f32>,
+    stride: usize,
+    offset: usize,
+    rows: usize,
+}
+
+impl Operand {
+    fn view(&self) -> HeadRows<'_> {
+        HeadRows { data: &self.data, stride: self.stride, offset: self.offset, rows: self.rows }
+    }
+}
+
+fn operand(rows: usize, width: usize, mag: f32) -> impl Strategy<Value = Operand> {
+    (0usize..5, 0usize..4).prop_flat_map(move |(pad, offset)| {
+        let stride = width + pad;
+        let len = offset + rows * stride + pad;
+        prop::collection::vec(-1.0f32..1.0, len).prop_map(move |data| Operand {
+            data: data.into_iter().map(|x| x * mag).collect(),
+            stride,
+            offset,
+            rows,
+        })
+    })
+}
+
+#[derive(Debug, Clone)]
+struct GeneralCase {
+    heads: usize,
+    kv_heads: usize,
+    q: Operand,
+    k: Operand,
+    v: Operand,
+    q_pos0: usize,
+    causal: bool,
+    key_valid: Option<Vec<bool>>,
+}
+
+impl GeneralCase {
+    fn mask(&self) -> Mask<'_> {
+        Mask { key_valid: self.key_valid.as_deref(), causal: self.causal }
+    }
+
+    fn max_abs(o: &Operand) -> f64 {
+        o.data.iter().map(|&x| f64::from(x).abs()).fold(0.0, f64::max)
+    }
+}
+
+/// Random shapes: 1..3 kv heads times a group of 1..3 query heads; 0..80 keys (up to two key
+/// tiles); query rows placed as a whole sequence (q_pos0 = 0, as many rows as keys), as the tail
+/// of a cached sequence (q_pos0 = keys − rows > 0), or anywhere (positions past the keys too);
+/// causal or not; no mask, a random mask or all keys masked; separate strides and offsets.
+fn general_case(hd: usize) -> impl Strategy<Value = GeneralCase> {
+    (1usize..3, 1usize..3, 0usize..80, 0u8..3, 0usize..80, 0usize..90, any::<bool>(), 0u8..4).prop_flat_map(
+        move |(kv_heads, group, keys, placement, a, b, causal, mask_mode)| {
+            let heads = kv_heads * group;
+            let (q_pos0, q_rows) = match placement {
+                0 => (0, keys),
+                1 => {
+                    let rows = 1 + a % keys.max(1);
+                    let rows = rows.min(keys.max(1));
+                    (keys.saturating_sub(rows), rows)
+                }
+                _ => (b, a % 24),
+            };
+            let mag = prop::sample::select(vec![0.25f32, 1.0, 4.0]);
+            (mag, prop::collection::vec(any::<bool>(), keys)).prop_flat_map(move |(mag, bits)| {
+                let key_valid = match mask_mode {
+                    0 | 1 => None,
+                    2 => Some(bits),
+                    _ => Some(vec![false; keys]),
+                };
+                (
+                    operand(q_rows, heads * hd, mag),
+                    operand(keys, kv_heads * hd, mag),
+                    operand(keys, kv_heads * hd, mag),
+                )
+                    .prop_map(move |(q, k, v)| GeneralCase {
+                        heads,
+                        kv_heads,
+                        q,
+                        k,
+                        v,
+                        q_pos0,
+                        causal,
+                        key_valid: key_valid.clone(),
+                    })
+            })
+        },
+    )
+}
+
+type GeneralFn = fn(HeadRows<'_>, HeadRows<'_>, HeadRows<'_>, usize, usize, usize, Mask<'_>, f32, &mut [f32]);
+
+fn run_general<const HD: usize>(f: GeneralFn, c: &GeneralCase, scale: f32) -> Vec<f32> {
+    // Start from NaN so a row the kernel forgets to write cannot pass.
+    let mut out = vec![f32::NAN; c.q.rows * c.heads * HD];
+    f(c.q.view(), c.k.view(), c.v.view(), c.heads, c.kv_heads, c.q_pos0, c.mask(), scale, &mut out);
+    out
+}
+
+macro_rules! general_attention_tests {
+    ($($name:ident => $hd:literal),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            const HD: usize = $hd;
+
+            proptest! {
+                #![proptest_config(config())]
+
+                /// Dispatched, scalar and naive twins against f64, and against each other; same
+                /// tolerance derivation as `attention_matches_twins` (see `attention_tol`).
+                #[test]
+                fn general_matches_twins(c in general_case(HD)) {
+                    let scale = 1.0 / (HD as f32).sqrt();
+                    let fast = run_general::<HD>(attention_general::<HD>, &c, scale);
+                    let scalar = run_general::<HD>(attention_general_scalar::<HD>, &c, scale);
+                    let naive = run_general::<HD>(attention_general_naive::<HD>, &c, scale);
+                    let exact = attention_general_f64(
+                        c.q.view(), c.k.view(), c.v.view(), c.heads, c.kv_heads, HD, c.q_pos0, c.mask(), scale,
+                    );
+                    let score_mag = GeneralCase::max_abs(&c.q) * GeneralCase::max_abs(&c.k) * HD as f64
+                        * f64::from(scale);
+                    let tol = attention_tol(HD, c.k.rows, score_mag, GeneralCase::max_abs(&c.v));
+                    let width = c.heads * HD;
+                    for i in 0..fast.len() {
+                        prop_assert!(fast[i].is_finite(), "non-finite output at {i}: {}", fast[i]);
+                        let e = exact[i];
+                        for (which, got) in [("dispatched", fast[i]), ("scalar", scalar[i]), ("naive", naive[i])] {
+                            prop_assert!(
+                                (f64::from(got) - e).abs() <= tol,
+                                "{which} [{}] out[{i}] (row {}) = {got}, f64 = {e}, tol {tol}, keys {} heads {}/{} \
+                                 q_pos0 {} causal {}",
+                                attention_isa(), i / width, c.k.rows, c.heads, c.kv_heads, c.q_pos0, c.causal
+                            );
+                        }
+                        prop_assert!((fast[i] - scalar[i]).abs() as f64 <= 2.0 * tol,
+                            "dispatched vs scalar at {i}: {} vs {}", fast[i], scalar[i]);
+                        prop_assert!((fast[i] - naive[i]).abs() as f64 <= 2.0 * tol,
+                            "dispatched vs naive at {i}: {} vs {}", fast[i], naive[i]);
+                    }
+                    // A row that sees no key is exactly zero.
+                    for r in 0..c.q.rows {
+                        let sees_any = (0..c.k.rows).any(|j| {
+                            c.key_valid.as_ref().is_none_or(|m| m[j]) && (!c.causal || j <= c.q_pos0 + r)
+                        });
+                        if !sees_any {
+                            prop_assert!(fast[r * width..][..width].iter().all(|&x| x == 0.0), "row {r} not zero");
+                        }
+                    }
+                }
+
+                /// Splitting the query rows (as the parallel layers do) gives the same rows, bit for
+                /// bit, causal or not: each row's arithmetic does not depend on its block.
+                #[test]
+                fn general_blocks_compose(c in general_case(HD), split in 0usize..40) {
+                    let scale = 1.0 / (HD as f32).sqrt();
+                    let width = c.heads * HD;
+                    let whole = run_general::<HD>(attention_general::<HD>, &c, scale);
+                    let split = split.min(c.q.rows);
+                    let mut parts = vec![f32::NAN; c.q.rows * width];
+                    let (lo, hi) = parts.split_at_mut(split * width);
+                    let q = c.q.view();
+                    let q_lo = HeadRows { rows: split, ..q };
+                    let q_hi = HeadRows { offset: q.offset + split * q.stride, rows: q.rows - split, ..q };
+                    let (k, v) = (c.k.view(), c.v.view());
+                    attention_general::<HD>(q_lo, k, v, c.heads, c.kv_heads, c.q_pos0, c.mask(), scale, lo);
+                    attention_general::<HD>(q_hi, k, v, c.heads, c.kv_heads, c.q_pos0 + split, c.mask(), scale, hi);
+                    prop_assert_eq!(whole, parts);
+                }
+            }
+        }
+    )*};
+}
+
+general_attention_tests! {
+    general_hd1 => 1,
+    general_hd8 => 8,
+    general_hd32 => 32,
+    general_hd64 => 64,
+}
+
+/// `rows` contiguous rows of `stride` floats.
+fn view(data: &[f32], stride: usize, rows: usize) -> HeadRows<'_> {
+    HeadRows { data, stride, offset: 0, rows }
+}
+
+/// Equal within 2 ulps (the kernel multiplies by 1/sum instead of dividing).
+fn assert_close_rel(got: &[f32], want: &[f64]) {
+    for (g, w) in got.iter().zip(want) {
+        assert!((f64::from(*g) - w).abs() <= 2.0 * EPS32 * w.abs(), "{got:?} vs {want:?}");
+    }
+}
+
+/// Causal by hand: one head, HD = 1, q = 0 so every visible key weighs the same; row r's output is
+/// the mean of v[0..=r] (positions q_pos0 + r), masked keys excluded.
+#[test]
+fn causal_known_values() {
+    let v = [1.0f32, 2.0, 4.0, 8.0, 16.0];
+    let zeros = [0.0f32; 5];
+    let rows = |data, n| view(data, 1, n);
+    let (q, k, vv) = (&zeros[..], &zeros[..], &v[..]);
+    let mut out = [f32::NAN; 5];
+    let mask = Mask { key_valid: None, causal: true };
+    attention_general::<1>(rows(q, 5), rows(k, 5), rows(vv, 5), 1, 1, 0, mask, 1.0, &mut out);
+    assert_close_rel(&out, &[1.0, 1.5, 7.0 / 3.0, 3.75, 6.2]);
+    // The last two positions only (a cached step), key 1 masked out.
+    let valid = [true, false, true, true, true];
+    let mask = Mask { key_valid: Some(&valid), causal: true };
+    let mut out = [f32::NAN; 2];
+    attention_general::<1>(rows(q, 2), rows(k, 5), rows(vv, 5), 1, 1, 3, mask, 1.0, &mut out);
+    assert_close_rel(&out, &[13.0 / 3.0, 29.0 / 4.0]);
+    // A query before every valid key sees nothing: zeros.
+    let valid = [false, false, true, true, true];
+    let mask = Mask { key_valid: Some(&valid), causal: true };
+    let mut out = [f32::NAN; 2];
+    attention_general::<1>(rows(q, 2), rows(k, 5), rows(vv, 5), 1, 1, 0, mask, 1.0, &mut out);
+    assert_eq!(out, [0.0, 0.0]);
+}
+
+/// Grouped-query attention: with kv_heads = 1, every query head reads the same key/value head.
+#[test]
+fn grouped_heads_share_kv() {
+    const HD: usize = 2;
+    let q = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]; // 2 rows × 2 heads
+    let k = [1.0f32, 0.0, 0.0, 1.0]; // 2 rows × 1 head
+    let v = [10.0f32, 20.0, 30.0, 40.0];
+    let mut got = [f32::NAN; 8];
+    let mask = Mask { key_valid: None, causal: false };
+    attention_general::<HD>(view(&q, 4, 2), view(&k, 2, 2), view(&v, 2, 2), 2, 1, 0, mask, 1.0, &mut got);
+    let mut naive = [f32::NAN; 8];
+    attention_general_naive::<HD>(
+        view(&q, 4, 2),
+        view(&k, 2, 2),
+        view(&v, 2, 2),
+        2,
+        1,
+        0,
+        mask,
+        1.0,
+        &mut naive,
+    );
+    let e = std::f64::consts::E;
+    // Head 0 (q = e0) prefers key 0, head 1 (q = e1) key 1, with weights e/(e+1) and 1/(e+1).
+    let (w_hi, w_lo) = (e / (e + 1.0), 1.0 / (e + 1.0));
+    let want = [
+        10.0 * w_hi + 30.0 * w_lo,
+        20.0 * w_hi + 40.0 * w_lo,
+        10.0 * w_lo + 30.0 * w_hi,
+        20.0 * w_lo + 40.0 * w_hi,
+    ];
+    for (i, (g, n)) in got.iter().zip(&naive).enumerate() {
+        let w = want[i % 4];
+        assert!((f64::from(*g) - w).abs() <= 1e-5 * w, "out[{i}] = {g}, want {w}");
+        assert!((g - n).abs() <= 1e-5 * n.abs(), "out[{i}] = {g}, naive {n}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "attention: kv_heads = 2 does not divide heads = 3")]
+fn general_rejects_kv_heads_not_dividing() {
+    let x = [0.0f32; 64];
+    let r = HeadRows { data: &x, stride: 8, offset: 0, rows: 1 };
+    let mask = Mask { key_valid: None, causal: false };
+    attention_general::<1>(r, r, r, 3, 2, 0, mask, 1.0, &mut [0.0; 3]);
+}
+
+#[test]
+#[should_panic(expected = "attention: k has 3 rows of stride 8")]
+fn general_rejects_short_operand() {
+    let x = [0.0f32; 20];
+    let q = HeadRows { data: &x, stride: 8, offset: 0, rows: 1 };
+    let k = HeadRows { rows: 3, ..q };
+    let mask = Mask { key_valid: None, causal: false };
+    attention_general::<8>(q, k, k, 1, 1, 0, mask, 1.0, &mut [0.0; 8]);
+}
+
+/// Deterministic pseudo-random floats in [-1, 1) (SplitMix64).
+fn pseudo_random(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+const LAYER_HD: usize = 8;
+const LAYER_HEADS: usize = 2;
+const LAYER_WIDTH: usize = LAYER_HEADS * LAYER_HD;
+
+fn thread_setups() -> Vec<Threads> {
+    vec![Threads::sequential(), Threads::new(3).unwrap()]
+}
+
+/// Causal attention of one whole sequence (`qkv`: its `[Q | K | V]` rows).
+fn causal_alone(qkv: &[f32], threads: &Threads) -> Vec<f32> {
+    let n = qkv.len() / (3 * LAYER_WIDTH);
+    let batch = Batch::from_sequences(&[vec![0u32; n]]).unwrap();
+    let mut ctx = vec![f32::NAN; n * LAYER_WIDTH];
+    causal_self_attention::<LAYER_HD>(qkv, &batch, LAYER_HEADS, 0.35, &mut ctx, threads);
+    ctx
+}
+
+/// A padded batch (lengths 5, 40, 1, 9; 40 > one query block) gives each sequence exactly what
+/// it gets alone; padding rows (NaN in qkv, never read) get zero context. The single sequence is
+/// also checked against the f64 reference.
+#[test]
+fn causal_self_attention_padded_batch_equals_alone() {
+    let lens = [5usize, 40, 1, 9];
+    let seq = *lens.iter().max().unwrap();
+    let stride = 3 * LAYER_WIDTH;
+    let per_seq: Vec<Vec<f32>> =
+        lens.iter().enumerate().map(|(b, &n)| pseudo_random(b as u64 + 7, n * stride)).collect();
+    let mut qkv = vec![f32::NAN; lens.len() * seq * stride];
+    for (b, data) in per_seq.iter().enumerate() {
+        qkv[b * seq * stride..][..data.len()].copy_from_slice(data);
+    }
+    let ids: Vec<Vec<u32>> = lens.iter().map(|&n| vec![1; n]).collect();
+    let batch = Batch::from_sequences(&ids).unwrap();
+    for threads in thread_setups() {
+        let mut ctx = vec![f32::NAN; batch.rows() * LAYER_WIDTH];
+        causal_self_attention::<LAYER_HD>(&qkv, &batch, LAYER_HEADS, 0.35, &mut ctx, &threads);
+        for (b, data) in per_seq.iter().enumerate() {
+            let got = &ctx[b * seq * LAYER_WIDTH..(b + 1) * seq * LAYER_WIDTH];
+            let (real, padding) = got.split_at(lens[b] * LAYER_WIDTH);
+            assert_eq!(real, &causal_alone(data, &threads)[..], "sequence {b}, {} threads", threads.count());
+            assert!(padding.iter().all(|&x| x == 0.0), "sequence {b}: padding context not zero");
+
+            let view = |offset| HeadRows { data, stride, offset, rows: lens[b] };
+            let mask = Mask { key_valid: None, causal: true };
+            let exact = attention_general_f64(
+                view(0),
+                view(LAYER_WIDTH),
+                view(2 * LAYER_WIDTH),
+                LAYER_HEADS,
+                LAYER_HEADS,
+                LAYER_HD,
+                0,
+                mask,
+                0.35,
+            );
+            // |q|, |k|, |v| < 1: scores ≤ HD·0.35, so attention_tol gives ~1e-5; use it.
+            let tol = attention_tol(LAYER_HD, lens[b], LAYER_HD as f64 * 0.35, 1.0);
+            for (i, (g, e)) in real.iter().zip(&exact).enumerate() {
+                assert!((f64::from(*g) - e).abs() <= tol, "sequence {b} out[{i}] = {g}, f64 {e}");
+            }
+        }
+    }
+}
+
+/// Runs `chunks[b]` new rows per sequence per step through `cached_causal_attention` (right-padded
+/// batches, NaN padding) and returns each sequence's context rows in order.
+fn cached_run(full: &[Vec<f32>], chunks: &[Vec<usize>], layer: usize, threads: &Threads) -> Vec<Vec<f32>> {
+    let stride = 3 * LAYER_WIDTH;
+    let batch_size = full.len();
+    let max_positions = full.iter().map(|f| f.len() / stride).max().unwrap() + 2;
+    let mut cache = KvCache::new(layer + 2, batch_size, max_positions, LAYER_WIDTH);
+    let mut got = vec![Vec::new(); batch_size];
+    let steps = chunks[0].len();
+    for step in 0..steps {
+        let new: Vec<usize> = chunks.iter().map(|c| c[step]).collect();
+        let seq = *new.iter().max().unwrap();
+        let ids: Vec<Vec<u32>> = new.iter().map(|&n| vec![1; n]).collect();
+        let batch = Batch::from_sequences(&ids).unwrap();
+        let mut qkv = vec![f32::NAN; batch_size * seq * stride];
+        for b in 0..batch_size {
+            let start = cache.lens()[b];
+            qkv[b * seq * stride..][..new[b] * stride]
+                .copy_from_slice(&full[b][start * stride..(start + new[b]) * stride]);
+        }
+        let mut ctx = vec![f32::NAN; batch.rows() * LAYER_WIDTH];
+        cached_causal_attention::<LAYER_HD>(
+            &qkv,
+            &batch,
+            &mut cache,
+            layer,
+            LAYER_HEADS,
+            0.35,
+            &mut ctx,
+            threads,
+        );
+        for b in 0..batch_size {
+            let rows = &ctx[b * seq * LAYER_WIDTH..(b + 1) * seq * LAYER_WIDTH];
+            got[b].extend_from_slice(&rows[..new[b] * LAYER_WIDTH]);
+            assert!(rows[new[b] * LAYER_WIDTH..].iter().all(|&x| x == 0.0), "padding context not zero");
+        }
+        cache.advance(&new);
+    }
+    got
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-6, "{what}: out[{i}] = {g}, full recompute {w}");
+    }
+}
+
+/// The brief's case: prefill 5 tokens, then 1, then 3, equals the full causal attention of the
+/// 9-token sequence (within 1e-6), on layer 1 of a 3-layer cache.
+#[test]
+fn cached_causal_attention_in_chunks_equals_full() {
+    let full = pseudo_random(42, 9 * 3 * LAYER_WIDTH);
+    for threads in thread_setups() {
+        let got = cached_run(std::slice::from_ref(&full), &[vec![5, 1, 3]], 1, &threads);
+        assert_close(&got[0], &causal_alone(&full, &threads), "chunks 5, 1, 3");
+    }
+}
+
+/// Two sequences stepping together with different chunk sizes (right padding in every step),
+/// a long prefill that splits into query blocks, and single-token decode steps.
+#[test]
+fn cached_causal_attention_batched_chunks_equal_full() {
+    let lens = [75usize, 9];
+    let full: Vec<Vec<f32>> =
+        lens.iter().enumerate().map(|(b, &n)| pseudo_random(100 + b as u64, n * 3 * LAYER_WIDTH)).collect();
+    let chunks = vec![vec![70, 1, 2, 1, 1], vec![2, 4, 1, 1, 1]];
+    for threads in thread_setups() {
+        let got = cached_run(&full, &chunks, 0, &threads);
+        for b in 0..2 {
+            assert_close(&got[b], &causal_alone(&full[b], &threads), &format!("sequence {b}"));
+        }
+    }
+}
+
+/// More sequences than one parallel group (64) decoding together.
+#[test]
+fn cached_causal_attention_many_sequences() {
+    let batch = 70;
+    // Prefill 1..=3 tokens, then three decode steps.
+    let chunks: Vec<Vec<usize>> = (0..batch).map(|b| vec![1 + b % 3, 1, 1, 1]).collect();
+    let full: Vec<Vec<f32>> = chunks
+        .iter()
+        .enumerate()
+        .map(|(b, c)| pseudo_random(500 + b as u64, c.iter().sum::<usize>() * 3 * LAYER_WIDTH))
+        .collect();
+    let threads = Threads::new(4).unwrap();
+    let got = cached_run(&full, &chunks, 0, &threads);
+    for b in 0..batch {
+        assert_close(&got[b], &causal_alone(&full[b], &threads), &format!("sequence {b}"));
+    }
+}
+
+#[test]
+#[should_panic(expected = "exceed the cache's 4 positions")]
+fn cached_causal_attention_asserts_capacity() {
+    let mut cache = KvCache::new(1, 1, 4, LAYER_WIDTH);
+    let batch = Batch::from_sequences(&[vec![1u32; 5]]).unwrap();
+    let qkv = vec![0.0f32; 5 * 3 * LAYER_WIDTH];
+    let mut ctx = vec![0.0f32; 5 * LAYER_WIDTH];
+    cached_causal_attention::<LAYER_HD>(
+        &qkv,
+        &batch,
+        &mut cache,
+        0,
+        LAYER_HEADS,
+        1.0,
+        &mut ctx,
+        &Threads::sequential(),
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

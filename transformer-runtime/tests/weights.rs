@@ -20,17 +20,11 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 fn f16_bytes(values: &[f32]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-        .collect()
+    values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
 }
 
 fn bf16_bytes(values: &[f32]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-        .collect()
+    values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()
 }
 
 /// A valid safetensors file, written by the safetensors crate itself.
@@ -119,16 +113,7 @@ fn f32_round_trip() {
 #[test]
 fn f16_round_trip() {
     // All exactly representable in f16.
-    let values = [
-        0.0,
-        1.0,
-        -2.5,
-        0.099_975_586,
-        65504.0,
-        -0.000_061_035_156,
-        1000.5,
-        3.0,
-    ];
+    let values = [0.0, 1.0, -2.5, 0.099_975_586, 65504.0, -0.000_061_035_156, 1000.5, 3.0];
     let mut weights = loader(&[("h", Dtype::F16, vec![8], f16_bytes(&values))]);
     assert_eq!(weights.info("h"), Some(("F16".to_string(), vec![8])));
     assert_eq!(weights.take("h", &[8]), values);
@@ -138,16 +123,7 @@ fn f16_round_trip() {
 #[test]
 fn bf16_round_trip() {
     // All exactly representable in bf16.
-    let values = [
-        0.0,
-        1.0,
-        -2.5,
-        0.09375,
-        3.389_531_4e38,
-        -1.175_494_4e-38,
-        256.0,
-        7.0,
-    ];
+    let values = [0.0, 1.0, -2.5, 0.09375, 3.389_531_4e38, -1.175_494_4e-38, 256.0, 7.0];
     let expected: Vec<f32> = values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
     assert_eq!(expected, values, "test values must be exact in bf16");
     let mut weights = loader(&[("b", Dtype::BF16, vec![4, 2], bf16_bytes(&values))]);
@@ -220,10 +196,7 @@ fn open_garbage_file_is_a_format_error() {
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&empty).unwrap();
     assert!(matches!(result, Err(WeightError::Format { .. })), "{result:?}");
-    assert!(
-        matches!(empty_result, Err(WeightError::Format { .. })),
-        "{empty_result:?}"
-    );
+    assert!(matches!(empty_result, Err(WeightError::Format { .. })), "{empty_result:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,11 +212,7 @@ fn shape_mismatch_names_tensor_and_both_shapes() {
     let (list, message) = problems(weights.finish());
     assert_eq!(
         list,
-        [WeightProblem::ShapeMismatch {
-            name: name.to_string(),
-            expected: vec![4, 4],
-            found: vec![4, 3],
-        }]
+        [WeightProblem::ShapeMismatch { name: name.to_string(), expected: vec![4, 4], found: vec![4, 3] }]
     );
     assert_eq!(
         message,
@@ -259,11 +228,7 @@ fn no_implicit_squeeze() {
     let (list, _) = problems(weights.finish());
     assert_eq!(
         list,
-        [WeightProblem::ShapeMismatch {
-            name: "bias".to_string(),
-            expected: vec![6],
-            found: vec![1, 6],
-        }]
+        [WeightProblem::ShapeMismatch { name: "bias".to_string(), expected: vec![6], found: vec![1, 6] }]
     );
 }
 
@@ -283,21 +248,10 @@ fn missing_unexpected_and_mismatch_reported_together() {
     assert_eq!(
         list,
         [
-            WeightProblem::Missing {
-                name: "pooler.dense.bias".to_string(),
-                expected_shape: vec![5],
-            },
-            WeightProblem::ShapeMismatch {
-                name: "wrong".to_string(),
-                expected: vec![4],
-                found: vec![3],
-            },
-            WeightProblem::Unexpected {
-                name: "aaa.extra".to_string()
-            },
-            WeightProblem::Unexpected {
-                name: "zzz.extra".to_string()
-            },
+            WeightProblem::Missing { name: "pooler.dense.bias".to_string(), expected_shape: vec![5] },
+            WeightProblem::ShapeMismatch { name: "wrong".to_string(), expected: vec![4], found: vec![3] },
+            WeightProblem::Unexpected { name: "aaa.extra".to_string() },
+            WeightProblem::Unexpected { name: "zzz.extra".to_string() },
         ]
     );
     let lines: Vec<&str> = message.lines().collect();
@@ -315,47 +269,29 @@ fn missing_unexpected_and_mismatch_reported_together() {
 
 #[test]
 fn ignore_suppresses_unexpected() {
-    let mut weights = loader(&[
-        f32_tensor("used", &[2]),
-        f32_tensor("embeddings.position_ids", &[1, 4]),
-    ]);
+    let mut weights = loader(&[f32_tensor("used", &[2]), f32_tensor("embeddings.position_ids", &[1, 4])]);
     weights.take("used", &[2]);
     weights.ignore("embeddings.position_ids");
     weights.ignore("not.in.the.file"); // absent is fine
     weights.finish().unwrap();
 
     // And without the ignore, it is reported.
-    let mut weights = loader(&[
-        f32_tensor("used", &[2]),
-        f32_tensor("embeddings.position_ids", &[1, 4]),
-    ]);
+    let mut weights = loader(&[f32_tensor("used", &[2]), f32_tensor("embeddings.position_ids", &[1, 4])]);
     weights.take("used", &[2]);
     let (list, _) = problems(weights.finish());
-    assert_eq!(
-        list,
-        [WeightProblem::Unexpected {
-            name: "embeddings.position_ids".to_string()
-        }]
-    );
+    assert_eq!(list, [WeightProblem::Unexpected { name: "embeddings.position_ids".to_string() }]);
 }
 
 #[test]
 fn take_optional() {
     let mut weights = loader(&[f32_tensor("present", &[3]), f32_tensor("bad", &[2])]);
     assert_eq!(weights.take_optional("absent", &[3]), None);
-    assert_eq!(
-        weights.take_optional("present", &[3]),
-        Some(vec![-1.0, -0.5, 0.0])
-    );
+    assert_eq!(weights.take_optional("present", &[3]), Some(vec![-1.0, -0.5, 0.0]));
     assert_eq!(weights.take_optional("bad", &[3]), Some(vec![0.0; 3]));
     let (list, _) = problems(weights.finish());
     assert_eq!(
         list,
-        [WeightProblem::ShapeMismatch {
-            name: "bad".to_string(),
-            expected: vec![3],
-            found: vec![2],
-        }],
+        [WeightProblem::ShapeMismatch { name: "bad".to_string(), expected: vec![3], found: vec![2] }],
         "absent is not a problem, a wrong shape is"
     );
 
@@ -372,17 +308,8 @@ fn unsupported_dtype_is_reported() {
     assert_eq!(weights.info("ids"), Some(("I64".to_string(), vec![4])));
     assert_eq!(weights.take("ids", &[4]), vec![0.0; 4]);
     let (list, message) = problems(weights.finish());
-    assert_eq!(
-        list,
-        [WeightProblem::UnsupportedDtype {
-            name: "ids".to_string(),
-            dtype: "I64".to_string(),
-        }]
-    );
-    assert!(
-        message.contains("tensor `ids`: unsupported dtype I64"),
-        "{message}"
-    );
+    assert_eq!(list, [WeightProblem::UnsupportedDtype { name: "ids".to_string(), dtype: "I64".to_string() }]);
+    assert!(message.contains("tensor `ids`: unsupported dtype I64"), "{message}");
 }
 
 #[test]
@@ -393,15 +320,8 @@ fn wrong_shape_and_dtype_are_both_reported() {
     assert_eq!(
         list,
         [
-            WeightProblem::ShapeMismatch {
-                name: "x".to_string(),
-                expected: vec![3],
-                found: vec![2],
-            },
-            WeightProblem::UnsupportedDtype {
-                name: "x".to_string(),
-                dtype: "F64".to_string(),
-            },
+            WeightProblem::ShapeMismatch { name: "x".to_string(), expected: vec![3], found: vec![2] },
+            WeightProblem::UnsupportedDtype { name: "x".to_string(), dtype: "F64".to_string() },
         ]
     );
 }
@@ -421,14 +341,8 @@ fn non_finite_rejected_by_default() {
     assert_eq!(
         list,
         [
-            WeightProblem::NonFinite {
-                name: "nan".to_string(),
-                index: 2,
-            },
-            WeightProblem::NonFinite {
-                name: "inf16".to_string(),
-                index: 1,
-            },
+            WeightProblem::NonFinite { name: "nan".to_string(), index: 2 },
+            WeightProblem::NonFinite { name: "inf16".to_string(), index: 1 },
         ]
     );
     assert!(message.contains("tensor `nan`: non-finite value"), "{message}");
@@ -465,10 +379,7 @@ fn same_name_taken_twice_is_fine() {
 
 #[test]
 fn names_info_source() {
-    let weights = loader(&[
-        f32_tensor("b", &[1]),
-        ("a", Dtype::BF16, vec![2, 1], bf16_bytes(&[1.0, 2.0])),
-    ]);
+    let weights = loader(&[f32_tensor("b", &[1]), ("a", Dtype::BF16, vec![2, 1], bf16_bytes(&[1.0, 2.0]))]);
     assert_eq!(weights.names(), ["a", "b"]);
     assert_eq!(weights.info("a"), Some(("BF16".to_string(), vec![2, 1])));
     assert_eq!(weights.info("b"), Some(("F32".to_string(), vec![1])));
@@ -481,12 +392,7 @@ fn control_characters_in_names_are_escaped_in_messages() {
     let header = r#"{"evil\n  - tensor `x`: forged":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
     let weights = WeightLoader::from_bytes(raw(header, &[0; 4]), "evil").unwrap();
     let (list, message) = problems(weights.finish());
-    assert_eq!(
-        list,
-        [WeightProblem::Unexpected {
-            name: "evil\n  - tensor `x`: forged".to_string()
-        }]
-    );
+    assert_eq!(list, [WeightProblem::Unexpected { name: "evil\n  - tensor `x`: forged".to_string() }]);
     assert_eq!(message.lines().count(), 2, "{message}");
     assert!(message.contains(r"evil\n  - tensor"), "{message}");
 }
@@ -514,17 +420,11 @@ fn garbage_header() {
     assert_format_error(raw("this is not json", &[]), "invalid JSON");
     assert_format_error(raw("[1, 2, 3]", &[]), "invalid JSON");
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#,
-            &[0; 4],
-        ),
+        raw(r#"{"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]),
         "invalid JSON",
     );
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
-            &[0; 4],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, &[0; 4]),
         "invalid JSON",
     );
     // Not UTF-8.
@@ -535,10 +435,7 @@ fn garbage_header() {
 
 #[test]
 fn header_length_larger_than_file() {
-    let mut bytes = raw(
-        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-        &[0; 4],
-    );
+    let mut bytes = raw(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]);
     let claimed = bytes.len() as u64; // header + data + 8 > what is there
     bytes[..8].copy_from_slice(&claimed.to_le_bytes());
     assert_format_error(bytes.clone(), "invalid header length");
@@ -551,25 +448,16 @@ fn header_length_larger_than_file() {
 #[test]
 fn offsets_past_the_end() {
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
-            &[0; 4],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 4]),
         "incomplete metadata",
     );
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
-            &[0; 4],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &[0; 4]),
         "invalid offset for tensor `w`",
     );
     // End before start.
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
-            &[0; 4],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, &[0; 4]),
         "invalid offset",
     );
     // Offsets close to usize::MAX, tiling [0, 2^64 - 8) with 8 tensors whose sizes are valid
@@ -584,10 +472,7 @@ fn offsets_past_the_end() {
     header.push('}');
     assert_format_error(raw(&header, &[0; 16]), "too large");
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}}"#,
-            &[0; 4],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}}"#, &[0; 4]),
         "too large",
     );
 }
@@ -609,18 +494,12 @@ fn overlapping_offsets() {
 #[test]
 fn byte_count_disagreeing_with_shape() {
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
-            &[0; 8],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]),
         "invalid shape, data type, or offset",
     );
     // A shape whose element count overflows.
     assert_format_error(
-        raw(
-            r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#,
-            &[],
-        ),
+        raw(r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#, &[]),
         "overflow",
     );
 }
@@ -652,11 +531,7 @@ fn exercise(bytes: Vec<u8>) {
         let (_, shape) = weights.info(&name).unwrap();
         // Only take with the file's shape when allocating it is reasonable (the caller, not
         // the file, chooses the size of the result).
-        if shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .is_some_and(|n| n <= 1 << 20)
-        {
+        if shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_some_and(|n| n <= 1 << 20) {
             let values = weights.take(&name, &shape);
             assert_eq!(values.len(), shape.iter().product::<usize>());
             let _ = weights.take_optional(&name, &shape);
@@ -677,12 +552,7 @@ fn valid_file() -> Vec<u8> {
     file(&[
         f32_tensor("a.weight", &[3, 2]),
         ("b.bias", Dtype::F16, vec![4], f16_bytes(&[1.0, 2.0, 3.0, 4.0])),
-        (
-            "c",
-            Dtype::BF16,
-            vec![2, 1, 2],
-            bf16_bytes(&[1.0, -1.0, 0.5, 8.0]),
-        ),
+        ("c", Dtype::BF16, vec![2, 1, 2], bf16_bytes(&[1.0, -1.0, 0.5, 8.0])),
         ("ids", Dtype::I64, vec![2], vec![0; 16]),
     ])
 }

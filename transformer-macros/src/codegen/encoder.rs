@@ -17,7 +17,8 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
         Some(t) => quote!(::core::option::Option::Some(#t)),
         None => quote!(::core::option::Option::None),
     };
-    let carve = carve(spec, scratch_ty, scratch, &[(format_ident!("pooled"), quote!(batch.batch_size() * #d))]);
+    let carve =
+        carve(spec, scratch_ty, scratch, &[(format_ident!("pooled"), quote!(batch.batch_size() * #d))]);
     let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
     quote! {
         impl #name {

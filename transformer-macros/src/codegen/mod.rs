@@ -105,7 +105,8 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     let rt = rt();
     let d = spec.d_model;
     let writes_stream = block.ops.iter().any(Op::writes_stream);
-    let gathers_positions = block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
+    let gathers_positions =
+        block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
     let uses_batch = block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Attention { .. }));
     let uses_threads = block.ops.iter().any(|op| matches!(op, Op::Linear { .. } | Op::Attention { .. }));
     let mut params = vec![if writes_stream { quote!(x: &mut [[f32; #d]]) } else { quote!(x: &[[f32; #d]]) }];
@@ -324,16 +325,12 @@ fn scratch_struct(spec: &Spec, ident: &Ident, values: &[Value]) -> TokenStream {
 
 /// `let [x, …extra, qkv, …] = workspace.carve(…)` and the scratch struct over the carved buffers.
 /// `extra` are `(name, size expression)` buffers the family needs besides the stream.
-fn carve(
-    spec: &Spec,
-    scratch_ty: &Ident,
-    scratch: &[Value],
-    extra: &[(Ident, TokenStream)],
-) -> TokenStream {
+fn carve(spec: &Spec, scratch_ty: &Ident, scratch: &[Value], extra: &[(Ident, TokenStream)]) -> TokenStream {
     let d = spec.d_model;
     let names: Vec<Ident> = scratch.iter().map(|v| format_ident!("{}", v.name)).collect();
     let widths: Vec<usize> = scratch.iter().map(|v| v.width).collect();
-    let (extra_names, extra_sizes): (Vec<&Ident>, Vec<&TokenStream>) = extra.iter().map(|(n, s)| (n, s)).unzip();
+    let (extra_names, extra_sizes): (Vec<&Ident>, Vec<&TokenStream>) =
+        extra.iter().map(|(n, s)| (n, s)).unzip();
     quote! {
         let rows = batch.rows();
         // Parenthesised sizes: clippy reads `a * b` elements that share one span as a possibly

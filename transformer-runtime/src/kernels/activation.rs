@@ -51,11 +51,7 @@ impl Activation {
 pub fn bias_activation(out: &mut [f32], bias: &[f32], act: Activation) {
     let n = bias.len();
     if n == 0 {
-        assert!(
-            out.is_empty(),
-            "bias_activation: empty bias but {} outputs",
-            out.len()
-        );
+        assert!(out.is_empty(), "bias_activation: empty bias but {} outputs", out.len());
         return;
     }
     assert!(

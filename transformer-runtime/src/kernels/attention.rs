@@ -238,20 +238,12 @@ fn fused_views<'a, const HD: usize>(
 ) -> FusedViews<'a> {
     let width = heads * HD;
     let stride = 3 * width;
-    let view = |offset, rows| HeadRows {
-        data: qkv,
-        stride,
-        offset,
-        rows,
-    };
+    let view = |offset, rows| HeadRows { data: qkv, stride, offset, rows };
     (
         view(q_start * stride, rows),
         view(width, seq),
         view(2 * width, seq),
-        Mask {
-            key_valid: Some(key_valid),
-            causal: false,
-        },
+        Mask { key_valid: Some(key_valid), causal: false },
     )
 }
 
@@ -272,14 +264,9 @@ fn check_general<const HD: usize>(
         kv_heads > 0 && heads.is_multiple_of(kv_heads),
         "attention: kv_heads = {kv_heads} does not divide heads = {heads}"
     );
-    let width = heads
-        .checked_mul(HD)
-        .expect("attention: heads × HD overflows usize");
+    let width = heads.checked_mul(HD).expect("attention: heads × HD overflows usize");
     let kv_width = kv_heads * HD;
-    let out_len = q
-        .rows
-        .checked_mul(width)
-        .expect("attention: rows × heads·HD overflows usize");
+    let out_len = q.rows.checked_mul(width).expect("attention: rows × heads·HD overflows usize");
     assert_eq!(
         out.len(),
         out_len,
@@ -287,18 +274,11 @@ fn check_general<const HD: usize>(
         out.len(),
         q.rows
     );
-    assert_eq!(
-        k.rows, v.rows,
-        "attention: {} key rows but {} value rows",
-        k.rows, v.rows
-    );
+    assert_eq!(k.rows, v.rows, "attention: {} key rows but {} value rows", k.rows, v.rows);
     check_rows("q", q, width);
     check_rows("k", k, kv_width);
     check_rows("v", v, kv_width);
-    assert!(
-        q_pos0.checked_add(q.rows).is_some(),
-        "attention: query positions overflow usize"
-    );
+    assert!(q_pos0.checked_add(q.rows).is_some(), "attention: query positions overflow usize");
     if let Some(valid) = mask.key_valid {
         assert_eq!(
             valid.len(),
@@ -342,24 +322,15 @@ fn check_shapes<const HD: usize>(
 ) -> usize {
     assert!(HD > 0, "attention: head dimension HD must be positive");
     assert!(heads > 0, "attention: heads must be positive");
-    let width = heads
-        .checked_mul(HD)
-        .expect("attention: heads × HD overflows usize");
-    let qkv_len = seq
-        .checked_mul(3 * width)
-        .expect("attention: seq × 3·heads·HD overflows usize");
+    let width = heads.checked_mul(HD).expect("attention: heads × HD overflows usize");
+    let qkv_len = seq.checked_mul(3 * width).expect("attention: seq × 3·heads·HD overflows usize");
     assert_eq!(
         qkv.len(),
         qkv_len,
         "attention: qkv has {} floats, expected seq × 3·heads·HD = {seq} × 3·{heads}·{HD}",
         qkv.len()
     );
-    assert_eq!(
-        key_valid.len(),
-        seq,
-        "attention: key_valid has {} flags but seq = {seq}",
-        key_valid.len()
-    );
+    assert_eq!(key_valid.len(), seq, "attention: key_valid has {} flags but seq = {seq}", key_valid.len());
     assert!(
         out.len().is_multiple_of(width),
         "attention: out has {} floats, not a multiple of heads·HD = {width}",
@@ -514,11 +485,7 @@ fn attention_body<const HD: usize, I: Isa>(
             // Position of the block's first query; under a causal mask no row of the block sees a
             // key past its last query, so later tiles are never visited.
             let pos0 = q_pos0 + r0;
-            let key_end = if mask.causal {
-                k.rows.min(pos0 + nq)
-            } else {
-                k.rows
-            };
+            let key_end = if mask.causal { k.rows.min(pos0 + nq) } else { k.rows };
 
             // Folding the scale into q once saves a multiply per score.
             let mut qs = [[0.0f32; HD]; Q_BLOCK];
@@ -559,11 +526,7 @@ fn attention_body<const HD: usize, I: Isa>(
                 let keys = &keys[..nk];
                 for (i, n) in visible[..nq].iter_mut().enumerate() {
                     let pos = pos0 + i;
-                    *n = if mask.causal && t1 > pos + 1 {
-                        keys.partition_point(|&j| j <= pos)
-                    } else {
-                        nk
-                    };
+                    *n = if mask.causal && t1 > pos + 1 { keys.partition_point(|&j| j <= pos) } else { nk };
                 }
 
                 for (jj, &j) in keys.iter().enumerate() {

@@ -1,38 +1,27 @@
 //! Dense matrix multiplication for the linear layers.
 //!
-//! This is a thin, shape-checked wrapper over `matrixmultiply::sgemm`, which already packs panels
-//! and dispatches to AVX/FMA micro-kernels at runtime. The `accumulate` flag maps onto sgemm's
-//! `beta`, so a residual or a previous partial product can be added into `C` without a second pass
-//! over memory. Bias and activation are deliberately *not* fused here: they live in
-//! [`super::activation::bias_activation`], which runs over the output while it is still hot in
-//! cache.
+//! Two entry points:
+//!
+//! * [`matmul_packed`]: the one the layers use. B (the weight) is packed once at load into
+//!   [`PackedB`] panels for the CPU's instruction set; the product runs an `MR×NR` register-tile
+//!   microkernel with A read in place, applies the bias + activation [`Epilogue`] to each tile in
+//!   registers/on the stack, and stores C once. It never allocates. Portable, AVX2+FMA and AVX-512F
+//!   instantiations of one generic body, chosen at runtime (see the section comment further down).
+//! * [`matmul`]: a thin, shape-checked wrapper over `matrixmultiply::sgemm`, kept as the reference
+//!   baseline (benches, tests). It allocates packing buffers on every call, and bias/activation
+//!   are not fused: [`super::activation::bias_activation`] is a separate pass after it. The
+//!   `accumulate` flag maps onto sgemm's `beta`.
 
 /// `C[m×n] = A[m×k]·B[k×n]` (`+ C` if `accumulate`), all row-major and contiguous.
 /// Panics if a slice length disagrees with m, k, n.
 pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
     let len = |r: usize, c: usize, what: &str| {
-        r.checked_mul(c)
-            .unwrap_or_else(|| panic!("matmul: {what} dimensions {r}×{c} overflow usize"))
+        r.checked_mul(c).unwrap_or_else(|| panic!("matmul: {what} dimensions {r}×{c} overflow usize"))
     };
     let (a_len, b_len, c_len) = (len(m, k, "A"), len(k, n, "B"), len(m, n, "C"));
-    assert_eq!(
-        a.len(),
-        a_len,
-        "matmul: A has {} elements, expected m×k = {m}×{k}",
-        a.len()
-    );
-    assert_eq!(
-        b.len(),
-        b_len,
-        "matmul: B has {} elements, expected k×n = {k}×{n}",
-        b.len()
-    );
-    assert_eq!(
-        c.len(),
-        c_len,
-        "matmul: C has {} elements, expected m×n = {m}×{n}",
-        c.len()
-    );
+    assert_eq!(a.len(), a_len, "matmul: A has {} elements, expected m×k = {m}×{k}", a.len());
+    assert_eq!(b.len(), b_len, "matmul: B has {} elements, expected k×n = {k}×{n}", b.len());
+    assert_eq!(c.len(), c_len, "matmul: C has {} elements, expected m×n = {m}×{n}", c.len());
     // Strides are passed to sgemm as isize; a slice can never exceed isize::MAX bytes, but the
     // element counts below are not bytes, so check the conversion rather than assume it.
     let stride = |x: usize| isize::try_from(x).expect("matmul: dimension exceeds isize::MAX");
@@ -82,11 +71,11 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 // `p·NR .. p·NR + NR` as `k` consecutive rows of `NR` floats, the last panel zero-padded. The
 // microkernel therefore reads B strictly sequentially, one `NR`-wide row per step of the k-loop.
 //
-// Microkernel. An `MR×NR` tile of C lives in registers (`[[f32; NR]; MR]`, which LLVM keeps in
-// vector registers once the fixed-size loops are unrolled) while the k-loop broadcasts `A[i][kk]`
-// (A read in place, row-major, stride k) and multiply-adds it into row `i` of the tile. After the
-// last k step the epilogue (bias + activation) runs on the tile in registers and the tile is
-// stored once: C is written exactly once and never read.
+// Microkernel. An `MR×NR` tile of C lives in `MR × NR/WIDTH` SIMD registers for the whole k-loop,
+// which loads one `NR`-wide row of the panel, broadcasts `A[i][kk]` (A read in place, row-major,
+// stride k) and multiply-adds. After the last k step the tile is spilled once to a stack array, the
+// epilogue (bias + activation, one monomorphic vectorised loop per activation) runs on it while it
+// is in L1, and it is stored to C: C is written exactly once and never read.
 //
 // Blocking. Rows are processed in blocks of `MC` (so the `MC×k` slab of A stays in L2 while every
 // B panel streams past it); inside a block, panels are the outer loop and `MR`-row tiles the inner
@@ -98,9 +87,11 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 // outside A is touched) and their results are discarded; columns past `n` multiply the zero padding
 // of the last panel and are not stored.
 //
-// ISAs. One generic body ([`gemm_body`]), instantiated with a portable baseline ([`Portable`],
-// separate mul + add) and, on x86_64, inside `#[target_feature]` shims for AVX2+FMA and AVX-512F.
-// The ISA is chosen when B is packed (its panel width depends on it), so a `PackedB` can only ever
+// ISAs. One generic body ([`gemm_body`] → [`gemm_blocks`] → [`microkernel`]) over a small
+// [`Lanes`] vector trait, instantiated with scalar `f32` lanes (the portable twin: separate mul +
+// add, auto-vectorised for the baseline target) and, on x86_64, with `__m256` (AVX2+FMA) and
+// `__m512` (AVX-512F) lanes inside `#[target_feature]` shims. The ISA is chosen when B is packed
+// (its panel width depends on it), so a `PackedB` can only ever
 // carry an ISA the running CPU supports.
 
 use super::activation::Activation;
@@ -124,11 +115,7 @@ impl GemmIsa {
     pub fn detected() -> GemmIsa {
         static BEST: std::sync::OnceLock<GemmIsa> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
-            GemmIsa::ALL
-                .into_iter()
-                .rev()
-                .find(|isa| isa.is_supported())
-                .unwrap_or(GemmIsa::Portable)
+            GemmIsa::ALL.into_iter().rev().find(|isa| isa.is_supported()).unwrap_or(GemmIsa::Portable)
         })
     }
 
@@ -151,10 +138,7 @@ impl GemmIsa {
 
     /// The supported instruction sets (for tests and benches).
     pub fn supported() -> Vec<GemmIsa> {
-        GemmIsa::ALL
-            .into_iter()
-            .filter(|isa| isa.is_supported())
-            .collect()
+        GemmIsa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
     }
 
     /// Width of a B panel (`NR`) for this instruction set.
@@ -216,15 +200,8 @@ impl PackedB {
     /// Packs a row-major `[k, n]` matrix for `isa`. Panics if `b.len() != k·n` or if this CPU does
     /// not support `isa`.
     pub fn pack_for(isa: GemmIsa, b: &[f32], k: usize, n: usize) -> Self {
-        let len = k
-            .checked_mul(n)
-            .unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
-        assert_eq!(
-            b.len(),
-            len,
-            "PackedB: B has {} elements, expected k×n = {k}×{n}",
-            b.len()
-        );
+        let len = k.checked_mul(n).unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
+        assert_eq!(b.len(), len, "PackedB: B has {} elements, expected k×n = {k}×{n}", b.len());
         Self::from_fn(isa, k, n, |kk, j| b[kk * n + j])
     }
 
@@ -253,12 +230,7 @@ impl PackedB {
                 }
             }
         }
-        Self {
-            k,
-            n,
-            isa,
-            panels: data,
-        }
+        Self { k, n, isa, panels: data }
     }
 
     /// Rows of B (the reduction length).
@@ -288,10 +260,7 @@ pub struct Epilogue<'a> {
 
 impl<'a> Epilogue<'a> {
     /// Plain product: no bias, identity activation.
-    pub const NONE: Epilogue<'static> = Epilogue {
-        bias: None,
-        activation: Activation::Identity,
-    };
+    pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity };
 
     /// `act(x + bias)` (or `act(x)` when `bias` is `None`).
     pub fn new(bias: Option<&'a [f32]>, activation: Activation) -> Self {
@@ -305,41 +274,17 @@ impl<'a> Epilogue<'a> {
 pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);
     let len = |r: usize, c: usize, what: &str| {
-        r.checked_mul(c)
-            .unwrap_or_else(|| panic!("matmul_packed: {what} dimensions {r}×{c} overflow usize"))
+        r.checked_mul(c).unwrap_or_else(|| panic!("matmul_packed: {what} dimensions {r}×{c} overflow usize"))
     };
-    assert_eq!(
-        a.len(),
-        len(m, k, "A"),
-        "matmul_packed: A has {} elements, expected m×k = {m}×{k}",
-        a.len()
-    );
-    assert_eq!(
-        c.len(),
-        len(m, n, "C"),
-        "matmul_packed: C has {} elements, expected m×n = {m}×{n}",
-        c.len()
-    );
+    assert_eq!(a.len(), len(m, k, "A"), "matmul_packed: A has {} elements, expected m×k = {m}×{k}", a.len());
+    assert_eq!(c.len(), len(m, n, "C"), "matmul_packed: C has {} elements, expected m×n = {m}×{n}", c.len());
     if let Some(bias) = epilogue.bias {
-        assert_eq!(
-            bias.len(),
-            n,
-            "matmul_packed: bias has {} elements, expected n = {n}",
-            bias.len()
-        );
+        assert_eq!(bias.len(), n, "matmul_packed: bias has {} elements, expected n = {n}", bias.len());
     }
     if m == 0 || n == 0 {
         return;
     }
-    let args = Args {
-        a,
-        m,
-        k,
-        n,
-        panels: &b.panels,
-        c,
-        bias: epilogue.bias,
-    };
+    let args = Args { a, m, k, n, panels: &b.panels, c, bias: epilogue.bias };
     let act = epilogue.activation;
     match b.isa {
         // SAFETY: the scalar `f32` lanes need no target feature.
@@ -539,15 +484,7 @@ unsafe fn gemm_blocks<V: Lanes, const MR: usize, const NV: usize, const NR: usiz
     args: Args<'_>,
     act: impl Fn(f32) -> f32,
 ) {
-    let Args {
-        a,
-        m,
-        k,
-        n,
-        panels,
-        c,
-        bias,
-    } = args;
+    let Args { a, m, k, n, panels, c, bias } = args;
     for ic in (0..m).step_by(MC) {
         let mc = MC.min(m - ic);
         for p in 0..n.div_ceil(NR) {

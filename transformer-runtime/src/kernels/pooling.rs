@@ -7,13 +7,7 @@ use super::LANES;
 
 /// Mean of the rows whose flag is true (sentence-transformers semantics: sum / max(count, 1e-9)); zeros if none.
 pub fn mean_pool<const D: usize>(rows: &[[f32; D]], valid: &[bool], out: &mut [f32; D]) {
-    assert_eq!(
-        rows.len(),
-        valid.len(),
-        "mean_pool: {} rows but {} mask flags",
-        rows.len(),
-        valid.len()
-    );
+    assert_eq!(rows.len(), valid.len(), "mean_pool: {} rows but {} mask flags", rows.len(), valid.len());
     out.fill(0.0);
     let mut count = 0usize;
     for (row, _) in rows.iter().zip(valid).filter(|(_, &v)| v) {

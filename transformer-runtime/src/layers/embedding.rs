@@ -12,10 +12,7 @@ pub struct Embedding<const D: usize> {
 impl<const D: usize> Embedding<D> {
     /// Loads `{name}` of shape `[rows, D]`.
     pub fn load(loader: &mut WeightLoader, name: &str, rows: usize) -> Self {
-        Self {
-            table: loader.take(name, &[rows, D]),
-            rows,
-        }
+        Self { table: loader.take(name, &[rows, D]), rows }
     }
 
     /// Number of rows in the table.
@@ -55,12 +52,7 @@ impl<const D: usize> SinusoidalPositions<D> {
                 table[p * D + i] = if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
             }
         }
-        Self {
-            table: Embedding {
-                table,
-                rows: max_positions,
-            },
-        }
+        Self { table: Embedding { table, rows: max_positions } }
     }
 
     /// `out += PE[position]`.

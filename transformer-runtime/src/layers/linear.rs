@@ -1,20 +1,21 @@
-//! `y = act(x·Wᵀ + b)` with static widths, the GEMM run in row blocks so that the bias and activation
-//! epilogue touches each output block while it is still in cache.
+//! `y = act(x·Wᵀ + b)` with static widths: a packed-weights GEMM whose bias + activation epilogue is
+//! fused into the output pass, run in row blocks across threads.
 
-use crate::kernels::activation::{activation_only, bias_activation, Activation};
-use crate::kernels::gemm::matmul;
+use crate::kernels::activation::Activation;
+use crate::kernels::gemm::{matmul_packed, Epilogue, GemmIsa, PackedB};
 use crate::{Threads, WeightLoader};
 
-/// Rows per GEMM task: large enough for the microkernel to amortise packing, small enough that a
-/// 128-token sequence still splits across two cores.
+/// Rows per GEMM task: a multiple of every microkernel's tile height except AVX2's 6 (whose blocks
+/// end in one 4-row tile), large enough to amortise streaming the packed weight through cache once
+/// per block, small enough that a 128-token sequence still splits across two cores.
 const ROW_BLOCK: usize = 64;
 
 /// A linear layer from `IN` to `OUT` features.
 #[derive(Clone, Debug)]
 pub struct Linear<const IN: usize, const OUT: usize> {
-    /// `[IN, OUT]` row-major: PyTorch's `[OUT, IN]` weight transposed once at load, so the GEMM
-    /// streams it along its contiguous axis.
-    weight_t: Vec<f32>,
+    /// Wᵀ (`[IN, OUT]`), packed once at load into the column panels the GEMM microkernel of this
+    /// CPU streams.
+    weight: PackedB,
     bias: Option<Vec<f32>>,
 }
 
@@ -33,55 +34,48 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
             prefixes.len()
         );
         let part = OUT / prefixes.len();
-        let mut weight_t = vec![0.0; IN * OUT];
+        let mut weights = Vec::with_capacity(prefixes.len());
         let mut fused_bias = bias.then(|| Vec::with_capacity(OUT));
-        for (p, prefix) in prefixes.iter().enumerate() {
-            let w = loader.take(&format!("{prefix}.weight"), &[part, IN]);
-            for o in 0..part {
-                for i in 0..IN {
-                    weight_t[i * OUT + p * part + o] = w[o * IN + i];
-                }
-            }
+        for prefix in prefixes {
+            weights.push(loader.take(&format!("{prefix}.weight"), &[part, IN]));
             if let Some(b) = &mut fused_bias {
                 b.extend(loader.take(&format!("{prefix}.bias"), &[part]));
             }
         }
-        Self {
-            weight_t,
-            bias: fused_bias,
-        }
+        // Output column o is row o % part of part o / part's `[part, IN]` weight; packed straight
+        // from that layout, without materialising the transpose.
+        let weight =
+            PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weights[o / part][(o % part) * IN + i]);
+        Self { weight, bias: fused_bias }
+    }
+
+    /// Loads GPT-2's `Conv1D`: `{prefix}.weight` stored `[IN, OUT]` (already the GEMM's
+    /// orientation) and, if `bias`, `{prefix}.bias`.
+    pub fn load_conv1d(loader: &mut WeightLoader, prefix: &str, bias: bool) -> Self {
+        let weight = loader.take(&format!("{prefix}.weight"), &[IN, OUT]);
+        let bias = bias.then(|| loader.take(&format!("{prefix}.bias"), &[OUT]));
+        Self { weight: PackedB::pack(&weight, IN, OUT), bias }
     }
 
     /// From a `[IN, OUT]` row-major matrix (already transposed) and an optional bias; for tests and
     /// weights built in code.
     pub fn from_parts(weight_t: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
-        assert_eq!(
-            weight_t.len(),
-            IN * OUT,
-            "weight must be [IN = {IN}, OUT = {OUT}]"
-        );
+        assert_eq!(weight_t.len(), IN * OUT, "weight must be [IN = {IN}, OUT = {OUT}]");
         if let Some(b) = &bias {
             assert_eq!(b.len(), OUT, "bias must have OUT = {OUT} elements");
         }
-        Self { weight_t, bias }
+        Self { weight: PackedB::pack(&weight_t, IN, OUT), bias }
     }
 
-    /// `out[r] = act(x[r]·Wᵀ + b)` for every row.
+    /// `out[r] = act(x[r]·Wᵀ + b)` for every row. Allocates nothing.
     pub fn forward(&self, x: &[[f32; IN]], out: &mut [[f32; OUT]], act: Activation, threads: &Threads) {
-        assert_eq!(
-            x.len(),
-            out.len(),
-            "linear {IN}->{OUT}: input and output row counts differ"
-        );
+        assert_eq!(x.len(), out.len(), "linear {IN}->{OUT}: input and output row counts differ");
         let x = x.as_flattened();
+        let epilogue = Epilogue::new(self.bias.as_deref(), act);
         threads.for_each_chunk(out.as_flattened_mut(), ROW_BLOCK * OUT, |block, out| {
             let rows = out.len() / OUT;
             let x = &x[block * ROW_BLOCK * IN..][..rows * IN];
-            matmul(x, &self.weight_t, out, rows, IN, OUT, false);
-            match &self.bias {
-                Some(b) => bias_activation(out, b, act),
-                None => activation_only(out, act),
-            }
+            matmul_packed(x, rows, &self.weight, out, epilogue);
         });
     }
 }

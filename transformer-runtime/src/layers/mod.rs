@@ -8,7 +8,7 @@ pub mod linear;
 pub mod norm;
 pub mod pooling;
 
-pub use attention::self_attention;
+pub use attention::{cached_causal_attention, causal_self_attention, self_attention};
 pub use embedding::{Embedding, SinusoidalPositions};
 pub use linear::Linear;
 pub use norm::LayerNorm;
@@ -16,11 +16,7 @@ pub use pooling::mean_pool_normalize;
 
 /// `stream[i] += sublayer[i]`: the pre-norm residual.
 pub fn residual_add<const D: usize>(stream: &mut [[f32; D]], sublayer: &[[f32; D]]) {
-    assert_eq!(
-        stream.len(),
-        sublayer.len(),
-        "residual add of different row counts"
-    );
+    assert_eq!(stream.len(), sublayer.len(), "residual add of different row counts");
     for (x, y) in stream.as_flattened_mut().iter_mut().zip(sublayer.as_flattened()) {
         *x += y;
     }

@@ -8,16 +8,9 @@ use std::path::{Path, PathBuf};
 pub enum WeightProblem {
     /// The model asked for the tensor (with [`WeightLoader::take`](super::WeightLoader::take))
     /// and the file does not have it.
-    Missing {
-        name: String,
-        expected_shape: Vec<usize>,
-    },
+    Missing { name: String, expected_shape: Vec<usize> },
     /// The file has the tensor, with another shape than the model's.
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize> },
     /// The tensor is stored in a type other than F32, F16 or BF16.
     UnsupportedDtype { name: String, dtype: String },
     /// In the file, never asked for nor ignored.
@@ -50,11 +43,9 @@ impl fmt::Display for WeightProblem {
             WeightProblem::ShapeMismatch { expected, found, .. } => {
                 write!(f, "expected shape {expected:?}, found {found:?}")
             }
-            WeightProblem::UnsupportedDtype { dtype, .. } => write!(
-                f,
-                "unsupported dtype {} (supported: F32, F16, BF16)",
-                Escaped(dtype)
-            ),
+            WeightProblem::UnsupportedDtype { dtype, .. } => {
+                write!(f, "unsupported dtype {} (supported: F32, F16, BF16)", Escaped(dtype))
+            }
             WeightProblem::Unexpected { .. } => f.write_str("in the file but not used by this model"),
             WeightProblem::NonFinite { index, .. } => {
                 write!(f, "non-finite value (NaN or infinity) at flat index {index}")
@@ -81,10 +72,7 @@ pub enum WeightError {
     ///      "  - tensor `pooler.dense.bias`: missing (expected shape [384])"
     ///      "  - tensor `foo`: in the file but not used by this model"
     #[error("{}", display_problems(.path, .problems))]
-    Problems {
-        path: PathBuf,
-        problems: Vec<WeightProblem>,
-    },
+    Problems { path: PathBuf, problems: Vec<WeightProblem> },
 }
 
 impl WeightError {
@@ -109,11 +97,8 @@ impl WeightError {
 fn display_problems(path: &Path, problems: &[WeightProblem]) -> String {
     use fmt::Write as _;
     let n = problems.len();
-    let mut out = format!(
-        "{n} problem{} with the weights in {}:",
-        if n == 1 { "" } else { "s" },
-        path.display()
-    );
+    let mut out =
+        format!("{n} problem{} with the weights in {}:", if n == 1 { "" } else { "s" }, path.display());
     for problem in problems {
         // Writing to a String cannot fail.
         let _ = write!(out, "\n  - {problem}");

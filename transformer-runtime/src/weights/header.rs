@@ -31,9 +31,7 @@ pub(crate) struct Entry {
 pub(crate) fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
     reject_huge_integers(bytes)?;
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let data_start = header_len
-        .checked_add(PREFIX)
-        .ok_or_else(|| "invalid header length".to_string())?;
+    let data_start = header_len.checked_add(PREFIX).ok_or_else(|| "invalid header length".to_string())?;
 
     let mut table = BTreeMap::new();
     for (name, info) in metadata.tensors() {
@@ -63,15 +61,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
                 info.shape
             ));
         }
-        table.insert(
-            name,
-            Entry {
-                dtype: info.dtype,
-                shape: info.shape.clone(),
-                start,
-                end,
-            },
-        );
+        table.insert(name, Entry { dtype: info.dtype, shape: info.shape.clone(), start, end });
     }
     Ok(table)
 }
@@ -90,10 +80,7 @@ fn reject_huge_integers(bytes: &[u8]) -> Result<(), String> {
     let Ok(header_len) = usize::try_from(u64::from_le_bytes(len_bytes)) else {
         return Ok(());
     };
-    let Some(header) = PREFIX
-        .checked_add(header_len)
-        .and_then(|end| bytes.get(PREFIX..end))
-    else {
+    let Some(header) = PREFIX.checked_add(header_len).and_then(|end| bytes.get(PREFIX..end)) else {
         return Ok(());
     };
 

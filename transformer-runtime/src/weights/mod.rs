@@ -89,10 +89,7 @@ impl WeightLoader {
     /// [`take`](Self::take), so only loading itself is concerned).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref();
-        let io = |source| WeightError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| WeightError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the map is only ever read as plain bytes, every value of which is valid, and
         // every read is bounds-checked against the map's length. What remains is the hazard of any
@@ -161,13 +158,7 @@ impl WeightLoader {
     /// them in the order they were found, followed by a [`WeightProblem::Unexpected`] for every
     /// tensor in the file never taken nor ignored (sorted by name).
     pub fn finish(self) -> Result<(), WeightError> {
-        let WeightLoader {
-            source,
-            tensors,
-            used,
-            mut problems,
-            ..
-        } = self;
+        let WeightLoader { source, tensors, used, mut problems, .. } = self;
         problems.extend(
             tensors
                 .into_keys()
@@ -177,10 +168,7 @@ impl WeightLoader {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(WeightError::Problems {
-                path: source,
-                problems,
-            })
+            Err(WeightError::Problems { path: source, problems })
         }
     }
 
@@ -191,9 +179,7 @@ impl WeightLoader {
 
     /// One tensor's storage type (e.g. `"F32"`, `"BF16"`, `"I64"`) and shape, if the file has it.
     pub fn info(&self, name: &str) -> Option<(String, Vec<usize>)> {
-        self.tensors
-            .get(name)
-            .map(|entry| (entry.dtype.to_string(), entry.shape.clone()))
+        self.tensors.get(name).map(|entry| (entry.dtype.to_string(), entry.shape.clone()))
     }
 
     /// Whether the file has a tensor named `name`.
@@ -218,10 +204,7 @@ impl WeightLoader {
             if required {
                 record(
                     &mut self.problems,
-                    WeightProblem::Missing {
-                        name: name.to_owned(),
-                        expected_shape: shape.to_vec(),
-                    },
+                    WeightProblem::Missing { name: name.to_owned(), expected_shape: shape.to_vec() },
                 );
             }
             return None;
@@ -247,10 +230,7 @@ impl WeightLoader {
             ok = false;
             record(
                 &mut self.problems,
-                WeightProblem::UnsupportedDtype {
-                    name: name.to_owned(),
-                    dtype: entry.dtype.to_string(),
-                },
+                WeightProblem::UnsupportedDtype { name: name.to_owned(), dtype: entry.dtype.to_string() },
             );
         }
         let (Some(format), true) = (format, ok) else {
@@ -271,13 +251,7 @@ impl WeightLoader {
 
         if !self.allow_non_finite {
             if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-                record(
-                    &mut self.problems,
-                    WeightProblem::NonFinite {
-                        name: name.to_owned(),
-                        index,
-                    },
-                );
+                record(&mut self.problems, WeightProblem::NonFinite { name: name.to_owned(), index });
                 return Some(zeros(shape));
             }
         }
@@ -325,18 +299,15 @@ impl Format {
     /// Little-endian elements to f32, byte by byte (the data need not be aligned).
     fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
         match self {
-            Format::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Format::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Format::Bf16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Format::F32 => {
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            Format::F16 => {
+                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            Format::Bf16 => {
+                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
         }
     }
 }

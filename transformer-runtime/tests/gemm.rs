@@ -1,0 +1,301 @@
+//! The packed GEMM (`matmul_packed`) on every instruction set this CPU supports, including the
+//! portable twin, and `Linear::forward` built on it, against a naive f64 product + epilogue.
+//!
+//! Tolerance. Each output is a length-k f32 dot product plus a bias add; its rounding error is
+//! bounded by ~k·ε·Σ|aᵢbᵢ| (FMA or not, any summation order), so before the activation we allow
+//! `T = (k + 2)·ε·(Σ|aᵢ·bᵢ| + |bias|)`. The activations are 1-Lipschitz up to GELU's maximum slope
+//! of ~1.13 and add their own error (≤ 1e-6 absolute plus 4 ulps, as `tests/kernels.rs` states for
+//! them), so after the activation we allow `1.13·T + 1e-6 + 4ε·|reference|`. An indexing, packing
+//! or edge-handling bug produces errors of order |aᵢbᵢ| = O(1), far above this.
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use transformer_runtime::kernels::activation::Activation;
+use transformer_runtime::kernels::gemm::{matmul_packed, Epilogue, GemmIsa, PackedB};
+use transformer_runtime::layers::Linear;
+use transformer_runtime::{Threads, WeightLoader};
+
+const EPS32: f64 = f32::EPSILON as f64;
+
+const ACTIVATIONS: [Activation; 4] =
+    [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu];
+
+fn activation_f64(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::Identity => x,
+        Activation::GeluErf => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Activation::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Activation::Relu => x.max(0.0),
+    }
+}
+
+/// `act(A·B + bias)` in f64, with the per-element error bound described at the top.
+/// Returns (reference, tolerance), both m×n row-major.
+fn reference(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    (m, k, n): (usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>) {
+    let mut want = vec![0.0; m * n];
+    let mut tol = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut sum = bias.map_or(0.0, |b| f64::from(b[j]));
+            let mut magnitude = sum.abs();
+            for p in 0..k {
+                let t = f64::from(a[i * k + p]) * f64::from(b[p * n + j]);
+                sum += t;
+                magnitude += t.abs();
+            }
+            let y = activation_f64(act, sum);
+            want[i * n + j] = y;
+            tol[i * n + j] = 1.13 * (k as f64 + 2.0) * EPS32 * magnitude + 1e-6 + 4.0 * EPS32 * y.abs();
+        }
+    }
+    (want, tol)
+}
+
+fn check(got: &[f32], want: &[f64], tol: &[f64], what: &str, n: usize) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len());
+    for (idx, ((&g, &w), &t)) in got.iter().zip(want).zip(tol).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        prop_assert!(
+            err <= t,
+            "{}: C[{},{}] = {}, expected {} (error {:e} > tol {:e})",
+            what,
+            idx / n,
+            idx % n,
+            g,
+            w,
+            err,
+            t
+        );
+    }
+    Ok(())
+}
+
+/// Random (m, k, n), A, B, bias in [-2, 2), whether to use the bias, and an activation.
+#[allow(clippy::type_complexity)]
+fn gemm_case(
+) -> impl Strategy<Value = ((usize, usize, usize), Vec<f32>, Vec<f32>, Option<Vec<f32>>, Activation)> {
+    (0usize..70, 0usize..90, 0usize..70).prop_flat_map(|(m, k, n)| {
+        (
+            Just((m, k, n)),
+            prop::collection::vec(-2.0f32..2.0, m * k),
+            prop::collection::vec(-2.0f32..2.0, k * n),
+            prop::option::of(prop::collection::vec(-2.0f32..2.0, n)),
+            prop::sample::select(ACTIVATIONS.to_vec()),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(96))]
+
+    /// Every supported ISA (the portable twin always among them) against the f64 reference, and
+    /// each SIMD path against the portable twin (within the sum of both tolerances).
+    #[test]
+    fn matmul_packed_matches_f64_on_every_isa(((m, k, n), a, b, bias, act) in gemm_case()) {
+        let (want, tol) = reference(&a, &b, bias.as_deref(), act, (m, k, n));
+        let epilogue = Epilogue::new(bias.as_deref(), act);
+        let mut twin = vec![f32::NAN; m * n];
+        matmul_packed(&a, m, &PackedB::pack_for(GemmIsa::Portable, &b, k, n), &mut twin, epilogue);
+        check(&twin, &want, &tol, "Portable", n)?;
+        for isa in GemmIsa::supported() {
+            let packed = PackedB::pack_for(isa, &b, k, n);
+            prop_assert_eq!((packed.k(), packed.n(), packed.isa()), (k, n, isa));
+            // C starts as NaN: the kernel must overwrite every element and never read C.
+            let mut c = vec![f32::NAN; m * n];
+            matmul_packed(&a, m, &packed, &mut c, epilogue);
+            let what = format!("{isa:?} m={m} k={k} n={n} bias={} {act:?}", bias.is_some());
+            check(&c, &want, &tol, &what, n)?;
+            let twin_f64: Vec<f64> = twin.iter().map(|&x| f64::from(x)).collect();
+            let tol2: Vec<f64> = tol.iter().map(|t| 2.0 * t).collect();
+            check(&c, &twin_f64, &tol2, &format!("{what} vs twin"), n)?;
+        }
+    }
+}
+
+#[test]
+fn detected_isa_is_supported_and_default() {
+    let isa = GemmIsa::detected();
+    assert!(isa.is_supported());
+    assert!(GemmIsa::supported().contains(&GemmIsa::Portable));
+    assert_eq!(PackedB::pack(&[1.0; 6], 2, 3).isa(), isa);
+    println!("gemm ISA: {isa:?} (supported: {:?})", GemmIsa::supported());
+}
+
+/// Sizes straddling every tile and cache-block edge (MR ∈ {4, 6, 8}, NR ∈ {16, 32}, MC = 64), with
+/// exact small-integer data so every ISA must agree bit for bit with the f64 result.
+#[test]
+fn tile_and_block_edges_are_exact() {
+    for isa in GemmIsa::supported() {
+        for (m, k, n) in [(1, 1, 1), (65, 3, 33), (64, 7, 32), (130, 2, 17), (7, 300, 47), (9, 0, 5)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 3) % 7) as f32 - 3.0).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
+            let mut c = vec![f32::NAN; m * n];
+            matmul_packed(
+                &a,
+                m,
+                &PackedB::pack_for(isa, &b, k, n),
+                &mut c,
+                Epilogue::new(Some(&bias), Activation::Relu),
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                    assert_eq!(
+                        c[i * n + j],
+                        (dot + bias[j]).max(0.0),
+                        "{isa:?} C[{i},{j}] m={m} k={k} n={n}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_reduction_gives_activation_of_bias() {
+    let bias = [-1.0f32, 0.5, 2.0];
+    let mut c = [f32::NAN; 6];
+    matmul_packed(&[], 2, &PackedB::pack(&[], 0, 3), &mut c, Epilogue::new(Some(&bias), Activation::Relu));
+    assert_eq!(c, [0.0, 0.5, 2.0, 0.0, 0.5, 2.0]);
+    let mut c = [f32::NAN; 6];
+    matmul_packed(&[], 2, &PackedB::pack(&[], 0, 3), &mut c, Epilogue::NONE);
+    assert_eq!(c, [0.0; 6]);
+}
+
+#[test]
+#[should_panic(expected = "matmul_packed: A has")]
+fn matmul_packed_rejects_bad_a() {
+    let b = PackedB::pack(&[0.0; 6], 2, 3);
+    matmul_packed(&[0.0; 5], 2, &b, &mut [0.0; 6], Epilogue::NONE);
+}
+
+#[test]
+#[should_panic(expected = "matmul_packed: C has")]
+fn matmul_packed_rejects_bad_c() {
+    let b = PackedB::pack(&[0.0; 6], 2, 3);
+    matmul_packed(&[0.0; 4], 2, &b, &mut [0.0; 5], Epilogue::NONE);
+}
+
+#[test]
+#[should_panic(expected = "matmul_packed: bias has")]
+fn matmul_packed_rejects_bad_bias() {
+    let b = PackedB::pack(&[0.0; 6], 2, 3);
+    matmul_packed(&[0.0; 4], 2, &b, &mut [0.0; 6], Epilogue::new(Some(&[0.0; 2]), Activation::Identity));
+}
+
+#[test]
+#[should_panic(expected = "PackedB: B has")]
+fn pack_rejects_bad_b() {
+    PackedB::pack(&[0.0; 5], 2, 3);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Linear
+// ------------------------------------------------------------------------------------------------
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn check_linear<const IN: usize, const OUT: usize>(
+    rows: usize,
+    with_bias: bool,
+    act: Activation,
+    threads: &Threads,
+) {
+    let w_t = pseudo_random(IN * OUT, (IN * 31 + OUT) as u64);
+    let bias = with_bias.then(|| pseudo_random(OUT, 7));
+    let layer = Linear::<IN, OUT>::from_parts(w_t.clone(), bias.clone());
+    let x_flat = pseudo_random(rows * IN, rows as u64 + 1);
+    let x: Vec<[f32; IN]> =
+        x_flat.chunks_exact(IN.max(1)).take(rows).map(|r| r.try_into().unwrap()).collect();
+    let x: Vec<[f32; IN]> = if IN == 0 { vec![[0.0; IN]; rows] } else { x };
+    let mut out = vec![[f32::NAN; OUT]; rows];
+    layer.forward(&x, &mut out, act, threads);
+    let (want, tol) = reference(x.as_flattened(), &w_t, bias.as_deref(), act, (rows, IN, OUT));
+    let what = format!("Linear<{IN},{OUT}> rows={rows} bias={with_bias} {act:?} threads={}", threads.count());
+    check(out.as_flattened(), &want, &tol, &what, OUT).unwrap();
+}
+
+#[test]
+fn linear_forward_matches_f64() {
+    let pool = Threads::new(2).unwrap();
+    for threads in [&Threads::sequential(), &pool] {
+        for act in ACTIVATIONS {
+            for with_bias in [false, true] {
+                // 0, 1, a tile edge, and more than two ROW_BLOCKs.
+                for rows in [0, 1, 13, 130] {
+                    check_linear::<3, 5>(rows, with_bias, act, threads);
+                    check_linear::<48, 96>(rows, with_bias, act, threads);
+                }
+                check_linear::<96, 48>(70, with_bias, act, threads);
+                check_linear::<37, 70>(65, with_bias, act, threads);
+            }
+        }
+    }
+}
+
+/// `load_fused` packs each `[part, IN]` PyTorch weight as columns `p·part ..` of Wᵀ.
+#[test]
+fn load_fused_matches_separate_layers() {
+    const IN: usize = 10;
+    const PART: usize = 7;
+    let names = ["q", "k", "v"];
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    let mut tensors = Vec::new();
+    for (p, name) in names.iter().enumerate() {
+        tensors.push((format!("{name}.weight"), vec![PART, IN], pseudo_random(PART * IN, p as u64 + 10)));
+        tensors.push((format!("{name}.bias"), vec![PART], pseudo_random(PART, p as u64 + 20)));
+    }
+    for (i, (name, shape, values)) in tensors.iter().enumerate() {
+        let start = data.len();
+        values.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+        let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
+        header.push_str(if i > 0 { "," } else { "" });
+        header.push_str(&format!(
+            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{start},{}]}}",
+            shape.join(","),
+            data.len()
+        ));
+    }
+    header.push('}');
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&data);
+
+    let mut loader = WeightLoader::from_bytes(bytes.clone(), "fused").unwrap();
+    let fused = Linear::<IN, { 3 * PART }>::load_fused(&mut loader, &names, true);
+    loader.finish().unwrap();
+    let x: Vec<[f32; IN]> = (0..9).map(|r| pseudo_random(IN, r + 100).try_into().unwrap()).collect();
+    let mut got = vec![[0.0; 3 * PART]; x.len()];
+    fused.forward(&x, &mut got, Activation::GeluErf, &Threads::sequential());
+
+    let mut loader = WeightLoader::from_bytes(bytes, "separate").unwrap();
+    for (p, name) in names.iter().enumerate() {
+        let single = Linear::<IN, PART>::load(&mut loader, name, true);
+        let mut want = vec![[0.0; PART]; x.len()];
+        single.forward(&x, &mut want, Activation::GeluErf, &Threads::sequential());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(&g[p * PART..(p + 1) * PART], w, "part {name}");
+        }
+    }
+}
