@@ -67,6 +67,12 @@ def main():
           f"threads={torch.get_num_threads()}, attn={model.config._attn_implementation}, "
           f"params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M", file=sys.stderr)
 
+    # os.getloadavg() and the process's CPU time / wall time are printed to stderr: on a
+    # machine shared with other jobs (load above the thread count), torch's thread pool is
+    # oversubscribed and the numbers are not meaningful.
+    print(f"  loadavg before: {os.getloadavg()}", file=sys.stderr)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+
     # Prefill: one 128-token forward.
     x = ids(PREFILL_LEN)
     times = []
@@ -99,6 +105,9 @@ def main():
     med = statistics.median(times)
     print(f"  decode: {NEW_TOKENS} tokens, min={min(times) * 1e3:.1f} ms "
           f"max={max(times) * 1e3:.1f} ms median={med * 1e3:.1f} ms", file=sys.stderr)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    print(f"  loadavg after: {os.getloadavg()}; process cpu/wall = {cpu / wall:.2f} "
+          f"(ideal ~{args.threads})", file=sys.stderr)
     print(f"torch decode tokens_per_s={NEW_TOKENS / med:.3f}", flush=True)
 
 
