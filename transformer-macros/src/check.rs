@@ -6,7 +6,10 @@ use syn::Ident;
 
 use crate::ast::{Entry, ModelInput, Value};
 use crate::ctxt::Ctxt;
-use crate::spec::{Activation, Attention, LmHead, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::spec::{
+    Activation, Attention, Classifier, ImageInput, LmHead, Norm, NormKind, Placement, Pooling, Positions,
+    Spec, WeightScheme,
+};
 use crate::suggest::closest;
 
 /// Every key the grammar knows, in the order the README documents them.
@@ -26,10 +29,20 @@ const KEYS: &[&str] = &[
     "attention",
     "weights",
     "lm_head",
+    "image_size",
+    "patch_size",
+    "channels",
+    "labels",
+    "pooling",
 ];
 
+/// Keys only text models take, and keys only image models take.
+const TEXT_KEYS: &[&str] = &["vocab_size", "type_vocab_size", "lm_head"];
+const IMAGE_KEYS: &[&str] = &["image_size", "patch_size", "channels", "labels", "pooling"];
+
 /// Keys that may be left out.
-/// Keys that may be left out (`lm_head` is required of decoders by its own rule).
+/// Keys that may be left out (`lm_head` is required of decoders by its own rule; an image model
+/// may state `max_positions`, which must then equal its patch count, or leave it out).
 const OPTIONAL: &[&str] = &["type_vocab_size", "lm_head"];
 
 const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu"];
@@ -40,7 +53,8 @@ const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
 const PLANNED_ATTENTIONS: &[&str] = &["cross", "windowed", "sparse", "lsh", "grouped_query", "multi_query"];
-const SCHEMES: &[&str] = &["bert", "gpt2"];
+const SCHEMES: &[&str] = &["bert", "gpt2", "vit"];
+const POOLINGS: &[&str] = &["cls", "mean"];
 const LM_HEADS: &[&str] = &["tied", "untied"];
 
 /// Upper bounds that catch typos (an extra zero) long before the allocator would.
@@ -50,12 +64,17 @@ const MAX_WIDTH: usize = 1 << 16;
 const MAX_HEADS: usize = 1024;
 const MAX_LAYERS: usize = 1024;
 const MAX_TYPE_VOCAB: usize = 1 << 16;
+const MAX_IMAGE: usize = 1 << 14;
+const MAX_CHANNELS: usize = 64;
+const MAX_LABELS: usize = 1 << 20;
 
 /// Checks the whole input; returns the spec or every error found.
 pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let mut cx = Ctxt::new();
     let entries = keys_known_and_unique(&mut cx, input);
-    keys_present(&mut cx, input, &entries);
+    let is_image = IMAGE_KEYS.iter().any(|k| entries.contains_key(*k));
+    keys_present(&mut cx, input, &entries, is_image);
+    keys_fit_the_input(&mut cx, &entries, is_image);
 
     let size =
         |cx: &mut Ctxt, key: &str, max: usize| entries.get(key).and_then(|e| positive_size(cx, e, max));
@@ -66,6 +85,10 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let heads = size(&mut cx, "heads", MAX_HEADS);
     let layers = size(&mut cx, "layers", MAX_LAYERS);
     let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
+    let image_size = size(&mut cx, "image_size", MAX_IMAGE);
+    let patch_size = size(&mut cx, "patch_size", MAX_IMAGE);
+    let channels = size(&mut cx, "channels", MAX_CHANNELS);
+    let labels = size(&mut cx, "labels", MAX_LABELS);
     if let (Some(d), Some(h)) = (d_model, heads) {
         heads_divide_d_model(&mut cx, d, h, entries["heads"]);
     }
@@ -91,19 +114,46 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
     let weights = name(&mut cx, "weights", SCHEMES).map(|n| match n {
         "gpt2" => WeightScheme::Gpt2,
+        "vit" => WeightScheme::Vit,
         _ => WeightScheme::Bert,
     });
     let lm_head = name(&mut cx, "lm_head", LM_HEADS).map(|n| match n {
         "tied" => LmHead::Tied,
         _ => LmHead::Untied,
     });
+    let pooling = name(&mut cx, "pooling", POOLINGS).map(|n| match n {
+        "cls" => Pooling::Cls,
+        _ => Pooling::Mean,
+    });
+    let image = match (image_size, patch_size, channels) {
+        (Some(image_size), Some(patch_size), Some(channels)) => {
+            Some(ImageInput { image_size, patch_size, channels })
+                .filter(|_| patch_divides_image(&mut cx, image_size, patch_size, entries["patch_size"]))
+        }
+        _ => None,
+    };
+    let image_positions = image.zip(pooling).map(|(i, p)| i.patches() + usize::from(p == Pooling::Cls));
+    if let (Some(needed), Some(entry)) = (image_positions, entries.get("max_positions")) {
+        positions_cover_the_patches(&mut cx, needed, max_positions, entry);
+    }
     if let Some(attention) = attention {
         decoders_have_a_head(&mut cx, attention, entries["attention"], entries.get("lm_head").copied());
     }
     match weights {
         Some(WeightScheme::Bert) => bert_layout(&mut cx, &entries, placement, attention),
         Some(WeightScheme::Gpt2) => gpt2_layout(&mut cx, &entries, placement, positions, attention),
+        Some(WeightScheme::Vit) => vit_layout(&mut cx, &entries, placement, positions, attention, is_image),
         None => {}
+    }
+    if is_image && attention == Some(Attention::Causal) {
+        layout_conflict_with(
+            &mut cx,
+            &entries,
+            "attention",
+            "image_size",
+            "an image model attends to all patches: use `attention: bidirectional`",
+            "image input declared here",
+        );
     }
 
     cx.check()?;
@@ -113,9 +163,14 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         attrs: input.attrs.clone(),
         vis: input.vis.clone(),
         name: input.name.clone(),
-        vocab_size: vocab_size.ok_or_else(missing)?,
-        max_positions: max_positions.ok_or_else(missing)?,
+        // An image model has no vocabulary: one row keeps every width positive.
+        vocab_size: if is_image { 1 } else { vocab_size.ok_or_else(missing)? },
+        max_positions: match image_positions {
+            Some(n) => n,
+            None => max_positions.ok_or_else(missing)?,
+        },
         type_vocab_size,
+        image: if is_image { Some(image.ok_or_else(missing)?) } else { None },
         d_model: d_model.ok_or_else(missing)?,
         heads: heads.ok_or_else(missing)?,
         layers: layers.ok_or_else(missing)?,
@@ -130,8 +185,15 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         attention: attention.ok_or_else(missing)?,
         weights: weights.ok_or_else(missing)?,
         d_model_span: entries["d_model"].value.span(),
-        vocab_span: entries["vocab_size"].value.span(),
+        vocab_span: entries
+            .get(if is_image { "labels" } else { "vocab_size" })
+            .map_or(input.name.span(), |e| e.value.span()),
         lm_head,
+        classifier: if is_image {
+            Some(Classifier { labels: labels.ok_or_else(missing)?, pooling: pooling.ok_or_else(missing)? })
+        } else {
+            None
+        },
     })
 }
 
@@ -161,7 +223,7 @@ fn keys_known_and_unique<'a>(cx: &mut Ctxt, input: &'a ModelInput) -> HashMap<St
 
 /// Rule: every required key is given. Reported at the model's name, which is where the keys go;
 /// a key already suggested for a misspelt one (`d_modle` → `d_model`) is not reported again.
-fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &Entry>) {
+fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &Entry>, is_image: bool) {
     let suggested: Vec<&str> = input
         .entries
         .iter()
@@ -172,6 +234,13 @@ fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &En
     let missing: Vec<&str> = KEYS
         .iter()
         .copied()
+        .filter(|k| {
+            if is_image {
+                !TEXT_KEYS.contains(k) && *k != "max_positions"
+            } else {
+                !IMAGE_KEYS.contains(k)
+            }
+        })
         .filter(|k| !OPTIONAL.contains(k) && !entries.contains_key(*k) && !suggested.contains(k))
         .collect();
     if !missing.is_empty() {
@@ -182,6 +251,59 @@ fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &En
                 "model `{}` is missing the key{s} {}: add {them} inside the braces",
                 input.name,
                 list(&missing)
+            ),
+        );
+    }
+}
+
+/// Rule: a model reads tokens or images, not both: an image model (any of `image_size`,
+/// `patch_size`, `channels`, `labels`, `pooling`) takes no vocabulary, token types or LM head.
+fn keys_fit_the_input(cx: &mut Ctxt, entries: &HashMap<String, &Entry>, is_image: bool) {
+    if !is_image {
+        return;
+    }
+    for key in TEXT_KEYS {
+        if let Some(entry) = entries.get(*key) {
+            cx.error(
+                entry.key.span(),
+                format!(
+                    "`{key}` belongs to text models, and this one reads images (it declares {}): remove `{key}`",
+                    list(&IMAGE_KEYS.iter().copied().filter(|k| entries.contains_key(*k)).collect::<Vec<_>>())
+                ),
+            );
+        }
+    }
+}
+
+/// Rule: patches tile the image: `image_size` is a multiple of `patch_size`; else name the
+/// nearest patch sizes that divide it.
+fn patch_divides_image(cx: &mut Ctxt, image_size: usize, patch_size: usize, patch_entry: &Entry) -> bool {
+    if image_size.is_multiple_of(patch_size) {
+        return true;
+    }
+    let below = (1..patch_size).rev().find(|&p| image_size.is_multiple_of(p));
+    let above = (patch_size + 1..=image_size).find(|&p| image_size.is_multiple_of(p));
+    let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
+    cx.error(
+        patch_entry.value.span(),
+        format!(
+            "patches of {patch_size} do not tile an image of {image_size} ({image_size} / {patch_size} is not whole); \
+             the nearest patch sizes that divide {image_size} are {}",
+            nearest.join(" and ")
+        ),
+    );
+    false
+}
+
+/// Rule: an image model's position table has one row per patch, plus one for the class token
+/// when pooling by it.
+fn positions_cover_the_patches(cx: &mut Ctxt, needed: usize, given: Option<usize>, entry: &Entry) {
+    if let Some(given) = given.filter(|&g| g != needed) {
+        cx.error(
+            entry.value.span(),
+            format!(
+                "this image model has {needed} positions (its patches, plus the class token with \
+                 `pooling: cls`), but `max_positions` is {given}: write `max_positions: {needed}` or leave it out"
             ),
         );
     }
@@ -387,7 +509,63 @@ fn gpt2_layout(
     }
 }
 
+/// Rule: ViT checkpoints are pre-norm bidirectional image encoders with learned positions.
+fn vit_layout(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    placement: Option<Placement>,
+    positions: Option<Positions>,
+    attention: Option<Attention>,
+    is_image: bool,
+) {
+    if placement == Some(Placement::Post) {
+        layout_conflict(
+            cx,
+            entries,
+            "norm_placement",
+            "`weights: vit` checkpoints are pre-norm: use `norm_placement: pre`",
+        );
+    }
+    if positions == Some(Positions::Sinusoidal) {
+        layout_conflict(
+            cx,
+            entries,
+            "positions",
+            "`weights: vit` checkpoints learn their positions: use `positions: learned`",
+        );
+    }
+    if attention == Some(Attention::Causal) {
+        layout_conflict(
+            cx,
+            entries,
+            "attention",
+            "`weights: vit` checkpoints are encoders: use `attention: bidirectional`",
+        );
+    }
+    if !is_image {
+        cx.error(
+            entries["weights"].value.span(),
+            "`weights: vit` checkpoints read images: declare `image_size`, `patch_size`, `channels`, `labels` and `pooling`",
+        );
+    }
+}
+
 type Entries<'a> = HashMap<String, &'a Entry>;
+
+/// Reports a value that conflicts with another key, at both.
+fn layout_conflict_with(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    key: &str,
+    other: &str,
+    message: &str,
+    other_message: &str,
+) {
+    cx.error(entries[key].value.span(), message);
+    if let Some(o) = entries.get(other) {
+        cx.error(o.key.span(), other_message);
+    }
+}
 
 /// Reports a value that the chosen weight scheme rules out, at the value and at the scheme.
 fn layout_conflict(cx: &mut Ctxt, entries: &Entries, key: &str, message: &str) {
@@ -399,6 +577,7 @@ fn layout_conflict(cx: &mut Ctxt, entries: &Entries, key: &str, message: &str) {
 fn scheme_label(value: &Value) -> &'static str {
     match value {
         Value::Name(n) if n == "gpt2" => "GPT-2",
+        Value::Name(n) if n == "vit" => "ViT",
         _ => "BERT",
     }
 }

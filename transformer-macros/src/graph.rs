@@ -10,7 +10,9 @@
 
 use proc_macro2::Span;
 
-use crate::spec::{Activation, Attention, LmHead, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::spec::{
+    Activation, Attention, ImageInput, LmHead, NormKind, Placement, Pooling, Positions, Spec, WeightScheme,
+};
 
 /// A tensor of shape `[rows, width]` flowing through a block.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,10 +47,26 @@ pub struct Field {
 
 #[derive(Clone, Copy, Debug)]
 pub enum FieldKind {
-    Linear { input: usize, output: usize, bias: bool, layout: Layout },
-    LayerNorm { width: usize, eps: f64 },
-    Embedding { rows: usize, width: usize },
-    Sinusoidal { rows: usize, width: usize },
+    Linear {
+        input: usize,
+        output: usize,
+        bias: bool,
+        layout: Layout,
+    },
+    LayerNorm {
+        width: usize,
+        eps: f64,
+    },
+    /// A `[rows, width]` table; `batched` when the checkpoint stores it `[1, rows, width]` (ViT).
+    Embedding {
+        rows: usize,
+        width: usize,
+        batched: bool,
+    },
+    Sinusoidal {
+        rows: usize,
+        width: usize,
+    },
 }
 
 /// How a checkpoint stores a linear layer's weight.
@@ -58,6 +76,9 @@ pub enum Layout {
     Torch,
     /// GPT-2's `Conv1D`: `[in, out]`.
     Conv1d,
+    /// A patch embedding's `Conv2d` with kernel = stride = `patch`: `[out, channels, patch, patch]`,
+    /// the GEMM over unfolded patches.
+    Conv2d { channels: usize, patch: usize },
 }
 
 /// Which id a gather looks up for each row.
@@ -86,6 +107,14 @@ pub enum Op {
     AddNorm { field: &'static str, stream: Value, sublayer: Value },
     /// `output[row] (+)= table[index(row)]`.
     Gather { field: &'static str, index: Index, output: Value, accumulate: bool },
+    /// Images → the stream: unfold each image into patches, project them (`patches`, a linear),
+    /// prepend the class token if any, add positions.
+    Patches {
+        image: ImageInput,
+        patches: &'static str,
+        class_token: Option<&'static str>,
+        positions: &'static str,
+    },
 }
 
 /// A block: fields, scratch values and ops; `prefix` is its checkpoint prefix (with `{i}` for the
@@ -132,7 +161,7 @@ impl Op {
             }
             Op::Activation { value, .. } => value.is_stream(),
             Op::Attention { output, .. } => output.is_stream(),
-            Op::Add { .. } | Op::AddNorm { .. } => true,
+            Op::Add { .. } | Op::AddNorm { .. } | Op::Patches { .. } => true,
         }
     }
 
@@ -143,6 +172,7 @@ impl Op {
             Op::Attention { qkv, output, .. } => vec![qkv, output],
             Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
             Op::Gather { output, .. } => vec![output],
+            Op::Patches { .. } => vec![],
         }
     }
 }
@@ -155,8 +185,11 @@ pub struct Graph {
     pub layers: usize,
     /// Pre-norm models normalise the stream once more after the last layer.
     pub final_norm: Option<Block>,
-    /// Decoders project the stream to vocabulary logits.
-    pub lm_head: Option<Block>,
+    /// Decoders project the stream to vocabulary logits; image classifiers project the pooled
+    /// stream to label logits.
+    pub head: Option<Block>,
+    /// The model's field name for the head.
+    pub head_field: &'static str,
     /// Checkpoint tensors the model knows and deliberately does not use; `{i}` stands for each
     /// layer index.
     pub ignored: Vec<&'static str>,
@@ -168,7 +201,7 @@ pub struct Graph {
 impl Graph {
     /// Every block, in forward order.
     pub fn blocks(&self) -> impl Iterator<Item = &Block> {
-        [Some(&self.embeddings), Some(&self.layer), self.final_norm.as_ref(), self.lm_head.as_ref()]
+        [Some(&self.embeddings), Some(&self.layer), self.final_norm.as_ref(), self.head.as_ref()]
             .into_iter()
             .flatten()
     }
@@ -180,8 +213,16 @@ pub fn lower(spec: &Spec) -> Graph {
     let norm = match spec.norm.kind {
         NormKind::LayerNorm => FieldKind::LayerNorm { width: spec.d_model, eps: spec.norm.eps },
     };
+    let (head, head_field) = match (spec.lm_head, spec.classifier) {
+        (Some(head), _) => (Some(lm_head(spec, &names, head)), "lm_head"),
+        (None, Some(_)) => (Some(classifier(spec, &names)), "classifier"),
+        (None, None) => (None, ""),
+    };
     Graph {
-        embeddings: embeddings(spec, &names, norm),
+        embeddings: match spec.image {
+            Some(image) => image_embeddings(spec, &names, image),
+            None => embeddings(spec, &names, norm),
+        },
         layer: layer(spec, &names, norm),
         layers: spec.layers,
         final_norm: (spec.norm.placement == Placement::Pre).then(|| Block {
@@ -193,7 +234,8 @@ pub fn lower(spec: &Spec) -> Graph {
             rooted: true,
             output: None,
         }),
-        lm_head: spec.lm_head.map(|head| lm_head(spec, &names, head)),
+        head,
+        head_field,
         ignored: names.ignored.to_vec(),
         roots: names.roots,
     }
@@ -209,7 +251,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
     let mut fields = vec![Field {
         name: "word_embeddings",
         doc: "Token embeddings `[vocab_size, d_model]`.",
-        kind: FieldKind::Embedding { rows: spec.vocab_size, width: d },
+        kind: FieldKind::Embedding { rows: spec.vocab_size, width: d, batched: false },
         weights: vec![names.word_embeddings],
     }];
     let mut ops =
@@ -218,7 +260,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         Positions::Learned => Field {
             name: "position_embeddings",
             doc: "Learned position embeddings `[max_positions, d_model]`.",
-            kind: FieldKind::Embedding { rows: spec.max_positions, width: d },
+            kind: FieldKind::Embedding { rows: spec.max_positions, width: d, batched: false },
             weights: vec![names.position_embeddings],
         },
         Positions::Sinusoidal => Field {
@@ -238,7 +280,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         fields.push(Field {
             name: "token_type_embeddings",
             doc: "Token-type (segment) embeddings `[type_vocab_size, d_model]`.",
-            kind: FieldKind::Embedding { rows: types, width: d },
+            kind: FieldKind::Embedding { rows: types, width: d, batched: false },
             weights: vec![names.token_type_embeddings],
         });
         ops.push(Op::Gather {
@@ -263,6 +305,52 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         prefix: names.embeddings,
         fields,
         ops,
+        rooted: true,
+        output: None,
+    }
+}
+
+/// Images as tokens: unfolded patches through the patch projection, a class token in front when
+/// pooling by it, learned positions added.
+fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
+    let d = spec.d_model;
+    let cls = spec.classifier.is_some_and(|c| c.pooling == Pooling::Cls);
+    let mut fields = vec![Field {
+        name: "patch_embeddings",
+        doc: "Patch projection: the `Conv2d(kernel = stride = patch)` as a GEMM over unfolded patches.",
+        kind: FieldKind::Linear {
+            input: image.patch_width(),
+            output: d,
+            bias: true,
+            layout: Layout::Conv2d { channels: image.channels, patch: image.patch_size },
+        },
+        weights: vec![names.patch_embeddings],
+    }];
+    if cls {
+        fields.push(Field {
+            name: "class_token",
+            doc: "The class token prepended to every image's patches (`[1, 1, d_model]`).",
+            kind: FieldKind::Embedding { rows: 1, width: d, batched: true },
+            weights: vec![names.class_token],
+        });
+    }
+    fields.push(Field {
+        name: "position_embeddings",
+        doc: "Learned positions, one per patch (and class token): `[1, positions, d_model]`.",
+        kind: FieldKind::Embedding { rows: spec.max_positions, width: d, batched: true },
+        weights: vec![names.position_embeddings],
+    });
+    Block {
+        suffix: "Embeddings",
+        doc: "Image patches as tokens: unfold, project, prepend the class token, add positions.".into(),
+        prefix: names.embeddings,
+        fields,
+        ops: vec![Op::Patches {
+            image,
+            patches: "patch_embeddings",
+            class_token: cls.then_some("class_token"),
+            positions: "position_embeddings",
+        }],
         rooted: true,
         output: None,
     }
@@ -395,6 +483,31 @@ fn lm_head(spec: &Spec, names: &Names, head: LmHead) -> Block {
     }
 }
 
+/// Pooled stream → label logits.
+fn classifier(spec: &Spec, names: &Names) -> Block {
+    let labels = spec.classifier.map_or(1, |c| c.labels);
+    let logits = Value { name: "logits", width: labels };
+    Block {
+        suffix: "Classifier",
+        doc: "Pooled hidden state to label logits.".into(),
+        prefix: "",
+        fields: vec![Field {
+            name: "classifier",
+            doc: "`[d_model → labels]` with bias.",
+            kind: FieldKind::Linear {
+                input: spec.d_model,
+                output: labels,
+                bias: true,
+                layout: Layout::Torch,
+            },
+            weights: vec![names.classifier],
+        }],
+        ops: vec![Op::Linear { field: "classifier", input: x(spec), output: logits, act: None }],
+        rooted: false,
+        output: Some(logits),
+    }
+}
+
 /// Fusion on the op list: `Linear → Activation` on the same value becomes a linear with an
 /// epilogue; `Add → Norm` in place on the stream becomes one residual-norm pass.
 pub fn fuse(ops: Vec<Op>) -> Vec<Op> {
@@ -478,7 +591,11 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             same(input, output)?;
             norm_fits(f, field(f)?, input)
         }
-        Op::Activation { .. } => Ok(()),
+                Op::Activation { .. } => Ok(()),
+        Op::Patches { image, patches, .. } => match field(patches)? {
+            FieldKind::Linear { input, .. } if input == image.patch_width() => Ok(()),
+            _ => Err(format!("patch projection `{patches}` does not take {} inputs", image.patch_width())),
+        },
         Op::Gather { field: f, output, .. } => match field(f)? {
             FieldKind::Embedding { width, .. } | FieldKind::Sinusoidal { width, .. } if width == output.width => Ok(()),
             _ => Err(format!("embedding `{f}` does not produce [S, {}]", output.width)),
@@ -518,6 +635,10 @@ struct Names {
     tied_head: &'static str,
     /// Outside any root: Hugging Face keeps `lm_head` beside `transformer`.
     untied_head: &'static str,
+    patch_embeddings: &'static str,
+    class_token: &'static str,
+    /// Outside any root.
+    classifier: &'static str,
     ignored: &'static [&'static str],
 }
 
@@ -543,6 +664,9 @@ impl Names {
                 final_norm: "encoder.LayerNorm",
                 tied_head: "word_embeddings",
                 untied_head: "cls.predictions.decoder",
+                patch_embeddings: "",
+                class_token: "",
+                classifier: "classifier",
                 // A registered buffer, and BertPooler (CLS → dense → tanh), which sentence
                 // embeddings do not use.
                 ignored: &["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"],
@@ -566,8 +690,35 @@ impl Names {
                 final_norm: "ln_f",
                 tied_head: "wte",
                 untied_head: "lm_head",
+                patch_embeddings: "",
+                class_token: "",
+                classifier: "score",
                 // Causal-mask buffers that older transformers versions saved with the weights.
                 ignored: &["h.{i}.attn.bias", "h.{i}.attn.masked_bias"],
+            },
+            // Hugging Face `ViTForImageClassification`.
+            WeightScheme::Vit => Names {
+                roots: &[""],
+                layout: Layout::Torch,
+                embeddings: "vit.embeddings",
+                word_embeddings: "",
+                position_embeddings: "position_embeddings",
+                token_type_embeddings: "",
+                embeddings_norm: None,
+                layer: "vit.encoder.layer.{i}",
+                qkv: &["attention.attention.query", "attention.attention.key", "attention.attention.value"],
+                attention_output: "attention.output.dense",
+                attention_norm: "layernorm_before",
+                intermediate: "intermediate.dense",
+                output: "output.dense",
+                output_norm: "layernorm_after",
+                final_norm: "vit.layernorm",
+                tied_head: "",
+                untied_head: "",
+                patch_embeddings: "patch_embeddings.projection",
+                class_token: "cls_token",
+                classifier: "classifier",
+                ignored: &[],
             },
         }
     }

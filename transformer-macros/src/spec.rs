@@ -9,9 +9,13 @@ pub struct Spec {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub name: Ident,
+    /// Token vocabulary (text models; 1 for image models, which have none).
     pub vocab_size: usize,
+    /// Length of the position table: longest text sequence, or patches (+1 class token).
     pub max_positions: usize,
     pub type_vocab_size: Option<usize>,
+    /// Images instead of tokens.
+    pub image: Option<ImageInput>,
     pub d_model: usize,
     pub heads: usize,
     pub layers: usize,
@@ -21,8 +25,10 @@ pub struct Spec {
     pub positions: Positions,
     pub attention: Attention,
     pub weights: WeightScheme,
-    /// Decoders end in a language-model head; encoders have none.
+    /// Decoders end in a language-model head; text encoders have none.
     pub lm_head: Option<LmHead>,
+    /// Image classifiers pool the sequence and project to labels.
+    pub classifier: Option<Classifier>,
     /// Where `d_model` was written: generated row types of hidden states point there.
     pub d_model_span: Span,
     /// Where `vocab_size` was written: generated row types of logits point there.
@@ -37,6 +43,45 @@ impl Spec {
     pub fn is_decoder(&self) -> bool {
         self.attention == Attention::Causal
     }
+}
+
+/// An image input cut into square patches, each patch a token.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageInput {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub channels: usize,
+}
+
+impl ImageInput {
+    pub fn patches_per_side(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    pub fn patches(&self) -> usize {
+        self.patches_per_side() * self.patches_per_side()
+    }
+
+    /// Floats in one flattened patch: `channels × patch_size²`.
+    pub fn patch_width(&self) -> usize {
+        self.channels * self.patch_size * self.patch_size
+    }
+}
+
+/// How a classifier turns the sequence into one vector.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pooling {
+    /// The class token's final state (a class token is prepended to the patches).
+    Cls,
+    /// The mean of the patch states (no class token).
+    Mean,
+}
+
+/// A classification head: pooling then `[d_model → labels]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Classifier {
+    pub labels: usize,
+    pub pooling: Pooling,
 }
 
 /// Feed-forward activation.
@@ -97,6 +142,9 @@ pub enum LmHead {
 pub enum WeightScheme {
     /// Hugging Face `BertModel`: `embeddings.word_embeddings.weight`, `encoder.layer.{i}.…`.
     Bert,
+    /// Hugging Face `ViTForImageClassification`: `vit.embeddings.…`, `vit.encoder.layer.{i}.…`,
+    /// `classifier`.
+    Vit,
     /// Hugging Face `GPT2LMHeadModel`: `[transformer.]wte.weight`, `[transformer.]h.{i}.…`, with
     /// Conv1D weights stored `[in, out]`.
     Gpt2,

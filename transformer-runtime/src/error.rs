@@ -63,4 +63,33 @@ pub enum Error {
     /// A thread pool could not be built.
     #[error("cannot build a thread pool of {threads} threads: {reason}")]
     ThreadPool { threads: usize, reason: String },
+
+    /// An image file that could not be read or decoded (missing, unreadable, not a PNG or JPEG).
+    #[error("cannot read image {}: {reason}", path.display())]
+    ImageRead { path: std::path::PathBuf, reason: String },
+
+    /// A `preprocessor_config.json` that could not be read, parsed, or asks for something the
+    /// image processor does not do. `config` is the file's path (or `<string>`).
+    #[error("preprocessor config {config}: {reason}")]
+    PreprocessorConfig { config: String, reason: String },
+
+    /// A `preprocessor_config.json` asking for a resampling filter other than bilinear (`2`).
+    #[error(
+        "preprocessor config {config}: resample = {resample} ({name}) is not supported; only 2 (BILINEAR) is"
+    )]
+    UnsupportedResample { config: String, resample: i64, name: &'static str },
+
+    /// The image processor's output shape (`[channels, height, width]`) differs from the model's
+    /// input shape.
+    #[error("the image processor produces {}×{}×{} (channels×height×width) but the model takes {}×{}×{}", processor[0], processor[1], processor[2], model[0], model[1], model[2])]
+    ProcessorShapeMismatch { model: [usize; 3], processor: [usize; 3] },
+
+    /// An image whose size differs from the processor's while resizing is off (`do_resize: false`);
+    /// it is never cropped or padded silently.
+    #[error("image is {}×{} (height×width) but the processor expects {}×{} and resizing is off (do_resize = false)", found.0, found.1, expected.0, expected.1)]
+    ImageSizeMismatch { expected: (usize, usize), found: (usize, usize) },
+
+    /// An image with no pixels (zero width or height).
+    #[error("image is {width}×{height} (width×height): it has no pixels")]
+    EmptyImage { width: usize, height: usize },
 }

@@ -41,6 +41,19 @@ impl Batch {
         Ok(Self { ids, starts: vec![0; batch], type_ids: None, mask, batch, seq })
     }
 
+    /// `batch` sequences of `seq` real tokens each and no ids to speak of: the batch of an image
+    /// model, whose rows come from patches rather than a vocabulary.
+    pub fn uniform(batch: usize, seq: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::EmptyBatch);
+        }
+        if seq == 0 {
+            return Err(Error::EmptySequence { sequence: 0 });
+        }
+        let n = batch * seq;
+        Ok(Self { ids: vec![0; n], starts: vec![0; batch], type_ids: None, mask: vec![true; n], batch, seq })
+    }
+
     /// Adds token-type (segment) ids, one sequence per token sequence, each of the same length.
     pub fn with_token_types<S: AsRef<[u32]>>(mut self, type_ids: &[S]) -> Result<Self> {
         if type_ids.len() != self.batch {

@@ -13,6 +13,7 @@ pub mod input;
 pub mod kernels;
 pub mod layers;
 pub mod parallel;
+pub mod vision;
 pub mod weights;
 pub mod workspace;
 

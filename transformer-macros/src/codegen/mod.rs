@@ -4,6 +4,7 @@
 
 mod decoder;
 mod encoder;
+mod vision;
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -28,7 +29,9 @@ pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
     let scratch_def = scratch_struct(spec, &scratch_ty, &scratch_values);
     let model_struct = model_struct(spec, graph);
     let common = common_methods(spec, graph);
-    let family = if spec.is_decoder() {
+    let family = if spec.image.is_some() {
+        vision::methods(spec, graph, &scratch_ty, &scratch_values)
+    } else if spec.is_decoder() {
         decoder::methods(spec, graph, &scratch_ty, &scratch_values)
     } else {
         encoder::methods(spec, graph, &scratch_ty, &scratch_values)
@@ -108,8 +111,17 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     let gathers_positions =
         block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
     let uses_batch = block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Attention { .. }));
-    let uses_threads = block.ops.iter().any(|op| matches!(op, Op::Linear { .. } | Op::Attention { .. }));
+    let uses_threads = block
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::Linear { .. } | Op::Attention { .. } | Op::Patches { .. }));
     let mut params = vec![if writes_stream { quote!(x: &mut [[f32; #d]]) } else { quote!(x: &[[f32; #d]]) }];
+    if let Some(Op::Patches { image, .. }) = block.ops.iter().find(|op| matches!(op, Op::Patches { .. })) {
+        let (side, c, pw) = (image.image_size, image.channels, image.patch_width());
+        params.push(quote!(images: &[&[[[f32; #side]; #side]; #c]]));
+        params.push(quote!(unfolded: &mut [[f32; #pw]]));
+        params.push(quote!(projected: &mut [[f32; #d]]));
+    }
     if let Some(out) = block.output {
         let w = out.width;
         params.push(quote!(out: &mut [[f32; #w]]));
@@ -172,6 +184,10 @@ fn field_load(f: &Field) -> TokenStream {
             let names = f.weights.iter().map(|w| tensor_name(w));
             quote!(#rt::layers::Linear::load_fused(loader, &[#(#names.as_str()),*], #bias))
         }
+        FieldKind::Linear { bias, layout: Layout::Conv2d { channels, patch }, .. } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::Linear::load_conv2d(loader, &#name, #channels, #patch, #bias))
+        }
         FieldKind::Linear { bias, layout: Layout::Conv1d, .. } => {
             let name = tensor_name(f.weights[0]);
             quote!(#rt::layers::Linear::load_conv1d(loader, &#name, #bias))
@@ -180,6 +196,10 @@ fn field_load(f: &Field) -> TokenStream {
             let name = tensor_name(f.weights[0]);
             let eps = eps as f32;
             quote!(#rt::layers::LayerNorm::load(loader, &#name, #eps))
+        }
+        FieldKind::Embedding { rows, width, batched: true } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::Embedding::load_shaped(loader, &#name, #rows, &[1, #rows, #width]))
         }
         FieldKind::Embedding { rows, .. } => {
             let name = tensor_name(&format!("{}.weight", f.weights[0]));
@@ -298,7 +318,34 @@ fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
                 let (v, a) = (write(block, value), activation(Some(act)));
                 quote!(#a.apply_slice(#v.as_flattened_mut());)
             }
-            Op::Gather { .. } => unreachable!("gathers are handled above"),
+                        Op::Gather { .. } => unreachable!("gathers are handled above"),
+            Op::Patches { image, patches, class_token, positions } => {
+                let (c, side, p, n) = (image.channels, image.image_size, image.patch_size, image.patches());
+                let (patches, positions) = (format_ident!("{}", patches), format_ident!("{}", positions));
+                let place = match class_token {
+                    Some(cls) => {
+                        let cls = format_ident!("{}", cls);
+                        quote! {
+                            self.#cls.copy_row(0, &mut rows[0]);
+                            rows[1..].copy_from_slice(projected);
+                        }
+                    }
+                    None => quote!(rows.copy_from_slice(projected);),
+                };
+                quote! {
+                    for (image, unfolded) in images.iter().zip(unfolded.chunks_mut(#n)) {
+                        #rt::vision::unfold_patches::<#c, #side, #side, #p>(image, unfolded.as_flattened_mut());
+                    }
+                    self.#patches.forward(unfolded, projected, #rt::Activation::Identity, threads);
+                    let seq = x.len() / images.len();
+                    for (rows, projected) in x.chunks_mut(seq).zip(projected.chunks(#n)) {
+                        #place
+                        for (position, row) in rows.iter_mut().enumerate() {
+                            self.#positions.add_row(position, row);
+                        }
+                    }
+                }
+            }
         });
     }
     flush(&mut gathers, &mut out);
@@ -355,9 +402,9 @@ fn model_struct(spec: &Spec, graph: &Graph) -> TokenStream {
         let ty = block_ident(spec, b);
         quote!(#[doc = "The norm after the last layer."] pub final_norm: #ty,)
     });
-    let lm_head = graph.lm_head.as_ref().map(|b| {
-        let ty = block_ident(spec, b);
-        quote!(#[doc = "Hidden states to vocabulary logits."] pub lm_head: #ty,)
+    let head = graph.head.as_ref().map(|b| {
+        let (ty, field, doc) = (block_ident(spec, b), format_ident!("{}", graph.head_field), &b.doc);
+        quote!(#[doc = #doc] pub #field: #ty,)
     });
     quote! {
         #(#attrs)*
@@ -368,7 +415,7 @@ fn model_struct(spec: &Spec, graph: &Graph) -> TokenStream {
             #[doc = #layers_doc]
             pub layers: ::std::vec::Vec<#layer_ty>,
             #final_norm
-            #lm_head
+            #head
             threads: #rt::Threads,
             workspaces: #rt::workspace::WorkspacePool,
         }
@@ -404,9 +451,9 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
         let load = block_load(b);
         quote!(final_norm: #load,)
     });
-    let lm_head = graph.lm_head.as_ref().map(|b| {
-        let load = block_load(b);
-        quote!(lm_head: #load,)
+    let head = graph.head.as_ref().map(|b| {
+        let (load, field) = (block_load(b), format_ident!("{}", graph.head_field));
+        quote!(#field: #load,)
     });
     let n_layers = graph.layers;
     quote! {
@@ -456,7 +503,7 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
                     .map(|i| #layer_ty::load(loader, &#rt::weights::join(root, &format!(#layer_prefix))))
                     .collect(),
                 #final_norm
-                #lm_head
+                #head
                 threads: #rt::Threads::sequential(),
                 workspaces: ::core::default::Default::default(),
             }

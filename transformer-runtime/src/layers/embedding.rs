@@ -15,6 +15,32 @@ impl<const D: usize> Embedding<D> {
         Self { table: loader.take(name, &[rows, D]), rows }
     }
 
+    /// Loads `{name}` stored with the checkpoint's own `shape` (e.g. ViT's `cls_token` `[1, 1, D]`
+    /// or `position_embeddings` `[1, N + 1, D]`) and keeps it as a `[rows, D]` table. The shape is
+    /// checked exactly by the loader (a `[1, N + 1, D]` tensor is not accepted for `[N + 1, D]`).
+    ///
+    /// # Panics
+    ///
+    /// If the product of `shape` is not `rows·D` (a bug in the caller, not in the file).
+    pub fn load_shaped(loader: &mut WeightLoader, name: &str, rows: usize, shape: &[usize]) -> Self {
+        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        assert_eq!(
+            elements,
+            rows.checked_mul(D),
+            "tensor `{name}` of shape {shape:?} cannot be viewed as a [{rows}, {D}] table"
+        );
+        Self { table: loader.take(name, shape), rows }
+    }
+
+    /// Row `id` of the table.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not below [`rows`](Self::rows).
+    pub fn row(&self, id: usize) -> &[f32; D] {
+        &self.table.as_chunks::<D>().0[id]
+    }
+
     /// Number of rows in the table.
     pub fn rows(&self) -> usize {
         self.rows

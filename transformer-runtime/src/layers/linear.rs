@@ -57,6 +57,22 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
         Self { weight: PackedB::pack(&weight, IN, OUT), bias }
     }
 
+    /// Loads a patch embedding's `Conv2d(kernel = stride = patch)`: `{prefix}.weight` stored
+    /// `[OUT, channels, patch, patch]`, which is `nn.Linear`'s `[OUT, IN]` over patches unfolded in
+    /// (channel, row, column) order, and `{prefix}.bias`.
+    pub fn load_conv2d(
+        loader: &mut WeightLoader,
+        prefix: &str,
+        channels: usize,
+        patch: usize,
+        bias: bool,
+    ) -> Self {
+        assert_eq!(channels * patch * patch, IN, "a {channels}×{patch}×{patch} patch is not {IN} inputs");
+        let weight = loader.take(&format!("{prefix}.weight"), &[OUT, channels, patch, patch]);
+        let bias = bias.then(|| loader.take(&format!("{prefix}.bias"), &[OUT]));
+        Self { weight: PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[o * IN + i]), bias }
+    }
+
     /// From a `[IN, OUT]` row-major matrix (already transposed) and an optional bias; for tests and
     /// weights built in code.
     pub fn from_parts(weight_t: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
