@@ -8,7 +8,9 @@ Hugging Face transformers (ViTForImageClassification, ViTImageProcessor) on the 
                                         resampler are exercised)
     tests/fixtures/vit/image_exact.png  32x32 RGB picture (no resize for `small`; resized
                                         32 -> 30 for `odd`)
-    tests/fixtures/vit/images.json      the decoded uint8 pixels of both PNGs ([H][W][3]),
+    tests/fixtures/vit/image_tall.png   36x90 RGB portrait; Pillow 13 resizes it vertical pass
+                                        first (see vertical_first)
+    tests/fixtures/vit/images.json      the decoded uint8 pixels of the PNGs ([H][W][3]),
                                         so PNG decoding can be checked on its own
     tests/fixtures/vit/<name>/
         config.json, model.safetensors  ViTForImageClassification.save_pretrained(dir,
@@ -17,7 +19,7 @@ Hugging Face transformers (ViTForImageClassification, ViTImageProcessor) on the 
         preprocessor_config.json        ViTImageProcessor.save_pretrained(dir)
         reference.json                  random pixel_values [2][C][S][S] -> logits [2][labels],
                                         embeddings / last_hidden_state of image 0
-        preprocess.json                 ViTImageProcessor output for both PNGs, the uint8
+        preprocess.json                 ViTImageProcessor output for the PNGs, the uint8
                                         image after the PIL resize, the resampling
                                         coefficients, and the logits of each preprocessed
                                         image
@@ -29,7 +31,9 @@ pixel_values -- verified bit-exactly by this script against a numpy re-implement
   2. resize (always called when do_resize, even if the size already matches):
      PIL.Image.fromarray(uint8 array) -> img.resize((width, height), resample=BILINEAR (2),
      reducing_gap=None) -> np.array -> uint8 [S][S][3]. Same size -> Image.copy() (identity).
-     Pillow's 8-bit two-pass convolution resampler (libImaging/Resample.c), see pil_resize_u8.
+     Pillow's 8-bit two-pass convolution resampler (libImaging/Resample.c), see pil_resize_u8;
+     Pillow 13 runs the vertical pass first when the height shrinks by more than twice as
+     many pixels as the width (vertical_first), older Pillow always horizontal first.
   3. rescale: uint8 -> float64, * rescale_factor (1/255 as a float64), -> float32.
   4. normalize: (x - float32(mean[c])) / float32(std[c]) in float32 (a true division).
   5. transpose HWC -> CHW, stack into [N][3][S][S] float32.
@@ -47,7 +51,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import argparse
 import hashlib
 import json
-import math
 import pathlib
 import shutil
 import sys
@@ -98,8 +101,11 @@ CONFIGS = {
 
 IMAGE_PNG = "image.png"               # 45 wide x 27 high
 IMAGE_EXACT_PNG = "image_exact.png"   # 32 x 32
+IMAGE_TALL_PNG = "image_tall.png"     # 36 wide x 90 high
 IMAGE_W, IMAGE_H = 45, 27
 EXACT = 32
+TALL_W, TALL_H = 36, 90
+IMAGES = (IMAGE_PNG, IMAGE_EXACT_PNG, IMAGE_TALL_PNG)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -186,6 +192,28 @@ def make_image_exact_png(path):
     img.save(path, format="PNG", optimize=True)
 
 
+def make_image_tall_png(path):
+    """36x90 RGB portrait: stripes, a radial gradient, shapes and noise. Resizing it to a
+    square shrinks the height by more than twice as many pixels as the width, so Pillow 13
+    runs the vertical pass first."""
+    h, w = TALL_H, TALL_W
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    rad = np.hypot(x - w / 2, y - h / 3)
+    r = 255.0 * ((y // 5) % 2) * (1 - x / (2 * w)) + 30
+    g = np.clip(255.0 - 6.0 * rad, 0, 255)
+    b = 128.0 + 100.0 * np.sin(y / 2.5 + x / 7.0)
+    arr = np.stack([r, g, b], axis=-1)
+    noise = np.random.default_rng(11).integers(-20, 21, size=arr.shape)
+    arr = np.clip(np.rint(arr) + noise, 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, mode="RGB")
+    d = ImageDraw.Draw(img)
+    d.rectangle([3, 60, 20, 70], fill=(255, 255, 255))
+    d.ellipse([10, 8, 30, 28], outline=(0, 0, 0), width=2)
+    d.line([(0, 89), (35, 40)], fill=(255, 0, 0), width=2)
+    d.polygon([(5, 80), (15, 75), (30, 88)], fill=(0, 90, 255))
+    img.save(path, format="PNG", optimize=True)
+
+
 def load_rgb(path):
     img = Image.open(path)
     img.load()
@@ -239,24 +267,50 @@ def _resample_axis(arr, coeffs, axis):
     return np.moveaxis(res, 0, axis).astype(np.uint8)
 
 
+def vertical_first(in_w, in_h, out_w, out_h):
+    """Pillow >= 13 (ImagingResampleInner): run the vertical pass first when the height
+    shrinks by more than twice as many pixels as the width does (older Pillow: never)."""
+    dh, dw = in_h - out_h, in_w - out_w
+    return dh > 0 and dh > 2 * dw
+
+
 def pil_resize_u8(arr, out_w, out_h):
-    """PIL.Image.fromarray(arr).resize((out_w, out_h), BILINEAR) for an RGB uint8 array."""
+    """PIL.Image.fromarray(arr).resize((out_w, out_h), BILINEAR) for an RGB uint8 array.
+    Two separable passes, each rounding to uint8; a pass is skipped when its size is
+    unchanged; the order is given by vertical_first."""
     h, w, _ = arr.shape
     if (w, h) == (out_w, out_h):
         return arr.copy()
-    if out_w != w:   # horizontal pass first (into a uint8 temp image) ...
-        arr = _resample_axis(arr, pil_coeffs(w, out_w), axis=1)
-    if out_h != h:   # ... then the vertical pass
-        arr = _resample_axis(arr, pil_coeffs(h, out_h), axis=0)
+    passes = [(w, out_w, 1), (h, out_h, 0)]
+    if vertical_first(w, h, out_w, out_h):
+        passes.reverse()
+    for n_in, n_out, axis in passes:
+        if n_in != n_out:
+            arr = _resample_axis(arr, pil_coeffs(n_in, n_out), axis=axis)
+    return arr
+
+
+def other_order(arr, out_w, out_h):
+    """The same two passes in the order Pillow does NOT use (to show the order matters)."""
+    h, w, _ = arr.shape
+    passes = [(w, out_w, 1), (h, out_h, 0)]
+    if not vertical_first(w, h, out_w, out_h):
+        passes.reverse()
+    for n_in, n_out, axis in passes:
+        if n_in != n_out:
+            arr = _resample_axis(arr, pil_coeffs(n_in, n_out), axis=axis)
     return arr
 
 
 def check_resampler_against_pil():
     """Sweep of sizes (shrink, grow, mixed, 1 pixel) comparing pil_resize_u8 with Pillow."""
     rng = np.random.default_rng(0)
-    cases = [(45, 27, 32, 32), (45, 27, 30, 30), (32, 32, 30, 30), (7, 5, 3, 11), (1, 9, 4, 1),
-             (224, 100, 17, 224), (640, 480, 224, 224), (30, 30, 224, 224)]
-    for _ in range(40):
+    cases = [(45, 27, 32, 32), (45, 27, 30, 30), (32, 32, 30, 30), (36, 90, 32, 32),
+             (36, 90, 30, 30), (7, 5, 3, 11), (1, 9, 4, 1), (224, 100, 17, 224),
+             (640, 480, 224, 224), (480, 640, 224, 224), (300, 800, 224, 224),
+             (30, 30, 224, 224), (25, 73, 60, 1),
+             (40, 40, 35, 30), (40, 40, 35, 29)]  # dh == 2*dw (horizontal first), 2*dw + 1
+    for _ in range(150):
         cases.append(tuple(int(v) for v in rng.integers(1, 90, size=4)))
     for (w, h, ow, oh) in cases:
         arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
@@ -347,9 +401,10 @@ def write_images(out_root):
     out_root.mkdir(parents=True, exist_ok=True)
     make_image_png(out_root / IMAGE_PNG)
     make_image_exact_png(out_root / IMAGE_EXACT_PNG)
+    make_image_tall_png(out_root / IMAGE_TALL_PNG)
     doc = {"generator": "scripts/reference/vit.py", "versions": versions(),
            "layout": "pixels[y][x][c], uint8, RGB (np.array(PIL.Image.open(png)))", "images": {}}
-    for fname in (IMAGE_PNG, IMAGE_EXACT_PNG):
+    for fname in IMAGES:
         img = load_rgb(out_root / fname)
         arr = np.array(img)
         assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
@@ -495,9 +550,11 @@ def write_fixture(name, out_root, threads):
             "to_pil_image: PIL.Image.fromarray(uint8 array) (no rescale: already uint8)",
             f"img.resize(({s}, {s}), resample=Image.BILINEAR (2), reducing_gap=None); "
             "same size -> img.copy(); box = whole image; mode RGB so no premultiplied alpha",
-            "Pillow 8-bit resampler (libImaging/Resample.c): separable, horizontal pass first "
-            "(skipped if width unchanged) into a uint8 image, then vertical pass (skipped if "
-            "height unchanged). Per axis: scale = in/out, filterscale = max(scale, 1) "
+            "Pillow 8-bit resampler (libImaging/Resample.c, Pillow 13): two separable passes, "
+            "each rounding/clamping to a uint8 image; a pass is skipped if its size is "
+            "unchanged. Order (new in Pillow 13, ImagingResampleInner): vertical first iff "
+            "dh = in_h - out_h > 0 and dh > 2 * (in_w - out_w), else horizontal first "
+            "(Pillow <= 12: always horizontal first). Per axis: scale = in/out, filterscale = max(scale, 1) "
             "(antialias when shrinking), support = 1.0 * filterscale, center = (i + 0.5) * "
             "scale, xmin = max(trunc(center - support + 0.5), 0), xmax = min(trunc(center + "
             "support + 0.5), in), w_j = max(0, 1 - |(xmin + j - center + 0.5) / filterscale|), "
@@ -513,7 +570,7 @@ def write_fixture(name, out_root, threads):
         "images": [],
     }
     n_alt_diff = {}
-    for fname in (IMAGE_PNG, IMAGE_EXACT_PNG):
+    for fname in IMAGES:
         img = load_rgb(out_root / fname)
         arr = np.array(img)
         pv = processor(images=img, return_tensors="pt")["pixel_values"]
@@ -544,6 +601,18 @@ def write_fixture(name, out_root, threads):
             "(u8 as f32 / 255f32 - mean) / std (float32)": int((alt2 != pv.numpy()[0]).sum()),
             "(u8 / 255 - mean) / std in float64, then f32": int((alt3 != pv.numpy()[0]).sum()),
         }
+        if (img.width, img.height) == (s, s):
+            order, other_differs = "none (same size: Image.copy())", False
+        else:
+            passes = []
+            if img.width != s:
+                passes.append("horizontal")
+            if img.height != s:
+                passes.append("vertical")
+            if vertical_first(img.width, img.height, s, s):
+                passes.reverse()
+            order = " then ".join(passes)
+            other_differs = not np.array_equal(other_order(arr, s, s), resized_pil)
         with torch.inference_mode():
             lg = model(pv).logits[0]
         entry = {
@@ -552,6 +621,8 @@ def write_fixture(name, out_root, threads):
             "width": img.width,
             "height": img.height,
             "resize_changes_size": (img.width, img.height) != (s, s),
+            "pass_order": order,
+            "other_order_differs": other_differs,
             "resized_uint8_doc": "[H][W][3] uint8 after PIL resize (before rescale/normalize)",
             "resized_uint8": resized_pil.tolist(),
             "pixel_values": f32_list(pv.numpy()),
@@ -564,6 +635,7 @@ def write_fixture(name, out_root, threads):
             pre["resize_coefficients"][fname] = {
                 "doc": "Pillow BILINEAR 8-bit coefficients: output i reads input "
                        "xmin[i] + j with int weight coeffs_q22[i][j] (sum ~ 2^22)",
+                "pass_order": order,
                 "horizontal": coeff_doc(img.width, s) if img.width != s else None,
                 "vertical": coeff_doc(img.height, s) if img.height != s else None,
             }
@@ -580,7 +652,8 @@ def write_fixture(name, out_root, threads):
     print(f"  sdpa vs eager max|dlogit| {sdpa_diff:.3e}; batch vs alone {batch_vs_alone:.3e}")
     for e in pre["images"]:
         print(f"  {e['file']}: resize {e['width']}x{e['height']} -> {s}x{s} "
-              f"(changes size: {e['resize_changes_size']}), argmax {e['argmax']} "
+              f"(passes: {e['pass_order']}; other order differs: {e['other_order_differs']}), "
+              f"argmax {e['argmax']} "
               f"margin {e['top1_top2_margin']:.4g}")
     print(f"  formula variants mismatching HF (values out of {3 * s * s}): {n_alt_diff}")
     total = 0
