@@ -87,7 +87,7 @@ impl KvCache {
             if batch.extent_of(b) != batch.len_of(b) {
                 return Err(Error::NotRightPadded { sequence: b });
             }
-            let needed = len + batch.start_of(b) + batch.extent_of(b);
+            let needed = len.saturating_add(batch.start_of(b)).saturating_add(batch.extent_of(b));
             if needed > self.max_positions {
                 return Err(Error::ContextFull { sequence: b, needed, max: self.max_positions });
             }

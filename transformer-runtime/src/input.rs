@@ -146,11 +146,11 @@ impl Batch {
         }
         for b in 0..self.batch {
             let (start, len) = (self.start_of(b), self.extent_of(b));
-            if start + len > max_positions {
+            if start.saturating_add(len) > max_positions {
                 return Err(if start == 0 {
                     Error::SequenceTooLong { sequence: b, len, max: max_positions }
                 } else {
-                    Error::ContextFull { sequence: b, needed: start + len, max: max_positions }
+                    Error::ContextFull { sequence: b, needed: start.saturating_add(len), max: max_positions }
                 });
             }
         }

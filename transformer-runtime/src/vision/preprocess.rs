@@ -153,6 +153,11 @@ impl ImageProcessor {
     /// Opens a PNG or JPEG file (the format is read from its contents) and converts it to 8-bit
     /// RGB, as `PIL.Image.open(path).convert("RGB")` does (alpha is dropped, grey is replicated).
     ///
+    /// 8-bit PNGs decode to exactly PIL's pixels. JPEG decoding is not bit-identical across
+    /// decoders: this one (zune-jpeg) and PIL's libjpeg-turbo differ by a few levels in some
+    /// pixels, most where chroma is subsampled (4:2:0), so for JPEG input the pixel values match
+    /// `ViTImageProcessor` closely but not exactly.
+    ///
     /// Fails with [`Error::ImageRead`], naming the path, if the file cannot be read or decoded.
     pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
         let path = path.as_ref();

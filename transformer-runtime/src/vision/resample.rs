@@ -4,8 +4,12 @@
 //! uint8 RGB image, so matching its pixel values means matching Pillow's resampler
 //! (`libImaging/Resample.c`, `ImagingResample`):
 //!
-//! - the resize is separable: a horizontal pass into an intermediate 8-bit image, then a vertical
-//!   pass; a pass whose axis keeps its size is skipped, and same-size resizes are copies;
+//! - the resize is separable: one pass per axis through an intermediate 8-bit image; a pass whose
+//!   axis keeps its size is skipped, and same-size resizes are copies. The horizontal pass runs
+//!   first, except (since Pillow 13, python-pillow/Pillow#9549) when the height shrinks by more
+//!   than twice as many pixels as the width: then the vertical pass runs first. The order changes
+//!   the result by ±1 in a few pixels, so it is part of being exact; Pillow 12 and earlier always
+//!   run the horizontal pass first and differ from this in those cases;
 //! - per axis, `scale = in / out`, `filterscale = max(scale, 1)` (downscaling widens the filter,
 //!   i.e. antialiases), `support = 1 · filterscale`; output pixel `i` is centred at
 //!   `center = (i + 0.5) · scale` and reads inputs `xmin = trunc(center − support + 0.5)` (≥ 0) up
@@ -87,13 +91,72 @@ fn coefficients(in_size: usize, out_size: usize) -> Coeffs {
     coeffs
 }
 
+/// The rounding offset every fixed-point sum starts from (one half).
+const HALF: i64 = 1 << (PRECISION_BITS - 1);
+
 /// `clip8`: the fixed-point sum back to a byte.
 fn clip8(sum: i64) -> u8 {
     (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Pillow's `Image.resize((width, height), Image.BILINEAR)` of an 8-bit RGB image, bit for bit.
-/// An empty source or target gives an image of the target size filled with zeros.
+/// Pillow 13's choice of pass order (python-pillow/Pillow#9549): the vertical pass runs first when
+/// the height shrinks by more than twice as many pixels as the width does; otherwise the horizontal
+/// pass runs first. (Earlier Pillow always ran the horizontal pass first.) Only called when both
+/// axes change size.
+fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+    let shrink_h = in_h as i64 - out_h as i64;
+    let shrink_w = in_w as i64 - out_w as i64;
+    shrink_h > 0 && shrink_h > 2 * shrink_w
+}
+
+/// One horizontal pass (`ImagingResampleHorizontal_8bpc`): `rows` rows of `in_w` RGB pixels to
+/// rows of `out_w` pixels.
+fn horizontal(src: &[u8], in_w: usize, out_w: usize) -> Vec<u8> {
+    let h = coefficients(in_w, out_w);
+    let rows = src.len() / (in_w * 3);
+    let mut out = vec![0u8; rows * out_w * 3];
+    for (src_row, dst_row) in src.chunks_exact(in_w * 3).zip(out.chunks_exact_mut(out_w * 3)) {
+        for (x, dst) in dst_row.chunks_exact_mut(3).enumerate() {
+            let (start, k) = h.of(x);
+            let mut sum = [HALF; 3];
+            for (p, &w) in src_row[start * 3..].chunks_exact(3).zip(k) {
+                for c in 0..3 {
+                    sum[c] += p[c] as i64 * w;
+                }
+            }
+            for c in 0..3 {
+                dst[c] = clip8(sum[c]);
+            }
+        }
+    }
+    out
+}
+
+/// One vertical pass (`ImagingResampleVertical_8bpc`): `in_h` rows of `width` RGB pixels to
+/// `out_h` rows.
+fn vertical(src: &[u8], width: usize, in_h: usize, out_h: usize) -> Vec<u8> {
+    let v = coefficients(in_h, out_h);
+    let stride = width * 3;
+    let mut out = vec![0u8; out_h * stride];
+    let mut sums = vec![0i64; stride];
+    for (y, dst_row) in out.chunks_exact_mut(stride).enumerate() {
+        let (start, k) = v.of(y);
+        sums.fill(HALF);
+        for (src_row, &w) in src[start * stride..].chunks_exact(stride).zip(k) {
+            for (s, &p) in sums.iter_mut().zip(src_row) {
+                *s += p as i64 * w;
+            }
+        }
+        for (d, &s) in dst_row.iter_mut().zip(&sums) {
+            *d = clip8(s);
+        }
+    }
+    out
+}
+
+/// Pillow's `Image.resize((width, height), Image.BILINEAR)` of an 8-bit RGB image, bit for bit
+/// (Pillow 13 and later; see the module documentation for the pass order). An empty source or
+/// target gives an image of the target size filled with zeros.
 pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (in_w, in_h) = image.dimensions();
     if (in_w, in_h) == (width, height) {
@@ -104,63 +167,14 @@ pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     }
     let (in_w, in_h, out_w, out_h) = (in_w as usize, in_h as usize, width as usize, height as usize);
     let src = image.as_raw();
-    let half = 1i64 << (PRECISION_BITS - 1);
-
-    let vertical = (out_h != in_h).then(|| coefficients(in_h, out_h));
-    // Rows of the source the vertical pass reads: the horizontal pass only produces these.
-    let (first_row, last_row) = match &vertical {
-        Some(v) => (v.start[0], v.start[out_h - 1] + v.len[out_h - 1]),
-        None => (0, in_h),
-    };
-
-    // Horizontal pass: `rows × out_w` pixels, rows starting at `first_row`.
-    let (mid, mid_w) = if out_w != in_w {
-        let h = coefficients(in_w, out_w);
-        let rows = last_row - first_row;
-        let mut mid = vec![0u8; rows * out_w * 3];
-        for (r, dst_row) in mid.chunks_exact_mut(out_w * 3).enumerate() {
-            let src_row = &src[(first_row + r) * in_w * 3..][..in_w * 3];
-            for (x, dst) in dst_row.chunks_exact_mut(3).enumerate() {
-                let (start, k) = h.of(x);
-                let mut sum = [half; 3];
-                for (j, &w) in k.iter().enumerate() {
-                    let p = &src_row[(start + j) * 3..][..3];
-                    for c in 0..3 {
-                        sum[c] += p[c] as i64 * w;
-                    }
-                }
-                for c in 0..3 {
-                    dst[c] = clip8(sum[c]);
-                }
-            }
-        }
-        (std::borrow::Cow::Owned(mid), out_w)
+    let out = if in_w == out_w {
+        vertical(src, in_w, in_h, out_h)
+    } else if in_h == out_h {
+        horizontal(src, in_w, out_w)
+    } else if vertical_first(in_w, in_h, out_w, out_h) {
+        horizontal(&vertical(src, in_w, in_h, out_h), in_w, out_w)
     } else {
-        (std::borrow::Cow::Borrowed(&src[first_row * in_w * 3..last_row * in_w * 3]), in_w)
-    };
-
-    let out = match vertical {
-        Some(v) => {
-            let stride = mid_w * 3;
-            let mut out = vec![0u8; out_h * stride];
-            let mut sums = vec![0i64; stride];
-            for (y, dst_row) in out.chunks_exact_mut(stride).enumerate() {
-                let (start, k) = v.of(y);
-                let start = start - first_row;
-                sums.fill(half);
-                for (j, &w) in k.iter().enumerate() {
-                    let src_row = &mid[(start + j) * stride..][..stride];
-                    for (s, &p) in sums.iter_mut().zip(src_row) {
-                        *s += p as i64 * w;
-                    }
-                }
-                for (d, &s) in dst_row.iter_mut().zip(&sums) {
-                    *d = clip8(s);
-                }
-            }
-            out
-        }
-        None => mid.into_owned(),
+        vertical(&horizontal(src, in_w, out_w), out_w, in_h, out_h)
     };
     RgbImage::from_raw(width, height, out).expect("resized buffer has width·height·3 bytes")
 }
