@@ -5,7 +5,7 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    generate, kernels, layers, parallel, stream, weights, Activation, Batch, CausalLm, Error,
+    generate, kernels, layers, parallel, stream, vision, weights, Activation, Batch, CausalLm, Error,
     GenerateOptions, KvCache, Result, Sampling, Threads, TokenStream, WeightError, WeightLoader,
     WeightProblem, Workspace,
 };

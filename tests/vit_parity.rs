@@ -1,0 +1,158 @@
+//! ViT against Hugging Face transformers (`ViTForImageClassification`, random weights from a fixed
+//! seed, written by `scripts/reference/vit.py`): logits and final hidden states within 1e-4 for
+//! pixel inputs, and the whole pipeline — PNG file → `ViTImageProcessor` → model — within 1e-4 of
+//! the reference's logits for the same files. Two configs: `small` (32², patch 8, 64 wide) and
+//! `odd` (30², patch 6, 48 wide with 12 heads of 4, eps 1e-6, ImageNet mean/std).
+
+use serde::Deserialize;
+use transformer::vision::ImageProcessor;
+use transformer::Workspace;
+
+transformer::model! {
+    /// `tests/fixtures/vit/small`.
+    pub struct Small {
+        image_size: 32,
+        patch_size: 8,
+        channels: 3,
+        d_model: 64,
+        heads: 4,
+        layers: 2,
+        d_ff: 128,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 1e-12,
+        norm_placement: pre,
+        positions: learned,
+        attention: bidirectional,
+        pooling: cls,
+        labels: 10,
+        weights: vit,
+    }
+}
+
+transformer::model! {
+    /// `tests/fixtures/vit/odd`.
+    pub struct Odd {
+        image_size: 30,
+        patch_size: 6,
+        channels: 3,
+        d_model: 48,
+        heads: 12,
+        layers: 3,
+        d_ff: 136,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 1e-6,
+        norm_placement: pre,
+        positions: learned,
+        attention: bidirectional,
+        pooling: cls,
+        labels: 7,
+        weights: vit,
+    }
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    /// `[image][channel][row][column]`
+    pixel_values: Vec<Vec<Vec<Vec<f32>>>>,
+    logits: Vec<Vec<f32>>,
+    last_hidden_state_image0: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct Preprocess {
+    images: Vec<ProcessedImage>,
+}
+
+#[derive(Deserialize)]
+struct ProcessedImage {
+    file: String,
+    logits: Vec<f32>,
+}
+
+fn fixture(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit").join(path)
+}
+
+fn json<T: serde::de::DeserializeOwned>(path: &str) -> T {
+    serde_json::from_str(&std::fs::read_to_string(fixture(path)).expect("fixture present")).expect("parses")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A nested-list image as the model's typed array.
+fn image<const S: usize>(pixels: &[Vec<Vec<f32>>]) -> Box<[[[f32; S]; S]; 3]> {
+    let mut out = Box::new([[[0.0f32; S]; S]; 3]);
+    for (c, channel) in pixels.iter().enumerate() {
+        for (y, row) in channel.iter().enumerate() {
+            out[c][y].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+macro_rules! parity_tests {
+    ($module:ident, $model:ident, $name:literal, $side:literal) => {
+        mod $module {
+            use super::*;
+
+            fn model() -> $model {
+                $model::from_safetensors(fixture(concat!($name, "/model.safetensors"))).expect("fixture loads")
+            }
+
+            #[test]
+            fn logits_and_hidden_states_match_transformers() {
+                let (model, r) = (model(), json::<Reference>(concat!($name, "/reference.json")));
+                let images: Vec<Box<[[[f32; $side]; $side]; 3]>> =
+                    r.pixel_values.iter().map(|p| image::<$side>(p)).collect();
+                let refs: Vec<&[[[f32; $side]; $side]; 3]> = images.iter().map(|i| &**i).collect();
+                let logits = model.classify(&refs).unwrap();
+                for (i, (ours, theirs)) in logits.iter().zip(&r.logits).enumerate() {
+                    let diff = max_abs_diff(ours, theirs);
+                    assert!(diff <= 1e-4, "image {i}: logits max |diff| {diff:e}");
+                }
+                let mut ws = Workspace::new();
+                let hidden = model.forward_into(&refs[..1], &mut ws).unwrap();
+                for (row, (ours, theirs)) in hidden.iter().zip(&r.last_hidden_state_image0).enumerate() {
+                    let diff = max_abs_diff(ours, theirs);
+                    assert!(diff <= 1e-4, "hidden state {row}: max |diff| {diff:e}");
+                }
+            }
+
+            #[test]
+            fn png_files_through_the_processor_match_transformers() {
+                let model = model();
+                let processor =
+                    ImageProcessor::from_json_file(fixture(concat!($name, "/preprocessor_config.json"))).unwrap();
+                for expected in json::<Preprocess>(concat!($name, "/preprocess.json")).images {
+                    let img = ImageProcessor::load_image(fixture(&expected.file)).unwrap();
+                    let pixels = processor.process::<3, $side, $side>(&img).unwrap();
+                    let logits = model.classify(&[&*pixels]).unwrap();
+                    let diff = max_abs_diff(&logits[0], &expected.logits);
+                    assert!(diff <= 1e-4, "{}: logits max |diff| {diff:e}", expected.file);
+                }
+            }
+        }
+    };
+}
+
+parity_tests!(small, Small, "small", 32);
+parity_tests!(odd, Odd, "odd", 30);
+
+#[test]
+fn a_processor_for_another_resolution_is_an_error() {
+    let processor = ImageProcessor::from_json_file(fixture("odd/preprocessor_config.json")).unwrap();
+    let img = ImageProcessor::load_image(fixture("image.png")).unwrap();
+    let err = processor.process::<3, 32, 32>(&img).unwrap_err();
+    assert!(err.to_string().contains("30"), "{err}");
+}
+
+#[test]
+fn an_empty_batch_of_images_is_an_error() {
+    let model = Small::from_safetensors(fixture("small/model.safetensors")).unwrap();
+    assert!(matches!(model.classify(&[]), Err(transformer::Error::EmptyBatch)));
+}
