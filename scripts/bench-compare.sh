@@ -5,7 +5,8 @@
 #     (tokenisation excluded);
 #   - a GPT-2-small-shaped decoder (random weights): prefill of 128 tokens, and
 #     greedy decoding of 128 new tokens after a 16-token prompt (Hugging Face
-#     `generate`).
+#     `generate`);
+#   - a ViT-Base/16-shaped classifier (random weights) at batch 1 and 8.
 #
 #   THREADS=2 bash scripts/bench-compare.sh      # THREADS defaults to 2
 #   SKIP_RUST=1 bash scripts/bench-compare.sh    # PyTorch only (ours shown as -)
@@ -31,6 +32,8 @@ if [ "${SKIP_RUST:-0}" != "1" ]; then
     cargo bench --bench minilm -- --noplot >&2
     rm -f target/criterion/gpt2_small/*/new/estimates.json
     cargo bench --bench gpt2 -- --noplot >&2
+    rm -f target/criterion/vit_base/*/new/estimates.json
+    cargo bench --bench vit -- --noplot >&2
 fi
 
 echo "== PyTorch (threads=$THREADS)" >&2
@@ -39,8 +42,11 @@ torch_out="$("$PY" scripts/reference/minilm_bench.py --model-dir "$MINILM_DIR" \
 echo "$torch_out" >&2
 gpt2_out="$("$PY" scripts/reference/gpt2_bench.py --threads "$THREADS")"
 echo "$gpt2_out" >&2
+vit_out="$("$PY" scripts/reference/vit_bench.py --threads "$THREADS")"
+echo "$vit_out" >&2
 torch_out="$torch_out
-$gpt2_out"
+$gpt2_out
+$vit_out"
 
 TORCH_OUT="$torch_out" python3 - "$THREADS" "${WORKLOADS[@]}" <<'PY'
 import json, os, re, sys
@@ -91,4 +97,11 @@ print(f"{'workload':<22} {'ours':>10} {'torch':>10} {'ratio':>11}")
 t = torch_ms.get("prefill128")
 print(f"{'prefill 128 (ms)':<22} {fmt(prefill, 10)} {fmt(t, 10)} {fmt(prefill / t if prefill and t else None, 11)}")
 print(f"{'decode 128 (tokens/s)':<22} {fmt(ours_tps, 10)} {fmt(torch_tps, 10)} {fmt(ours_tps / torch_tps if ours_tps and torch_tps else None, 11)}  (ours/torch, higher is better)")
+
+print()
+print(f"ViT-Base/16 224² (random weights), threads={threads}")
+print(f"{'workload':<10} {'ours ms':>10} {'torch ms':>10} {'ours/torch':>11}")
+for w in ["b1", "b8"]:
+    o, t = criterion_ms("vit_base", w), torch_ms.get(f"vit_{w}")
+    print(f"{w:<10} {fmt(o, 10)} {fmt(t, 10)} {fmt(o / t if o and t else None, 11)}")
 PY

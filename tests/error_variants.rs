@@ -5,10 +5,11 @@
 //! `from_safetensors` (a truncated file, a wrong shape, a non-finite value, an unsupported dtype).
 //! Each asserts the variant with its fields AND that its message names the offending value.
 //!
-//! Not driven here: `ThreadPool` (making rayon fail to build a pool means exhausting the OS's
-//! threads) and the image variants (`ImageRead`, `PreprocessorConfig`, `UnsupportedResample`,
-//! `ProcessorShapeMismatch`, `ImageSizeMismatch`, `EmptyImage`), whose API (`transformer::vision`)
-//! is not public yet.
+//! Image errors: `ImageRead` (a file that is not an image) and `ProcessorShapeMismatch` are driven
+//! here through `transformer::vision`; `PreprocessorConfig`, `UnsupportedResample`,
+//! `ImageSizeMismatch` and `EmptyImage` already are, messages included, by
+//! `transformer-runtime/tests/vision.rs`. Not driven anywhere: `ThreadPool` (making rayon fail to
+//! build a pool means exhausting the OS's threads).
 
 mod common;
 
@@ -77,7 +78,8 @@ fn context_full_from_generate_names_the_sequence_and_positions() {
     assert!(matches!(err, Error::ContextFull { sequence: 0, needed: usize::MAX, max: 128 }), "{err:?}");
     names(&err, &[&usize::MAX.to_string()]);
     // `stream` checks upfront too.
-    let err = model.stream(&[1; 100], &GenerateOptions { max_new_tokens: 29, ..Default::default() }).unwrap_err();
+    let err =
+        model.stream(&[1; 100], &GenerateOptions { max_new_tokens: 29, ..Default::default() }).unwrap_err();
     assert!(matches!(err, Error::ContextFull { sequence: 0, needed: 129, max: 128 }), "{err:?}");
 }
 
@@ -228,7 +230,8 @@ fn every_bad_generate_option_is_named_with_its_value() {
         }
     }
     // The edges of the valid ranges are accepted.
-    for options in [sample(1e-30, Some(1), Some(1.0)), sample(f32::MAX, Some(usize::MAX), Some(f32::MIN_POSITIVE))]
+    for options in
+        [sample(1e-30, Some(1), Some(1.0)), sample(f32::MAX, Some(usize::MAX), Some(f32::MIN_POSITIVE))]
     {
         let out = model.generate(&[&[1, 2, 3]], &options).unwrap();
         assert_eq!(out[0].len(), 4);
@@ -338,6 +341,38 @@ fn an_unsupported_dtype_is_named() {
     bytes[at + needle.len() - 4..at + needle.len() - 1].copy_from_slice(b"I32");
     let err = Tiny::from_safetensors(scratch_file("dtype", &bytes)).unwrap_err();
     let Error::Weights(weights) = &err else { panic!("expected a weights error, got {err:?}") };
-    assert_eq!(weights.problems(), &[WeightProblem::UnsupportedDtype { name: "wpe.weight".into(), dtype: "I32".into() }]);
+    assert_eq!(
+        weights.problems(),
+        &[WeightProblem::UnsupportedDtype { name: "wpe.weight".into(), dtype: "I32".into() }]
+    );
     names(&err, &["wpe.weight", "I32"]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Images
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn a_file_that_is_not_an_image_is_an_image_read_error_naming_the_path() {
+    use transformer::vision::ImageProcessor;
+    for path in [fixture(), Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-image.png")] {
+        let err = ImageProcessor::load_image(&path).unwrap_err();
+        assert!(matches!(&err, Error::ImageRead { path: p, .. } if p == &path), "{err:?}");
+        names(&err, &[&path.display().to_string()]);
+    }
+}
+
+#[test]
+fn a_processor_for_another_input_shape_names_both_shapes() {
+    use transformer::vision::ImageProcessor;
+    let processor = ImageProcessor::from_json_str(r#"{"size": {"height": 20, "width": 40}}"#).unwrap();
+    processor.check_shape::<3, 20, 40>().unwrap();
+    let err = processor.check_shape::<1, 20, 40>().unwrap_err();
+    assert!(
+        matches!(err, Error::ProcessorShapeMismatch { model: [1, 20, 40], processor: [3, 20, 40] }),
+        "{err:?}"
+    );
+    names(&err, &["3×20×40", "1×20×40"]);
+    let err = processor.check_shape::<3, 40, 20>().unwrap_err();
+    names(&err, &["3×20×40", "3×40×20"]);
 }

@@ -78,8 +78,10 @@ fn minilm_batch(t: usize, i: usize) -> Batch {
             s
         })
         .collect();
-    let types: Vec<Vec<u32>> =
-        sequences.iter().map(|s| s.iter().enumerate().map(|(p, _)| u32::from(p > s.len() / 2)).collect()).collect();
+    let types: Vec<Vec<u32>> = sequences
+        .iter()
+        .map(|s| s.iter().enumerate().map(|(p, _)| u32::from(p > s.len() / 2)).collect())
+        .collect();
     Batch::from_sequences(&sequences).unwrap().with_token_types(&types).unwrap()
 }
 
@@ -97,8 +99,11 @@ struct MiniLmResult {
 fn run_minilm(model: &MiniLm, batch: &Batch, workspace: &mut Workspace, i: usize) -> MiniLmResult {
     let embed = bits(&model.embed(batch).unwrap());
     // Alternate the owned and the workspace forms (the model's pool vs. the caller's workspace).
-    let forward =
-        if i % 2 == 0 { bits(&model.forward(batch).unwrap()) } else { bits(model.forward_into(batch, workspace).unwrap()) };
+    let forward = if i.is_multiple_of(2) {
+        bits(&model.forward(batch).unwrap())
+    } else {
+        bits(model.forward_into(batch, workspace).unwrap())
+    };
     MiniLmResult { embed, forward }
 }
 
@@ -114,7 +119,10 @@ fn hammer_minilm(model: &MiniLm, inputs: &[Vec<Batch>], expected: &[Vec<MiniLmRe
                 barrier.wait();
                 for (i, (batch, want)) in inputs.iter().zip(expected).enumerate() {
                     let got = run_minilm(model, batch, &mut workspace, i + t);
-                    assert!(got == *want, "thread {t}, input {i}: result differs from the single-threaded one");
+                    assert!(
+                        got == *want,
+                        "thread {t}, input {i}: result differs from the single-threaded one"
+                    );
                 }
             });
         }
@@ -157,8 +165,9 @@ fn gpt2() -> Gpt2Tiny {
 /// Job `j`: 1–3 prompts of 1–12 tokens and greedy or seeded-sampling options.
 fn gpt2_job(j: usize) -> (Vec<Vec<u32>>, GenerateOptions) {
     let mut rng = Rng(0xfeed + j as u64);
-    let prompts =
-        (0..1 + rng.below(3)).map(|_| (0..1 + rng.below(12)).map(|_| rng.below(512) as u32).collect()).collect();
+    let prompts = (0..1 + rng.below(3))
+        .map(|_| (0..1 + rng.below(12)).map(|_| rng.below(512) as u32).collect())
+        .collect();
     let sampling = match j % 4 {
         0 => Sampling::Greedy,
         1 => Sampling::Sample { temperature: 0.8, top_k: None, top_p: None },
@@ -168,7 +177,7 @@ fn gpt2_job(j: usize) -> (Vec<Vec<u32>>, GenerateOptions) {
     let options = GenerateOptions {
         max_new_tokens: 8 + rng.below(16),
         sampling,
-        stop_tokens: if j % 5 == 0 { vec![rng.below(512) as u32] } else { vec![] },
+        stop_tokens: if j.is_multiple_of(5) { vec![rng.below(512) as u32] } else { vec![] },
         seed: j as u64,
     };
     (prompts, options)

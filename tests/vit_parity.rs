@@ -101,7 +101,8 @@ macro_rules! parity_tests {
             use super::*;
 
             fn model() -> $model {
-                $model::from_safetensors(fixture(concat!($name, "/model.safetensors"))).expect("fixture loads")
+                $model::from_safetensors(fixture(concat!($name, "/model.safetensors")))
+                    .expect("fixture loads")
             }
 
             #[test]
@@ -127,7 +128,8 @@ macro_rules! parity_tests {
             fn png_files_through_the_processor_match_transformers() {
                 let model = model();
                 let processor =
-                    ImageProcessor::from_json_file(fixture(concat!($name, "/preprocessor_config.json"))).unwrap();
+                    ImageProcessor::from_json_file(fixture(concat!($name, "/preprocessor_config.json")))
+                        .unwrap();
                 for expected in json::<Preprocess>(concat!($name, "/preprocess.json")).images {
                     let img = ImageProcessor::load_image(fixture(&expected.file)).unwrap();
                     let pixels = processor.process::<3, $side, $side>(&img).unwrap();

@@ -119,15 +119,30 @@ struct Count(usize);
 
 impl<'a> Arbitrary<'a> for Count {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Count(if bool::arbitrary(u)? { usize::from(u8::arbitrary(u)? % 48) } else { usize::arbitrary(u)? }))
+        Ok(Count(if bool::arbitrary(u)? {
+            usize::from(u8::arbitrary(u)? % 48)
+        } else {
+            usize::arbitrary(u)?
+        }))
     }
 }
 
 /// How a batch is built.
 #[derive(Debug, Arbitrary)]
 enum BatchIn {
-    Sequences { seqs: Vec<Vec<Tok>>, types: Option<Vec<Vec<u32>>>, starts: Option<Vec<Count>> },
-    Padded { batch: u8, seq: u8, ids: Vec<Tok>, mask: Vec<MaskValue>, mask_shape: Option<(u8, u8)>, types: Option<Vec<u8>> },
+    Sequences {
+        seqs: Vec<Vec<Tok>>,
+        types: Option<Vec<Vec<u32>>>,
+        starts: Option<Vec<Count>>,
+    },
+    Padded {
+        batch: u8,
+        seq: u8,
+        ids: Vec<Tok>,
+        mask: Vec<MaskValue>,
+        mask_shape: Option<(u8, u8)>,
+        types: Option<Vec<u8>>,
+    },
 }
 
 impl BatchIn {
@@ -181,11 +196,28 @@ struct SamplingIn {
 
 #[derive(Debug, Arbitrary)]
 enum Call {
-    Embed { batch: BatchIn, threaded: bool },
-    Forward { batch: BatchIn, threaded: bool },
-    Logits { batch: BatchIn },
-    Steps { cache_batch: u8, steps: Vec<BatchIn> },
-    Generate { prompts: Vec<Vec<Tok>>, max_new_tokens: Count, sampling: Option<SamplingIn>, stop: Vec<Tok>, seed: u64 },
+    Embed {
+        batch: BatchIn,
+        threaded: bool,
+    },
+    Forward {
+        batch: BatchIn,
+        threaded: bool,
+    },
+    Logits {
+        batch: BatchIn,
+    },
+    Steps {
+        cache_batch: u8,
+        steps: Vec<BatchIn>,
+    },
+    Generate {
+        prompts: Vec<Vec<Tok>>,
+        max_new_tokens: Count,
+        sampling: Option<SamplingIn>,
+        stop: Vec<Tok>,
+        seed: u64,
+    },
 }
 
 fn all_finite<const N: usize>(rows: &[[f32; N]]) -> bool {
@@ -224,7 +256,8 @@ fuzz_target!(|calls: Vec<Call>| {
                     }
                 }
                 if *threaded {
-                    let other = run(&m.encoder_threaded).expect("the threaded model accepts what the sequential one did");
+                    let other = run(&m.encoder_threaded)
+                        .expect("the threaded model accepts what the sequential one did");
                     assert_eq!(bits(&rows), bits(&other), "threads changed the result");
                 }
             }
@@ -280,7 +313,9 @@ fuzz_target!(|calls: Vec<Call>| {
                     assert!(!tokens.is_empty() && tokens.len() <= options.max_new_tokens);
                     assert!(tokens.iter().all(|&t| (t as usize) < Decoder::VOCAB_SIZE), "{tokens:?}");
                     let stops = tokens.iter().filter(|t| options.stop_tokens.contains(t)).count();
-                    assert!(stops <= 1 && (stops == 0 || options.stop_tokens.contains(tokens.last().unwrap())));
+                    assert!(
+                        stops <= 1 && (stops == 0 || options.stop_tokens.contains(tokens.last().unwrap()))
+                    );
                 }
                 if let [prompt] = prompts[..] {
                     let streamed: Vec<u32> = m

@@ -18,6 +18,10 @@ use transformer_runtime::kernels::attention::{
     attention_general, attention_general_scalar, attention_isa, HeadRows, Mask,
 };
 
+/// The signature shared by the attention kernel and its twins.
+type AttentionFn =
+    fn(HeadRows<'_>, HeadRows<'_>, HeadRows<'_>, usize, usize, usize, Mask<'_>, f32, &mut [f32]);
+
 const U: f64 = f32::EPSILON as f64 / 2.0;
 const QUERIES: usize = 8;
 
@@ -68,10 +72,7 @@ fn case<const HD: usize>(kind: &str, keys: usize, seed: u64) -> Case {
 
 /// Runs `kernel` and returns (the max error relative to the natural scale over every output
 /// element, the smallest bound over the query rows).
-fn measure<const HD: usize>(
-    c: &Case,
-    kernel: fn(HeadRows<'_>, HeadRows<'_>, HeadRows<'_>, usize, usize, usize, Mask<'_>, f32, &mut [f32]),
-) -> (f64, f64) {
+fn measure<const HD: usize>(c: &Case, kernel: AttentionFn) -> (f64, f64) {
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
     let mut out = vec![f32::NAN; QUERIES * HD];
     let mask = Mask { key_valid: None, causal: false };
@@ -87,13 +88,19 @@ fn measure<const HD: usize>(
         let scores: Vec<f64> = c
             .k
             .chunks_exact(HD)
-            .map(|k| q.iter().zip(k).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>() * f64::from(c.scale))
+            .map(|k| {
+                q.iter().zip(k).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>() * f64::from(c.scale)
+            })
             .collect();
-        let magnitude = c
-            .k
-            .chunks_exact(HD)
-            .map(|k| q.iter().zip(k).map(|(&a, &b)| (f64::from(a) * f64::from(c.scale) * f64::from(b)).abs()).sum::<f64>())
-            .fold(0.0, f64::max);
+        let magnitude =
+            c.k.chunks_exact(HD)
+                .map(|k| {
+                    q.iter()
+                        .zip(k)
+                        .map(|(&a, &b)| (f64::from(a) * f64::from(c.scale) * f64::from(b)).abs())
+                        .sum::<f64>()
+                })
+                .fold(0.0, f64::max);
         let delta_s = (HD.div_ceil(8) as f64 + 4.0) * U * magnitude;
         let bound = (n + 9.0 * tiles + 19.0) * U + 2.0 * delta_s;
         worst_bound = worst_bound.min(bound);
@@ -101,9 +108,11 @@ fn measure<const HD: usize>(
         let p: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
         let total: f64 = p.iter().sum();
         for d in 0..HD {
-            let exact: f64 = p.iter().zip(c.v.chunks_exact(HD)).map(|(p, v)| p * f64::from(v[d])).sum::<f64>() / total;
+            let exact: f64 =
+                p.iter().zip(c.v.chunks_exact(HD)).map(|(p, v)| p * f64::from(v[d])).sum::<f64>() / total;
             let natural: f64 =
-                p.iter().zip(c.v.chunks_exact(HD)).map(|(p, v)| p * f64::from(v[d]).abs()).sum::<f64>() / total;
+                p.iter().zip(c.v.chunks_exact(HD)).map(|(p, v)| p * f64::from(v[d]).abs()).sum::<f64>()
+                    / total;
             let err = (f64::from(out[r * HD + d]) - exact).abs() / natural;
             worst_err = worst_err.max(err);
         }
@@ -120,8 +129,14 @@ fn sweep<const HD: usize>() {
             let (fast, bound) = measure::<HD>(&c, attention_general::<HD>);
             let (portable, _) = measure::<HD>(&c, attention_general_scalar::<HD>);
             println!("{keys:>6} {kind:>10} {fast:>12.3e} {portable:>12.3e} {bound:>12.3e}");
-            assert!(fast <= bound, "HD {HD}, {keys} keys, {kind}: dispatched error {fast:e} > bound {bound:e}");
-            assert!(portable <= bound, "HD {HD}, {keys} keys, {kind}: portable error {portable:e} > bound {bound:e}");
+            assert!(
+                fast <= bound,
+                "HD {HD}, {keys} keys, {kind}: dispatched error {fast:e} > bound {bound:e}"
+            );
+            assert!(
+                portable <= bound,
+                "HD {HD}, {keys} keys, {kind}: portable error {portable:e} > bound {bound:e}"
+            );
         }
     }
 }

@@ -34,6 +34,10 @@ use transformer_runtime::kernels::pooling::{l2_normalize, mean_pool};
 use transformer_runtime::weights::{WeightError, WeightLoader, WeightProblem};
 use transformer_runtime::{Batch, Error, KvCache};
 
+/// The signature shared by the attention kernel and its twins.
+type AttentionFn =
+    fn(HeadRows<'_>, HeadRows<'_>, HeadRows<'_>, usize, usize, usize, Mask<'_>, f32, &mut [f32]);
+
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -149,7 +153,7 @@ fn attention_general_scalar_matches_naive_with_masks_tiles_and_groups() {
         let (k, v) = (values(keys * kv_heads * HD, 11), values(keys * kv_heads * HD, 12));
         for causal in [false, true] {
             let mask = Mask { key_valid: Some(&key_valid), causal };
-            let run = |f: fn(HeadRows<'_>, HeadRows<'_>, HeadRows<'_>, usize, usize, usize, Mask<'_>, f32, &mut [f32])| {
+            let run = |f: AttentionFn| {
                 let mut out = vec![f32::NAN; queries * heads * HD];
                 f(
                     view(&q, queries, heads * HD),
@@ -187,12 +191,32 @@ fn a_query_that_sees_no_key_gets_zeros() {
     let mut out = vec![f32::NAN; 2 * HD];
     let all_masked = [false; 3];
     let mask = Mask { key_valid: Some(&all_masked), causal: false };
-    attention_general_scalar::<HD>(view(&q, 2), view(&kv, keys), view(&kv, keys), heads, heads, 0, mask, 1.0, &mut out);
+    attention_general_scalar::<HD>(
+        view(&q, 2),
+        view(&kv, keys),
+        view(&kv, keys),
+        heads,
+        heads,
+        0,
+        mask,
+        1.0,
+        &mut out,
+    );
     assert_eq!(out, vec![0.0; 2 * HD]);
     // No keys at all.
     let mut out = vec![f32::NAN; HD];
     let none = Mask { key_valid: None, causal: true };
-    attention_general_scalar::<HD>(view(&q[..HD], 1), view(&[], 0), view(&[], 0), 1, 1, 0, none, 1.0, &mut out);
+    attention_general_scalar::<HD>(
+        view(&q[..HD], 1),
+        view(&[], 0),
+        view(&[], 0),
+        1,
+        1,
+        0,
+        none,
+        1.0,
+        &mut out,
+    );
     assert_eq!(out, vec![0.0; HD]);
 }
 
@@ -221,7 +245,17 @@ fn huge_scores_do_not_overflow_the_online_softmax() {
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
     let mask = Mask { key_valid: None, causal: false };
     let mut out = vec![f32::NAN; HD];
-    attention_general_scalar::<HD>(view(&q, 1), view(&k, keys), view(&v, keys), heads, heads, 0, mask, 1.0, &mut out);
+    attention_general_scalar::<HD>(
+        view(&q, 1),
+        view(&k, keys),
+        view(&v, keys),
+        heads,
+        heads,
+        0,
+        mask,
+        1.0,
+        &mut out,
+    );
     assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
     // Keys 0, 2, 4 tie at the maximum; the rest weigh exp(-2e30) = 0.
     for (d, &x) in out.iter().enumerate() {
@@ -238,7 +272,9 @@ fn layer_norm_f64<const D: usize>(row: &[f32; D], gamma: &[f32; D], beta: &[f32;
     let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / D as f64;
     let var = row.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / D as f64;
     let inv = 1.0 / (var + f64::from(eps)).sqrt();
-    std::array::from_fn(|i| ((f64::from(row[i]) - mean) * inv * f64::from(gamma[i]) + f64::from(beta[i])) as f32)
+    std::array::from_fn(|i| {
+        ((f64::from(row[i]) - mean) * inv * f64::from(gamma[i]) + f64::from(beta[i])) as f32
+    })
 }
 
 #[test]
@@ -280,7 +316,8 @@ fn activation_f64(act: Activation, x: f64) -> f64 {
 fn libm_erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592)
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
             * t
             * (-x * x).exp();
     y.copysign(x)
@@ -320,7 +357,10 @@ fn exp_f32_is_accurate_and_saturates() {
         let want = f64::from(x).exp();
         let got = f64::from(exp_f32(x));
         // Relative 2 ulp in the normal range; below it (x < -87.34) the result is flushed to 0.
-        assert!((got - want).abs() <= 4.0 * f64::from(f32::EPSILON) * want + f64::from(f32::MIN_POSITIVE), "{x}");
+        assert!(
+            (got - want).abs() <= 4.0 * f64::from(f32::EPSILON) * want + f64::from(f32::MIN_POSITIVE),
+            "{x}"
+        );
     }
     assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
     assert_eq!(exp_f32(100.0), f32::INFINITY);
@@ -474,7 +514,10 @@ fn batch_constructors_pad_mask_and_validate() {
     assert_eq!((batch.len_of(1), batch.extent_of(1), batch.position(5)), (1, 1, 0));
     assert!(batch.validate(9, 3, None).is_ok());
     assert!(matches!(batch.validate(8, 3, None), Err(Error::TokenOutOfRange { token: 8, .. })));
-    assert!(matches!(batch.validate(9, 2, None), Err(Error::SequenceTooLong { sequence: 0, len: 3, max: 2 })));
+    assert!(matches!(
+        batch.validate(9, 2, None),
+        Err(Error::SequenceTooLong { sequence: 0, len: 3, max: 2 })
+    ));
 
     let typed = batch.clone().with_token_types(&[vec![0, 1, 1], vec![1]]).unwrap();
     assert_eq!((typed.type_id(2), typed.type_id(3), typed.type_id(4)), (1, 1, 0));
@@ -483,7 +526,10 @@ fn batch_constructors_pad_mask_and_validate() {
 
     let started = batch.with_starts(&[4, 0]).unwrap();
     assert_eq!((started.start_of(0), started.position(2)), (4, 6));
-    assert!(matches!(started.validate(9, 6, None), Err(Error::ContextFull { sequence: 0, needed: 7, max: 6 })));
+    assert!(matches!(
+        started.validate(9, 6, None),
+        Err(Error::ContextFull { sequence: 0, needed: 7, max: 6 })
+    ));
     let huge = Batch::from_sequences(&[[1u32]]).unwrap().with_starts(&[usize::MAX]).unwrap();
     assert!(matches!(huge.validate(9, 6, None), Err(Error::ContextFull { .. })));
 
