@@ -1,8 +1,9 @@
 //! ViT against Hugging Face transformers (`ViTForImageClassification`, random weights from a fixed
 //! seed, written by `scripts/reference/vit.py`): logits and final hidden states within 1e-4 for
 //! pixel inputs, and the whole pipeline — PNG file → `ViTImageProcessor` → model — within 1e-4 of
-//! the reference's logits for the same files. Two configs: `small` (32², patch 8, 64 wide) and
-//! `odd` (30², patch 6, 48 wide with 12 heads of 4, eps 1e-6, ImageNet mean/std).
+//! the reference's logits for the same files. Configs: `small` (32², patch 8, 64 wide), `odd`
+//! (30², patch 6, 48 wide with 12 heads of 4, eps 1e-6, ImageNet mean/std), and `mean` (mean
+//! pooling without a class token; its reference is composed from transformers' own ViT modules).
 
 use serde::Deserialize;
 use transformer::vision::ImageProcessor;
@@ -157,4 +158,50 @@ fn a_processor_for_another_resolution_is_an_error() {
 fn an_empty_batch_of_images_is_an_error() {
     let model = Small::from_safetensors(fixture("small/model.safetensors")).unwrap();
     assert!(matches!(model.classify(&[]), Err(transformer::Error::EmptyBatch)));
+}
+
+transformer::model! {
+    /// `tests/fixtures/vit/mean`: no class token, the classifier reads the mean of the patch states.
+    pub struct Mean {
+        image_size: 32,
+        patch_size: 8,
+        channels: 3,
+        d_model: 64,
+        heads: 4,
+        layers: 2,
+        d_ff: 128,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 1e-12,
+        norm_placement: pre,
+        positions: learned,
+        attention: bidirectional,
+        pooling: mean,
+        labels: 5,
+        weights: vit,
+    }
+}
+
+/// transformers has no mean-pooled ViT, so `scripts/reference/vit.py` composes its
+/// `ViTPatchEmbeddings`, `ViTEncoder`, final `LayerNorm` and classifier without the class token.
+#[test]
+fn mean_pooling_matches_a_reference_built_from_transformers_modules() {
+    let model = Mean::from_safetensors(fixture("mean/model.safetensors")).expect("fixture loads");
+    let r = json::<Reference>("mean/reference.json");
+    let images: Vec<Box<[[[f32; 32]; 32]; 3]>> = r.pixel_values.iter().map(|p| image::<32>(p)).collect();
+    let refs: Vec<&[[[f32; 32]; 32]; 3]> = images.iter().map(|i| &**i).collect();
+    let logits = model.classify(&refs).unwrap();
+    assert_eq!(logits.len(), r.logits.len());
+    for (i, (ours, theirs)) in logits.iter().zip(&r.logits).enumerate() {
+        let diff = max_abs_diff(ours, theirs);
+        assert!(diff <= 1e-4, "image {i}: logits max |diff| {diff:e}");
+    }
+    let mut ws = Workspace::new();
+    let hidden = model.forward_into(&refs[..1], &mut ws).unwrap();
+    assert_eq!(hidden.len(), Mean::PATCHES, "one row per patch, no class token");
+    assert_eq!(hidden.len(), r.last_hidden_state_image0.len());
+    for (row, (ours, theirs)) in hidden.iter().zip(&r.last_hidden_state_image0).enumerate() {
+        let diff = max_abs_diff(ours, theirs);
+        assert!(diff <= 1e-4, "hidden state {row}: max |diff| {diff:e}");
+    }
 }

@@ -23,6 +23,14 @@ Hugging Face transformers (ViTForImageClassification, ViTImageProcessor) on the 
                                         image after the PIL resize, the resampling
                                         coefficients, and the logits of each preprocessed
                                         image
+    tests/fixtures/vit/mean/            mean pooling, no class token (transformers has no such
+                                        model; see MeanPooledViT): model.safetensors written
+                                        with safetensors.torch.save_file under the ViT names
+                                        minus vit.embeddings.cls_token, position_embeddings
+                                        [1, N, D]; config.json (a plain ViTConfig, for
+                                        documentation); reference.json as above, with
+                                        last_hidden_state_image0 = the N final-normed patch
+                                        states. No preprocessor files.
 
 How ViTImageProcessor (the slow, PIL/numpy one; transformers 4.57.1) turns a PNG into
 pixel_values -- verified bit-exactly by this script against a numpy re-implementation
@@ -41,6 +49,7 @@ pixel_values -- verified bit-exactly by this script against a numpy re-implement
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/vit.py            # all configs
     .cache/venv/bin/python scripts/reference/vit.py --only odd
+    .cache/venv/bin/python scripts/reference/vit.py --only mean
 """
 import os
 
@@ -58,6 +67,7 @@ import sys
 import numpy as np
 import PIL
 import safetensors
+import safetensors.torch
 import torch
 import transformers
 from PIL import Image, ImageDraw
@@ -664,11 +674,228 @@ def write_fixture(name, out_root, threads):
     assert total < 1_000_000, total
 
 
+# ------------------------------------------------- mean pooling (no class token), by hand
+
+# Hugging Face has no mean-pooled ViT classifier (ViTForImageClassification always prepends
+# a class token and classifies from it), so `mean` is built from transformers' own modules:
+# the ViTPatchEmbeddings, ViTEncoder, final nn.LayerNorm and classifier of a
+# ViTForImageClassification initialised exactly like the configs above (build_model), with
+# the class token dropped and the position table cut to the N patch rows.
+# name -> (ViTConfig kwargs, weight seed, input seed)
+MEAN_CONFIGS = {
+    "mean": (
+        dict(image_size=32, patch_size=8, num_channels=3, hidden_size=64,
+             num_attention_heads=4, num_hidden_layers=2, intermediate_size=128,
+             layer_norm_eps=1e-12, hidden_act="gelu", qkv_bias=True, initializer_range=0.2,
+             id2label={i: n for i, n in enumerate(SHAPES7[:5])}),
+        3,
+        103,
+    ),
+}
+
+
+class MeanPooledViT(torch.nn.Module):
+    """A ViT classifier without a class token, made of a ViTForImageClassification's modules.
+
+    Submodules are named so that state_dict() gives the checkpoint names the Rust `weights: vit`
+    scheme loads: vit.embeddings.patch_embeddings.projection.{weight,bias},
+    vit.embeddings.position_embeddings [1, N, D], vit.encoder.layer.{i}.*, vit.layernorm.*,
+    classifier.* -- and no vit.embeddings.cls_token.
+    """
+
+    def __init__(self, hf):
+        super().__init__()
+        src = hf.vit.embeddings
+        self.vit = torch.nn.Module()
+        self.vit.embeddings = torch.nn.Module()
+        self.vit.embeddings.patch_embeddings = src.patch_embeddings
+        # Row 0 of HF's table belongs to the class token; the patches use rows 1..=N.
+        self.vit.embeddings.position_embeddings = torch.nn.Parameter(
+            src.position_embeddings.detach()[:, 1:].clone())
+        self.vit.encoder = hf.vit.encoder
+        self.vit.layernorm = hf.vit.layernorm
+        self.classifier = hf.classifier
+
+    def embed(self, pixel_values):
+        e = self.vit.embeddings
+        return e.patch_embeddings(pixel_values) + e.position_embeddings
+
+    def hidden(self, pixel_values):
+        """[B, N, D] final-normed patch states."""
+        x = self.vit.encoder(self.embed(pixel_values)).last_hidden_state
+        return self.vit.layernorm(x)
+
+    def forward(self, pixel_values):
+        hidden = self.hidden(pixel_values)
+        return self.classifier(hidden.mean(dim=1)), hidden
+
+
+def check_cls_composition(hf, pixel_values):
+    """The modules, composed by hand WITH the class token, give HF's own logits bit for bit --
+    so MeanPooledViT calls them the way ViTModel does."""
+    e = hf.vit.embeddings
+    b = pixel_values.shape[0]
+    x = torch.cat((e.cls_token.expand(b, -1, -1), e.patch_embeddings(pixel_values)), dim=1)
+    x = hf.vit.layernorm(hf.vit.encoder(x + e.position_embeddings).last_hidden_state)
+    by_hand = hf.classifier(x[:, 0])
+    return torch.equal(by_hand, hf(pixel_values).logits)
+
+
+def write_mean_fixture(name, out_root, threads):
+    model_kwargs, seed, input_seed = MEAN_CONFIGS[name]
+    out_dir = out_root / name
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+    config = make_config(model_kwargs)
+    hf = build_model(config, seed)
+    hf.set_attn_implementation("eager")
+    s, p, c, d = config.image_size, config.patch_size, config.num_channels, config.hidden_size
+    assert s % p == 0
+    num_patches = (s // p) ** 2
+
+    gen = torch.Generator().manual_seed(input_seed)
+    pixel_values = torch.rand((2, c, s, s), generator=gen, dtype=torch.float32) * 2 - 1
+    with torch.inference_mode():
+        assert check_cls_composition(hf, pixel_values)
+
+    built = MeanPooledViT(hf).eval()
+    state = {k: v.detach().contiguous().clone() for k, v in built.state_dict().items()}
+    assert "vit.embeddings.cls_token" not in state
+    assert list(state["vit.embeddings.position_embeddings"].shape) == [1, num_patches, d]
+    assert set(state) == {k for k in hf.state_dict() if k != "vit.embeddings.cls_token"}
+    safetensors.torch.save_file(state, str(out_dir / "model.safetensors"),
+                                metadata={"format": "pt"})
+    config.architectures = ["ViTForImageClassification"]
+    config.save_pretrained(out_dir)
+
+    # Everything below is computed from what was written to disk: the checkpoint loaded
+    # (strictly) into the same modules of a differently initialised model.
+    torch.manual_seed(seed + 1000)
+    fresh = ViTForImageClassification(ViTConfig.from_pretrained(out_dir)).eval()
+    fresh.set_attn_implementation("eager")
+    model = MeanPooledViT(fresh).eval()
+    loaded = safetensors.torch.load_file(str(out_dir / "model.safetensors"))
+    model.load_state_dict(loaded, strict=True)
+    for k, v in state.items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+    with safe_open(str(out_dir / "model.safetensors"), framework="pt") as f:
+        tensor_names = list(f.keys())
+        tensor_shapes = {k: list(f.get_slice(k).get_shape()) for k in tensor_names}
+        tensor_dtypes = sorted({str(f.get_slice(k).get_dtype()) for k in tensor_names})
+        st_meta = f.metadata()
+
+    with torch.inference_mode():
+        embeddings = model.embed(pixel_values)
+        logits, hidden = model(pixel_values)
+        # Independent check of what logits are: classifier(mean of the patch rows).
+        re_logits = model.classifier(hidden.sum(dim=1) / num_patches)
+        mean_vs_sum_diff = float((re_logits - logits).abs().max())
+        assert mean_vs_sum_diff < 1e-5, mean_vs_sum_diff
+        attn = fresh.vit.encoder.layer[0].attention.attention
+        assert attn.config._attn_implementation == "eager"
+        fresh.set_attn_implementation("sdpa")
+        assert attn.config._attn_implementation == "sdpa"
+        sdpa_diff = float((model(pixel_values)[0] - logits).abs().max())
+        fresh.set_attn_implementation("eager")
+        assert torch.equal(model(pixel_values)[0], logits)
+        batch_vs_alone = max(float((model(pixel_values[i:i + 1])[0][0] - logits[i]).abs().max())
+                             for i in range(2))
+    assert logits.shape == (2, config.num_labels)
+    assert hidden.shape == (2, num_patches, d)
+
+    doc = {
+        "generator": "scripts/reference/vit.py",
+        "name": name,
+        "versions": versions(),
+        "seed": seed,
+        "input_seed": input_seed,
+        "init": "random (see init_weights) on a ViTForImageClassification: linear/conv weights "
+                "N(0, initializer_range), cls_token and position_embeddings N(0, 1), biases "
+                "N(0, 0.05), LayerNorm weight 1+N(0, 0.1), bias N(0, 0.1); then cls_token "
+                "dropped and position_embeddings[:, 1:] kept (the N patch rows)",
+        "torch_threads": threads,
+        "attn_implementation": "eager",
+        "pooling": "mean",
+        "hf_cls_composition_check": "the same modules composed by hand with the class token "
+                                    "give ViTForImageClassification's logits bit for bit",
+        "config": {
+            "model_type": config.model_type,
+            "architectures": config.architectures,
+            "image_size": s,
+            "patch_size": p,
+            "num_channels": c,
+            "num_patches": num_patches,
+            "seq_len": num_patches,
+            "hidden_size": d,
+            "num_attention_heads": config.num_attention_heads,
+            "head_dim": d // config.num_attention_heads,
+            "num_hidden_layers": config.num_hidden_layers,
+            "intermediate_size": config.intermediate_size,
+            "hidden_act": config.hidden_act,
+            "layer_norm_eps": config.layer_norm_eps,
+            "qkv_bias": config.qkv_bias,
+            "initializer_range": config.initializer_range,
+            "num_labels": config.num_labels,
+            "id2label": {str(k): v for k, v in config.id2label.items()},
+            "pooler_saved": False,
+            "cls_token_saved": "vit.embeddings.cls_token" in tensor_names,
+        },
+        "config_json_note": "config.json is a plain ViTConfig for documentation; transformers "
+                            "cannot load this checkpoint (no cls_token, N position rows)",
+        "files": {
+            "model.safetensors": {
+                "sha256": sha256(out_dir / "model.safetensors"),
+                "writer": "safetensors.torch.save_file",
+                "metadata": st_meta,
+                "dtypes": tensor_dtypes,
+                "tensors": tensor_shapes,
+            },
+            "config.json": {"sha256": sha256(out_dir / "config.json")},
+        },
+        "forward": "x = vit.embeddings.patch_embeddings(pixel_values) (conv, flatten(2), "
+                   "transpose(1, 2)) + vit.embeddings.position_embeddings [1, N, D]; no class "
+                   "token; x = vit.encoder(x).last_hidden_state (HF ViTEncoder, pre-LN blocks); "
+                   "x = vit.layernorm(x); logits = classifier(x.mean(dim=1))",
+        "pixel_values_init": f"torch.rand((2, {c}, {s}, {s}), generator=manual_seed({input_seed})) * 2 - 1",
+        "pixel_values": f32_list(pixel_values.numpy()),
+        "logits": f32_list(logits.numpy()),
+        "argmax": logits.argmax(-1).tolist(),
+        "top1_top2_margin": [short_f32(margin(row)) for row in logits],
+        "embeddings_image0_doc": "patch embeddings + position embeddings of image 0 (N rows, "
+                                 "no class token), before the first layer",
+        "embeddings_image0": f32_list(embeddings[0].numpy()),
+        "last_hidden_state_image0_doc": "the N patch states of image 0 AFTER the final "
+                                        "vit.layernorm (what the mean is taken over)",
+        "last_hidden_state_image0": f32_list(hidden[0].numpy()),
+        "sdpa_vs_eager_max_abs_logit_diff": sdpa_diff,
+        "batch_vs_alone_max_abs_logit_diff": batch_vs_alone,
+        "mean_vs_sum_over_n_max_abs_logit_diff": mean_vs_sum_diff,
+    }
+    write_json(out_dir / "reference.json", doc)
+
+    print(f"== {name} (mean pooling, no class token; seed {seed}, input seed {input_seed})")
+    print(f"  tensors ({len(tensor_names)}), dtypes {tensor_dtypes}")
+    for k in tensor_names:
+        print(f"    {k} {tensor_shapes[k]}")
+    print(f"  logits {[[round(v, 4) for v in row] for row in logits.tolist()]}")
+    print(f"  argmax {doc['argmax']} margins {doc['top1_top2_margin']}")
+    print(f"  sdpa vs eager max|dlogit| {sdpa_diff:.3e}; batch vs alone {batch_vs_alone:.3e}")
+    total = 0
+    for fpath in sorted(out_dir.iterdir()):
+        total += fpath.stat().st_size
+        print(f"  {fpath.name}: {fpath.stat().st_size} bytes")
+    print(f"  total: {total} bytes")
+    assert total < 1_000_000, total
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
-    ap.add_argument("--only", action="append", choices=sorted(CONFIGS))
+    ap.add_argument("--only", action="append", choices=sorted(CONFIGS) + sorted(MEAN_CONFIGS))
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 gives the most reproducible numbers)")
     args = ap.parse_args()
@@ -682,8 +909,11 @@ def main():
     n = check_resampler_against_pil()
     print(f"numpy re-implementation of Pillow {PIL.__version__} BILINEAR matches on {n} size pairs")
     write_images(out_root)
-    for name in args.only or list(CONFIGS):
-        write_fixture(name, out_root, args.threads)
+    for name in args.only or list(CONFIGS) + list(MEAN_CONFIGS):
+        if name in MEAN_CONFIGS:
+            write_mean_fixture(name, out_root, args.threads)
+        else:
+            write_fixture(name, out_root, args.threads)
 
 
 if __name__ == "__main__":
