@@ -27,8 +27,13 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-scratch="${FUZZ_CORPUS_DIR:-$(mktemp -d)}"
-mkdir -p "$scratch"
+if [ -n "${FUZZ_CORPUS_DIR:-}" ]; then
+    scratch="$FUZZ_CORPUS_DIR"
+    mkdir -p "$scratch"
+else
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+fi
 
 # Release build with debug assertions and overflow checks (an overflow is a crash too).
 cargo +nightly fuzz build --release --debug-assertions
@@ -44,9 +49,9 @@ for target in $targets; do
     fi
     echo "== fuzzing $target for ${seconds}s (corpus $corpus)"
     # -rss_limit_mb / -malloc_limit_mb: a header claiming a huge tensor must not turn into a huge
-    # allocation. `timeout` bounds the run even if libFuzzer hangs on a slow input; -timeout
+    # allocation. `timeout` bounds the run (with room for a rebuild) even if libFuzzer hangs; -timeout
     # makes any single input slower than 10 s a crash of its own.
-    if ! timeout --kill-after=30 "$((seconds + 120))" \
+    if ! timeout --kill-after=30 "$((seconds + 300))" \
         cargo +nightly fuzz run --release --debug-assertions "$target" "$corpus" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" \
         -rss_limit_mb=512 \
