@@ -12,6 +12,7 @@ fn ui() {
     t.compile_fail("tests/ui/names/*.rs");
     t.compile_fail("tests/ui/decoder/*.rs");
     t.compile_fail("tests/ui/vision/*.rs");
+    t.compile_fail("tests/ui/llama/*.rs");
     t.compile_fail("tests/ui/multiple/*.rs");
     t.compile_fail("tests/ui/syntax/*.rs");
     t.compile_fail("tests/ui/user_shapes/*.rs");

@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "type_vocab_size",
     "d_model",
     "heads",
+    "kv_heads",
     "layers",
     "d_ff",
     "activation",
@@ -26,7 +27,9 @@ const KEYS: &[&str] = &[
     "norm_eps",
     "norm_placement",
     "positions",
+    "rope_theta",
     "attention",
+    "window",
     "weights",
     "lm_head",
     "image_size",
@@ -43,17 +46,17 @@ const IMAGE_KEYS: &[&str] = &["image_size", "patch_size", "channels", "labels", 
 /// Keys that may be left out.
 /// Keys that may be left out (`lm_head` is required of decoders by its own rule; an image model
 /// may state `max_positions`, which must then equal its patch count, or leave it out).
-const OPTIONAL: &[&str] = &["type_vocab_size", "lm_head"];
+const OPTIONAL: &[&str] = &["type_vocab_size", "lm_head", "kv_heads", "window", "rope_theta"];
 
-const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu"];
-const NORMS: &[&str] = &["layer_norm"];
+const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu", "swiglu"];
+const NORMS: &[&str] = &["layer_norm", "rms_norm"];
 const PLACEMENTS: &[&str] = &["pre", "post"];
-const POSITIONS: &[&str] = &["learned", "sinusoidal"];
+const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope"];
 const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
 const PLANNED_ATTENTIONS: &[&str] = &["cross", "windowed", "sparse", "lsh", "grouped_query", "multi_query"];
-const SCHEMES: &[&str] = &["bert", "gpt2", "vit"];
+const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama"];
 const POOLINGS: &[&str] = &["cls", "mean"];
 const LM_HEADS: &[&str] = &["tied", "untied"];
 
@@ -83,6 +86,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let type_vocab_size = size(&mut cx, "type_vocab_size", MAX_TYPE_VOCAB);
     let d_model = size(&mut cx, "d_model", MAX_WIDTH);
     let heads = size(&mut cx, "heads", MAX_HEADS);
+    let kv_heads = size(&mut cx, "kv_heads", MAX_HEADS);
+    let window = size(&mut cx, "window", MAX_POSITIONS);
     let layers = size(&mut cx, "layers", MAX_LAYERS);
     let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
     let image_size = size(&mut cx, "image_size", MAX_IMAGE);
@@ -92,6 +97,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     if let (Some(d), Some(h)) = (d_model, heads) {
         heads_divide_d_model(&mut cx, d, h, entries["heads"]);
     }
+    if let (Some(h), Some(kv)) = (heads, kv_heads) {
+        kv_heads_divide_heads(&mut cx, h, kv, entries["kv_heads"]);
+    }
 
     let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| {
         entries.get(key).and_then(|e| known_name(cx, e, valid))
@@ -99,22 +107,35 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let activation = name(&mut cx, "activation", ACTIVATIONS).map(|n| match n {
         "gelu_erf" => Activation::GeluErf,
         "gelu_tanh" => Activation::GeluTanh,
+        "swiglu" => Activation::SwiGlu,
         _ => Activation::Relu,
     });
-    let norm_kind = name(&mut cx, "norm", NORMS).map(|_| NormKind::LayerNorm);
+    let norm_kind = name(&mut cx, "norm", NORMS).map(|n| match n {
+        "rms_norm" => NormKind::RmsNorm,
+        _ => NormKind::LayerNorm,
+    });
     let norm_eps = entries.get("norm_eps").and_then(|e| positive_eps(&mut cx, e));
     let placement = name(&mut cx, "norm_placement", PLACEMENTS).map(|n| match n {
         "pre" => Placement::Pre,
         _ => Placement::Post,
     });
-    let positions = name(&mut cx, "positions", POSITIONS).map(|n| match n {
-        "learned" => Positions::Learned,
-        _ => Positions::Sinusoidal,
+    let rope_theta = entries.get("rope_theta").and_then(|e| positive_number(&mut cx, e, "`10000.0`"));
+    let positions = name(&mut cx, "positions", POSITIONS).and_then(|n| match n {
+        "learned" => Some(Positions::Learned),
+        "sinusoidal" => Some(Positions::Sinusoidal),
+        _ => rope_theta.map(|theta| Positions::Rope { theta }),
     });
+    if let Some(p) = entries.get("positions") {
+        rope_theta_goes_with_rope(&mut cx, p, entries.get("rope_theta").copied());
+    }
+    if let (Some(Positions::Rope { .. }), Some(d), Some(h)) = (positions, d_model, heads) {
+        rope_needs_even_head_dim(&mut cx, d, h, entries["positions"]);
+    }
     let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
     let weights = name(&mut cx, "weights", SCHEMES).map(|n| match n {
         "gpt2" => WeightScheme::Gpt2,
         "vit" => WeightScheme::Vit,
+        "llama" => WeightScheme::Llama,
         _ => WeightScheme::Bert,
     });
     let lm_head = name(&mut cx, "lm_head", LM_HEADS).map(|n| match n {
@@ -136,14 +157,27 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     if let (Some(needed), Some(entry)) = (image_positions, entries.get("max_positions")) {
         positions_cover_the_patches(&mut cx, needed, max_positions, entry);
     }
+    if let (Some(NormKind::RmsNorm), Some(Placement::Post)) = (norm_kind, placement) {
+        cx.error(
+            entries["norm_placement"].value.span(),
+            "`norm: rms_norm` is implemented pre-norm (as LLaMA and T5 place it): use `norm_placement: pre`",
+        );
+    }
     if let Some(attention) = attention {
         decoders_have_a_head(&mut cx, attention, entries["attention"], entries.get("lm_head").copied());
+        decoder_only_options(&mut cx, attention, heads, kv_heads, &entries);
     }
     match weights {
         Some(WeightScheme::Bert) => bert_layout(&mut cx, &entries, placement, attention),
         Some(WeightScheme::Gpt2) => gpt2_layout(&mut cx, &entries, placement, positions, attention),
         Some(WeightScheme::Vit) => vit_layout(&mut cx, &entries, placement, positions, attention, is_image),
+        Some(WeightScheme::Llama) => {
+            llama_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
+        }
         None => {}
+    }
+    if let Some(scheme @ (WeightScheme::Bert | WeightScheme::Gpt2 | WeightScheme::Vit)) = weights {
+        classic_layout(&mut cx, &entries, scheme, norm_kind, positions, activation, heads, kv_heads);
     }
     if is_image && attention == Some(Attention::Causal) {
         layout_conflict_with(
@@ -173,6 +207,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         image: if is_image { Some(image.ok_or_else(missing)?) } else { None },
         d_model: d_model.ok_or_else(missing)?,
         heads: heads.ok_or_else(missing)?,
+        kv_heads: kv_heads.or(heads).ok_or_else(missing)?,
+        window,
         layers: layers.ok_or_else(missing)?,
         d_ff: d_ff.ok_or_else(missing)?,
         activation: activation.ok_or_else(missing)?,
@@ -550,6 +586,199 @@ fn vit_layout(
     }
 }
 
+/// Rule: grouped-query attention shares each key/value head among an equal group of query heads,
+/// so `kv_heads` divides `heads`; else name the nearest counts that do.
+fn kv_heads_divide_heads(cx: &mut Ctxt, heads: usize, kv_heads: usize, entry: &Entry) {
+    if heads.is_multiple_of(kv_heads) && kv_heads <= heads {
+        return;
+    }
+    let divisors: Vec<String> =
+        (1..=heads).filter(|d| heads.is_multiple_of(*d)).map(|d| d.to_string()).collect();
+    cx.error(
+        entry.value.span(),
+        format!(
+            "`kv_heads` of {kv_heads} does not group {heads} query heads evenly; the counts that do are {}",
+            divisors.join(", ")
+        ),
+    );
+}
+
+/// Rule: `rope_theta` is given exactly when `positions: rope` is.
+fn rope_theta_goes_with_rope(cx: &mut Ctxt, positions: &Entry, theta: Option<&Entry>) {
+    let is_rope = matches!(&positions.value, Value::Name(n) if n == "rope");
+    match (is_rope, theta) {
+        (true, None) => cx.error(
+            positions.value.span(),
+            "`positions: rope` needs its base: add `rope_theta: 10000.0` (the checkpoint's `rope_theta`)",
+        ),
+        (false, Some(theta)) => cx.error(
+            theta.key.span(),
+            "`rope_theta` belongs to `positions: rope`: remove it or use rotary positions",
+        ),
+        _ => {}
+    }
+}
+
+/// Rule: rotary embeddings rotate pairs of dimensions, so the head width is even.
+fn rope_needs_even_head_dim(cx: &mut Ctxt, d_model: usize, heads: usize, positions: &Entry) {
+    let head_dim = d_model / heads;
+    if d_model.is_multiple_of(heads) && !head_dim.is_multiple_of(2) {
+        cx.error(
+            positions.value.span(),
+            format!("rotary positions rotate pairs of dimensions, but a head is {head_dim} wide ({d_model} / {heads}): use an even head width"),
+        );
+    }
+}
+
+/// Rule: key/value grouping and sliding windows are decoder features in this version: with
+/// `attention: bidirectional`, `kv_heads` must equal `heads` and there is no `window`.
+fn decoder_only_options(
+    cx: &mut Ctxt,
+    attention: Attention,
+    heads: Option<usize>,
+    kv_heads: Option<usize>,
+    entries: &HashMap<String, &Entry>,
+) {
+    if attention != Attention::Bidirectional {
+        return;
+    }
+    if let (Some(h), Some(kv)) = (heads, kv_heads) {
+        if h != kv {
+            cx.error(
+                entries["kv_heads"].value.span(),
+                format!("grouped-query attention is implemented for `causal` models; a `bidirectional` model needs `kv_heads: {h}` (or leave it out)"),
+            );
+        }
+    }
+    if let Some(w) = entries.get("window") {
+        cx.error(
+            w.key.span(),
+            "sliding windows are implemented for `causal` models in this version: remove `window`",
+        );
+    }
+}
+
+/// Rule: a positive number (integer or float), e.g. RoPE's base.
+fn positive_number(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<f64> {
+    let value = match &entry.value {
+        Value::Float { value, .. } => *value,
+        Value::Int(lit) => lit.base10_parse::<f64>().ok()?,
+        Value::NegInt { value, .. } => *value as f64,
+        other => {
+            cx.error(
+                other.span(),
+                format!("`{}` expects a number such as {example}, found {}", entry.key, other.describe()),
+            );
+            return None;
+        }
+    };
+    if value.is_finite() && value > 0.0 {
+        return Some(value);
+    }
+    cx.error(
+        entry.value.span(),
+        format!("`{}` must be a positive number such as {example}, found {value}", entry.key),
+    );
+    None
+}
+
+/// Rule: LLaMA/Mistral checkpoints are pre-norm causal decoders with RMS norms, rotary positions
+/// and SwiGLU feed-forwards.
+fn llama_layout(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    placement: Option<Placement>,
+    norm: Option<NormKind>,
+    positions: Option<Positions>,
+    activation: Option<Activation>,
+    attention: Option<Attention>,
+) {
+    let conflict = |cx: &mut Ctxt, key: &str, message: &str| layout_conflict(cx, entries, key, message);
+    if placement == Some(Placement::Post) {
+        conflict(
+            cx,
+            "norm_placement",
+            "`weights: llama` checkpoints are pre-norm: use `norm_placement: pre`",
+        );
+    }
+    if norm == Some(NormKind::LayerNorm) {
+        conflict(cx, "norm", "`weights: llama` checkpoints use RMS norms: use `norm: rms_norm`");
+    }
+    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal)) {
+        conflict(
+            cx,
+            "positions",
+            "`weights: llama` checkpoints rotate queries and keys: use `positions: rope`",
+        );
+    }
+    if matches!(activation, Some(a) if a != Activation::SwiGlu) {
+        conflict(
+            cx,
+            "activation",
+            "`weights: llama` feed-forwards are gated (`gate_proj`, `up_proj`): use `activation: swiglu`",
+        );
+    }
+    if attention == Some(Attention::Bidirectional) {
+        conflict(cx, "attention", "`weights: llama` checkpoints are decoders: use `attention: causal`");
+    }
+    if let Some(types) = entries.get("type_vocab_size") {
+        cx.error(
+            types.key.span(),
+            "`weights: llama` checkpoints have no token-type embeddings: remove `type_vocab_size`",
+        );
+    }
+}
+
+/// Rule: BERT, GPT-2 and ViT checkpoints have LayerNorm, absolute positions, ungated feed-forwards
+/// and one key/value head per query head.
+fn classic_layout(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    scheme: WeightScheme,
+    norm: Option<NormKind>,
+    positions: Option<Positions>,
+    activation: Option<Activation>,
+    heads: Option<usize>,
+    kv_heads: Option<usize>,
+) {
+    let name = match scheme {
+        WeightScheme::Bert => "bert",
+        WeightScheme::Gpt2 => "gpt2",
+        _ => "vit",
+    };
+    if norm == Some(NormKind::RmsNorm) {
+        layout_conflict(
+            cx,
+            entries,
+            "norm",
+            &format!("`weights: {name}` checkpoints use LayerNorm: use `norm: layer_norm`"),
+        );
+    }
+    if matches!(positions, Some(Positions::Rope { .. })) {
+        layout_conflict(
+            cx,
+            entries,
+            "positions",
+            &format!("`weights: {name}` checkpoints have no rotary positions: use `positions: learned`"),
+        );
+    }
+    if activation == Some(Activation::SwiGlu) {
+        layout_conflict(
+            cx,
+            entries,
+            "activation",
+            &format!(
+                "`weights: {name}` feed-forwards are not gated: use an ungated activation such as `gelu_erf`"
+            ),
+        );
+    }
+    if let (Some(h), Some(kv)) = (heads, kv_heads) {
+        if h != kv && entries.contains_key("kv_heads") {
+            layout_conflict(cx, entries, "kv_heads", &format!("`weights: {name}` checkpoints have one key/value head per query head: use `kv_heads: {h}` or leave it out"));
+        }
+    }
+}
+
 type Entries<'a> = HashMap<String, &'a Entry>;
 
 /// Reports a value that conflicts with another key, at both.
@@ -578,6 +807,7 @@ fn scheme_label(value: &Value) -> &'static str {
     match value {
         Value::Name(n) if n == "gpt2" => "GPT-2",
         Value::Name(n) if n == "vit" => "ViT",
+        Value::Name(n) if n == "llama" => "LLaMA",
         _ => "BERT",
     }
 }

@@ -43,6 +43,8 @@ pub struct Field {
     /// Checkpoint names relative to the block's prefix: one per fused part for linears, the table
     /// for embeddings, the module for norms.
     pub weights: Vec<&'static str>,
+    /// Output rows of each fused part when they differ (grouped-query Q/K/V); empty: equal parts.
+    pub split: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +58,16 @@ pub enum FieldKind {
     LayerNorm {
         width: usize,
         eps: f64,
+    },
+    RmsNorm {
+        width: usize,
+        eps: f64,
+    },
+    /// Rotary tables, computed at load.
+    Rope {
+        max_positions: usize,
+        head_dim: usize,
+        theta: f64,
     },
     /// A `[rows, width]` table; `batched` when the checkpoint stores it `[1, rows, width]` (ViT).
     Embedding {
@@ -98,7 +110,19 @@ pub enum Op {
     Activation { value: Value, act: Activation },
     /// Multi-head attention over `qkv` (`[Q | K | V]` rows) into `output`; `causal` limits each
     /// query to the keys at or before it (and lets a KV cache serve generation).
-    Attention { qkv: Value, output: Value, heads: usize, head_dim: usize, causal: bool },
+    Attention {
+        qkv: Value,
+        output: Value,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        causal: bool,
+        window: Option<usize>,
+    },
+    /// Rotates the query and key heads of `qkv` in place by their positions.
+    Rope { field: &'static str, qkv: Value, heads: usize, kv_heads: usize },
+    /// `output = silu(gate) · up` from `input` rows of `[gate | up]`.
+    Glu { input: Value, output: Value },
     /// `stream += sublayer`.
     Add { stream: Value, sublayer: Value },
     /// `output = norm(input)` (in place when they are the same value).
@@ -161,6 +185,8 @@ impl Op {
             }
             Op::Activation { value, .. } => value.is_stream(),
             Op::Attention { output, .. } => output.is_stream(),
+            Op::Rope { qkv, .. } => qkv.is_stream(),
+            Op::Glu { output, .. } => output.is_stream(),
             Op::Add { .. } | Op::AddNorm { .. } | Op::Patches { .. } => true,
         }
     }
@@ -173,6 +199,8 @@ impl Op {
             Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
             Op::Gather { output, .. } => vec![output],
             Op::Patches { .. } => vec![],
+            Op::Rope { qkv, .. } => vec![qkv],
+            Op::Glu { input, output } => vec![input, output],
         }
     }
 }
@@ -212,6 +240,7 @@ pub fn lower(spec: &Spec) -> Graph {
     let names = Names::of(spec.weights);
     let norm = match spec.norm.kind {
         NormKind::LayerNorm => FieldKind::LayerNorm { width: spec.d_model, eps: spec.norm.eps },
+        NormKind::RmsNorm => FieldKind::RmsNorm { width: spec.d_model, eps: spec.norm.eps },
     };
     let (head, head_field) = match (spec.lm_head, spec.classifier) {
         (Some(head), _) => (Some(lm_head(spec, &names, head)), "lm_head"),
@@ -229,7 +258,13 @@ pub fn lower(spec: &Spec) -> Graph {
             suffix: "FinalNorm",
             doc: "The norm after the last pre-norm layer.".into(),
             prefix: names.final_norm,
-            fields: vec![Field { name: "norm", doc: "Final norm.", kind: norm, weights: vec![""] }],
+            fields: vec![Field {
+                name: "norm",
+                doc: "Final norm.",
+                kind: norm,
+                weights: vec![""],
+                split: vec![],
+            }],
             ops: vec![Op::Norm { field: "norm", input: x(spec), output: x(spec) }],
             rooted: true,
             output: None,
@@ -253,35 +288,44 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         doc: "Token embeddings `[vocab_size, d_model]`.",
         kind: FieldKind::Embedding { rows: spec.vocab_size, width: d, batched: false },
         weights: vec![names.word_embeddings],
+        split: vec![],
     }];
     let mut ops =
         vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
-    fields.push(match spec.positions {
-        Positions::Learned => Field {
+    let positions = match spec.positions {
+        Positions::Learned => Some(Field {
             name: "position_embeddings",
             doc: "Learned position embeddings `[max_positions, d_model]`.",
             kind: FieldKind::Embedding { rows: spec.max_positions, width: d, batched: false },
             weights: vec![names.position_embeddings],
-        },
-        Positions::Sinusoidal => Field {
+            split: vec![],
+        }),
+        Positions::Sinusoidal => Some(Field {
             name: "position_embeddings",
             doc: "Fixed sinusoidal positions `[max_positions, d_model]`, computed at load.",
             kind: FieldKind::Sinusoidal { rows: spec.max_positions, width: d },
             weights: vec![],
-        },
-    });
-    ops.push(Op::Gather {
-        field: "position_embeddings",
-        index: Index::Position,
-        output: x,
-        accumulate: true,
-    });
+            split: vec![],
+        }),
+        // Rotary positions live in the attention, not in the embeddings.
+        Positions::Rope { .. } => None,
+    };
+    if let Some(field) = positions {
+        fields.push(field);
+        ops.push(Op::Gather {
+            field: "position_embeddings",
+            index: Index::Position,
+            output: x,
+            accumulate: true,
+        });
+    }
     if let Some(types) = spec.type_vocab_size {
         fields.push(Field {
             name: "token_type_embeddings",
             doc: "Token-type (segment) embeddings `[type_vocab_size, d_model]`.",
             kind: FieldKind::Embedding { rows: types, width: d, batched: false },
             weights: vec![names.token_type_embeddings],
+            split: vec![],
         });
         ops.push(Op::Gather {
             field: "token_type_embeddings",
@@ -296,6 +340,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             doc: "Norm over the summed embeddings.",
             kind: norm,
             weights: vec![norm_name],
+            split: vec![],
         });
         ops.push(Op::Norm { field: "layer_norm", input: x, output: x });
     }
@@ -325,6 +370,7 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
             layout: Layout::Conv2d { channels: image.channels, patch: image.patch_size },
         },
         weights: vec![names.patch_embeddings],
+        split: vec![],
     }];
     if cls {
         fields.push(Field {
@@ -332,6 +378,7 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
             doc: "The class token prepended to every image's patches (`[1, 1, d_model]`).",
             kind: FieldKind::Embedding { rows: 1, width: d, batched: true },
             weights: vec![names.class_token],
+            split: vec![],
         });
     }
     fields.push(Field {
@@ -339,6 +386,7 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
         doc: "Learned positions, one per patch (and class token): `[1, positions, d_model]`.",
         kind: FieldKind::Embedding { rows: spec.max_positions, width: d, batched: true },
         weights: vec![names.position_embeddings],
+        split: vec![],
     });
     Block {
         suffix: "Embeddings",
@@ -358,66 +406,132 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
 
 /// One transformer layer: attention then feed-forward, each with a residual and a norm.
 fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
-    let (d, x) = (spec.d_model, x(spec));
-    let qkv = Value { name: "qkv", width: 3 * d };
+    let (d, x, hd) = (spec.d_model, x(spec), spec.head_dim());
+    let kv_width = spec.kv_heads * hd;
+    let qkv = Value { name: "qkv", width: d + 2 * kv_width };
     let context = Value { name: "context", width: d };
     let attention_out = Value { name: "attention_out", width: d };
+    let gated = spec.activation.is_gated();
+    let gate_up = Value { name: "gate_up", width: 2 * spec.d_ff };
     let intermediate = Value { name: "intermediate", width: spec.d_ff };
     let ffn_out = Value { name: "ffn_out", width: d };
     let normed = Value { name: "normed", width: d };
-    let linear = |name, doc, input, output, weights| Field {
+    let linear = |name, doc, input, output, weights: Vec<&'static str>, split: Vec<usize>| Field {
         name,
         doc,
-        kind: FieldKind::Linear { input, output, bias: true, layout: names.layout },
+        kind: FieldKind::Linear { input, output, bias: names.bias, layout: names.layout },
         weights,
+        split,
     };
-    let fields = vec![
+    // Grouped-query projections have narrower K and V parts than Q.
+    let qkv_split = if names.qkv.len() == 3 { vec![d, kv_width, kv_width] } else { vec![] };
+    let mut fields = vec![
         linear(
             "qkv",
-            "Query, key and value projections as one `[d_model, 3·d_model]` GEMM.",
+            "Query, key and value projections as one GEMM.",
             d,
-            3 * d,
+            qkv.width,
             names.qkv.to_vec(),
+            qkv_split,
         ),
-        linear("attention_output", "Attention output projection.", d, d, vec![names.attention_output]),
+        linear(
+            "attention_output",
+            "Attention output projection.",
+            d,
+            d,
+            vec![names.attention_output],
+            vec![],
+        ),
         Field {
             name: "attention_norm",
             doc: "Norm of the attention sublayer.",
             kind: norm,
             weights: vec![names.attention_norm],
+            split: vec![],
+        },
+        if gated {
+            linear(
+                "intermediate",
+                "Feed-forward gate and up projections as one GEMM to `2·d_ff`.",
+                d,
+                gate_up.width,
+                names.intermediate.to_vec(),
+                vec![],
+            )
+        } else {
+            linear(
+                "intermediate",
+                "Feed-forward up-projection to `d_ff`.",
+                d,
+                spec.d_ff,
+                names.intermediate.to_vec(),
+                vec![],
+            )
         },
         linear(
-            "intermediate",
-            "Feed-forward up-projection to `d_ff`.",
-            d,
+            "output",
+            "Feed-forward down-projection back to `d_model`.",
             spec.d_ff,
-            vec![names.intermediate],
+            d,
+            vec![names.output],
+            vec![],
         ),
-        linear("output", "Feed-forward down-projection back to `d_model`.", spec.d_ff, d, vec![names.output]),
         Field {
             name: "output_norm",
             doc: "Norm of the feed-forward sublayer.",
             kind: norm,
             weights: vec![names.output_norm],
+            split: vec![],
         },
     ];
+    let rope = match spec.positions {
+        Positions::Rope { theta } => {
+            fields.push(Field {
+                name: "rope",
+                doc: "Rotary position tables (cos/sin per position), computed at load.",
+                kind: FieldKind::Rope { max_positions: spec.max_positions, head_dim: hd, theta },
+                weights: vec![],
+                split: vec![],
+            });
+            true
+        }
+        _ => false,
+    };
     let causal = match spec.attention {
         Attention::Bidirectional => false,
         Attention::Causal => true,
     };
     let attention = |input| {
-        vec![
-            Op::Linear { field: "qkv", input, output: qkv, act: None },
-            Op::Attention { qkv, output: context, heads: spec.heads, head_dim: spec.head_dim(), causal },
-            Op::Linear { field: "attention_output", input: context, output: attention_out, act: None },
-        ]
+        let mut ops = vec![Op::Linear { field: "qkv", input, output: qkv, act: None }];
+        if rope {
+            ops.push(Op::Rope { field: "rope", qkv, heads: spec.heads, kv_heads: spec.kv_heads });
+        }
+        ops.push(Op::Attention {
+            qkv,
+            output: context,
+            heads: spec.heads,
+            kv_heads: spec.kv_heads,
+            head_dim: hd,
+            causal,
+            window: spec.window,
+        });
+        ops.push(Op::Linear { field: "attention_output", input: context, output: attention_out, act: None });
+        ops
     };
     let feed_forward = |input| {
-        vec![
-            Op::Linear { field: "intermediate", input, output: intermediate, act: None },
-            Op::Activation { value: intermediate, act: spec.activation },
-            Op::Linear { field: "output", input: intermediate, output: ffn_out, act: None },
-        ]
+        if gated {
+            vec![
+                Op::Linear { field: "intermediate", input, output: gate_up, act: None },
+                Op::Glu { input: gate_up, output: intermediate },
+                Op::Linear { field: "output", input: intermediate, output: ffn_out, act: None },
+            ]
+        } else {
+            vec![
+                Op::Linear { field: "intermediate", input, output: intermediate, act: None },
+                Op::Activation { value: intermediate, act: spec.activation },
+                Op::Linear { field: "output", input: intermediate, output: ffn_out, act: None },
+            ]
+        }
     };
     let mut ops = Vec::new();
     let doc = match spec.norm.placement {
@@ -476,6 +590,7 @@ fn lm_head(spec: &Spec, names: &Names, head: LmHead) -> Block {
                 layout: Layout::Torch,
             },
             weights: vec![weight],
+            split: vec![],
         }],
         ops: vec![Op::Linear { field: "lm_head", input: x(spec), output: logits, act: None }],
         rooted,
@@ -501,6 +616,7 @@ fn classifier(spec: &Spec, names: &Names) -> Block {
                 layout: Layout::Torch,
             },
             weights: vec![names.classifier],
+            split: vec![],
         }],
         ops: vec![Op::Linear { field: "classifier", input: x(spec), output: logits, act: None }],
         rooted: false,
@@ -570,11 +686,11 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             )),
             _ => Err(format!("`{f}` is not a linear layer")),
         },
-        Op::Attention { qkv, output, heads, head_dim, .. } => {
-            if qkv.width != 3 * heads * head_dim || output.width != heads * head_dim {
+        Op::Attention { qkv, output, heads, kv_heads, head_dim, .. } => {
+            if qkv.width != (heads + 2 * kv_heads) * head_dim || output.width != heads * head_dim {
                 return Err(format!(
                     "attention with {heads} heads of {head_dim} needs [S, {}] projections and writes [S, {}], got [S, {}] and [S, {}]",
-                    3 * heads * head_dim,
+                    (heads + 2 * kv_heads) * head_dim,
                     heads * head_dim,
                     qkv.width,
                     output.width
@@ -592,6 +708,15 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             norm_fits(f, field(f)?, input)
         }
                 Op::Activation { .. } => Ok(()),
+        Op::Rope { field: f, .. } => match field(f)? {
+            FieldKind::Rope { .. } => Ok(()),
+            _ => Err(format!("`{f}` is not a rotary table")),
+        },
+        Op::Glu { input, output } if input.width == 2 * output.width => Ok(()),
+        Op::Glu { input, output } => Err(format!(
+            "a gated unit halves its input: [S, {}] (`{}`) cannot give [S, {}] (`{}`)",
+            input.width, input.name, output.width, output.name
+        )),
         Op::Patches { image, patches, .. } => match field(patches)? {
             FieldKind::Linear { input, .. } if input == image.patch_width() => Ok(()),
             _ => Err(format!("patch projection `{patches}` does not take {} inputs", image.patch_width())),
@@ -605,8 +730,10 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
 
 fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
     match kind {
-        FieldKind::LayerNorm { width, .. } if width == value.width => Ok(()),
-        FieldKind::LayerNorm { width, .. } => {
+        FieldKind::LayerNorm { width, .. } | FieldKind::RmsNorm { width, .. } if width == value.width => {
+            Ok(())
+        }
+        FieldKind::LayerNorm { width, .. } | FieldKind::RmsNorm { width, .. } => {
             Err(format!("norm `{name}` of width {width} applied to [S, {}]", value.width))
         }
         _ => Err(format!("`{name}` is not a norm")),
@@ -617,6 +744,8 @@ fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
 struct Names {
     roots: &'static [&'static str],
     layout: Layout,
+    /// Whether the layers' linears have biases.
+    bias: bool,
     embeddings: &'static str,
     word_embeddings: &'static str,
     position_embeddings: &'static str,
@@ -627,7 +756,8 @@ struct Names {
     qkv: &'static [&'static str],
     attention_output: &'static str,
     attention_norm: &'static str,
-    intermediate: &'static str,
+    /// One name, or gate then up for gated feed-forwards.
+    intermediate: &'static [&'static str],
     output: &'static str,
     output_norm: &'static str,
     final_norm: &'static str,
@@ -649,6 +779,7 @@ impl Names {
             WeightScheme::Bert => Names {
                 roots: &[""],
                 layout: Layout::Torch,
+                bias: true,
                 embeddings: "embeddings",
                 word_embeddings: "word_embeddings",
                 position_embeddings: "position_embeddings",
@@ -658,7 +789,7 @@ impl Names {
                 qkv: &["attention.self.query", "attention.self.key", "attention.self.value"],
                 attention_output: "attention.output.dense",
                 attention_norm: "attention.output.LayerNorm",
-                intermediate: "intermediate.dense",
+                intermediate: &["intermediate.dense"],
                 output: "output.dense",
                 output_norm: "output.LayerNorm",
                 final_norm: "encoder.LayerNorm",
@@ -675,6 +806,7 @@ impl Names {
             WeightScheme::Gpt2 => Names {
                 roots: &["transformer", ""],
                 layout: Layout::Conv1d,
+                bias: true,
                 embeddings: "",
                 word_embeddings: "wte",
                 position_embeddings: "wpe",
@@ -684,7 +816,7 @@ impl Names {
                 qkv: &["attn.c_attn"],
                 attention_output: "attn.c_proj",
                 attention_norm: "ln_1",
-                intermediate: "mlp.c_fc",
+                intermediate: &["mlp.c_fc"],
                 output: "mlp.c_proj",
                 output_norm: "ln_2",
                 final_norm: "ln_f",
@@ -700,6 +832,7 @@ impl Names {
             WeightScheme::Vit => Names {
                 roots: &[""],
                 layout: Layout::Torch,
+                bias: true,
                 embeddings: "vit.embeddings",
                 word_embeddings: "",
                 position_embeddings: "position_embeddings",
@@ -709,7 +842,7 @@ impl Names {
                 qkv: &["attention.attention.query", "attention.attention.key", "attention.attention.value"],
                 attention_output: "attention.output.dense",
                 attention_norm: "layernorm_before",
-                intermediate: "intermediate.dense",
+                intermediate: &["intermediate.dense"],
                 output: "output.dense",
                 output_norm: "layernorm_after",
                 final_norm: "vit.layernorm",
@@ -719,6 +852,32 @@ impl Names {
                 class_token: "cls_token",
                 classifier: "classifier",
                 ignored: &[],
+            },
+            // Hugging Face `LlamaForCausalLM` and `MistralForCausalLM` (same names).
+            WeightScheme::Llama => Names {
+                roots: &[""],
+                layout: Layout::Torch,
+                bias: false,
+                embeddings: "model",
+                word_embeddings: "embed_tokens",
+                position_embeddings: "",
+                token_type_embeddings: "",
+                embeddings_norm: None,
+                layer: "model.layers.{i}",
+                qkv: &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                attention_output: "self_attn.o_proj",
+                attention_norm: "input_layernorm",
+                intermediate: &["mlp.gate_proj", "mlp.up_proj"],
+                output: "mlp.down_proj",
+                output_norm: "post_attention_layernorm",
+                final_norm: "model.norm",
+                tied_head: "embed_tokens",
+                untied_head: "lm_head",
+                patch_embeddings: "",
+                class_token: "",
+                classifier: "score",
+                // Rotary frequencies that some transformers versions saved with the weights.
+                ignored: &["model.layers.{i}.self_attn.rotary_emb.inv_freq"],
             },
         }
     }

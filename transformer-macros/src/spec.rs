@@ -18,6 +18,10 @@ pub struct Spec {
     pub image: Option<ImageInput>,
     pub d_model: usize,
     pub heads: usize,
+    /// Key/value heads: `heads` for multi-head attention, fewer for grouped-query (1: multi-query).
+    pub kv_heads: usize,
+    /// Sliding-window attention: each query sees at most this many keys, ending at itself.
+    pub window: Option<usize>,
     pub layers: usize,
     pub d_ff: usize,
     pub activation: Activation,
@@ -90,6 +94,15 @@ pub enum Activation {
     GeluErf,
     GeluTanh,
     Relu,
+    /// Gated: `down(silu(gate(x)) · up(x))` (LLaMA's SwiGLU feed-forward).
+    SwiGlu,
+}
+
+impl Activation {
+    /// Gated activations take two projections of the input (gate and up).
+    pub fn is_gated(self) -> bool {
+        self == Activation::SwiGlu
+    }
 }
 
 /// Normalisation layer and where it sits relative to the residual.
@@ -103,6 +116,8 @@ pub struct Norm {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NormKind {
     LayerNorm,
+    /// Root-mean-square norm: scale only, no mean subtraction, no bias (LLaMA, T5).
+    RmsNorm,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -113,10 +128,14 @@ pub enum Placement {
     Pre,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Positions {
     Learned,
     Sinusoidal,
+    /// Rotary embeddings applied to queries and keys in every layer, with base `theta`.
+    Rope {
+        theta: f64,
+    },
 }
 
 /// Which keys each query attends to.
@@ -145,6 +164,9 @@ pub enum WeightScheme {
     /// Hugging Face `ViTForImageClassification`: `vit.embeddings.…`, `vit.encoder.layer.{i}.…`,
     /// `classifier`.
     Vit,
+    /// Hugging Face `LlamaForCausalLM` / `MistralForCausalLM`: `model.embed_tokens.weight`,
+    /// `model.layers.{i}.self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`, no biases.
+    Llama,
     /// Hugging Face `GPT2LMHeadModel`: `[transformer.]wte.weight`, `[transformer.]h.{i}.…`, with
     /// Conv1D weights stored `[in, out]`.
     Gpt2,

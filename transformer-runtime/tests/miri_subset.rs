@@ -14,7 +14,10 @@
 //! - `WeightLoader::from_bytes` on a valid file (F32/F16/BF16, a scalar, a zero-sized tensor) and
 //!   on corrupt buffers (truncations, a huge header length, offsets past the end, overlapping and
 //!   gapped offsets, integers that overflow, bad JSON, byte counts that disagree with the shape);
-//! - `Batch` constructors and accessors, `KvCache` checks.
+//! - `Batch` constructors and accessors, `KvCache` checks;
+//! - the LLaMA / Mistral kernels: `rms_norm` / `rms_norm_into` (a zero row, squares that overflow),
+//!   `swiglu` / `silu`, RoPE tables and `Rope::apply` (partial rotary dims, starts, padding rows),
+//!   and `attention_general_scalar` under sliding windows across two key tiles.
 //!
 //! Not covered: the SIMD paths (`GemmIsa::Avx2Fma`/`Avx512`, the AVX2 attention shim; Miri does
 //! not run AVX), `matmul` (matrixmultiply's own unsafe code and SIMD), thread pools (rayon under
@@ -152,7 +155,7 @@ fn attention_general_scalar_matches_naive_with_masks_tiles_and_groups() {
         let q = values(queries * heads * HD, 10);
         let (k, v) = (values(keys * kv_heads * HD, 11), values(keys * kv_heads * HD, 12));
         for causal in [false, true] {
-            let mask = Mask { key_valid: Some(&key_valid), causal };
+            let mask = Mask { key_valid: Some(&key_valid), causal, window: None };
             let run = |f: AttentionFn| {
                 let mut out = vec![f32::NAN; queries * heads * HD];
                 f(
@@ -190,7 +193,7 @@ fn a_query_that_sees_no_key_gets_zeros() {
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
     let mut out = vec![f32::NAN; 2 * HD];
     let all_masked = [false; 3];
-    let mask = Mask { key_valid: Some(&all_masked), causal: false };
+    let mask = Mask { key_valid: Some(&all_masked), causal: false, window: None };
     attention_general_scalar::<HD>(
         view(&q, 2),
         view(&kv, keys),
@@ -205,7 +208,7 @@ fn a_query_that_sees_no_key_gets_zeros() {
     assert_eq!(out, vec![0.0; 2 * HD]);
     // No keys at all.
     let mut out = vec![f32::NAN; HD];
-    let none = Mask { key_valid: None, causal: true };
+    let none = Mask { key_valid: None, causal: true, window: None };
     attention_general_scalar::<HD>(
         view(&q[..HD], 1),
         view(&[], 0),
@@ -243,7 +246,7 @@ fn huge_scores_do_not_overflow_the_online_softmax() {
     }
     let v: Vec<f32> = (0..keys * HD).map(|i| i as f32).collect();
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
-    let mask = Mask { key_valid: None, causal: false };
+    let mask = Mask { key_valid: None, causal: false, window: None };
     let mut out = vec![f32::NAN; HD];
     attention_general_scalar::<HD>(
         view(&q, 1),
@@ -564,4 +567,136 @@ fn kv_cache_checks_steps_before_they_run() {
     assert!(layer.iter().all(|(k, v)| k.len() == 12 && v.len() == 12));
     cache.reset();
     assert_eq!(cache.lens(), [0, 0]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// LLaMA / Mistral kernels: RMSNorm, SwiGLU, RoPE, sliding-window attention
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn rms_norm_matches_f64_and_a_zero_row_gives_zeros() {
+    use transformer_runtime::kernels::norm::{rms_norm, rms_norm_into};
+    const D: usize = 5;
+    let w = [1.0f32, -0.5, 2.0, 0.25, 1.5];
+    // An ordinary row, a zero row, a row whose squares overflow f32 (the f64 fallback).
+    let input = [[0.5f32, -1.0, 2.0, 0.0, 3.0], [0.0; D], [1e30, -2e30, 0.5e30, 1e30, 3e30]];
+    for eps in [0.0f32, 1e-6] {
+        let mut got = input;
+        rms_norm(&mut got, &w, eps);
+        let mut into = [[f32::NAN; D]; 3];
+        rms_norm_into(&input, &mut into, &w, eps);
+        assert_eq!(got, into);
+        for (x, y) in input.iter().zip(&got) {
+            let ms = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / D as f64 + f64::from(eps);
+            let inv = if ms > 0.0 { 1.0 / ms.sqrt() } else { 0.0 };
+            for ((&v, &g), &o) in x.iter().zip(&w).zip(y) {
+                let want = f64::from(v) * inv * f64::from(g);
+                assert!(
+                    o.is_finite() && (f64::from(o) - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{o} vs {want}"
+                );
+            }
+        }
+        assert_eq!(got[1], [0.0; D]);
+    }
+}
+
+#[test]
+fn swiglu_matches_f64_and_stays_finite() {
+    use transformer_runtime::kernels::activation::{silu, swiglu};
+    // Two rows of [gate (3) | up (3)].
+    let gate_up = [0.5f32, -100.0, 100.0, 2.0, 3.0, -1.0, -1.5, 1e30, -1e30, 0.25, -4.0, 8.0];
+    let mut out = [f32::NAN; 6];
+    swiglu(&gate_up, &mut out, 3);
+    for r in 0..2 {
+        for i in 0..3 {
+            let (g, u) = (f64::from(gate_up[r * 6 + i]), f64::from(gate_up[r * 6 + 3 + i]));
+            let want = g / (1.0 + (-g).exp()) * u;
+            let got = out[r * 3 + i];
+            assert!(got.is_finite() && close(got, want as f32, 1e-6), "[{r}, {i}] {got} vs {want}");
+        }
+    }
+    assert!(silu(-100.0) == 0.0 && silu(-100.0).is_sign_negative());
+    assert_eq!(silu(100.0), 100.0);
+}
+
+#[test]
+fn rope_rotates_query_and_key_heads_only() {
+    use transformer_runtime::kernels::rope::rope_tables;
+    use transformer_runtime::layers::Rope;
+    // HD = 5 with 4 rotary dims: dim 4 passes through. Rows [Q (2 heads) | K (1) | V (1)].
+    let (hd, r, theta) = (5usize, 4usize, 10_000.0f64);
+    let rope = Rope::new(6, hd, r, theta);
+    let (mut cos, mut sin) = (vec![0.0; 6 * 2], vec![0.0; 6 * 2]);
+    rope_tables(r, theta, &mut cos, &mut sin);
+    assert_eq!((rope.cos_at(5), rope.sin_at(5)), (&cos[10..], &sin[10..]));
+    let batch = Batch::from_sequences(&[vec![1u32, 2], vec![3]]).unwrap().with_starts(&[1, 0]).unwrap();
+    let stride = 4 * hd;
+    let qkv = values(batch.rows() * stride, 40);
+    let mut got = qkv.clone();
+    rope.apply(&mut got, &batch, Some(&[2, 3]), 2, 1);
+    for row in 0..batch.rows() {
+        // Positions: sequence 0 starts at 1 (+2 from `starts`), sequence 1 at 0 (+3); the padding
+        // row of sequence 1 repeats its last real position.
+        let p = [3usize, 4, 3, 3][row];
+        for h in 0..4 {
+            let at = row * stride + h * hd;
+            for d in 0..hd {
+                let want = if h < 3 && d < r {
+                    let i = d % 2;
+                    let angle = f64::from(p as f32 * (1.0 / (theta as f32).powf((2 * i) as f32 / r as f32)));
+                    let (x0, x1) = (f64::from(qkv[at + i]), f64::from(qkv[at + i + 2]));
+                    if d < 2 {
+                        x0 * angle.cos() - x1 * angle.sin()
+                    } else {
+                        x1 * angle.cos() + x0 * angle.sin()
+                    }
+                } else {
+                    f64::from(qkv[at + d])
+                };
+                assert!(
+                    close(got[at + d], want as f32, 1e-6),
+                    "row {row} head {h} dim {d}: {} vs {want}",
+                    got[at + d]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn windowed_attention_scalar_matches_naive_across_tiles() {
+    // 70 keys (tiles of 64 + 6), 6 queries at positions 62..68, keys 0..3 and 65 masked; windows
+    // inside one tile, across the tile boundary, wider than everything, and empty.
+    let (heads, keys, queries, q_pos0) = (2, 70, 6, 62);
+    let key_valid: Vec<bool> = (0..keys).map(|j| j > 3 && j != 65).collect();
+    let kv_heads = 1;
+    let q = values(queries * heads * HD, 50);
+    let (k, v) = (values(keys * kv_heads * HD, 51), values(keys * kv_heads * HD, 52));
+    for window in [Some(0), Some(1), Some(3), Some(10), Some(100)] {
+        let mask = Mask { key_valid: Some(&key_valid), causal: true, window };
+        let run = |f: AttentionFn| {
+            let mut out = vec![f32::NAN; queries * heads * HD];
+            f(
+                view(&q, queries, heads * HD),
+                view(&k, keys, kv_heads * HD),
+                view(&v, keys, kv_heads * HD),
+                heads,
+                kv_heads,
+                q_pos0,
+                mask,
+                0.5,
+                &mut out,
+            );
+            out
+        };
+        let got = run(attention_general_scalar::<HD>);
+        let want = run(attention_general_naive::<HD>);
+        for (i, (&x, &y)) in got.iter().zip(&want).enumerate() {
+            assert!(close(x, y, 1e-5), "window {window:?} [{i}]: {x} vs {y}");
+        }
+        if window == Some(0) {
+            assert!(got.iter().all(|&x| x == 0.0), "a zero window sees no key");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
 use super::{carve, rt};
-use crate::graph::{Graph, Value};
+use crate::graph::{Graph, Index, Op, Value};
 use crate::spec::Spec;
 
 pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]) -> TokenStream {
@@ -13,7 +13,16 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
     let (d, v) = (spec.d_model, spec.vocab_size);
     // Spanned at the user's `vocab_size`: the width of a logits row is the vocabulary.
     let logits_row = quote_spanned!(spec.vocab_span=> [f32; #v]);
-    let kv_width = spec.d_model;
+    let kv_width = spec.kv_heads * spec.head_dim();
+    // Absolute positions are embedded (and continue a cache's length); rotary ones are applied
+    // inside the attention instead.
+    let embeds_positions =
+        graph.embeddings.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
+    let (full_starts, step_starts) = if embeds_positions {
+        (quote!(, ::core::option::Option::None), quote!(, ::core::option::Option::Some(cache.lens())))
+    } else {
+        (quote!(), quote!())
+    };
     let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
     // A step only needs the last row of each sequence past the final norm.
     let final_norm_last = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(last);));
@@ -34,7 +43,7 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
             pub fn logits_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#logits_row]> {
                 batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
                 #full_carve
-                self.embeddings.forward(x, batch, ::core::option::Option::None);
+                self.embeddings.forward(x, batch #full_starts);
                 for layer in &self.layers {
                     layer.forward(x, batch, s, &self.threads);
                 }
@@ -66,7 +75,7 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
                 cache.check_step(batch)?;
                 #step_carve
-                self.embeddings.forward(x, batch, ::core::option::Option::Some(cache.lens()));
+                self.embeddings.forward(x, batch #step_starts);
                 for (i, layer) in self.layers.iter().enumerate() {
                     layer.forward_cached(x, batch, s, cache, i, &self.threads);
                 }

@@ -110,7 +110,8 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     let writes_stream = block.ops.iter().any(Op::writes_stream);
     let gathers_positions =
         block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
-    let uses_batch = block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Attention { .. }));
+    let uses_batch =
+        block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Attention { .. } | Op::Rope { .. }));
     let uses_threads = block
         .ops
         .iter()
@@ -162,6 +163,8 @@ fn field_type(f: &Field) -> TokenStream {
     match f.kind {
         FieldKind::Linear { input, output, .. } => quote!(#rt::layers::Linear<#input, #output>),
         FieldKind::LayerNorm { width, .. } => quote!(#rt::layers::LayerNorm<#width>),
+        FieldKind::RmsNorm { width, .. } => quote!(#rt::layers::norm::RmsNorm<#width>),
+        FieldKind::Rope { .. } => quote!(#rt::layers::rope::Rope),
         FieldKind::Embedding { width, .. } => quote!(#rt::layers::Embedding<#width>),
         FieldKind::Sinusoidal { width, .. } => quote!(#rt::layers::SinusoidalPositions<#width>),
     }
@@ -180,6 +183,11 @@ fn field_load(f: &Field) -> TokenStream {
             let name = tensor_name(f.weights[0]);
             quote!(#rt::layers::Linear::load(loader, &#name, #bias))
         }
+        FieldKind::Linear { bias, layout: Layout::Torch, .. } if !f.split.is_empty() => {
+            let names = f.weights.iter().map(|w| tensor_name(w));
+            let sizes = &f.split;
+            quote!(#rt::layers::Linear::load_concat(loader, &[#((#names.as_str(), #sizes)),*], #bias))
+        }
         FieldKind::Linear { bias, layout: Layout::Torch, .. } => {
             let names = f.weights.iter().map(|w| tensor_name(w));
             quote!(#rt::layers::Linear::load_fused(loader, &[#(#names.as_str()),*], #bias))
@@ -196,6 +204,14 @@ fn field_load(f: &Field) -> TokenStream {
             let name = tensor_name(f.weights[0]);
             let eps = eps as f32;
             quote!(#rt::layers::LayerNorm::load(loader, &#name, #eps))
+        }
+        FieldKind::RmsNorm { eps, .. } => {
+            let name = tensor_name(f.weights[0]);
+            let eps = eps as f32;
+            quote!(#rt::layers::norm::RmsNorm::load(loader, &#name, #eps))
+        }
+        FieldKind::Rope { max_positions, head_dim, theta } => {
+            quote!(#rt::layers::rope::Rope::new(#max_positions, #head_dim, #head_dim, #theta))
         }
         FieldKind::Embedding { rows, width, batched: true } => {
             let name = tensor_name(f.weights[0]);
@@ -240,6 +256,9 @@ fn activation(act: Option<Activation>) -> TokenStream {
         Some(Activation::GeluErf) => quote!(#rt::Activation::GeluErf),
         Some(Activation::GeluTanh) => quote!(#rt::Activation::GeluTanh),
         Some(Activation::Relu) => quote!(#rt::Activation::Relu),
+        Some(Activation::SwiGlu) => {
+            unreachable!("gated activations lower to `Op::Glu`, never to an epilogue")
+        }
     }
 }
 
@@ -283,19 +302,43 @@ fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
                 let (i, o, a) = (read(block, input), write(block, output), activation(act));
                 quote!(self.#f.forward(#i, #o, #a, threads);)
             }
-            Op::Attention { qkv, output, heads, head_dim, causal } => {
+            Op::Attention { qkv, output, heads, kv_heads, head_dim, causal, window } => {
                 let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
                 let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
                 let (q, o) = (quote!(s.#q.as_flattened()), quote!(s.#o.as_flattened_mut()));
-                match (causal, mode) {
-                    (false, _) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
-                    (true, Mode::Full) => {
+                let plain = kv_heads == heads && window.is_none();
+                let window = match window {
+                    Some(w) => quote!(::core::option::Option::Some(#w)),
+                    None => quote!(::core::option::Option::None),
+                };
+                let shape = quote!(#rt::layers::attention::AttentionShape { heads: #heads, kv_heads: #kv_heads, window: #window });
+                match (causal, mode, plain) {
+                    (false, _, _) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
+                    (true, Mode::Full, true) => {
                         quote!(#rt::layers::causal_self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);)
                     }
-                    (true, Mode::Cached) => quote!(
+                    (true, Mode::Cached, true) => quote!(
                         #rt::layers::cached_causal_attention::<#head_dim>(#q, batch, cache, layer, #heads, #scale, #o, threads);
                     ),
+                    (true, Mode::Full, false) => quote!(
+                        #rt::layers::attention::causal_self_attention_with::<#head_dim>(#q, batch, #shape, #scale, #o, threads);
+                    ),
+                    (true, Mode::Cached, false) => quote!(
+                        #rt::layers::attention::cached_causal_attention_with::<#head_dim>(#q, batch, cache, layer, #shape, #scale, #o, threads);
+                    ),
                 }
+            }
+            Op::Rope { field, qkv, heads, kv_heads } => {
+                let (f, q) = (format_ident!("{}", field), format_ident!("{}", qkv.name));
+                let starts = match mode {
+                    Mode::Full => quote!(::core::option::Option::None),
+                    Mode::Cached => quote!(::core::option::Option::Some(cache.lens())),
+                };
+                quote!(self.#f.apply(s.#q.as_flattened_mut(), batch, #starts, #heads, #kv_heads);)
+            }
+            Op::Glu { input, output } => {
+                let (i, o, f) = (format_ident!("{}", input.name), format_ident!("{}", output.name), output.width);
+                quote!(#rt::kernels::activation::swiglu(s.#i.as_flattened(), s.#o.as_flattened_mut(), #f);)
             }
             Op::Add { stream, sublayer } => {
                 let (x, sub) = (write(block, stream), read(block, sublayer));

@@ -125,3 +125,54 @@ fn gelu_tanh(x: f32) -> f32 {
     let u = K * (x + C * x * x * x);
     x / (1.0 + exp_f32(-2.0 * u))
 }
+
+/// SiLU (swish), `x·sigmoid(x) = x / (1 + e^(−x))` (PyTorch `silu`).
+///
+/// One [`exp_f32`] and one division, branch-free. The tails need no special care: for x ≪ 0,
+/// `e^(−x)` saturates to +∞ and the result is `−0`; for x ≫ 0 it is 0 and the result is `x`. Only
+/// `x = −∞` (not finite input) would give `−∞/∞`; it is mapped to its limit `−0`. NaN propagates.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    let y = x / (1.0 + exp_f32(-x));
+    if x == f32::NEG_INFINITY {
+        -0.0
+    } else {
+        y
+    }
+}
+
+/// [`silu`] of every element of `xs`, in place.
+pub fn silu_slice(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = silu(*x));
+}
+
+/// The gated MLP activation of LLaMA/Mistral: each input row is `[gate (f) | up (f)]`, as one fused
+/// GEMM of `gate_proj` and `up_proj` writes it, and the matching output row of `out` (width `f`) is
+/// `silu(gate) * up`.
+///
+/// `gate_up.len()` must be `2 · out.len()` and `out.len()` a multiple of `f` (rows of `f`); panics
+/// otherwise. Allocates nothing.
+pub fn swiglu(gate_up: &[f32], out: &mut [f32], f: usize) {
+    assert_eq!(
+        gate_up.len(),
+        2 * out.len(),
+        "swiglu: gate_up has {} floats, expected 2 × out = 2 × {}",
+        gate_up.len(),
+        out.len()
+    );
+    if f == 0 {
+        assert!(out.is_empty(), "swiglu: f = 0 but out has {} floats", out.len());
+        return;
+    }
+    assert!(
+        out.len().is_multiple_of(f),
+        "swiglu: out has {} floats, not a multiple of the row width f = {f}",
+        out.len()
+    );
+    for (src, dst) in gate_up.chunks_exact(2 * f).zip(out.chunks_exact_mut(f)) {
+        let (gate, up) = src.split_at(f);
+        for ((o, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
+            *o = silu(g) * u;
+        }
+    }
+}

@@ -17,6 +17,10 @@
 //! key-validity (padding) flag per key with an optional causal limit. Under a causal mask the key
 //! tiles past the last query of a block are never visited, and inside the diagonal tile each query
 //! row sees only the prefix of the (ascending) compacted key list at or before its own position.
+//! A sliding window ([`Mask::window`]) bounds the keys from below as well: a block's key tiles start
+//! at its first query's lowest visible key, so tiles wholly before the window are never visited
+//! and a windowed causal pass costs O(S·window) rather than O(S²); inside a tile each row sees a
+//! contiguous range of the compacted keys.
 //! With `kv_heads < heads`, consecutive groups of query heads share one key/value head
 //! (grouped-query attention).
 //!
@@ -44,13 +48,54 @@ pub struct HeadRows<'a> {
     pub rows: usize,
 }
 
-/// Which keys a query sees: key `j` is visible iff `key_valid[j]` (when given) and, if `causal`,
-/// `j <=` the query's position.
+/// Which keys a query sees: key `j` is visible to the query at position `p` iff `key_valid[j]`
+/// (when given), if `causal` `j <= p`, and if `window = Some(w)` `j > p − w`.
+///
+/// A causal mask with `window: Some(w)` is the sliding window of Mistral and transformers
+/// (`sliding_window_causal_mask_function`: `kv_idx > q_idx - sliding_window` and
+/// `kv_idx <= q_idx`): each query sees itself and the `w − 1` keys before it. `Some(0)` sees no key
+/// (outputs are zeros).
 #[derive(Clone, Copy, Debug)]
 pub struct Mask<'a> {
     /// One flag per key; `None` means every key is valid.
     pub key_valid: Option<&'a [bool]>,
     pub causal: bool,
+    /// Sliding window: keys at or before `p − w` are invisible. `None`: no lower bound.
+    pub window: Option<usize>,
+}
+
+impl Mask<'_> {
+    /// Whether the query at `pos` sees key `j` (all three conditions).
+    #[inline]
+    pub fn sees(&self, pos: usize, j: usize) -> bool {
+        self.key_valid.is_none_or(|valid| valid[j]) && (!self.causal || j <= pos) && self.in_window(pos, j)
+    }
+
+    /// Whether key `j` is inside the query at `pos`'s window (`j > pos − w`, without underflow).
+    #[inline]
+    fn in_window(&self, pos: usize, j: usize) -> bool {
+        self.window.is_none_or(|w| j > pos || pos - j < w)
+    }
+
+    /// The first key the query at `pos` may see under the window: `pos + 1 − w`, saturating at 0.
+    #[inline]
+    fn window_start(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+}
+
+thread_local! {
+    /// Query-key scores computed by the tiled kernel on this thread (see [`scores_computed`]).
+    static SCORES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Number of query·key scores (dot products) the tiled kernel ([`attention_general`] and its
+/// scalar twin) has computed on the calling thread since it started: a work counter for tests that
+/// check which tiles are skipped (a sliding window must not visit keys far outside it). One
+/// thread-local add per key tile; the naive twin does not count.
+#[doc(hidden)]
+pub fn scores_computed() -> u64 {
+    SCORES.with(|c| c.get())
 }
 
 /// Multi-head scaled-dot-product attention over separate Q, K and V views, with an online
@@ -121,9 +166,7 @@ pub fn attention_general_naive<const HD: usize>(
     let mut scores = Vec::with_capacity(k.rows);
     for r in 0..q.rows {
         let pos = q_pos0 + r;
-        let visible: Vec<usize> = (0..k.rows)
-            .filter(|&j| mask.key_valid.is_none_or(|valid| valid[j]) && (!mask.causal || j <= pos))
-            .collect();
+        let visible: Vec<usize> = (0..k.rows).filter(|&j| mask.sees(pos, j)).collect();
         for h in 0..heads {
             let kvh = h / group;
             let qv = &q.data[r * q.stride + q.offset + h * HD..][..HD];
@@ -243,7 +286,7 @@ fn fused_views<'a, const HD: usize>(
         view(q_start * stride, rows),
         view(width, seq),
         view(2 * width, seq),
-        Mask { key_valid: Some(key_valid), causal: false },
+        Mask { key_valid: Some(key_valid), causal: false, window: None },
     )
 }
 
@@ -483,9 +526,11 @@ fn attention_body<const HD: usize, I: Isa>(
         for r0 in (0..rows).step_by(Q_BLOCK) {
             let nq = Q_BLOCK.min(rows - r0);
             // Position of the block's first query; under a causal mask no row of the block sees a
-            // key past its last query, so later tiles are never visited.
+            // key past its last query, so later tiles are never visited. Under a window no row sees
+            // a key before the first row's window, so tiles start there (with no window: at 0).
             let pos0 = q_pos0 + r0;
             let key_end = if mask.causal { k.rows.min(pos0 + nq) } else { k.rows };
+            let key_start = mask.window_start(pos0);
 
             // Folding the scale into q once saves a multiply per score.
             let mut qs = [[0.0f32; HD]; Q_BLOCK];
@@ -500,10 +545,14 @@ fn attention_body<const HD: usize, I: Isa>(
             let mut acc = [[0.0f32; HD]; Q_BLOCK];
             let mut keys = [0usize; KEY_TILE];
             let mut p = [[0.0f32; KEY_TILE]; Q_BLOCK];
-            // Per row: how many of the tile's compacted keys it sees (a prefix, keys ascend).
+            // Per row: the range `first..visible` of the tile's compacted keys it sees (keys ascend;
+            // `first` is 0 unless a window cuts the tile's start, `visible` is nk unless the causal
+            // limit cuts its end).
             let mut visible = [0usize; Q_BLOCK];
+            let mut first = [0usize; Q_BLOCK];
+            let mut scored = 0u64;
 
-            for t0 in (0..key_end).step_by(KEY_TILE) {
+            for t0 in (key_start..key_end).step_by(KEY_TILE) {
                 let t1 = key_end.min(t0 + KEY_TILE);
                 let mut nk = 0;
                 match mask.key_valid {
@@ -524,10 +573,13 @@ fn attention_body<const HD: usize, I: Isa>(
                     continue;
                 }
                 let keys = &keys[..nk];
-                for (i, n) in visible[..nq].iter_mut().enumerate() {
+                for (i, (n, a)) in visible[..nq].iter_mut().zip(&mut first[..nq]).enumerate() {
                     let pos = pos0 + i;
                     *n = if mask.causal && t1 > pos + 1 { keys.partition_point(|&j| j <= pos) } else { nk };
+                    let lo = mask.window_start(pos);
+                    *a = if t0 < lo { keys.partition_point(|&j| j < lo).min(*n) } else { 0 };
                 }
+                scored += (nq * nk) as u64;
 
                 for (jj, &j) in keys.iter().enumerate() {
                     let kr = vec_at::<HD>(k.data, j * k.stride + k_off);
@@ -537,13 +589,15 @@ fn attention_body<const HD: usize, I: Isa>(
                 }
 
                 for i in 0..nq {
-                    let n = visible[i];
-                    // Keys past the row's own position (diagonal tile only) weigh 0.
+                    let (a, n) = (first[i], visible[i]);
+                    // Keys past the row's own position (diagonal tile only) or before its window
+                    // weigh 0.
                     p[i][n..nk].fill(0.0);
-                    if n == 0 {
+                    p[i][..a].fill(0.0);
+                    if n == a {
                         continue;
                     }
-                    let scores = &mut p[i][..n];
+                    let scores = &mut p[i][a..n];
                     let tile_max = lane_max(scores);
                     if tile_max > max[i] {
                         // The first valid tile has nothing to rescale; later tiles shrink the old
@@ -565,11 +619,15 @@ fn attention_body<const HD: usize, I: Isa>(
                 for (jj, &j) in keys.iter().enumerate() {
                     let vr = vec_at::<HD>(v.data, j * v.stride + v_off);
                     for i in 0..nq {
-                        if jj < visible[i] {
+                        if first[i] <= jj && jj < visible[i] {
                             I::axpy::<HD>(&mut acc[i], p[i][jj], vr);
                         }
                     }
                 }
+            }
+
+            if scored > 0 {
+                SCORES.with(|c| c.set(c.get() + scored));
             }
 
             for i in 0..nq {

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod gemm;
 pub mod norm;
 pub mod pooling;
+pub mod rope;
 
 /// Number of independent accumulators used by the reductions below.
 ///

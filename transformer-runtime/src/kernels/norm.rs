@@ -64,3 +64,65 @@ fn normalise_row<const D: usize>(row: &mut [f32; D], gamma: &[f32; D], beta: &[f
         *x = (*x - mean) * inv_std * g + b;
     }
 }
+
+/// `rows[i] = rows[i] / sqrt(mean(rows[i]²) + eps) * weight`: RMSNorm as LLaMA/Mistral use it
+/// (HF `LlamaRMSNorm`: `weight * (x * rsqrt(mean(x²) + eps))`, all in f32 for an f32 model).
+///
+/// The mean square is accumulated in f32 lanes. When `mean(x²) + eps` is not a normal f32 — the
+/// squares overflowed (|x| beyond ~1e19), or the row is zero or subnormal-small with `eps = 0` —
+/// the row is redone with f64 statistics, so finite input never gives NaN or ±∞: a zero row gives
+/// zeros for any `eps ≥ 0`, a huge row its normalised value.
+pub fn rms_norm<const D: usize>(rows: &mut [[f32; D]], weight: &[f32; D], eps: f32) {
+    for row in rows {
+        rms_row(row, weight, eps);
+    }
+}
+
+/// `out[i] = RmsNorm(input[i])` as in [`rms_norm`], leaving `input` as it is (pre-norm: the residual
+/// stream stays raw). Panics if the row counts differ.
+pub fn rms_norm_into<const D: usize>(input: &[[f32; D]], out: &mut [[f32; D]], weight: &[f32; D], eps: f32) {
+    assert_eq!(
+        input.len(),
+        out.len(),
+        "rms_norm_into: input has {} rows but out has {}",
+        input.len(),
+        out.len()
+    );
+    for (src, dst) in input.iter().zip(out) {
+        *dst = *src;
+        rms_row(dst, weight, eps);
+    }
+}
+
+#[inline(always)]
+fn rms_row<const D: usize>(row: &mut [f32; D], weight: &[f32; D], eps: f32) {
+    if D == 0 {
+        return;
+    }
+    let inv_d = 1.0 / D as f32;
+    let denom = lane_sum(row, |x| x * x) * inv_d + eps;
+    if denom.is_normal() {
+        // denom ≥ f32::MIN_POSITIVE, so inv ≤ 9.2e18 and |x·inv| ≤ √D·(1 + rounding).
+        let inv = 1.0 / denom.sqrt();
+        for (x, &w) in row.iter_mut().zip(weight) {
+            *x = w * (*x * inv);
+        }
+    } else {
+        rms_row_f64(row, weight, eps);
+    }
+}
+
+/// The rare-path twin of [`rms_row`]: statistics and scaling in f64, where the square of any
+/// finite f32 neither overflows nor underflows.
+#[cold]
+#[inline(never)]
+fn rms_row_f64<const D: usize>(row: &mut [f32; D], weight: &[f32; D], eps: f32) {
+    let mean = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / D as f64;
+    let denom = mean + f64::from(eps);
+    // A zero row with eps = 0 has nothing to normalise: it stays zero (0·w), never 0/0. (NaN in
+    // the row still reaches the output through the multiply: NaN input is not sanitised.)
+    let inv = if denom > 0.0 { 1.0 / denom.sqrt() } else { 0.0 };
+    for (x, &w) in row.iter_mut().zip(weight) {
+        *x = w * ((f64::from(*x) * inv) as f32);
+    }
+}

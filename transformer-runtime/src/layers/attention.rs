@@ -2,6 +2,11 @@
 //! (sequence, block of query rows), in parallel. Bidirectional ([`self_attention`], encoders),
 //! causal over the whole batch ([`causal_self_attention`], a decoder without cache) and causal
 //! over a [`KvCache`] ([`cached_causal_attention`], a decoder's prefill and decode steps).
+//!
+//! The causal pair has general forms ([`causal_self_attention_with`],
+//! [`cached_causal_attention_with`]) taking an [`AttentionShape`]: grouped-query attention
+//! (`kv_heads < heads`, LLaMA 2/3, Mistral) and a sliding window (Mistral). The plain functions are
+//! those with `kv_heads = heads` and no window.
 
 use crate::kernels::attention::{attention, attention_general, HeadRows, Mask};
 use crate::{Batch, KvCache, Threads};
@@ -44,6 +49,39 @@ pub fn self_attention<const HD: usize>(
     });
 }
 
+/// The head layout and mask of a causal attention: `heads` query heads, `kv_heads` key/value heads
+/// (dividing `heads`; query head `h` reads key/value head `h / (heads / kv_heads)`), and an optional
+/// sliding window `w`: the query at position `p` sees the keys `j` with `p − w < j ≤ p` (Mistral /
+/// transformers' `sliding_window_causal_mask_function`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub window: Option<usize>,
+}
+
+impl AttentionShape {
+    /// Multi-head attention: one key/value head per query head, no window.
+    pub const fn mha(heads: usize) -> Self {
+        Self { heads, kv_heads: heads, window: None }
+    }
+
+    /// Floats per fused `[Q | K | V]` row: `(heads + 2·kv_heads)·HD`.
+    pub const fn qkv_width(&self, head_dim: usize) -> usize {
+        (self.heads + 2 * self.kv_heads) * head_dim
+    }
+
+    fn check(&self) {
+        assert!(self.heads > 0, "attention: heads must be positive");
+        assert!(
+            self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads),
+            "attention: kv_heads = {} does not divide heads = {}",
+            self.kv_heads,
+            self.heads
+        );
+    }
+}
+
 /// Causal self-attention over a right-padded batch (full recompute, no cache): the query at index
 /// `r` of sequence `b` sees the keys `0..=r` of `b` that are real tokens (`batch.mask_of(b)`).
 ///
@@ -59,8 +97,27 @@ pub fn causal_self_attention<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
-    let (seq, width) = (batch.seq_len(), heads * HD);
-    let stride = 3 * width;
+    causal_self_attention_with::<HD>(qkv, batch, AttentionShape::mha(heads), scale, ctx, threads);
+}
+
+/// [`causal_self_attention`] with grouped-query heads and an optional sliding window.
+///
+/// `qkv` holds `batch.rows()` rows of `[Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)]`; `ctx`
+/// receives `batch.rows()` rows of `heads·HD`. The query at index `r` of sequence `b` sees the real
+/// keys `j ≤ r` of `b` with, under `shape.window = Some(w)`, `j > r − w`; key tiles wholly outside
+/// the window are skipped, so the cost is O(rows · w). Padding rows get zeros.
+pub fn causal_self_attention_with<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: AttentionShape,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    shape.check();
+    let AttentionShape { heads, kv_heads, window } = shape;
+    let (seq, width, kv_width) = (batch.seq_len(), heads * HD, kv_heads * HD);
+    let stride = width + 2 * kv_width;
     assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
     assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
     threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
@@ -71,11 +128,11 @@ pub fn causal_self_attention<const HD: usize>(
         let (real, padding) = ctx_seq.split_at_mut(extent * width);
         padding.fill(0.0);
         let view = |offset, rows| HeadRows { data: qkv_seq, stride, offset, rows };
-        let (k, v) = (view(width, extent), view(2 * width, extent));
-        let mask = Mask { key_valid: Some(key_valid), causal: true };
+        let (k, v) = (view(width, extent), view(width + kv_width, extent));
+        let mask = Mask { key_valid: Some(key_valid), causal: true, window };
         let run = |q_start: usize, out: &mut [f32]| {
             let q = view(q_start * stride, out.len() / width);
-            attention_general::<HD>(q, k, v, heads, heads, q_start, mask, scale, out);
+            attention_general::<HD>(q, k, v, heads, kv_heads, q_start, mask, scale, out);
         };
         if extent <= QUERY_BLOCK {
             run(0, real);
@@ -110,14 +167,37 @@ pub fn cached_causal_attention<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
-    let (seq, width) = (batch.seq_len(), heads * HD);
-    let stride = 3 * width;
+    let shape = AttentionShape::mha(heads);
+    cached_causal_attention_with::<HD>(qkv, batch, cache, layer, shape, scale, ctx, threads);
+}
+
+/// [`cached_causal_attention`] with grouped-query heads and an optional sliding window.
+///
+/// `qkv` rows are `[Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)]`, the cache's `kv_width` is
+/// `kv_heads·HD`, and `ctx` receives `batch.rows()` rows of `heads·HD`. Under `shape.window =
+/// Some(w)` the query at position `p = len + r` sees the cached keys `j` with `p − w < j ≤ p`. The
+/// cache keeps every position (no ring buffer): a window only skips the key tiles before it, so a
+/// step costs O(new rows · w) while memory stays `max_positions` rows.
+pub fn cached_causal_attention_with<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    cache: &mut KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    shape.check();
+    let AttentionShape { heads, kv_heads, window } = shape;
+    let (seq, width, kv_width) = (batch.seq_len(), heads * HD, kv_heads * HD);
+    let stride = width + 2 * kv_width;
     assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
     assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
     assert_eq!(
         cache.kv_width(),
-        width,
-        "cache rows are {} wide, attention needs heads × HD = {heads} × {HD}",
+        kv_width,
+        "cache rows are {} wide, attention needs kv_heads × HD = {kv_heads} × {HD}",
         cache.kv_width()
     );
     assert_eq!(
@@ -154,20 +234,20 @@ pub fn cached_causal_attention<const HD: usize>(
             let (len, n) = (lens[i], batch.len_of(b));
             let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
             for (r, row) in qkv_seq.chunks_exact(stride).take(n).enumerate() {
-                let at = (len + r) * width;
-                keys[at..at + width].copy_from_slice(&row[width..2 * width]);
-                values[at..at + width].copy_from_slice(&row[2 * width..]);
+                let at = (len + r) * kv_width;
+                keys[at..at + kv_width].copy_from_slice(&row[width..width + kv_width]);
+                values[at..at + kv_width].copy_from_slice(&row[width + kv_width..]);
             }
             let (keys, values) = (&*keys, &*values);
             let total = len + n;
-            let k = HeadRows { data: keys, stride: width, offset: 0, rows: total };
-            let v = HeadRows { data: values, stride: width, offset: 0, rows: total };
-            let mask = Mask { key_valid: None, causal: true };
+            let k = HeadRows { data: keys, stride: kv_width, offset: 0, rows: total };
+            let v = HeadRows { data: values, stride: kv_width, offset: 0, rows: total };
+            let mask = Mask { key_valid: None, causal: true, window };
             let (real, padding) = ctx_seq.split_at_mut(n * width);
             padding.fill(0.0);
             let run = |r0: usize, out: &mut [f32]| {
                 let q = HeadRows { data: qkv_seq, stride, offset: r0 * stride, rows: out.len() / width };
-                attention_general::<HD>(q, k, v, heads, heads, len + r0, mask, scale, out);
+                attention_general::<HD>(q, k, v, heads, kv_heads, len + r0, mask, scale, out);
             };
             if n <= QUERY_BLOCK {
                 run(0, real);

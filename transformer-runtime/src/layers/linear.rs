@@ -49,6 +49,28 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
         Self { weight, bias: fused_bias }
     }
 
+    /// Loads several `nn.Linear`s with the same input and outputs of the given sizes, concatenated:
+    /// grouped-query attention's Q (`heads·HD`), K and V (`kv_heads·HD` each) as one GEMM.
+    pub fn load_concat(loader: &mut WeightLoader, parts: &[(&str, usize)], bias: bool) -> Self {
+        assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), OUT, "parts must add up to {OUT} outputs");
+        // Output column o belongs to the part whose range holds it; `starts[p]` is part p's first.
+        let starts: Vec<usize> =
+            parts.iter().scan(0, |acc, p| Some(std::mem::replace(acc, *acc + p.1))).collect();
+        let weights: Vec<Vec<f32>> = parts
+            .iter()
+            .map(|&(prefix, rows)| loader.take(&format!("{prefix}.weight"), &[rows, IN]))
+            .collect();
+        let bias = bias.then(|| {
+            parts.iter().flat_map(|&(prefix, rows)| loader.take(&format!("{prefix}.bias"), &[rows])).collect()
+        });
+        let part_of = |o: usize| starts.iter().rposition(|&s| s <= o).expect("o < OUT lies in some part");
+        let weight = PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| {
+            let p = part_of(o);
+            weights[p][(o - starts[p]) * IN + i]
+        });
+        Self { weight, bias }
+    }
+
     /// Loads GPT-2's `Conv1D`: `{prefix}.weight` stored `[IN, OUT]` (already the GEMM's
     /// orientation) and, if `bias`, `{prefix}.bias`.
     pub fn load_conv1d(loader: &mut WeightLoader, prefix: &str, bias: bool) -> Self {

@@ -7,12 +7,17 @@ pub mod embedding;
 pub mod linear;
 pub mod norm;
 pub mod pooling;
+pub mod rope;
 
-pub use attention::{cached_causal_attention, causal_self_attention, self_attention};
+pub use attention::{
+    cached_causal_attention, cached_causal_attention_with, causal_self_attention, causal_self_attention_with,
+    self_attention, AttentionShape,
+};
 pub use embedding::{Embedding, SinusoidalPositions};
 pub use linear::Linear;
-pub use norm::LayerNorm;
+pub use norm::{LayerNorm, RmsNorm};
 pub use pooling::mean_pool_normalize;
+pub use rope::Rope;
 
 /// `stream[i] += sublayer[i]`: the pre-norm residual.
 pub fn residual_add<const D: usize>(stream: &mut [[f32; D]], sublayer: &[[f32; D]]) {

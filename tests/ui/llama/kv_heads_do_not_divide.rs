@@ -1,0 +1,25 @@
+// `kv_heads` must divide `heads`: 3 key/value heads cannot serve 4 query heads evenly.
+
+transformer::model! {
+    /// A small LLaMA-shaped decoder with one mistake.
+    pub struct Model {
+        vocab_size: 320,
+        max_positions: 128,
+        d_model: 64,
+        heads: 4,
+        kv_heads: 3,
+        layers: 2,
+        d_ff: 176,
+        activation: swiglu,
+        norm: rms_norm,
+        norm_eps: 1e-6,
+        norm_placement: pre,
+        positions: rope,
+        rope_theta: 10000.0,
+        attention: causal,
+        weights: llama,
+        lm_head: untied,
+    }
+}
+
+fn main() {}
