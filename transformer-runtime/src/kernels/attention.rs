@@ -92,7 +92,7 @@ thread_local! {
 /// Number of query·key scores (dot products) the tiled kernel ([`attention_general`] and its
 /// scalar twin) has computed on the calling thread since it started: a work counter for tests that
 /// check which tiles are skipped (a sliding window must not visit keys far outside it). One
-/// thread-local add per key tile; the naive twin does not count.
+/// thread-local add per (head, block of query rows); the naive twin does not count.
 #[doc(hidden)]
 pub fn scores_computed() -> u64 {
     SCORES.with(|c| c.get())
