@@ -181,7 +181,17 @@ def main():
     ap.add_argument("--no-parts", action="store_true", default=os.environ.get("BENCH_PARTS", "1") == "0")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "0") == "1",
                     help="1 warm-up, at most 2 timed runs per round (a smoke test)")
+    ap.add_argument("--render", action="store_true",
+                    help="only re-render target/harness/results.md from results.json")
     args = ap.parse_args()
+    if args.render:
+        results = json.loads((OUT_DIR / "results.json").read_text())
+        tl = [int(t) for t in results["micro"]]
+        md = markdown(results, results["summary"], tl,
+                      {t: results["fma_peak_per_core_gflops"] * t for t in tl})
+        (OUT_DIR / "results.md").write_text(md)
+        print(md)
+        return
     workloads = [w for w in args.workloads.split(",") if w]
     for w in workloads:
         if w not in WORKLOADS:
@@ -397,6 +407,9 @@ def markdown(results, summary, threads_list, peak):
                 ops = ", ".join(f"{o['op'].split()[0]} {fmt(o['gbs'])}" for o in rec["ops"])
                 lines.append(f"\nDecode GEMVs alone, {rec['threads']} thread(s): {fmt(rec['gemv_ms_per_token'])} ms/token "
                              f"(weights hot in cache between repeats of one op), {fmt(rec['gemv_gbs'])} GB/s; per op GB/s: {ops}.")
+    if results.get("skipped"):
+        lines.append("")
+        lines.append("Skipped at the deadline (BENCH_DEADLINE_S): " + ", ".join(results["skipped"]) + ".")
     lines.append("")
     lines.append("Targets:")
     lines.append("")

@@ -10,6 +10,8 @@ use std::hint::black_box;
 use std::time::Duration;
 use transformer_runtime::kernels::activation::{bias_activation, Activation};
 use transformer_runtime::kernels::gemm::{matmul, matmul_packed, Epilogue, GemmIsa, PackedB};
+use transformer_runtime::layers::Linear;
+use transformer_runtime::Threads;
 
 /// (k, n) of the MiniLM linears: fused QKV, attention output, FFN up, FFN down.
 const SHAPES: [(usize, usize); 4] = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
@@ -79,5 +81,37 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// One decode step's `Linear::forward` (m = 1 row, GPT-2-small widths) on 1 and 2 threads. Memory
+/// bound: the throughput is the packed weight streamed per call, 4·k·n bytes ("B/s").
+fn decode_linear<const IN: usize, const OUT: usize>(c: &mut Criterion) {
+    let mut group = c.benchmark_group("linear_m1");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Bytes((4 * IN * OUT) as u64));
+    let layer = Linear::<IN, OUT>::from_parts(values(IN * OUT, 2), Some(values(OUT, 3)));
+    let row = values(IN, 1);
+    let x: Vec<[f32; IN]> = vec![std::array::from_fn(|i| row[i])];
+    let mut out = vec![[0.0f32; OUT]; 1];
+    for threads in [1, 2] {
+        let pool = Threads::new(threads).expect("thread pool");
+        let label = format!("{IN}x{OUT}_t{threads}");
+        group.bench_function(BenchmarkId::new("forward", &label), |bench| {
+            bench.iter(|| {
+                layer.forward(black_box(&x), &mut out, Activation::GeluTanh, &pool);
+                black_box(out[0][0]);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_decode(c: &mut Criterion) {
+    decode_linear::<768, 2304>(c);
+    decode_linear::<768, 3072>(c);
+    decode_linear::<3072, 768>(c);
+    decode_linear::<768, 50257>(c);
+}
+
+criterion_group!(benches, bench, bench_decode);
 criterion_main!(benches);

@@ -80,4 +80,21 @@ impl Threads {
             }),
         }
     }
+
+    /// Runs `a` and `b` and returns both results: in parallel (`rayon::join`) when there is a pool,
+    /// one after the other on the calling thread otherwise. Nests: calling it from inside `a` or
+    /// `b` splits further on the same pool, which is how a task tree of any width is built without
+    /// allocating a task list.
+    pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        match &self.pool {
+            None => (a(), b()),
+            Some(pool) => pool.install(|| rayon::join(a, b)),
+        }
+    }
 }

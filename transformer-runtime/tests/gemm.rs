@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::Activation;
-use transformer_runtime::kernels::gemm::{matmul_packed, Epilogue, GemmIsa, PackedB};
+use transformer_runtime::kernels::gemm::{matmul_packed, matmul_packed_cols, Epilogue, GemmIsa, PackedB};
 use transformer_runtime::layers::Linear;
 use transformer_runtime::{Threads, WeightLoader};
 
@@ -298,4 +298,141 @@ fn load_fused_matches_separate_layers() {
             assert_eq!(&g[p * PART..(p + 1) * PART], w, "part {name}");
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Column split (few rows across threads)
+// ------------------------------------------------------------------------------------------------
+
+/// Bit patterns, so NaN-vs-NaN and ±0 differences count.
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(64))]
+
+    /// `matmul_packed_cols` over an arbitrary partition of the panels into ranges (each written
+    /// through per-row sub-slices of one output) is bit-identical to `matmul_packed`, on every ISA.
+    #[test]
+    fn matmul_packed_cols_partition_is_bit_identical(
+        ((m, k, n), a, b, bias, act) in gemm_case(),
+        cuts in prop::collection::vec(0.0f64..1.0, 0..4),
+    ) {
+        let epilogue = Epilogue::new(bias.as_deref(), act);
+        for isa in GemmIsa::supported() {
+            let packed = PackedB::pack_for(isa, &b, k, n);
+            let mut want = vec![f32::NAN; m * n];
+            matmul_packed(&a, m, &packed, &mut want, epilogue);
+            let panels = packed.panel_count();
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| (c * panels as f64) as usize).collect();
+            bounds.extend([0, panels]);
+            bounds.sort_unstable();
+            let mut got = vec![f32::NAN; m * n];
+            for range in bounds.windows(2).map(|w| w[0]..w[1]) {
+                let cols = packed.panel_cols(range.clone());
+                let mut rows: Vec<&mut [f32]> =
+                    got.chunks_exact_mut(n.max(1)).take(m).map(|r| &mut r[cols.clone()]).collect();
+                if n == 0 {
+                    rows = (0..m).map(|_| Default::default()).collect();
+                }
+                matmul_packed_cols(&a, m, &packed, range, &mut rows, epilogue);
+            }
+            prop_assert_eq!(bits(&got), bits(&want), "{:?} m={} k={} n={} cuts={:?}", isa, m, k, n, bounds);
+        }
+    }
+}
+
+/// `Linear::forward` on `threads` (the column split for m ≤ 64) against the sequential row path,
+/// bit for bit.
+fn check_split_identical<const IN: usize, const OUT: usize>(
+    rows: usize,
+    with_bias: bool,
+    act: Activation,
+    threads: &Threads,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let layer = Linear::<IN, OUT>::from_parts(
+        pseudo_random(IN * OUT, seed),
+        with_bias.then(|| pseudo_random(OUT, seed + 1)),
+    );
+    let x_flat = pseudo_random(rows * IN, seed + 2);
+    let x: Vec<[f32; IN]> = (0..rows).map(|r| std::array::from_fn(|i| x_flat[r * IN + i])).collect();
+    let mut want = vec![[f32::NAN; OUT]; rows];
+    layer.forward(&x, &mut want, act, &Threads::sequential());
+    let mut got = vec![[f32::NAN; OUT]; rows];
+    layer.forward(&x, &mut got, act, threads);
+    prop_assert_eq!(
+        bits(got.as_flattened()),
+        bits(want.as_flattened()),
+        "Linear<{},{}> rows={} bias={} {:?} threads={}",
+        IN,
+        OUT,
+        rows,
+        with_bias,
+        act,
+        threads.count()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(48))]
+
+    /// Few rows (the decode case) on 1–3 threads: bit-identical to the single-threaded row path
+    /// for every activation, with and without bias, over shapes around the panel widths (16, 32).
+    #[test]
+    fn linear_column_split_is_bit_identical(
+        rows in 1usize..=8,
+        threads in 1usize..=3,
+        shape in 0usize..8,
+        act in prop::sample::select(ACTIVATIONS.to_vec()),
+        with_bias: bool,
+        seed in 0u64..1000,
+    ) {
+        let pool = Threads::new(threads).unwrap();
+        let t = &pool;
+        match shape {
+            0 => check_split_identical::<1, 1>(rows, with_bias, act, t, seed)?,
+            1 => check_split_identical::<7, 33>(rows, with_bias, act, t, seed)?,
+            2 => check_split_identical::<0, 50>(rows, with_bias, act, t, seed)?,
+            3 => check_split_identical::<19, 64>(rows, with_bias, act, t, seed)?,
+            4 => check_split_identical::<40, 97>(rows, with_bias, act, t, seed)?,
+            5 => check_split_identical::<64, 16>(rows, with_bias, act, t, seed)?,
+            6 => check_split_identical::<3, 200>(rows, with_bias, act, t, seed)?,
+            _ => check_split_identical::<77, 129>(rows, with_bias, act, t, seed)?,
+        }
+    }
+}
+
+/// Row counts around the column-split limit (64) and tile edges, 2 and 3 threads.
+#[test]
+fn linear_column_split_edges_are_bit_identical() {
+    for threads in [2, 3] {
+        let pool = Threads::new(threads).unwrap();
+        for rows in [0, 1, 5, 6, 8, 9, 63, 64, 65] {
+            for with_bias in [false, true] {
+                check_split_identical::<24, 100>(rows, with_bias, Activation::GeluTanh, &pool, 3).unwrap();
+                check_split_identical::<5, 300>(rows, with_bias, Activation::Relu, &pool, 4).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "matmul_packed_cols: C row 1 has")]
+fn matmul_packed_cols_rejects_bad_row() {
+    let b = PackedB::pack(&[0.0; 2 * 40], 2, 40);
+    let cols = b.panel_cols(0..1).len();
+    let (mut r0, mut r1) = (vec![0.0; cols], vec![0.0; cols + 1]);
+    matmul_packed_cols(&[0.0; 4], 2, &b, 0..1, &mut [&mut r0[..], &mut r1[..]], Epilogue::NONE);
+}
+
+#[test]
+#[should_panic(expected = "panel range")]
+fn matmul_packed_cols_rejects_bad_range() {
+    let b = PackedB::pack(&[0.0; 2 * 40], 2, 40);
+    let mut r0 = [0.0; 40];
+    let end = b.panel_count() + 1;
+    matmul_packed_cols(&[0.0; 2], 1, &b, 0..end, &mut [&mut r0[..]], Epilogue::NONE);
 }

@@ -83,6 +83,13 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 // over k: the tile stays in registers for the whole reduction, which keeps the epilogue trivially
 // "after the last k", and at transformer widths (k ≤ a few thousand) a panel fits in L2 anyway.
 //
+// Column ranges. [`matmul_packed_cols`] computes only a range of whole panels, writing each row's
+// columns to its own slice: that lets a caller split a small-m product (a decode step) across
+// threads by columns, each thread streaming a disjoint part of B, with safe `&mut` row sub-slices
+// instead of one shared C. Every output element goes through the same microkernel arithmetic
+// (same panel, same A row, same k order) whichever way the work is split, so results are
+// bit-identical to [`matmul_packed`].
+//
 // Edges. Rows past `m` in the last tile read a duplicate of the last valid row of A (so nothing
 // outside A is touched) and their results are discarded; columns past `n` multiply the zero padding
 // of the last panel and are not stored.
@@ -93,6 +100,8 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 // `__m512` (AVX-512F) lanes inside `#[target_feature]` shims. The ISA is chosen when B is packed
 // (its panel width depends on it), so a `PackedB` can only ever
 // carry an ISA the running CPU supports.
+
+use std::ops::Range;
 
 use super::activation::Activation;
 
@@ -247,6 +256,23 @@ impl PackedB {
     pub fn isa(&self) -> GemmIsa {
         self.isa
     }
+
+    /// Number of column panels, ⌈n / NR⌉ with `NR = isa().panel_width()`.
+    pub fn panel_count(&self) -> usize {
+        self.n.div_ceil(self.isa.panel_width())
+    }
+
+    /// The output columns covered by `panels`: `start·NR .. min(end·NR, n)`. Panics unless
+    /// `panels.start ≤ panels.end ≤ panel_count()`.
+    pub fn panel_cols(&self, panels: Range<usize>) -> Range<usize> {
+        assert!(
+            panels.start <= panels.end && panels.end <= self.panel_count(),
+            "PackedB: panel range {panels:?} is not within 0..{}",
+            self.panel_count()
+        );
+        let nr = self.isa.panel_width();
+        panels.start * nr..(panels.end * nr).min(self.n)
+    }
 }
 
 /// What [`matmul_packed`] applies to each finished tile before storing it: `act(x + bias[col])`.
@@ -272,21 +298,71 @@ impl<'a> Epilogue<'a> {
 /// and the instruction set). C is only written, never read. No heap allocation.
 /// Panics if a slice length disagrees with m, k, n or the bias length with n.
 pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: Epilogue<'_>) {
-    let (k, n) = (b.k, b.n);
-    let len = |r: usize, c: usize, what: &str| {
-        r.checked_mul(c).unwrap_or_else(|| panic!("matmul_packed: {what} dimensions {r}×{c} overflow usize"))
-    };
-    assert_eq!(a.len(), len(m, k, "A"), "matmul_packed: A has {} elements, expected m×k = {m}×{k}", a.len());
-    assert_eq!(c.len(), len(m, n, "C"), "matmul_packed: C has {} elements, expected m×n = {m}×{n}", c.len());
-    if let Some(bias) = epilogue.bias {
-        assert_eq!(bias.len(), n, "matmul_packed: bias has {} elements, expected n = {n}", bias.len());
-    }
+    check_operands("matmul_packed", a, m, b, epilogue);
+    let n = b.n;
+    let c_len =
+        m.checked_mul(n).unwrap_or_else(|| panic!("matmul_packed: C dimensions {m}×{n} overflow usize"));
+    assert_eq!(c.len(), c_len, "matmul_packed: C has {} elements, expected m×n = {m}×{n}", c.len());
     if m == 0 || n == 0 {
         return;
     }
-    let args = Args { a, m, k, n, panels: &b.panels, c, bias: epilogue.bias };
-    let act = epilogue.activation;
-    match b.isa {
+    let panels = 0..b.panel_count();
+    dispatch(
+        Args { a, m, k: b.k, n, panels, panel_data: &b.panels, c: Dest::Dense(c), bias: epilogue.bias },
+        b.isa,
+        epilogue.activation,
+    );
+}
+
+/// Columns `cols = b.panel_cols(panels)` of `epilogue(A[m×k]·B)`: row `i`'s are written to `c[i]`,
+/// which must have exactly `cols.len()` elements (`c[i][j]` is output column `cols.start + j`). A
+/// is row-major and contiguous; `epilogue.bias`, if any, has all `n` columns. C is only written.
+/// No heap allocation. Every element is bit-identical to the one [`matmul_packed`] computes.
+///
+/// This lets a caller split a product with few rows across threads by columns: each task takes a
+/// disjoint panel range (so streams a disjoint part of B) and disjoint `&mut` row sub-slices.
+/// Panics if the panel range is out of bounds or a length disagrees with m, k, n or the range.
+pub fn matmul_packed_cols(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    panels: Range<usize>,
+    c: &mut [&mut [f32]],
+    epilogue: Epilogue<'_>,
+) {
+    check_operands("matmul_packed_cols", a, m, b, epilogue);
+    let cols = b.panel_cols(panels.clone());
+    assert_eq!(c.len(), m, "matmul_packed_cols: C has {} rows, expected m = {m}", c.len());
+    for (i, row) in c.iter().enumerate() {
+        assert_eq!(
+            row.len(),
+            cols.len(),
+            "matmul_packed_cols: C row {i} has {} elements, expected the {} columns {cols:?}",
+            row.len(),
+            cols.len()
+        );
+    }
+    if m == 0 || cols.is_empty() {
+        return;
+    }
+    let args =
+        Args { a, m, k: b.k, n: b.n, panels, panel_data: &b.panels, c: Dest::Rows(c), bias: epilogue.bias };
+    dispatch(args, b.isa, epilogue.activation);
+}
+
+/// The shape checks both entry points share: A is `m×k`, the bias (if any) has `n` elements.
+fn check_operands(what: &str, a: &[f32], m: usize, b: &PackedB, epilogue: Epilogue<'_>) {
+    let (k, n) = (b.k, b.n);
+    let a_len = m.checked_mul(k).unwrap_or_else(|| panic!("{what}: A dimensions {m}×{k} overflow usize"));
+    assert_eq!(a.len(), a_len, "{what}: A has {} elements, expected m×k = {m}×{k}", a.len());
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(bias.len(), n, "{what}: bias has {} elements, expected n = {n}", bias.len());
+    }
+}
+
+/// Runs the kernel of `isa` (the one `Args`' panels were packed for) on shape-checked operands.
+fn dispatch(args: Args<'_, '_>, isa: GemmIsa, act: Activation) {
+    match isa {
         // SAFETY: the scalar `f32` lanes need no target feature.
         GemmIsa::Portable => unsafe { gemm_body::<f32, PORTABLE_MR, PORTABLE_NR, PORTABLE_NR>(args, act) },
         #[cfg(target_arch = "x86_64")]
@@ -302,14 +378,26 @@ pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: 
     }
 }
 
-/// Shape-checked operands of one [`matmul_packed`] call (m, n > 0; lengths verified).
-struct Args<'a> {
+/// Where finished tiles go.
+enum Dest<'a, 'r> {
+    /// Row-major contiguous `[m, n]` (all panels).
+    Dense(&'a mut [f32]),
+    /// One slice per row holding exactly the columns of `Args::panels`.
+    Rows(&'a mut [&'r mut [f32]]),
+}
+
+/// Shape-checked operands of one [`matmul_packed`] / [`matmul_packed_cols`] call (m > 0, a
+/// non-empty panel range; lengths verified).
+struct Args<'a, 'r> {
     a: &'a [f32],
     m: usize,
     k: usize,
     n: usize,
-    panels: &'a [f32],
-    c: &'a mut [f32],
+    /// The panels to compute.
+    panels: Range<usize>,
+    /// All of B's packed panels.
+    panel_data: &'a [f32],
+    c: Dest<'a, 'r>,
     bias: Option<&'a [f32]>,
 }
 
@@ -441,7 +529,7 @@ mod x86 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gemm_avx2_fma(args: Args<'_>, act: Activation) {
+fn gemm_avx2_fma(args: Args<'_, '_>, act: Activation) {
     // SAFETY: this function is compiled with, and only called on CPUs with, AVX2 + FMA, which is
     // all `x86::Avx2` needs.
     unsafe { gemm_body::<x86::Avx2, AVX2_MR, { AVX2_NR / 8 }, AVX2_NR>(args, act) };
@@ -449,7 +537,7 @@ fn gemm_avx2_fma(args: Args<'_>, act: Activation) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn gemm_avx512(args: Args<'_>, act: Activation) {
+fn gemm_avx512(args: Args<'_, '_>, act: Activation) {
     // SAFETY: this function is compiled with, and only called on CPUs with, AVX-512F, which is all
     // `x86::Avx512` needs.
     unsafe { gemm_body::<x86::Avx512, AVX512_MR, { AVX512_NR / 16 }, AVX512_NR>(args, act) };
@@ -461,7 +549,7 @@ fn gemm_avx512(args: Args<'_>, act: Activation) {
 /// The CPU supports `V`'s target features.
 #[inline(always)]
 unsafe fn gemm_body<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
-    args: Args<'_>,
+    args: Args<'_, '_>,
     act: Activation,
 ) {
     // SAFETY (all arms): forwarded from the caller.
@@ -481,14 +569,16 @@ unsafe fn gemm_body<V: Lanes, const MR: usize, const NV: usize, const NR: usize>
 /// The CPU supports `V`'s target features.
 #[inline(always)]
 unsafe fn gemm_blocks<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
-    args: Args<'_>,
+    args: Args<'_, '_>,
     act: impl Fn(f32) -> f32,
 ) {
-    let Args { a, m, k, n, panels, c, bias } = args;
+    let Args { a, m, k, n, panels, panel_data, mut c, bias } = args;
+    // Output column `j` is element `j - col0` of a destination row.
+    let col0 = panels.start * NR;
     for ic in (0..m).step_by(MC) {
         let mc = MC.min(m - ic);
-        for p in 0..n.div_ceil(NR) {
-            let panel = &panels[p * k * NR..(p + 1) * k * NR];
+        for p in panels.clone() {
+            let panel = &panel_data[p * k * NR..(p + 1) * k * NR];
             let j0 = p * NR;
             let width = NR.min(n - j0);
             let mut bias_tile = [0.0f32; NR];
@@ -506,7 +596,11 @@ unsafe fn gemm_blocks<V: Lanes, const MR: usize, const NV: usize, const NR: usiz
                     }
                 }
                 for (i, row) in acc.iter().enumerate().take(rows) {
-                    let dst = &mut c[(ir + i) * n + j0..][..width];
+                    let dst_row: &mut [f32] = match &mut c {
+                        Dest::Dense(c) => &mut c[(ir + i) * n..][..n],
+                        Dest::Rows(rows) => &mut *rows[ir + i],
+                    };
+                    let dst = &mut dst_row[j0 - col0..][..width];
                     match <&mut [f32; NR]>::try_from(&mut *dst) {
                         Ok(full) => *full = *row,
                         Err(_) => dst.copy_from_slice(&row[..width]),

@@ -1,14 +1,22 @@
 //! `y = act(x·Wᵀ + b)` with static widths: a packed-weights GEMM whose bias + activation epilogue is
-//! fused into the output pass, run in row blocks across threads.
+//! fused into the output pass, run in row blocks across threads — or, when there are too few rows
+//! for that (a decode step), in column-panel ranges across threads.
+
+use std::ops::Range;
 
 use crate::kernels::activation::Activation;
-use crate::kernels::gemm::{matmul_packed, Epilogue, GemmIsa, PackedB};
+use crate::kernels::gemm::{matmul_packed, matmul_packed_cols, Epilogue, GemmIsa, PackedB};
 use crate::{Threads, WeightLoader};
 
 /// Rows per GEMM task: a multiple of every microkernel's tile height except AVX2's 6 (whose blocks
 /// end in one 4-row tile), large enough to amortise streaming the packed weight through cache once
 /// per block, small enough that a 128-token sequence still splits across two cores.
 const ROW_BLOCK: usize = 64;
+
+/// Up to this many rows (exactly the counts for which the row split makes a single task), a
+/// multi-threaded forward splits the output columns instead. Bounds the stack arrays of row
+/// sub-slices [`split_columns`] builds (16 bytes each).
+const COL_SPLIT_MAX_ROWS: usize = ROW_BLOCK;
 
 /// A linear layer from `IN` to `OUT` features.
 #[derive(Clone, Debug)]
@@ -106,14 +114,64 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
     }
 
     /// `out[r] = act(x[r]·Wᵀ + b)` for every row. Allocates nothing.
+    ///
+    /// Many rows are split into blocks of [`ROW_BLOCK`] across threads. With at most one block's
+    /// worth (decoding: m = batch) and more than one thread, the column panels of W are split
+    /// instead, so every thread streams a disjoint part of the weights; see [`split_columns`].
+    /// Both splits give bit-identical results.
     pub fn forward(&self, x: &[[f32; IN]], out: &mut [[f32; OUT]], act: Activation, threads: &Threads) {
         assert_eq!(x.len(), out.len(), "linear {IN}->{OUT}: input and output row counts differ");
+        let m = out.len();
         let x = x.as_flattened();
         let epilogue = Epilogue::new(self.bias.as_deref(), act);
+        let tasks = threads.count();
+        if tasks > 1 && (1..=COL_SPLIT_MAX_ROWS).contains(&m) && self.weight.panel_count() > 1 {
+            let mut rows: [&mut [f32]; COL_SPLIT_MAX_ROWS] = std::array::from_fn(|_| Default::default());
+            for (slot, row) in rows.iter_mut().zip(out.iter_mut()) {
+                *slot = row;
+            }
+            let panels = 0..self.weight.panel_count();
+            split_columns(threads, tasks, x, &self.weight, panels, &mut rows[..m], epilogue);
+            return;
+        }
         threads.for_each_chunk(out.as_flattened_mut(), ROW_BLOCK * OUT, |block, out| {
             let rows = out.len() / OUT;
             let x = &x[block * ROW_BLOCK * IN..][..rows * IN];
             matmul_packed(x, rows, &self.weight, out, epilogue);
         });
     }
+}
+
+/// Computes the columns of `panels` for all rows of `x` into `rows` (one slice per output row,
+/// holding exactly those columns) as `tasks` parallel tasks over disjoint, contiguous panel ranges.
+///
+/// Safe and allocation-free: the range is halved recursively, every row slice is split with
+/// `split_at_mut` at the matching column into two stack arrays of sub-slices, and the halves run
+/// under [`Threads::join`]; a leaf hands its sub-slices to [`matmul_packed_cols`].
+fn split_columns(
+    threads: &Threads,
+    tasks: usize,
+    x: &[f32],
+    weight: &PackedB,
+    panels: Range<usize>,
+    rows: &mut [&mut [f32]],
+    epilogue: Epilogue<'_>,
+) {
+    let m = rows.len();
+    if tasks <= 1 || panels.len() <= 1 {
+        matmul_packed_cols(x, m, weight, panels, rows, epilogue);
+        return;
+    }
+    let left_tasks = tasks / 2;
+    let mid = panels.start + panels.len() * left_tasks / tasks;
+    let split = weight.panel_cols(panels.start..mid).len();
+    let mut left: [&mut [f32]; COL_SPLIT_MAX_ROWS] = std::array::from_fn(|_| Default::default());
+    let mut right: [&mut [f32]; COL_SPLIT_MAX_ROWS] = std::array::from_fn(|_| Default::default());
+    for ((row, l), r) in rows.iter_mut().zip(&mut left).zip(&mut right) {
+        (*l, *r) = std::mem::take(row).split_at_mut(split);
+    }
+    threads.join(
+        || split_columns(threads, left_tasks, x, weight, panels.start..mid, &mut left[..m], epilogue),
+        || split_columns(threads, tasks - left_tasks, x, weight, mid..panels.end, &mut right[..m], epilogue),
+    );
 }
