@@ -24,11 +24,18 @@
 //! With `kv_heads < heads`, consecutive groups of query heads share one key/value head
 //! (grouped-query attention).
 //!
-//! The two HD-wide inner loops (`q·k` and `acc += p·v`) are the only hot arithmetic; they are
-//! written once, generic over an `Isa` marker, and instantiated for a portable baseline and (on
-//! x86_64) inside an `avx2,fma` `#[target_feature]` shim chosen at runtime.
+//! The scores of a (`Q_BLOCK` × key tile) block are computed with vertical multiply-adds and no
+//! horizontal sums: the tile's compacted keys are copied transposed into a `[HD][KEY_TILE]` stack
+//! buffer (key index contiguous), then for each `d` every query row's score vector over the keys
+//! gets `q[i][d] · kᵀ[d][..]` added. Each score is one multiply-add chain over `d = 0..HD` in order,
+//! whichever rows share its block, so a row's result does not depend on how rows are split into
+//! blocks (or across threads).
+//!
+//! The two hot loops (the scores and `acc += p·v`) are written once, generic over an `Isa` marker,
+//! and instantiated for a portable baseline and (on x86_64) inside `avx2,fma` and
+//! `avx512f,avx2,fma` `#[target_feature]` shims chosen at runtime.
 
-use super::{exp_f32, lane_sum, reduce_lanes, LANES};
+use super::{exp_f32, lane_sum, LANES};
 
 /// Keys per tile: the compacted score row (`Q_BLOCK × KEY_TILE` floats) stays small enough to
 /// live in registers/L1 next to the accumulators.
@@ -118,6 +125,13 @@ pub fn attention_general<const HD: usize>(
     out: &mut [f32],
 ) {
     check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
+    #[cfg(target_arch = "x86_64")]
+    if Avx512::detected() {
+        // SAFETY: `attention_avx512` only requires the `avx512f`, `avx2` and `fma` target
+        // features, and `Avx512::detected()` has just confirmed at runtime that this CPU has them.
+        unsafe { attention_avx512::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if Avx2Fma::detected() {
         // SAFETY: `attention_avx2_fma` only requires the `avx2` and `fma` target features, and
@@ -244,6 +258,10 @@ pub fn attention_scalar<const HD: usize>(
 /// Name of the instruction set [`attention`] dispatches to on this CPU (for tests and benches).
 #[doc(hidden)]
 pub fn attention_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if Avx512::detected() {
+        return "avx512f";
+    }
     #[cfg(target_arch = "x86_64")]
     if Avx2Fma::detected() {
         return "avx2+fma";
@@ -388,14 +406,109 @@ fn check_shapes<const HD: usize>(
     rows
 }
 
-/// The HD-wide inner loops, specialised per instruction set.
+/// The hot inner loops, specialised per instruction set.
 ///
 /// Implementations are zero-sized markers whose methods are `#[inline(always)]`, so they are
 /// compiled inside whichever `#[target_feature]` function instantiates [`attention_body`] and pick
 /// up that function's instruction set.
 trait Isa {
-    fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32;
+    /// `p[i][j] = Σ_d qs[i][d] · kt[d][j]` for the `R` rows and at least the first `nk` keys (up to
+    /// a whole number of column blocks; columns past `nk` are scratch). Each score is one
+    /// multiply-add chain over `d` in order, independent of `R`.
+    fn scores<const HD: usize, const R: usize>(
+        qs: &[[f32; HD]; R],
+        kt: &[[f32; KEY_TILE]; HD],
+        nk: usize,
+        p: &mut [[f32; KEY_TILE]; R],
+    );
     fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]);
+    /// `kt[d][jj] = k.data[keys[jj] * k.stride + k_off + d]` for at least `jj < nk` (whole groups
+    /// of 8 may also fill columns up to `nk` rounded up, from the stale indices in `keys`).
+    #[inline(always)]
+    fn transpose<const HD: usize>(
+        k: &HeadRows<'_>,
+        k_off: usize,
+        keys: &[usize; KEY_TILE],
+        nk: usize,
+        kt: &mut [[f32; KEY_TILE]; HD],
+    ) {
+        transpose_scalar::<HD>(k, k_off, keys, nk, kt);
+    }
+}
+
+#[inline(always)]
+fn transpose_scalar<const HD: usize>(
+    k: &HeadRows<'_>,
+    k_off: usize,
+    keys: &[usize; KEY_TILE],
+    nk: usize,
+    kt: &mut [[f32; KEY_TILE]; HD],
+) {
+    for (jj, &j) in keys[..nk].iter().enumerate() {
+        let kr = vec_at::<HD>(k.data, j * k.stride + k_off);
+        for (row, &x) in kt.iter_mut().zip(kr) {
+            row[jj] = x;
+        }
+    }
+}
+
+/// 8×8 register transposes (AVX): rows of 8 keys become runs of 8 columns of `kt`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn transpose_avx<const HD: usize>(
+    k: &HeadRows<'_>,
+    k_off: usize,
+    keys: &[usize; KEY_TILE],
+    nk: usize,
+    kt: &mut [[f32; KEY_TILE]; HD],
+) {
+    use std::arch::x86_64::*;
+    if !HD.is_multiple_of(8) {
+        return transpose_scalar::<HD>(k, k_off, keys, nk, kt);
+    }
+    for g in (0..nk).step_by(8) {
+        // Every entry of `keys` is an in-range key index (stale entries come from earlier tiles
+        // or are 0, and a tile with nk > 0 implies k.rows > 0).
+        let rows: [&[f32; HD]; 8] =
+            std::array::from_fn(|a| vec_at::<HD>(k.data, keys[g + a] * k.stride + k_off));
+        for d0 in (0..HD).step_by(8) {
+            // SAFETY: only called inside the `avx2,fma` / `avx512f,avx2,fma` shims, whose callers
+            // checked that the CPU has AVX; every load reads 8 floats of a row slice of length HD
+            // at d0 + 8 <= HD, and every store writes 8 floats of `kt[d0 + b]` at g + 8 <= KEY_TILE.
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|a| _mm256_loadu_ps(rows[a][d0..d0 + 8].as_ptr()));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let o = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (b, &ob) in o.iter().enumerate() {
+                    _mm256_storeu_ps(kt[d0 + b][g..g + 8].as_mut_ptr(), ob);
+                }
+            }
+        }
+    }
 }
 
 /// Baseline: separate multiply and add (no FMA is guaranteed on the baseline target, and
@@ -404,8 +517,13 @@ struct Portable;
 
 impl Isa for Portable {
     #[inline(always)]
-    fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32 {
-        dot_lanes::<HD>(a, b, |x, y, acc| x * y + acc)
+    fn scores<const HD: usize, const R: usize>(
+        qs: &[[f32; HD]; R],
+        kt: &[[f32; KEY_TILE]; HD],
+        nk: usize,
+        p: &mut [[f32; KEY_TILE]; R],
+    ) {
+        score_columns::<HD, R, 8>(qs, kt, nk, p, |x, y, acc| x * y + acc);
     }
 
     #[inline(always)]
@@ -432,8 +550,24 @@ impl Avx2Fma {
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx2Fma {
     #[inline(always)]
-    fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32 {
-        dot_lanes::<HD>(a, b, f32::mul_add)
+    fn scores<const HD: usize, const R: usize>(
+        qs: &[[f32; HD]; R],
+        kt: &[[f32; KEY_TILE]; HD],
+        nk: usize,
+        p: &mut [[f32; KEY_TILE]; R],
+    ) {
+        score_columns::<HD, R, 16>(qs, kt, nk, p, f32::mul_add);
+    }
+
+    #[inline(always)]
+    fn transpose<const HD: usize>(
+        k: &HeadRows<'_>,
+        k_off: usize,
+        keys: &[usize; KEY_TILE],
+        nk: usize,
+        kt: &mut [[f32; KEY_TILE]; HD],
+    ) {
+        transpose_avx::<HD>(k, k_off, keys, nk, kt);
     }
 
     #[inline(always)]
@@ -444,21 +578,75 @@ impl Isa for Avx2Fma {
     }
 }
 
-/// Dot product with [`LANES`] independent accumulators (see [`super::LANES`] for why).
+/// AVX-512F: as [`Avx2Fma`] with 512-bit registers (wider column blocks).
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Avx512 {
+    #[inline]
+    fn detected() -> bool {
+        std::is_x86_feature_detected!("avx512f") && Avx2Fma::detected()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Isa for Avx512 {
+    #[inline(always)]
+    fn scores<const HD: usize, const R: usize>(
+        qs: &[[f32; HD]; R],
+        kt: &[[f32; KEY_TILE]; HD],
+        nk: usize,
+        p: &mut [[f32; KEY_TILE]; R],
+    ) {
+        score_columns::<HD, R, 32>(qs, kt, nk, p, f32::mul_add);
+    }
+
+    #[inline(always)]
+    fn transpose<const HD: usize>(
+        k: &HeadRows<'_>,
+        k_off: usize,
+        keys: &[usize; KEY_TILE],
+        nk: usize,
+        kt: &mut [[f32; KEY_TILE]; HD],
+    ) {
+        transpose_avx::<HD>(k, k_off, keys, nk, kt);
+    }
+
+    #[inline(always)]
+    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]) {
+        Avx2Fma::axpy::<HD>(acc, p, v);
+    }
+}
+
+/// Scores of `R` query rows against the transposed key tile, `W` keys at a time: the `R × W`
+/// accumulators stay in registers across the whole `d` loop and each step is a broadcast of
+/// `qs[i][d]` times a contiguous run of `kt[d]` (vertical, no horizontal sums). `W` divides
+/// [`KEY_TILE`].
 #[inline(always)]
-fn dot_lanes<const HD: usize>(a: &[f32; HD], b: &[f32; HD], fma: impl Fn(f32, f32, f32) -> f32) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (ca, cb) in a_chunks.zip(b_chunks) {
-        for j in 0..LANES {
-            acc[j] = fma(ca[j], cb[j], acc[j]);
+fn score_columns<const HD: usize, const R: usize, const W: usize>(
+    qs: &[[f32; HD]; R],
+    kt: &[[f32; KEY_TILE]; HD],
+    nk: usize,
+    p: &mut [[f32; KEY_TILE]; R],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
+    const { assert!(KEY_TILE.is_multiple_of(W)) };
+    for c0 in (0..nk).step_by(W) {
+        let mut s = [[0.0f32; W]; R];
+        for (d, row) in kt.iter().enumerate() {
+            let kd = row[c0..].first_chunk::<W>().expect("W divides KEY_TILE");
+            for (si, qi) in s.iter_mut().zip(qs) {
+                let x = qi[d];
+                for (a, &y) in si.iter_mut().zip(kd) {
+                    *a = fma(x, y, *a);
+                }
+            }
+        }
+        for (pi, si) in p.iter_mut().zip(&s) {
+            pi[c0..c0 + W].copy_from_slice(si);
         }
     }
-    for j in 0..a_rest.len() {
-        acc[j] = fma(a_rest[j], b_rest[j], acc[j]);
-    }
-    reduce_lanes(acc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -475,6 +663,22 @@ fn attention_avx2_fma<const HD: usize>(
     out: &mut [f32],
 ) {
     attention_body::<HD, Avx2Fma>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn attention_avx512<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attention_body::<HD, Avx512>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
 }
 
 /// Maximum of a score row with [`LANES`] independent accumulators (a serial `fold` does not
@@ -519,6 +723,9 @@ fn attention_body<const HD: usize, I: Isa>(
     let width = heads * HD;
     let group = heads / kv_heads;
     let rows = q.rows;
+    // The current tile's keys, transposed: `kt[d][jj]` is element `d` of compacted key `jj`.
+    // Columns past the tile's `nk` hold stale (finite or not) values whose scores are never read.
+    let mut kt = [[0.0f32; KEY_TILE]; HD];
 
     for h in 0..heads {
         let kvh = h / group;
@@ -572,6 +779,7 @@ fn attention_body<const HD: usize, I: Isa>(
                 if nk == 0 {
                     continue;
                 }
+                let keys_buf = &keys;
                 let keys = &keys[..nk];
                 for (i, (n, a)) in visible[..nq].iter_mut().zip(&mut first[..nq]).enumerate() {
                     let pos = pos0 + i;
@@ -581,10 +789,13 @@ fn attention_body<const HD: usize, I: Isa>(
                 }
                 scored += (nq * nk) as u64;
 
-                for (jj, &j) in keys.iter().enumerate() {
-                    let kr = vec_at::<HD>(k.data, j * k.stride + k_off);
-                    for i in 0..nq {
-                        p[i][jj] = I::dot::<HD>(&qs[i], kr);
+                I::transpose::<HD>(&k, k_off, keys_buf, nk, &mut kt);
+                if nq == Q_BLOCK {
+                    I::scores::<HD, Q_BLOCK>(&qs, &kt, nk, &mut p);
+                } else {
+                    // A partial block scores its rows one at a time (the same chain per score).
+                    for (qi, pi) in qs[..nq].iter().zip(&mut p[..nq]) {
+                        I::scores::<HD, 1>(std::array::from_ref(qi), &kt, nk, std::array::from_mut(pi));
                     }
                 }
 
