@@ -308,7 +308,7 @@ fn activation_f64(act: Activation, x: f64) -> f64 {
         Activation::Identity => x,
         Activation::Relu => x.max(0.0),
         Activation::GeluErf => 0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2)),
-                // 0.5·x·(1 + tanh(u)) written as x / (1 + e^(−2u)): the same function without the
+        // 0.5·x·(1 + tanh(u)) written as x / (1 + e^(−2u)): the same function without the
         // cancellation in 1 + tanh(u) for u ≪ 0, which Miri's deliberately perturbed f64 `tanh`
         // would turn into a wrong reference (−22204 instead of −0 at x = −1e20).
         Activation::GeluTanh => {

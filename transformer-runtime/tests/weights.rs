@@ -651,3 +651,14 @@ fn valid_file_used_by_the_fuzzers_loads() {
     weights.ignore("ids");
     weights.finish().unwrap();
 }
+
+#[test]
+fn a_tensor_named_twice_is_a_format_error_naming_it() {
+    // Two entries for `w`, each a valid F32 [1] over its own 4 bytes: a map would keep only the
+    // last and silently drop the first.
+    let header = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    assert_format_error(raw(header, &f32_bytes(&[1.0, 2.0])), "tensor `w` is named twice");
+    // Distinct names over the same layout load fine, so the check is about the name.
+    let ok = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    assert!(WeightLoader::from_bytes(raw(ok, &f32_bytes(&[1.0, 2.0])), "ok").is_ok());
+}
