@@ -5,30 +5,14 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use transformer::{Batch, GenerateOptions, Threads, WeightLoader, Workspace};
+use transformer::{Batch, GenerateOptions, Threads, Workspace};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-transformer::model! {
-    /// GPT-2 small's shape.
-    pub struct Gpt2Small {
-        vocab_size: 50257,
-        max_positions: 1024,
-        d_model: 768,
-        heads: 12,
-        layers: 12,
-        d_ff: 3072,
-        activation: gelu_tanh,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: pre,
-        positions: learned,
-        attention: causal,
-        weights: gpt2,
-        lm_head: tied,
-    }
-}
+#[path = "../examples/common/gpt2_small.rs"]
+mod gpt2_small;
+use gpt2_small::Gpt2Small;
 
 /// The prompt ids the PyTorch script uses too.
 fn ids(len: usize) -> Vec<u32> {
@@ -37,13 +21,8 @@ fn ids(len: usize) -> Vec<u32> {
 
 fn bench(c: &mut Criterion) {
     let threads: usize = std::env::var("THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    let tensors = common::wanted_tensors(|l| {
-        Gpt2Small::load(l);
-    });
-    let bytes = common::safetensors_bytes(&tensors, |name, i| common::pseudo_random(name, i) * 0.04);
-    let mut loader = WeightLoader::from_bytes(bytes, "random gpt2-small").expect("valid file");
-    let model = Gpt2Small::load(&mut loader).with_threads(Threads::new(threads).expect("thread pool"));
-    loader.finish().expect("complete weights");
+    let model = common::with_random_weights(0.04, Gpt2Small::load)
+        .with_threads(Threads::new(threads).expect("thread pool"));
 
     let mut group = c.benchmark_group("gpt2_small");
     group.sample_size(10).measurement_time(Duration::from_secs(20));

@@ -2,7 +2,7 @@
 //! weights) at batch 1 and 8. `scripts/bench-compare.sh` runs this and PyTorch on the same inputs.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use transformer::{Threads, WeightLoader, Workspace};
+use transformer::{Threads, Workspace};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -44,13 +44,8 @@ fn image() -> Box<VitBaseImage> {
 
 fn bench(c: &mut Criterion) {
     let threads: usize = std::env::var("THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    let tensors = common::wanted_tensors(|l| {
-        VitBase::load(l);
-    });
-    let bytes = common::safetensors_bytes(&tensors, |name, i| common::pseudo_random(name, i) * 0.04);
-    let mut loader = WeightLoader::from_bytes(bytes, "random vit-base").expect("valid file");
-    let model = VitBase::load(&mut loader).with_threads(Threads::new(threads).expect("thread pool"));
-    loader.finish().expect("complete weights");
+    let model = common::with_random_weights(0.04, VitBase::load)
+        .with_threads(Threads::new(threads).expect("thread pool"));
     let image = image();
     let mut group = c.benchmark_group("vit_base");
     group.sample_size(10);

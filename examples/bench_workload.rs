@@ -28,7 +28,7 @@
 
 use std::time::Instant;
 
-use transformer::{Batch, GenerateOptions, Threads, WeightLoader, Workspace};
+use transformer::{Batch, GenerateOptions, Threads, Workspace};
 
 #[path = "common/minilm.rs"]
 mod minilm;
@@ -36,25 +36,9 @@ mod minilm;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-transformer::model! {
-    /// GPT-2 small's shape (the same declaration as `benches/gpt2.rs`).
-    pub struct Gpt2Small {
-        vocab_size: 50257,
-        max_positions: 1024,
-        d_model: 768,
-        heads: 12,
-        layers: 12,
-        d_ff: 3072,
-        activation: gelu_tanh,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: pre,
-        positions: learned,
-        attention: causal,
-        weights: gpt2,
-        lm_head: tied,
-    }
-}
+#[path = "common/gpt2_small.rs"]
+mod gpt2_small;
+use gpt2_small::Gpt2Small;
 
 transformer::model! {
     /// MiniLM's dims with a 4096-row position table: the long-sequence encoder workload.
@@ -197,22 +181,6 @@ struct Measured {
     extra: String,
 }
 
-fn random_loader(tensors: &[(String, Vec<usize>)], scale: f32, what: &str) -> WeightLoader {
-    let bytes = common::safetensors_bytes(tensors, |name, i| {
-        let v = common::pseudo_random(name, i);
-        if name.ends_with("LayerNorm.weight")
-            || name.ends_with("ln_1.weight")
-            || name.ends_with("ln_2.weight")
-            || name.ends_with("ln_f.weight")
-        {
-            v
-        } else {
-            v * scale
-        }
-    });
-    WeightLoader::from_bytes(bytes, what).expect("valid file")
-}
-
 fn run_minilm(a: &Args, batch: usize, seq: usize) -> Measured {
     let model = minilm::load().with_threads(Threads::new(a.threads).expect("thread pool"));
     let input = Batch::from_sequences(&minilm_ids(batch, seq)).expect("valid batch");
@@ -228,16 +196,8 @@ fn run_minilm(a: &Args, batch: usize, seq: usize) -> Measured {
 }
 
 fn run_long(a: &Args, seq: usize) -> Measured {
-    let tensors = common::wanted_tensors(|l| {
-        MiniLmLong::load(l);
-    });
-    let model = {
-        let mut loader = random_loader(&tensors, 0.08, "random minilm-long");
-        let model = MiniLmLong::load(&mut loader);
-        loader.finish().expect("complete weights");
-        model
-    }
-    .with_threads(Threads::new(a.threads).expect("thread pool"));
+    let model = common::with_random_weights(0.04, MiniLmLong::load)
+        .with_threads(Threads::new(a.threads).expect("thread pool"));
     let input = Batch::from_sequences(&minilm_ids(1, seq)).expect("valid batch");
     let mut ws = Workspace::new();
     let (load_peak_mb, rss_base_mb) = reset_hwm();
@@ -251,13 +211,8 @@ fn run_long(a: &Args, seq: usize) -> Measured {
 }
 
 fn gpt2_model(threads: usize) -> Gpt2Small {
-    let tensors = common::wanted_tensors(|l| {
-        Gpt2Small::load(l);
-    });
-    let mut loader = random_loader(&tensors, 0.08, "random gpt2-small");
-    let model = Gpt2Small::load(&mut loader);
-    loader.finish().expect("complete weights");
-    model.with_threads(Threads::new(threads).expect("thread pool"))
+    common::with_random_weights(0.04, Gpt2Small::load)
+        .with_threads(Threads::new(threads).expect("thread pool"))
 }
 
 fn run_prefill(a: &Args) -> Measured {

@@ -45,14 +45,7 @@ transformer::model! {
 }
 
 fn tiny() -> Tiny {
-    let tensors = common::wanted_tensors(|l| {
-        Tiny::load(l);
-    });
-    let bytes = common::safetensors_bytes(&tensors, common::pseudo_random);
-    let mut loader = WeightLoader::from_bytes(bytes, "tiny").unwrap();
-    let model = Tiny::load(&mut loader);
-    loader.finish().unwrap();
-    model
+    common::with_random_weights(0.5, Tiny::load)
 }
 
 #[test]
@@ -95,13 +88,7 @@ fn a_token_type_beyond_the_type_vocabulary_is_named() {
 
 #[test]
 fn token_types_for_a_model_without_them_are_rejected() {
-    let tensors = common::wanted_tensors(|l| {
-        NoTypes::load(l);
-    });
-    let mut loader =
-        WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "t").unwrap();
-    let model = NoTypes::load(&mut loader);
-    loader.finish().unwrap();
+    let model = common::with_random_weights(0.5, NoTypes::load);
     let batch = Batch::from_sequences(&[vec![1, 2]]).unwrap().with_token_types(&[vec![0, 0]]).unwrap();
     assert!(matches!(model.embed(&batch), Err(Error::TokenTypesNotSupported)));
     let plain = Batch::from_sequences(&[vec![1, 2]]).unwrap();

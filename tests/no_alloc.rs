@@ -7,7 +7,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use transformer::{Batch, WeightLoader, Workspace};
+use transformer::{Batch, Workspace};
 
 struct Counting;
 
@@ -59,13 +59,7 @@ transformer::model! {
 
 #[test]
 fn a_warm_forward_pass_allocates_nothing() {
-    let tensors = common::wanted_tensors(|l| {
-        Small::load(l);
-    });
-    let mut loader =
-        WeightLoader::from_bytes(common::safetensors_bytes(&tensors, common::pseudo_random), "s").unwrap();
-    let model = Small::load(&mut loader);
-    loader.finish().unwrap();
+    let model = common::with_random_weights(0.5, Small::load);
     let long: Vec<u32> = (0..50).map(|i| i % 100).collect();
     let batch = Batch::from_sequences(&[long.clone(), long[..20].to_vec(), long[..33].to_vec()]).unwrap();
     let smaller = Batch::from_sequences(&[long[..10].to_vec()]).unwrap();

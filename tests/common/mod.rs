@@ -45,15 +45,35 @@ pub fn wanted_tensors(load: impl FnOnce(&mut WeightLoader)) -> Vec<(String, Vec<
         .collect()
 }
 
-/// A deterministic value in [-0.5, 0.5) for tensor `name` at `index`, with norms near 1 so
-/// LayerNorm's scale stays sane.
+/// A deterministic value in [-0.5, 0.5) for tensor `name` at `index`; norm scales near 1 so
+/// activations keep their size.
 pub fn pseudo_random(name: &str, index: usize) -> f32 {
-    if name.ends_with("LayerNorm.weight") {
-        return 1.0 + 0.1 * hash_unit(name, index);
-    }
-    hash_unit(name, index) * 0.5
+    random_value(name, index, 0.5)
 }
 
+/// A deterministic value in [-scale, scale), or in [0.9, 1.1) for a norm's scale (any scheme's
+/// naming: `LayerNorm.weight`, `ln_f.weight`, `layernorm_before.weight`, `model.norm.weight`, …).
+pub fn random_value(name: &str, index: usize, scale: f32) -> f32 {
+    let module = name.strip_suffix(".weight").map(|m| m.rsplit('.').next().unwrap_or(m));
+    let is_norm_scale = module.is_some_and(|m| m.to_lowercase().contains("norm") || m.starts_with("ln_"));
+    if is_norm_scale {
+        return 1.0 + 0.1 * hash_unit(name, index);
+    }
+    hash_unit(name, index) * scale
+}
+
+/// A model loaded from deterministic random weights of magnitude `scale`: `load` runs once on an
+/// empty file to learn the tensors it asks for, then on a file that has them all.
+pub fn with_random_weights<M>(scale: f32, load: impl Fn(&mut WeightLoader) -> M) -> M {
+    let tensors = wanted_tensors(|l| {
+        load(l);
+    });
+    let bytes = safetensors_bytes(&tensors, |name, i| random_value(name, i, scale));
+    let mut loader = WeightLoader::from_bytes(bytes, "random weights").expect("a file we built is valid");
+    let model = load(&mut loader);
+    loader.finish().expect("the file has every tensor the model asked for");
+    model
+}
 fn hash_unit(name: &str, index: usize) -> f32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes().chain(index.to_le_bytes()) {

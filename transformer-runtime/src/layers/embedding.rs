@@ -6,13 +6,12 @@ use crate::WeightLoader;
 #[derive(Clone, Debug)]
 pub struct Embedding<const D: usize> {
     table: Vec<f32>,
-    rows: usize,
 }
 
 impl<const D: usize> Embedding<D> {
     /// Loads `{name}` of shape `[rows, D]`.
     pub fn load(loader: &mut WeightLoader, name: &str, rows: usize) -> Self {
-        Self { table: loader.take(name, &[rows, D]), rows }
+        Self { table: loader.take(name, &[rows, D]) }
     }
 
     /// Loads `{name}` stored with the checkpoint's own `shape` (e.g. ViT's `cls_token` `[1, 1, D]`
@@ -29,7 +28,7 @@ impl<const D: usize> Embedding<D> {
             rows.checked_mul(D),
             "tensor `{name}` of shape {shape:?} cannot be viewed as a [{rows}, {D}] table"
         );
-        Self { table: loader.take(name, shape), rows }
+        Self { table: loader.take(name, shape) }
     }
 
     /// Row `id` of the table.
@@ -43,17 +42,17 @@ impl<const D: usize> Embedding<D> {
 
     /// Number of rows in the table.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.table.len() / D
     }
 
     /// `out = table[id]`. The id was validated against the table size with the batch.
     pub fn copy_row(&self, id: usize, out: &mut [f32; D]) {
-        out.copy_from_slice(&self.table[id * D..(id + 1) * D]);
+        *out = *self.row(id);
     }
 
     /// `out += table[id]`.
     pub fn add_row(&self, id: usize, out: &mut [f32; D]) {
-        for (o, t) in out.iter_mut().zip(&self.table[id * D..(id + 1) * D]) {
+        for (o, t) in out.iter_mut().zip(self.row(id)) {
             *o += t;
         }
     }
@@ -78,7 +77,7 @@ impl<const D: usize> SinusoidalPositions<D> {
                 table[p * D + i] = if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
             }
         }
-        Self { table: Embedding { table, rows: max_positions } }
+        Self { table: Embedding { table } }
     }
 
     /// `out += PE[position]`.
