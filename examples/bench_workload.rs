@@ -16,6 +16,10 @@
 //! - `gpt2_decode128`: greedy generation of 128 new tokens after a 16-token prompt;
 //! - `long_1024`, `long_2048`, `long_4096`: a MiniLM-shaped encoder declared with
 //!   `max_positions: 4096` (random weights), token-level hidden states of one sequence;
+//! - `t5_encode128`: t5-small shape (random weights), `encode` of one 128-token source (the
+//!   encoder's output plus every decoder layer's cross-attention keys and values of it);
+//! - `t5_decode32`: `generate` (encode the 128-token source, then 32 greedy tokens from
+//!   `DECODER_START`); reports `total_ms` and `per_token_ms` = total / 32, and `encode_ms`;
 //! - `fma_peak`: fp32 FMA throughput, `threads` OS threads each running independent FMA chains
 //!   at the widest vector width the CPU has (AVX-512, else AVX2+FMA), best of `runs` trials;
 //! - `bandwidth`: read bandwidth (AVX sum over a 1 GiB buffer split across `threads` threads) and
@@ -39,6 +43,10 @@ mod common;
 #[path = "common/gpt2_small.rs"]
 mod gpt2_small;
 use gpt2_small::Gpt2Small;
+
+#[path = "common/t5_small.rs"]
+mod t5_small;
+use t5_small::T5Small;
 
 transformer::model! {
     /// MiniLM's dims with a 4096-row position table: the long-sequence encoder workload.
@@ -173,6 +181,11 @@ fn gpt2_ids(len: usize) -> Vec<u32> {
     (0..len).map(|i| ((i * 7 + 3) % 50257) as u32).collect()
 }
 
+/// T5 bench source ids (also the Python peer): GPT-2's spread, within t5-small's vocabulary.
+fn t5_ids(len: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 7 + 3) % 32128) as u32).collect()
+}
+
 struct Measured {
     times_ms: Vec<f64>,
     load_peak_mb: f64,
@@ -243,6 +256,56 @@ fn run_decode(a: &Args) -> Measured {
     });
     assert_eq!(produced, 128, "generation stopped early");
     let extra = format!(",\"new_tokens\":128,\"tokens_per_s\":{:.3}", 128.0 / (median(&times_ms) / 1e3));
+    Measured { times_ms, load_peak_mb, rss_base_mb, out_head: Vec::new(), extra }
+}
+
+fn t5_model(threads: usize) -> T5Small {
+    common::with_random_weights(0.04, T5Small::load).with_threads(Threads::new(threads).expect("thread pool"))
+}
+
+fn run_t5_encode(a: &Args) -> Measured {
+    let model = t5_model(a.threads);
+    let source = Batch::from_sequences(&[t5_ids(128)]).unwrap();
+    let (load_peak_mb, rss_base_mb) = reset_hwm();
+    let times_ms = time_runs(a.warmup, a.runs, || {
+        std::hint::black_box(model.encode(&source).unwrap());
+    });
+    // The encoder alone (no cross-attention keys and values), as Hugging Face's `model.encoder`.
+    let mut ws = Workspace::new();
+    let encoder_only = time_runs(1, a.runs, || {
+        std::hint::black_box(model.encode_into(&source, &mut ws).unwrap()[0][0]);
+    });
+    let memory = model.encode(&source).unwrap();
+    let out_head = model.encoder_hidden(&memory)[0][..4].iter().map(|&v| v as f64).collect();
+    let extra = format!(",\"encoder_only_ms\":{:.4}", median(&encoder_only));
+    Measured { times_ms, load_peak_mb, rss_base_mb, out_head, extra }
+}
+
+fn run_t5_decode(a: &Args) -> Measured {
+    let model = t5_model(a.threads);
+    let options = GenerateOptions { max_new_tokens: 32, ..GenerateOptions::default() };
+    let source = t5_ids(128);
+    let (load_peak_mb, rss_base_mb) = reset_hwm();
+    let mut produced = 0;
+    let times_ms = time_runs(a.warmup, a.runs, || {
+        let out = model.generate(&[&source], &options).unwrap();
+        produced = out[0].len();
+        std::hint::black_box(out);
+    });
+    assert_eq!(produced, 32, "generation stopped early");
+    // Where the time goes: the encode part of one call, timed alone.
+    let batch = Batch::from_sequences(&[&source]).unwrap();
+    let encode_ms = median(&time_runs(1, a.runs.min(3), || {
+        std::hint::black_box(model.encode(&batch).unwrap());
+    }));
+    let total = median(&times_ms);
+    let extra = format!(
+        ",\"new_tokens\":32,\"total_ms\":{total:.4},\"per_token_ms\":{:.4},\"tokens_per_s\":{:.3},\
+         \"encode_ms\":{encode_ms:.4},\"per_token_after_encode_ms\":{:.4}",
+        total / 32.0,
+        32.0 / (total / 1e3),
+        (total - encode_ms) / 32.0
+    );
     Measured { times_ms, load_peak_mb, rss_base_mb, out_head: Vec::new(), extra }
 }
 
@@ -591,6 +654,8 @@ fn main() {
         "long_1024" => run_long(&a, 1024),
         "long_2048" => run_long(&a, 2048),
         "long_4096" => run_long(&a, 4096),
+        "t5_encode128" => run_t5_encode(&a),
+        "t5_decode32" => run_t5_decode(&a),
         other => die(&format!("unknown workload {other}")),
     };
     let wall = t_start.elapsed().as_secs_f64();

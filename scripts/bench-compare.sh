@@ -14,7 +14,8 @@
 #   BENCH_WORKLOADS=minilm_1x128,minilm_32x128 BENCH_THREADS=1 BENCH_ROUNDS=2 bash scripts/bench-compare.sh
 #   BENCH_QUICK=1 BENCH_PARTS=0 bash scripts/bench-compare.sh      # smoke test
 # Knobs: BENCH_WORKLOADS (minilm_1x128, minilm_32x128, minilm_1x512, gpt2_prefill128,
-# gpt2_decode128, long_1024, long_2048, long_4096), BENCH_THREADS (default 1,2; THREADS is
+# gpt2_decode128, long_1024, long_2048, long_4096, t5_encode128, t5_decode32; the t5_* ones are
+# ours vs PyTorch only), BENCH_THREADS (default 1,2; THREADS is
 # accepted too), BENCH_ROUNDS (3), BENCH_ENGINES (ours,torch,ort), BENCH_PARTS (1),
 # BENCH_QUICK (0), BENCH_DEADLINE_S (1260: later rounds are skipped and listed). Extra
 # arguments go to run.py.

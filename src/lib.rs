@@ -5,9 +5,9 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    generate, kernels, layers, parallel, stream, vision, weights, Activation, Batch, CausalLm, Error,
-    GenerateOptions, KvCache, Result, Sampling, Threads, TokenStream, WeightError, WeightLoader,
-    WeightProblem, Workspace,
+    generate, kernels, layers, memory, parallel, stream, vision, weights, Activation, Batch, CausalLm,
+    EncoderMemory, Error, GenerateOptions, KvCache, Result, Sampling, Threads, TokenStream, WeightError,
+    WeightLoader, WeightProblem, Workspace,
 };
 
 /// What generated code refers to. Not a public API: paths here may change in any release.

@@ -16,6 +16,11 @@ Engines and workloads:
          long_{1024,2048,4096}          BertModel (MiniLM dims, max_position_embeddings 4096,
                                         random weights, seed 0, attn_implementation="sdpa",
                                         no pooler): last_hidden_state of one sequence
+         t5_encode128                   T5ForConditionalGeneration (t5-small shape, ReLU, tied head,
+                                        random weights, seed 0): model.encoder(128 ids)
+                                        .last_hidden_state
+         t5_decode32                    model.generate(128-token source, greedy, 32 new tokens from
+                                        decoder_start_token_id 0): encoder + 32 cached decoder steps
   ort    minilm_*                       .cache/onnx/minilm.onnx (see export_onnx.py)
          gpt2_prefill128                .cache/onnx/gpt2_prefill.onnx
 The onnxruntime process does not import torch (its RSS is onnxruntime's alone).
@@ -37,6 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODEL_DIR = pathlib.Path(os.environ.get("MINILM_DIR", ROOT / ".cache" / "models" / "all-MiniLM-L6-v2"))
 ONNX_DIR = ROOT / ".cache" / "onnx"
 GPT2_VOCAB = 50257
+T5_VOCAB = 32128
 
 
 def status_mb(field):
@@ -81,6 +87,11 @@ def minilm_ids(batch, seq):
 
 def gpt2_ids(n):
     return [[(i * 7 + 3) % GPT2_VOCAB for i in range(n)]]
+
+
+def t5_ids(n):
+    """Same source ids as examples/bench_workload.rs: GPT-2's spread within t5-small's vocabulary."""
+    return [[(i * 7 + 3) % T5_VOCAB for i in range(n)]]
 
 
 def minilm_shape(workload):
@@ -134,6 +145,17 @@ def long_torch_model(torch):
     return BertModel(config, add_pooling_layer=False).eval().float()
 
 
+def t5_torch_model(torch):
+    """t5-small's config.json (the original T5: ReLU feed-forward, tied head), random weights."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=T5_VOCAB, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6,
+                      num_heads=8, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                      dropout_rate=0.0, layer_norm_epsilon=1e-6, feed_forward_proj="relu",
+                      tie_word_embeddings=True, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return T5ForConditionalGeneration(config).eval().float()
+
+
 def run_torch(args):
     torch = torch_setup(args.threads)
     w = args.workload
@@ -180,11 +202,39 @@ def run_torch(args):
             def call():
                 out["h"] = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
             head = lambda: out["h"][0, 0, :4].tolist()
+        elif w == "t5_encode128":
+            model = t5_torch_model(torch)
+            ids = torch.tensor(t5_ids(128), dtype=torch.long)
+            mask = torch.ones_like(ids)
+            out = {}
+
+            def call():
+                out["h"] = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            head = lambda: out["h"][0, 0, :4].tolist()
+        elif w == "t5_decode32":
+            model = t5_torch_model(torch)
+            ids = torch.tensor(t5_ids(128), dtype=torch.long)
+            mask = torch.ones_like(ids)
+
+            def call():
+                seq = model.generate(ids, attention_mask=mask, max_new_tokens=32, min_new_tokens=32,
+                                     do_sample=False, num_beams=1, decoder_start_token_id=0)
+                assert seq.shape == (1, 1 + 32), seq.shape  # decoder start + 32 new tokens
+            head = lambda: []
+
+            def after(times):
+                # Where the time goes: the encoder part of one generate call, timed alone.
+                enc = time_runs(1, min(args.runs, 3), lambda: model.encoder(input_ids=ids, attention_mask=mask))
+                return {"encode_ms": round(statistics.median(enc), 4)}
+            info["after"] = after
         else:
             sys.exit(f"torch: unknown workload {w}")
         info["versions"] = {"torch": torch.__version__}
         info["load_peak"], base = reset_hwm()
         times = time_runs(args.warmup, args.runs, call)
+        after = info.pop("after", None)
+        if after:
+            info.update(after(times))
         return times, base, head(), info
 
 
@@ -252,6 +302,11 @@ def main():
     if args.workload == "gpt2_decode128":
         rec["new_tokens"] = 128
         rec["tokens_per_s"] = round(128 / (statistics.median(times) / 1e3), 3)
+    if args.workload == "t5_decode32":
+        total = statistics.median(times)
+        rec.update({"new_tokens": 32, "total_ms": round(total, 4), "per_token_ms": round(total / 32, 4),
+                    "tokens_per_s": round(32 / (total / 1e3), 3),
+                    "per_token_after_encode_ms": round((total - rec["encode_ms"]) / 32, 4)})
     print(json.dumps(rec), flush=True)
 
 

@@ -46,12 +46,16 @@ WORKLOADS = {
     "long_1024": (["ours", "torch"], 0, 1, 2),
     "long_2048": (["ours", "torch"], 0, 1, 2),
     "long_4096": (["ours", "torch"], 0, 1, 2),
+    # Encoder-decoder, t5-small shape (random weights); no ONNX export (ORT not applicable).
+    "t5_encode128": (["ours", "torch"], 2, 5, 99),
+    "t5_decode32": (["ours", "torch"], 1, 3, 99),
 }
 ENGINE_NAMES = {"ours": "ours", "torch": "PyTorch", "ort": "ORT"}
 
 # Model dims for the FLOP formulas (docs/BENCHMARKS.md).
 MINILM = dict(L=6, d=384, f=1536)
 GPT2 = dict(L=12, d=768, f=3072, V=50257)
+T5_SMALL = dict(L=6, d=512, f=2048, V=32128)  # heads × head_dim = d; 6 encoder + 6 decoder layers
 
 
 def encoder_flop(B, S, L, d, f):
@@ -77,6 +81,22 @@ def gpt2_decode_flop(P, N, L, d, f, V):
     return g, a, bytes_ / (N - 1)
 
 
+def t5_decode_flop(S, N, L, d, f, V):
+    """generate(S-token source, N new tokens) = encoder(S) + the decoder layers' cross-attention keys
+    and values of it (2·S·L·2d²) + N one-token decoder steps (self-attention q,k,v,o + cross q,o +
+    FFN + tied head; step j attends to j+1 decoded keys and S source keys); also the bytes streamed
+    per step (fp32 weights + self and cross KV read)."""
+    g, a = encoder_flop(1, S, L, d, f)
+    g += 2 * S * L * 2 * d * d
+    w = L * (6 * d * d + 2 * d * f) + d * V
+    bytes_ = 0
+    for j in range(N):
+        g += 2 * w
+        a += 4 * (j + 1 + S) * d * L
+        bytes_ += 4 * w + 4 * 2 * (j + 1 + S) * d * L
+    return g, a, bytes_ / N
+
+
 def flop_of(workload):
     if workload.startswith("minilm_"):
         b, s = map(int, workload.split("_")[1].split("x"))
@@ -87,6 +107,13 @@ def flop_of(workload):
         return gpt2_prefill_flop(128, **GPT2)
     if workload == "gpt2_decode128":
         g, a, _ = gpt2_decode_flop(16, 128, **GPT2)
+        return g, a
+    if workload == "t5_encode128":
+        # The encoder alone (what HF's model.encoder computes); our `encode` also projects the
+        # decoder layers' cross-attention keys and values (2·S·L·2d² = 0.81 GFLOP more, not counted).
+        return encoder_flop(1, 128, **{k: T5_SMALL[k] for k in "Ldf"})
+    if workload == "t5_decode32":
+        g, a, _ = t5_decode_flop(128, 32, **T5_SMALL)
         return g, a
     raise KeyError(workload)
 
@@ -309,6 +336,12 @@ def summarize(results, workloads, threads_list, peak):
                     ent["tokens_per_s"] = 128 / (med / 1e3)
                     _, _, bytes_per_step = gpt2_decode_flop(16, 128, **GPT2)
                     ent["decode_gbs"] = bytes_per_step * ent["tokens_per_s"] / 1e9
+                if w == "t5_decode32":
+                    ent["per_token_ms"] = med / 32
+                    ent["encode_ms"] = statistics.median(x["encode_ms"] for x in recs if "encode_ms" in x)
+                    ent["per_token_after_encode_ms"] = (med - ent["encode_ms"]) / 32
+                if w == "t5_encode128" and all("encoder_only_ms" in x for x in recs):
+                    ent["encoder_only_ms"] = statistics.median(x["encoder_only_ms"] for x in recs)
                 row["engines"][e] = ent
             o = row["engines"].get("ours")
             for e in ("torch", "ort"):
@@ -376,6 +409,29 @@ def markdown(results, summary, threads_list, peak):
             ratio = o.get("tokens_per_s") / p["tokens_per_s"] if o.get("tokens_per_s") and p.get("tokens_per_s") else None
             lines.append(f"| {r['threads']} | {fmt(o.get('tokens_per_s'))} | {fmt(p.get('tokens_per_s'))} | {fmt(ratio, 2)} | "
                          f"{fmt(o.get('decode_gbs'))} | {fmt(p.get('decode_gbs'))} | {fmt(bw)} |")
+    t5 = [r for r in summary.values() if r["workload"].startswith("t5_")]
+    if t5:
+        lines.append("")
+        lines.append("T5 (t5-small shape, random weights, one 128-token source). encode128: ours `encode` (encoder + "
+                     "every decoder layer's cross-attention K/V) and, in brackets, ours encoder alone, vs HF "
+                     "`model.encoder`. decode32: one `generate` call (encode + 32 greedy tokens), per token = "
+                     "total / 32; 'after encode' = (total − the encode part timed alone) / 32:")
+        lines.append("")
+        lines.append("| workload | thr | ours ms | PyTorch ms | ours/PyTorch | ours per token ms | PyTorch per token ms "
+                     "| after encode ms/token ours · PyTorch | ours GB/s |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in t5:
+            o, p = r["engines"].get("ours", {}), r["engines"].get("torch", {})
+            ours_ms = fmt(o.get("median_ms"))
+            if o.get("encoder_only_ms"):
+                ours_ms += f" ({fmt(o['encoder_only_ms'])})"
+            gbs = None
+            if r["workload"] == "t5_decode32" and o.get("per_token_after_encode_ms"):
+                _, _, bytes_per_step = t5_decode_flop(128, 32, **T5_SMALL)
+                gbs = bytes_per_step / (o["per_token_after_encode_ms"] / 1e3) / 1e9
+            lines.append(f"| {r['workload']} | {r['threads']} | {ours_ms} | {fmt(p.get('median_ms'))} | "
+                         f"{fmt(r.get('ours_over_torch'), 2)} | {fmt(o.get('per_token_ms'))} | {fmt(p.get('per_token_ms'))} | "
+                         f"{fmt(o.get('per_token_after_encode_ms'))} · {fmt(p.get('per_token_after_encode_ms'))} | {fmt(gbs)} |")
     longs = [r for r in summary.values() if r["workload"].startswith("long_")]
     if longs:
         lines.append("")

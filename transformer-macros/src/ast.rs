@@ -41,6 +41,8 @@ pub enum Value {
     NegInt { value: i128, span: Span },
     /// `gelu_erf`, `post`, `bert`
     Name(Ident),
+    /// `{ layers: 6, attention: causal }`: the keys of one stack of an encoder-decoder model.
+    Section { entries: Vec<Entry>, span: Span },
     /// Anything else (a string, a path, an expression): always a type error.
     Other(TokenStream),
 }
@@ -51,6 +53,7 @@ impl Value {
             Value::Int(l) => l.span(),
             Value::Float { span, .. } | Value::NegInt { span, .. } => *span,
             Value::Name(i) => i.span(),
+            Value::Section { span, .. } => *span,
             Value::Other(t) => t.span(),
         }
     }
@@ -62,6 +65,7 @@ impl Value {
             Value::Float { text, .. } => format!("the number `{text}`"),
             Value::NegInt { value, .. } => format!("the integer `{value}`"),
             Value::Name(i) => format!("the name `{i}`"),
+            Value::Section { .. } => "a `{ … }` section".to_string(),
             Value::Other(t) => format!("`{t}`"),
         }
     }
@@ -75,14 +79,7 @@ impl Parse for ModelInput {
         let name: Ident = input.parse()?;
         let body;
         syn::braced!(body in input);
-        let mut entries = Vec::new();
-        while !body.is_empty() {
-            entries.push(body.parse()?);
-            if body.is_empty() {
-                break;
-            }
-            body.parse::<Token![,]>()?;
-        }
+        let entries = parse_entries(&body)?;
         if !input.is_empty() {
             return Err(
                 input.error("unexpected tokens after the model's `{ … }`: declare one model per `model!`")
@@ -90,6 +87,19 @@ impl Parse for ModelInput {
         }
         Ok(ModelInput { attrs, vis, name, entries })
     }
+}
+
+/// `key: value, …` up to the end of a brace group (a trailing comma allowed).
+fn parse_entries(body: ParseStream) -> syn::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    while !body.is_empty() {
+        entries.push(body.parse()?);
+        if body.is_empty() {
+            break;
+        }
+        body.parse::<Token![,]>()?;
+    }
+    Ok(entries)
 }
 
 impl Parse for Entry {
@@ -129,6 +139,11 @@ impl Parse for Value {
         if input.peek(LitFloat) && ends2 {
             let lit: LitFloat = input.parse()?;
             return Ok(Value::Float { value: lit.base10_parse()?, span: lit.span(), text: lit.to_string() });
+        }
+        if input.peek(syn::token::Brace) && ends2 {
+            let body;
+            let brace = syn::braced!(body in input);
+            return Ok(Value::Section { entries: parse_entries(&body)?, span: brace.span.join() });
         }
         if input.peek(Ident) && ends2 {
             return Ok(Value::Name(input.call(syn::ext::IdentExt::parse_any)?));

@@ -1,4 +1,7 @@
 //! Validation: one pass over every key, one named function per rule, every error collected.
+//! Encoder-decoder models' sections and cross-stack rules are in [`seq2seq`].
+
+mod seq2seq;
 
 use std::collections::HashMap;
 
@@ -19,6 +22,7 @@ const KEYS: &[&str] = &[
     "type_vocab_size",
     "d_model",
     "heads",
+    "head_dim",
     "kv_heads",
     "layers",
     "d_ff",
@@ -28,10 +32,17 @@ const KEYS: &[&str] = &[
     "norm_placement",
     "positions",
     "rope_theta",
+    "relative_buckets",
+    "relative_max_distance",
     "attention",
     "window",
     "weights",
     "lm_head",
+    "embedding_scale",
+    "encoder",
+    "decoder",
+    "decoder_start",
+    "cross_attention",
     "image_size",
     "patch_size",
     "channels",
@@ -46,17 +57,30 @@ const IMAGE_KEYS: &[&str] = &["image_size", "patch_size", "channels", "labels", 
 /// Keys that may be left out.
 /// Keys that may be left out (`lm_head` is required of decoders by its own rule; an image model
 /// may state `max_positions`, which must then equal its patch count, or leave it out).
-const OPTIONAL: &[&str] = &["type_vocab_size", "lm_head", "kv_heads", "window", "rope_theta"];
+const OPTIONAL: &[&str] = &[
+    "type_vocab_size",
+    "lm_head",
+    "kv_heads",
+    "window",
+    "rope_theta",
+    "head_dim",
+    "relative_buckets",
+    "relative_max_distance",
+    "embedding_scale",
+];
+/// Keys of encoder-decoder models only (required there).
+const SEQ2SEQ_KEYS: &[&str] = &["encoder", "decoder", "decoder_start"];
 
-const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu", "swiglu"];
+const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu", "swiglu", "geglu_tanh", "geglu_erf"];
 const NORMS: &[&str] = &["layer_norm", "rms_norm"];
 const PLACEMENTS: &[&str] = &["pre", "post"];
-const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope"];
+const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope", "relative"];
 const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
-const PLANNED_ATTENTIONS: &[&str] = &["cross", "windowed", "sparse", "lsh", "grouped_query", "multi_query"];
-const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama"];
+const PLANNED_ATTENTIONS: &[&str] = &["windowed", "sparse", "lsh", "grouped_query", "multi_query"];
+const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "t5", "bart", "torch"];
+const EMBEDDING_SCALES: &[&str] = &["sqrt_d_model", "none"];
 const POOLINGS: &[&str] = &["cls", "mean"];
 const LM_HEADS: &[&str] = &["tied", "untied"];
 
@@ -70,13 +94,21 @@ const MAX_TYPE_VOCAB: usize = 1 << 16;
 const MAX_IMAGE: usize = 1 << 14;
 const MAX_CHANNELS: usize = 64;
 const MAX_LABELS: usize = 1 << 20;
+const MAX_BUCKETS: usize = 1 << 12;
 
 /// Checks the whole input; returns the spec or every error found.
 pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let mut cx = Ctxt::new();
-    let entries = keys_known_and_unique(&mut cx, input);
+    let top = keys_known_and_unique(&mut cx, &input.entries, KEYS);
+    let sections = seq2seq::sections(&mut cx, &top);
+    // An encoder-decoder model is validated as its encoder (the top-level keys with the encoder
+    // section's on top), then the decoder's own keys and the rules joining the two.
+    let entries = match &sections {
+        Some(sections) => seq2seq::merged(&top, &sections.encoder),
+        None => top.clone(),
+    };
     let is_image = IMAGE_KEYS.iter().any(|k| entries.contains_key(*k));
-    keys_present(&mut cx, input, &entries, is_image);
+    keys_present(&mut cx, input, &entries, is_image, sections.is_some());
     keys_fit_the_input(&mut cx, &entries, is_image);
 
     let size =
@@ -86,6 +118,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let type_vocab_size = size(&mut cx, "type_vocab_size", MAX_TYPE_VOCAB);
     let d_model = size(&mut cx, "d_model", MAX_WIDTH);
     let heads = size(&mut cx, "heads", MAX_HEADS);
+    let head_dim_given = size(&mut cx, "head_dim", MAX_WIDTH);
     let kv_heads = size(&mut cx, "kv_heads", MAX_HEADS);
     let window = size(&mut cx, "window", MAX_POSITIONS);
     let layers = size(&mut cx, "layers", MAX_LAYERS);
@@ -94,9 +127,10 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let patch_size = size(&mut cx, "patch_size", MAX_IMAGE);
     let channels = size(&mut cx, "channels", MAX_CHANNELS);
     let labels = size(&mut cx, "labels", MAX_LABELS);
-    if let (Some(d), Some(h)) = (d_model, heads) {
+    if let (Some(d), Some(h), None) = (d_model, heads, entries.get("head_dim")) {
         heads_divide_d_model(&mut cx, d, h, entries["heads"]);
     }
+    let head_dim = head_dim_given.or(d_model.zip(heads).map(|(d, h)| d / h));
     if let (Some(h), Some(kv)) = (heads, kv_heads) {
         kv_heads_divide_heads(&mut cx, h, kv, entries["kv_heads"]);
     }
@@ -108,6 +142,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         "gelu_erf" => Activation::GeluErf,
         "gelu_tanh" => Activation::GeluTanh,
         "swiglu" => Activation::SwiGlu,
+        "geglu_tanh" => Activation::GeGluTanh,
+        "geglu_erf" => Activation::GeGluErf,
         _ => Activation::Relu,
     });
     let norm_kind = name(&mut cx, "norm", NORMS).map(|n| match n {
@@ -120,22 +156,42 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         _ => Placement::Post,
     });
     let rope_theta = entries.get("rope_theta").and_then(|e| positive_number(&mut cx, e, "`10000.0`"));
+    let buckets = size(&mut cx, "relative_buckets", MAX_BUCKETS);
+    let max_distance = size(&mut cx, "relative_max_distance", MAX_POSITIONS);
     let positions = name(&mut cx, "positions", POSITIONS).and_then(|n| match n {
         "learned" => Some(Positions::Learned),
         "sinusoidal" => Some(Positions::Sinusoidal),
+        "relative" => buckets
+            .zip(max_distance)
+            .map(|(buckets, max_distance)| Positions::Relative { buckets, max_distance }),
         _ => rope_theta.map(|theta| Positions::Rope { theta }),
     });
     if let Some(p) = entries.get("positions") {
         rope_theta_goes_with_rope(&mut cx, p, entries.get("rope_theta").copied());
+        buckets_go_with_relative(&mut cx, p, &entries);
     }
-    if let (Some(Positions::Rope { .. }), Some(d), Some(h)) = (positions, d_model, heads) {
-        rope_needs_even_head_dim(&mut cx, d, h, entries["positions"]);
+    if let (Some(Positions::Rope { .. }), Some(hd)) = (positions, head_dim) {
+        let derived = match (head_dim_given, d_model, heads) {
+            (None, Some(d), Some(h)) => format!(" ({d} / {h})"),
+            _ => String::new(),
+        };
+        rope_needs_even_head_dim(&mut cx, hd, &derived, entries["positions"]);
     }
+    if let (Some(b), Some(entry)) = (buckets, entries.get("relative_buckets")) {
+        relative_buckets_even(&mut cx, b, entry);
+        if let (Some(m), Some(max_entry)) = (max_distance, entries.get("relative_max_distance")) {
+            relative_buckets_fit(&mut cx, b, m, max_entry);
+        }
+    }
+    let scale_embeddings = name(&mut cx, "embedding_scale", EMBEDDING_SCALES).map(|n| n == "sqrt_d_model");
     let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
     let weights = name(&mut cx, "weights", SCHEMES).map(|n| match n {
         "gpt2" => WeightScheme::Gpt2,
         "vit" => WeightScheme::Vit,
         "llama" => WeightScheme::Llama,
+        "t5" => WeightScheme::T5,
+        "bart" => WeightScheme::Bart,
+        "torch" => WeightScheme::Torch,
         _ => WeightScheme::Bert,
     });
     let lm_head = name(&mut cx, "lm_head", LM_HEADS).map(|n| match n {
@@ -163,16 +219,30 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
             "`norm: rms_norm` is implemented pre-norm (as LLaMA and T5 place it): use `norm_placement: pre`",
         );
     }
-    if let Some(attention) = attention {
+    let two_stack_format =
+        matches!(weights, Some(WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch));
+    if let (Some(attention), None, false) = (attention, &sections, two_stack_format) {
         decoders_have_a_head(&mut cx, attention, entries["attention"], entries.get("lm_head").copied());
+    }
+    if let Some(attention) = attention {
         decoder_only_options(&mut cx, attention, heads, kv_heads, &entries);
     }
+    let decoder = sections.as_ref().and_then(|sections| {
+        let encoder = seq2seq::EncoderView { entries: &entries, d_model, heads, head_dim, attention };
+        seq2seq::decoder(&mut cx, &top, sections, &encoder, weights, vocab_size)
+    });
+    seq2seq::scheme_fits_the_family(&mut cx, &top, weights, sections.is_some());
     match weights {
         Some(WeightScheme::Bert) => bert_layout(&mut cx, &entries, placement, attention),
         Some(WeightScheme::Gpt2) => gpt2_layout(&mut cx, &entries, placement, positions, attention),
         Some(WeightScheme::Vit) => vit_layout(&mut cx, &entries, placement, positions, attention, is_image),
         Some(WeightScheme::Llama) => {
             llama_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
+        }
+        Some(scheme @ (WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch)) => {
+            let choices =
+                seq2seq::Choices { placement, norm: norm_kind, positions, activation, scale_embeddings };
+            seq2seq::layout(&mut cx, &entries, scheme, &choices);
         }
         None => {}
     }
@@ -207,6 +277,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         image: if is_image { Some(image.ok_or_else(missing)?) } else { None },
         d_model: d_model.ok_or_else(missing)?,
         heads: heads.ok_or_else(missing)?,
+        head_dim: head_dim.ok_or_else(missing)?,
         kv_heads: kv_heads.or(heads).ok_or_else(missing)?,
         window,
         layers: layers.ok_or_else(missing)?,
@@ -230,19 +301,24 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         } else {
             None
         },
+        scale_embeddings: scale_embeddings.unwrap_or(false),
+        seq2seq: match sections {
+            Some(_) => Some(decoder.ok_or_else(missing)?),
+            None => None,
+        },
     })
 }
 
 /// Rule: every key is one the grammar knows (else suggest the closest), and none is given twice
 /// (reported at both places).
-fn keys_known_and_unique<'a>(cx: &mut Ctxt, input: &'a ModelInput) -> HashMap<String, &'a Entry> {
+fn keys_known_and_unique<'a>(cx: &mut Ctxt, given: &'a [Entry], known: &[&str]) -> Entries<'a> {
     let mut seen: HashMap<String, &Entry> = HashMap::new();
-    for entry in &input.entries {
+    for entry in given {
         let key = entry.key.to_string();
-        if !KEYS.contains(&key.as_str()) {
-            let hint = match closest(&key, KEYS) {
+        if !known.contains(&key.as_str()) {
+            let hint = match closest(&key, known) {
                 Some(k) => format!("did you mean `{k}`?"),
-                None => format!("expected one of {}", list(KEYS)),
+                None => format!("expected one of {}", list(known)),
             };
             cx.error(entry.key.span(), format!("unknown key `{key}`: {hint}"));
             continue;
@@ -259,7 +335,13 @@ fn keys_known_and_unique<'a>(cx: &mut Ctxt, input: &'a ModelInput) -> HashMap<St
 
 /// Rule: every required key is given. Reported at the model's name, which is where the keys go;
 /// a key already suggested for a misspelt one (`d_modle` → `d_model`) is not reported again.
-fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &Entry>, is_image: bool) {
+fn keys_present(
+    cx: &mut Ctxt,
+    input: &ModelInput,
+    entries: &HashMap<String, &Entry>,
+    is_image: bool,
+    is_seq2seq: bool,
+) {
     let suggested: Vec<&str> = input
         .entries
         .iter()
@@ -277,7 +359,13 @@ fn keys_present(cx: &mut Ctxt, input: &ModelInput, entries: &HashMap<String, &En
                 !IMAGE_KEYS.contains(k)
             }
         })
+        // The sections' own rule reports a missing `encoder` or `decoder`.
+        .filter(|k| !SEQ2SEQ_KEYS.contains(k) || (is_seq2seq && *k == "decoder_start"))
+        // `cross_attention` belongs in the decoder's section (checked there); `lm_head` is
+        // required of every encoder-decoder model.
+        .filter(|k| *k != "cross_attention" && (*k != "lm_head" || !is_seq2seq))
         .filter(|k| !OPTIONAL.contains(k) && !entries.contains_key(*k) && !suggested.contains(k))
+        .chain(is_seq2seq.then_some("lm_head").filter(|k| !entries.contains_key(*k)))
         .collect();
     if !missing.is_empty() {
         let (s, them) = if missing.len() == 1 { ("", "it") } else { ("s", "them") };
@@ -620,12 +708,67 @@ fn rope_theta_goes_with_rope(cx: &mut Ctxt, positions: &Entry, theta: Option<&En
 }
 
 /// Rule: rotary embeddings rotate pairs of dimensions, so the head width is even.
-fn rope_needs_even_head_dim(cx: &mut Ctxt, d_model: usize, heads: usize, positions: &Entry) {
-    let head_dim = d_model / heads;
-    if d_model.is_multiple_of(heads) && !head_dim.is_multiple_of(2) {
+fn rope_needs_even_head_dim(cx: &mut Ctxt, head_dim: usize, derived: &str, positions: &Entry) {
+    if !head_dim.is_multiple_of(2) {
         cx.error(
             positions.value.span(),
-            format!("rotary positions rotate pairs of dimensions, but a head is {head_dim} wide ({d_model} / {heads}): use an even head width"),
+            format!("rotary positions rotate pairs of dimensions, but a head is {head_dim} wide{derived}: use an even head width"),
+        );
+    }
+}
+
+/// Rule: `relative_buckets` and `relative_max_distance` are given exactly when
+/// `positions: relative` is.
+fn buckets_go_with_relative(cx: &mut Ctxt, positions: &Entry, entries: &Entries) {
+    let is_relative = matches!(&positions.value, Value::Name(n) if n == "relative");
+    let keys = ["relative_buckets", "relative_max_distance"];
+    if is_relative {
+        let missing: Vec<&str> = keys.into_iter().filter(|k| !entries.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            cx.error(
+                positions.value.span(),
+                format!(
+                    "`positions: relative` needs {} (the checkpoint's `relative_attention_num_buckets` and \
+                     `relative_attention_max_distance`, e.g. 32 and 128)",
+                    list(&missing)
+                ),
+            );
+        }
+    } else {
+        for key in keys {
+            if let Some(e) = entries.get(key) {
+                cx.error(e.key.span(), format!("`{key}` belongs to `positions: relative`: remove it"));
+            }
+        }
+    }
+}
+
+/// Rule: T5's buckets are half exact (one per offset) and half logarithmic up to
+/// `relative_max_distance`, in each direction: at least 4 buckets, and the farthest distance beyond
+/// the exact ones (`max_distance > buckets / 2`), else the logarithmic half is empty.
+fn relative_buckets_fit(cx: &mut Ctxt, buckets: usize, max_distance: usize, entry: &Entry) {
+    if buckets >= 4 && max_distance > buckets / 2 {
+        return;
+    }
+    cx.error(
+        entry.value.span(),
+        format!(
+            "{buckets} relative buckets need `relative_max_distance` above {} (the last exactly-bucketed \
+             offset) and at least 4 buckets; found {max_distance} (T5 uses 32 buckets up to 128)",
+            buckets / 2
+        ),
+    );
+}
+
+/// Rule: T5 buckets split into two halves (keys before and after the query) in the encoder, so
+/// their number is even.
+fn relative_buckets_even(cx: &mut Ctxt, buckets: usize, entry: &Entry) {
+    if !buckets.is_multiple_of(2) {
+        cx.error(
+            entry.value.span(),
+            format!(
+                "relative buckets are split in half by direction, so their number is even: {buckets} is odd"
+            ),
         );
     }
 }
@@ -704,7 +847,7 @@ fn llama_layout(
     if norm == Some(NormKind::LayerNorm) {
         conflict(cx, "norm", "`weights: llama` checkpoints use RMS norms: use `norm: rms_norm`");
     }
-    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal)) {
+    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal | Positions::Relative { .. })) {
         conflict(
             cx,
             "positions",
@@ -754,15 +897,15 @@ fn classic_layout(
             &format!("`weights: {name}` checkpoints use LayerNorm: use `norm: layer_norm`"),
         );
     }
-    if matches!(positions, Some(Positions::Rope { .. })) {
+    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. })) {
         layout_conflict(
             cx,
             entries,
             "positions",
-            &format!("`weights: {name}` checkpoints have no rotary positions: use `positions: learned`"),
+            &format!("`weights: {name}` checkpoints have absolute positions: use `positions: learned`"),
         );
     }
-    if activation == Some(Activation::SwiGlu) {
+    if activation.is_some_and(Activation::is_gated) {
         layout_conflict(
             cx,
             entries,
@@ -808,6 +951,9 @@ fn scheme_label(value: &Value) -> &'static str {
         Value::Name(n) if n == "gpt2" => "GPT-2",
         Value::Name(n) if n == "vit" => "ViT",
         Value::Name(n) if n == "llama" => "LLaMA",
+        Value::Name(n) if n == "t5" => "T5",
+        Value::Name(n) if n == "bart" => "BART",
+        Value::Name(n) if n == "torch" => "`torch.nn.Transformer`",
         _ => "BERT",
     }
 }

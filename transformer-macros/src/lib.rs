@@ -26,10 +26,16 @@ pub fn model(input: TokenStream) -> TokenStream {
 
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
     match check::validate(&input) {
-        Ok(spec) => {
-            let graph = graph::lower(&spec);
-            codegen::generate(&spec, &graph)
-        }
+        Ok(spec) => match &spec.seq2seq {
+            Some(s2s) => {
+                let graph = graph::seq2seq::lower(&spec, s2s);
+                codegen::seq2seq::generate(&spec, s2s, &graph)
+            }
+            None => {
+                let graph = graph::lower(&spec);
+                codegen::generate(&spec, &graph)
+            }
+        },
         Err(errors) => {
             let dummy = fallback::dummy(&input);
             let errors = errors.into_compile_error();

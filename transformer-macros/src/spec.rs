@@ -18,6 +18,8 @@ pub struct Spec {
     pub image: Option<ImageInput>,
     pub d_model: usize,
     pub heads: usize,
+    /// Width of one attention head: `d_model / heads` unless given (T5's `d_kv`).
+    pub head_dim: usize,
     /// Key/value heads: `heads` for multi-head attention, fewer for grouped-query (1: multi-query).
     pub kv_heads: usize,
     /// Sliding-window attention: each query sees at most this many keys, ending at itself.
@@ -37,15 +39,58 @@ pub struct Spec {
     pub d_model_span: Span,
     /// Where `vocab_size` was written: generated row types of logits point there.
     pub vocab_span: Span,
+    /// Token embeddings are multiplied by `sqrt(d_model)` (the original Transformer, BART's
+    /// `scale_embedding`).
+    pub scale_embeddings: bool,
+    /// Encoder-decoder models: the fields above describe the encoder; this, the decoder.
+    pub seq2seq: Option<Seq2Seq>,
+}
+
+/// The decoder of an encoder-decoder model and what joins it to the encoder.
+#[derive(Clone, Debug)]
+pub struct Seq2Seq {
+    pub decoder: Stack,
+    /// The token every decoded sequence starts from (`decoder_start_token_id`).
+    pub decoder_start: u32,
+}
+
+/// One stack's dims.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub d_model: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub layers: usize,
+    pub d_ff: usize,
+}
+
+impl Stack {
+    /// Width of the attention's concatenated heads (`heads × head_dim`), which T5 lets differ
+    /// from `d_model`.
+    pub fn inner(&self) -> usize {
+        self.heads * self.head_dim
+    }
 }
 
 impl Spec {
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.heads
+        self.head_dim
     }
 
+    /// Decoder-only: causal attention, one stack.
     pub fn is_decoder(&self) -> bool {
-        self.attention == Attention::Causal
+        self.attention == Attention::Causal && self.seq2seq.is_none()
+    }
+
+    /// The (encoder) stack's dims.
+    pub fn stack(&self) -> Stack {
+        Stack {
+            d_model: self.d_model,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            layers: self.layers,
+            d_ff: self.d_ff,
+        }
     }
 }
 
@@ -96,12 +141,16 @@ pub enum Activation {
     Relu,
     /// Gated: `down(silu(gate(x)) · up(x))` (LLaMA's SwiGLU feed-forward).
     SwiGlu,
+    /// Gated: `down(gelu_tanh(gate(x)) · up(x))` (T5 v1.1's "gated-gelu").
+    GeGluTanh,
+    /// Gated: `down(gelu_erf(gate(x)) · up(x))`.
+    GeGluErf,
 }
 
 impl Activation {
     /// Gated activations take two projections of the input (gate and up).
     pub fn is_gated(self) -> bool {
-        self == Activation::SwiGlu
+        matches!(self, Activation::SwiGlu | Activation::GeGluTanh | Activation::GeGluErf)
     }
 }
 
@@ -135,6 +184,11 @@ pub enum Positions {
     /// Rotary embeddings applied to queries and keys in every layer, with base `theta`.
     Rope {
         theta: f64,
+    },
+    /// T5's learned per-head bias over bucketed relative distances, in every self-attention.
+    Relative {
+        buckets: usize,
+        max_distance: usize,
     },
 }
 
@@ -170,4 +224,12 @@ pub enum WeightScheme {
     /// Hugging Face `GPT2LMHeadModel`: `[transformer.]wte.weight`, `[transformer.]h.{i}.…`, with
     /// Conv1D weights stored `[in, out]`.
     Gpt2,
+    /// Hugging Face `T5ForConditionalGeneration`: `shared.weight`, `encoder.block.{i}.layer.{n}.…`.
+    T5,
+    /// Hugging Face `BartForConditionalGeneration`: `model.shared.weight`,
+    /// `model.{encoder,decoder}.layers.{i}.…`, `final_logits_bias`.
+    Bart,
+    /// `torch.nn.Transformer` under `transformer.`, with `embedding` (shared, scaled by
+    /// `sqrt(d_model)`) and `generator` (the output linear) beside it.
+    Torch,
 }

@@ -56,6 +56,10 @@ pub enum Error {
     #[error("sequence {sequence} has padding before a real token; a cached step needs right padding (real tokens first)")]
     NotRightPadded { sequence: usize },
 
+    /// A decoder batch whose sequences do not pair one-to-one with the encoder memory's sources.
+    #[error("the decoder batch has {targets} sequences but the encoder memory holds {sources} sources: decode one sequence per source, in the same order")]
+    MemoryMismatch { sources: usize, targets: usize },
+
     /// A generation option outside its range.
     #[error("generation option `{option}` = {value} is invalid: {expected}")]
     BadGenerateOption { option: &'static str, value: String, expected: &'static str },

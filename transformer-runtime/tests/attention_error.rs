@@ -75,7 +75,7 @@ fn case<const HD: usize>(kind: &str, keys: usize, seed: u64) -> Case {
 fn measure<const HD: usize>(c: &Case, kernel: AttentionFn) -> (f64, f64) {
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
     let mut out = vec![f32::NAN; QUERIES * HD];
-    let mask = Mask { key_valid: None, causal: false, window: None };
+    let mask = Mask { key_valid: None, causal: false, window: None, bias: None };
     kernel(view(&c.q, QUERIES), view(&c.k, c.keys), view(&c.v, c.keys), 1, 1, 0, mask, c.scale, &mut out);
     assert!(out.iter().all(|x| x.is_finite()), "non-finite attention output");
 

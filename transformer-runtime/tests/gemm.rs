@@ -17,8 +17,8 @@ use transformer_runtime::{Threads, WeightLoader};
 
 const EPS32: f64 = f32::EPSILON as f64;
 
-const ACTIVATIONS: [Activation; 4] =
-    [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu];
+const ACTIVATIONS: [Activation; 5] =
+    [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu];
 
 fn activation_f64(act: Activation, x: f64) -> f64 {
     match act {
@@ -29,6 +29,7 @@ fn activation_f64(act: Activation, x: f64) -> f64 {
             0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
         }
         Activation::Relu => x.max(0.0),
+        Activation::Silu => x / (1.0 + (-x).exp()),
     }
 }
 

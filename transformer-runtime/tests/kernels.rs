@@ -121,6 +121,7 @@ fn reference(act: Activation, x: f32) -> f64 {
         Activation::GeluErf => gelu_erf_f64(x),
         Activation::GeluTanh => gelu_tanh_f64(x),
         Activation::Relu => x.max(0.0),
+        Activation::Silu => x / (1.0 + (-x).exp()),
     }
 }
 
@@ -133,11 +134,13 @@ fn tolerance(act: Activation, reference: f64) -> f64 {
         Activation::Identity | Activation::Relu => 0.0,
         Activation::GeluErf => 1e-6,
         Activation::GeluTanh => 1e-6 + 4.0 * EPS32 * reference.abs(),
+        // exp_f32 (≤ 2 ulp), `1 + e` and the division: 4 ulps relative (as tests/llama_kernels.rs).
+        Activation::Silu => 4.0 * EPS32 * reference.abs(),
     }
 }
 
-const ALL: [Activation; 4] =
-    [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu];
+const ALL: [Activation; 5] =
+    [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu];
 
 fn any_activation() -> impl Strategy<Value = Activation> {
     prop::sample::select(ALL.to_vec())
@@ -822,7 +825,7 @@ struct GeneralCase {
 
 impl GeneralCase {
     fn mask(&self) -> Mask<'_> {
-        Mask { key_valid: self.key_valid.as_deref(), causal: self.causal, window: None }
+        Mask { key_valid: self.key_valid.as_deref(), causal: self.causal, window: None, bias: None }
     }
 
     fn max_abs(o: &Operand) -> f64 {
@@ -985,18 +988,18 @@ fn causal_known_values() {
     let rows = |data, n| view(data, 1, n);
     let (q, k, vv) = (&zeros[..], &zeros[..], &v[..]);
     let mut out = [f32::NAN; 5];
-    let mask = Mask { key_valid: None, causal: true, window: None };
+    let mask = Mask { key_valid: None, causal: true, window: None, bias: None };
     attention_general::<1>(rows(q, 5), rows(k, 5), rows(vv, 5), 1, 1, 0, mask, 1.0, &mut out);
     assert_close_rel(&out, &[1.0, 1.5, 7.0 / 3.0, 3.75, 6.2]);
     // The last two positions only (a cached step), key 1 masked out.
     let valid = [true, false, true, true, true];
-    let mask = Mask { key_valid: Some(&valid), causal: true, window: None };
+    let mask = Mask { key_valid: Some(&valid), causal: true, window: None, bias: None };
     let mut out = [f32::NAN; 2];
     attention_general::<1>(rows(q, 2), rows(k, 5), rows(vv, 5), 1, 1, 3, mask, 1.0, &mut out);
     assert_close_rel(&out, &[13.0 / 3.0, 29.0 / 4.0]);
     // A query before every valid key sees nothing: zeros.
     let valid = [false, false, true, true, true];
-    let mask = Mask { key_valid: Some(&valid), causal: true, window: None };
+    let mask = Mask { key_valid: Some(&valid), causal: true, window: None, bias: None };
     let mut out = [f32::NAN; 2];
     attention_general::<1>(rows(q, 2), rows(k, 5), rows(vv, 5), 1, 1, 0, mask, 1.0, &mut out);
     assert_eq!(out, [0.0, 0.0]);
@@ -1010,7 +1013,7 @@ fn grouped_heads_share_kv() {
     let k = [1.0f32, 0.0, 0.0, 1.0]; // 2 rows × 1 head
     let v = [10.0f32, 20.0, 30.0, 40.0];
     let mut got = [f32::NAN; 8];
-    let mask = Mask { key_valid: None, causal: false, window: None };
+    let mask = Mask { key_valid: None, causal: false, window: None, bias: None };
     attention_general::<HD>(view(&q, 4, 2), view(&k, 2, 2), view(&v, 2, 2), 2, 1, 0, mask, 1.0, &mut got);
     let mut naive = [f32::NAN; 8];
     attention_general_naive::<HD>(
@@ -1045,7 +1048,7 @@ fn grouped_heads_share_kv() {
 fn general_rejects_kv_heads_not_dividing() {
     let x = [0.0f32; 64];
     let r = HeadRows { data: &x, stride: 8, offset: 0, rows: 1 };
-    let mask = Mask { key_valid: None, causal: false, window: None };
+    let mask = Mask { key_valid: None, causal: false, window: None, bias: None };
     attention_general::<1>(r, r, r, 3, 2, 0, mask, 1.0, &mut [0.0; 3]);
 }
 
@@ -1055,7 +1058,7 @@ fn general_rejects_short_operand() {
     let x = [0.0f32; 20];
     let q = HeadRows { data: &x, stride: 8, offset: 0, rows: 1 };
     let k = HeadRows { rows: 3, ..q };
-    let mask = Mask { key_valid: None, causal: false, window: None };
+    let mask = Mask { key_valid: None, causal: false, window: None, bias: None };
     attention_general::<8>(q, k, k, 1, 1, 0, mask, 1.0, &mut [0.0; 8]);
 }
 
@@ -1117,7 +1120,7 @@ fn causal_self_attention_padded_batch_equals_alone() {
             assert!(padding.iter().all(|&x| x == 0.0), "sequence {b}: padding context not zero");
 
             let view = |offset| HeadRows { data, stride, offset, rows: lens[b] };
-            let mask = Mask { key_valid: None, causal: true, window: None };
+            let mask = Mask { key_valid: None, causal: true, window: None, bias: None };
             let exact = attention_general_f64(
                 view(0),
                 view(LAYER_WIDTH),

@@ -757,7 +757,7 @@ fn gqa_case() -> impl Strategy<Value = GqaCase> {
 
 fn run_causal(qkv: &[f32], batch: &Batch, shape: AttentionShape, threads: &Threads) -> Vec<f32> {
     let mut ctx = vec![f32::NAN; batch.rows() * shape.heads * HD];
-    causal_self_attention_with::<HD>(qkv, batch, shape, 1.0 / (HD as f32).sqrt(), &mut ctx, threads);
+    causal_self_attention_with::<HD>(qkv, batch, shape, None, 1.0 / (HD as f32).sqrt(), &mut ctx, threads);
     ctx
 }
 
@@ -846,7 +846,7 @@ proptest! {
         let k = values(c.keys * hk, c.seed ^ 1);
         let v = values(c.keys * hk, c.seed ^ 2);
         let view = |data, rows, width| HeadRows { data, stride: width, offset: 0, rows };
-        let mask = Mask { key_valid: c.key_valid.as_deref(), causal: c.causal, window: c.window };
+        let mask = Mask { key_valid: c.key_valid.as_deref(), causal: c.causal, window: c.window, bias: None };
         let scale = 0.35;
         type F = fn(HeadRows<'_>, HeadRows<'_>, HeadRows<'_>, usize, usize, usize, Mask<'_>, f32, &mut [f32]);
         let run = |f: F| {
@@ -929,6 +929,7 @@ fn windowed_cached_steps_equal_full_recompute() {
                 &mut cache,
                 0,
                 shape,
+                None,
                 scale,
                 &mut ctx,
                 &Threads::sequential(),
@@ -986,7 +987,7 @@ fn plain_functions_are_the_mha_no_window_case() {
     let width = heads * HD;
     let (mut a, mut b) = (vec![f32::NAN; batch.rows() * width], vec![f32::NAN; batch.rows() * width]);
     causal_self_attention::<HD>(&qkv, &batch, heads, scale, &mut a, &Threads::sequential());
-    causal_self_attention_with::<HD>(&qkv, &batch, shape, scale, &mut b, &Threads::sequential());
+    causal_self_attention_with::<HD>(&qkv, &batch, shape, None, scale, &mut b, &Threads::sequential());
     assert_eq!(a, b);
     let (mut ca, mut cb) = (KvCache::new(2, 2, 64, width), KvCache::new(2, 2, 64, width));
     cached_causal_attention::<HD>(&qkv, &batch, &mut ca, 1, heads, scale, &mut a, &Threads::sequential());
@@ -996,6 +997,7 @@ fn plain_functions_are_the_mha_no_window_case() {
         &mut cb,
         1,
         shape,
+        None,
         scale,
         &mut b,
         &Threads::sequential(),
@@ -1036,13 +1038,13 @@ fn sliding_window_skips_tiles_outside_it() {
     let prefill = Batch::from_sequences(&[vec![1u32; len]]).unwrap();
     let qkv = values(len * stride, 4);
     let mut ctx = vec![0.0; len * heads * HD];
-    cached_causal_attention_with::<HD>(&qkv, &prefill, &mut cache, 0, shape, 0.3, &mut ctx, &threads);
+    cached_causal_attention_with::<HD>(&qkv, &prefill, &mut cache, 0, shape, None, 0.3, &mut ctx, &threads);
     cache.advance_batch(&prefill);
     let step = Batch::from_sequences(&[vec![1u32]]).unwrap();
     let qkv = values(stride, 5);
     let mut ctx = vec![0.0; heads * HD];
     let before = scores_computed();
-    cached_causal_attention_with::<HD>(&qkv, &step, &mut cache, 0, shape, 0.3, &mut ctx, &threads);
+    cached_causal_attention_with::<HD>(&qkv, &step, &mut cache, 0, shape, None, 0.3, &mut ctx, &threads);
     assert_eq!(
         scores_computed() - before,
         (heads * w) as u64,

@@ -17,7 +17,11 @@
 //! - `Batch` constructors and accessors, `KvCache` checks;
 //! - the LLaMA / Mistral kernels: `rms_norm` / `rms_norm_into` (a zero row, squares that overflow),
 //!   `swiglu` / `silu`, RoPE tables and `Rope::apply` (partial rotary dims, starts, padding rows),
-//!   and `attention_general_scalar` under sliding windows across two key tiles.
+//!   and `attention_general_scalar` under sliding windows across two key tiles;
+//! - the encoder-decoder pieces: `attention_general_scalar` with a `PositionBias` (contiguous and
+//!   gathered adds, two key tiles), the `RelativeBias` / `Alibi` tables, `self_attention_with`
+//!   (bias, GQA, padding) and `cross_attention` against the naive twin, and `gated` for every
+//!   activation.
 //!
 //! Not covered: the SIMD paths (`GemmIsa::Avx2Fma`/`Avx512`, the AVX2 attention shim; Miri does
 //! not run AVX), `matmul` (matrixmultiply's own unsafe code and SIMD), thread pools (rayon under
@@ -155,7 +159,7 @@ fn attention_general_scalar_matches_naive_with_masks_tiles_and_groups() {
         let q = values(queries * heads * HD, 10);
         let (k, v) = (values(keys * kv_heads * HD, 11), values(keys * kv_heads * HD, 12));
         for causal in [false, true] {
-            let mask = Mask { key_valid: Some(&key_valid), causal, window: None };
+            let mask = Mask { key_valid: Some(&key_valid), causal, window: None, bias: None };
             let run = |f: AttentionFn| {
                 let mut out = vec![f32::NAN; queries * heads * HD];
                 f(
@@ -193,7 +197,7 @@ fn a_query_that_sees_no_key_gets_zeros() {
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
     let mut out = vec![f32::NAN; 2 * HD];
     let all_masked = [false; 3];
-    let mask = Mask { key_valid: Some(&all_masked), causal: false, window: None };
+    let mask = Mask { key_valid: Some(&all_masked), causal: false, window: None, bias: None };
     attention_general_scalar::<HD>(
         view(&q, 2),
         view(&kv, keys),
@@ -208,7 +212,7 @@ fn a_query_that_sees_no_key_gets_zeros() {
     assert_eq!(out, vec![0.0; 2 * HD]);
     // No keys at all.
     let mut out = vec![f32::NAN; HD];
-    let none = Mask { key_valid: None, causal: true, window: None };
+    let none = Mask { key_valid: None, causal: true, window: None, bias: None };
     attention_general_scalar::<HD>(
         view(&q[..HD], 1),
         view(&[], 0),
@@ -246,7 +250,7 @@ fn huge_scores_do_not_overflow_the_online_softmax() {
     }
     let v: Vec<f32> = (0..keys * HD).map(|i| i as f32).collect();
     let view = |data, rows| HeadRows { data, stride: HD, offset: 0, rows };
-    let mask = Mask { key_valid: None, causal: false, window: None };
+    let mask = Mask { key_valid: None, causal: false, window: None, bias: None };
     let mut out = vec![f32::NAN; HD];
     attention_general_scalar::<HD>(
         view(&q, 1),
@@ -315,6 +319,7 @@ fn activation_f64(act: Activation, x: f64) -> f64 {
             let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             x / (1.0 + (-2.0 * u).exp())
         }
+        Activation::Silu => x / (1.0 + (-x).exp()),
     }
 }
 
@@ -336,7 +341,9 @@ fn activations_match_f64_and_stay_finite() {
         .into_iter()
         .chain(values(10, 50).into_iter().map(|x| x * 4.0))
         .collect();
-    for act in [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu] {
+    for act in
+        [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu]
+    {
         let mut out = xs.clone();
         act.apply_slice(&mut out);
         let mut only = xs.clone();
@@ -678,7 +685,7 @@ fn windowed_attention_scalar_matches_naive_across_tiles() {
     let q = values(queries * heads * HD, 50);
     let (k, v) = (values(keys * kv_heads * HD, 51), values(keys * kv_heads * HD, 52));
     for window in [Some(0), Some(1), Some(3), Some(10), Some(100)] {
-        let mask = Mask { key_valid: Some(&key_valid), causal: true, window };
+        let mask = Mask { key_valid: Some(&key_valid), causal: true, window, bias: None };
         let run = |f: AttentionFn| {
             let mut out = vec![f32::NAN; queries * heads * HD];
             f(
@@ -701,6 +708,158 @@ fn windowed_attention_scalar_matches_naive_across_tiles() {
         }
         if window == Some(0) {
             assert!(got.iter().all(|&x| x == 0.0), "a zero window sees no key");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Encoder-decoder: position bias, seq2seq layers, gated activations
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn biased_attention_scalar_matches_naive_across_tiles() {
+    use transformer_runtime::kernels::attention::PositionBias;
+    // 70 keys (tiles of 64 + 6), 6 queries at positions 62..68; with and without masked keys (the
+    // gathered and the contiguous bias add), causal or not, with a window. The table covers offsets
+    // −67..=7 exactly.
+    let (heads, keys, queries, q_pos0) = (2, 70, 6, 62);
+    let (center, span) = (67, 67 + 7 + 1);
+    let table: Vec<f32> = values(heads * span, 60).into_iter().map(|x| 4.0 * x).collect();
+    let bias = PositionBias { table: &table, span, center };
+    let masked: Vec<bool> = (0..keys).map(|j| j > 3 && j != 65).collect();
+    let q = values(queries * heads * HD, 61);
+    let (k, v) = (values(keys * HD, 62), values(keys * HD, 63));
+    for key_valid in [None, Some(&masked[..])] {
+        for (causal, window) in [(false, None), (true, None), (true, Some(10))] {
+            let mask = Mask { key_valid, causal, window, bias: Some(bias) };
+            let run = |f: AttentionFn| {
+                let mut out = vec![f32::NAN; queries * heads * HD];
+                f(
+                    view(&q, queries, heads * HD),
+                    view(&k, keys, HD),
+                    view(&v, keys, HD),
+                    heads,
+                    1,
+                    q_pos0,
+                    mask,
+                    0.5,
+                    &mut out,
+                );
+                out
+            };
+            let got = run(attention_general_scalar::<HD>);
+            let want = run(attention_general_naive::<HD>);
+            for (i, (&x, &y)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    close(x, y, 1e-5),
+                    "masked {} causal {causal} [{i}]: {x} vs {y}",
+                    key_valid.is_some()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn position_bias_tables_index_by_offset() {
+    use transformer_runtime::layers::{t5_bucket, Alibi, RelativeBias};
+    // 8 buckets bidirectional: 4 per direction, exact distances 0 and 1, then log bins up to 6
+    // (no distance lands near a bin boundary, so Miri's perturbed `ln` cannot flip one).
+    let (heads, buckets) = (2, 8);
+    let weight: Vec<f32> = (0..heads * buckets).map(|i| i as f32).collect();
+    let rel = RelativeBias::from_weight(&weight, heads, buckets, 6, true, 5);
+    let bias = rel.bias();
+    assert_eq!((bias.span, bias.center, bias.table.len()), (9, 4, 18));
+    let want_buckets = [3, 2, 2, 1, 0, 5, 6, 6, 7]; // offsets −4..=4
+    for (i, &b) in want_buckets.iter().enumerate() {
+        assert_eq!(t5_bucket(i as i64 - 4, true, buckets, 6), b, "offset {}", i as i64 - 4);
+        for h in 0..heads {
+            assert_eq!(bias.table[h * 9 + i], weight[b * heads + h]);
+        }
+    }
+    assert_eq!(bias.at(1, 2, 0), weight[2 * heads + 1]);
+    let alibi = Alibi::new(3, 4);
+    let slopes = Alibi::slopes(3);
+    assert!(
+        close(slopes[0], 0.0625, 1e-6)
+            && close(slopes[1], 0.003_906_25, 1e-6)
+            && close(slopes[2], 0.25, 1e-6)
+    );
+    for h in 0..3 {
+        assert_eq!(alibi.bias().at(h, 3, 1), -2.0 * slopes[h]);
+        assert_eq!(alibi.bias().at(h, 0, 3), 3.0 * slopes[h]);
+    }
+}
+
+#[test]
+fn seq2seq_layers_match_the_naive_kernel() {
+    use transformer_runtime::kernels::attention::PositionBias;
+    use transformer_runtime::layers::{cross_attention, self_attention_with, AttentionShape};
+    use transformer_runtime::Threads;
+    // Self-attention with a bias over a padded batch of 3 and 2 tokens, GQA 2:1.
+    let shape = AttentionShape { heads: 2, kv_heads: 1, window: None };
+    let (stride, width) = (shape.qkv_width(HD), 2 * HD);
+    let batch = Batch::from_sequences(&[vec![1u32; 3], vec![1u32; 2]]).unwrap();
+    let qkv = values(batch.rows() * stride, 70);
+    let table = values(2 * 5, 71);
+    let bias = PositionBias { table: &table, span: 5, center: 2 };
+    let mut ctx = vec![f32::NAN; batch.rows() * width];
+    self_attention_with::<HD>(&qkv, &batch, shape, Some(bias), 0.5, &mut ctx, &Threads::sequential());
+    for (b, len) in [(0usize, 3usize), (1, 2)] {
+        let rows = &qkv[b * 3 * stride..];
+        let view = |offset| HeadRows { data: rows, stride, offset, rows: len };
+        let mask = Mask { key_valid: None, causal: false, window: None, bias: Some(bias) };
+        let mut want = vec![0.0; len * width];
+        attention_general_naive::<HD>(view(0), view(width), view(width + HD), 2, 1, 0, mask, 0.5, &mut want);
+        let got = &ctx[b * 3 * width..(b + 1) * 3 * width];
+        assert!(got[..len * width].iter().zip(&want).all(|(&x, &y)| close(x, y, 1e-5)), "seq {b}");
+        assert!(got[len * width..].iter().all(|&x| x == 0.0));
+    }
+    // Cross-attention: 2 and 1 query rows against 1 and 3 memory rows.
+    let memory = Batch::from_sequences(&[vec![1u32; 1], vec![1u32; 3]]).unwrap();
+    let queries = Batch::from_sequences(&[vec![1u32; 2], vec![1u32; 1]]).unwrap();
+    let q = values(queries.rows() * width, 72);
+    let kv = values(memory.rows() * 2 * width, 73);
+    let mut ctx = vec![f32::NAN; queries.rows() * width];
+    cross_attention::<HD>(&q, &queries, &kv, &memory, 2, 0.5, &mut ctx, &Threads::sequential());
+    for (b, len, mlen) in [(0usize, 2usize, 1usize), (1, 1, 3)] {
+        let view = |data, stride, offset, rows| HeadRows { data, stride, offset, rows };
+        let mask = Mask { key_valid: None, causal: false, window: None, bias: None };
+        let mut want = vec![0.0; len * width];
+        let kv_seq = &kv[b * 3 * 2 * width..];
+        attention_general_naive::<HD>(
+            view(&q[b * 2 * width..], width, 0, len),
+            view(kv_seq, 2 * width, 0, mlen),
+            view(kv_seq, 2 * width, width, mlen),
+            2,
+            2,
+            0,
+            mask,
+            0.5,
+            &mut want,
+        );
+        let got = &ctx[b * 2 * width..(b + 1) * 2 * width];
+        assert!(got[..len * width].iter().zip(&want).all(|(&x, &y)| close(x, y, 1e-5)), "seq {b}");
+        assert!(got[len * width..].iter().all(|&x| x == 0.0));
+    }
+}
+
+#[test]
+fn gated_matches_f64_for_every_activation() {
+    use transformer_runtime::kernels::activation::gated;
+    let gate_up = [0.5f32, -3.0, 2.0, 2.0, 3.0, -1.0, -1.5, 9.0, -0.25, 0.25, -4.0, 8.0];
+    for act in
+        [Activation::Identity, Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu]
+    {
+        let mut out = [f32::NAN; 6];
+        gated(&gate_up, &mut out, 3, act);
+        for r in 0..2 {
+            for i in 0..3 {
+                let (g, u) = (f64::from(gate_up[r * 6 + i]), f64::from(gate_up[r * 6 + 3 + i]));
+                let want = (activation_f64(act, g) * u) as f32;
+                let got = out[r * 3 + i];
+                assert!(close(got, want, 1e-5), "{act:?} [{r}, {i}] {got} vs {want}");
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod decoder;
 mod encoder;
+pub mod seq2seq;
 mod vision;
 
 use proc_macro2::{Ident, Span, TokenStream};
@@ -19,7 +20,7 @@ fn rt() -> TokenStream {
 }
 
 pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
-    if let Err(e) = graph::check_widths(graph, spec.d_model_span) {
+    if let Err(e) = graph::check_widths(graph.blocks(), spec.d_model_span) {
         return e.into_compile_error();
     }
     let name = &spec.name;
@@ -106,16 +107,22 @@ fn block(spec: &Spec, block: &Block, scratch_ty: &Ident) -> TokenStream {
 /// `forward` (or `forward_cached`) of a block, with only the parameters its ops use.
 fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> TokenStream {
     let rt = rt();
-    let d = spec.d_model;
+    // The stream's width is the block's own (an encoder-decoder's stacks may differ).
+    let d = block.ops.iter().flat_map(Op::values).find(Value::is_stream).map_or(spec.d_model, |v| v.width);
     let writes_stream = block.ops.iter().any(Op::writes_stream);
     let gathers_positions =
         block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
-    let uses_batch =
-        block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Attention { .. } | Op::Rope { .. }));
-    let uses_threads = block
-        .ops
-        .iter()
-        .any(|op| matches!(op, Op::Linear { .. } | Op::Attention { .. } | Op::Patches { .. }));
+    let uses_batch = block.ops.iter().any(|op| {
+        matches!(op, Op::Gather { .. } | Op::Attention { .. } | Op::Rope { .. } | Op::CrossAttention { .. })
+    });
+    let uses_threads = block.ops.iter().any(|op| {
+        matches!(
+            op,
+            Op::Linear { .. } | Op::Attention { .. } | Op::Patches { .. } | Op::CrossAttention { .. }
+        )
+    });
+    let biased = block.ops.iter().any(|op| matches!(op, Op::Attention { bias: true, .. }));
+    let crosses = block.ops.iter().any(|op| matches!(op, Op::CrossAttention { .. }));
     let mut params = vec![if writes_stream { quote!(x: &mut [[f32; #d]]) } else { quote!(x: &[[f32; #d]]) }];
     if let Some(Op::Patches { image, .. }) = block.ops.iter().find(|op| matches!(op, Op::Patches { .. })) {
         let (side, c, pw) = (image.image_size, image.channels, image.patch_width());
@@ -130,8 +137,14 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     if uses_batch {
         params.push(quote!(batch: &#rt::Batch));
     }
-    if gathers_positions && spec.is_decoder() {
+    if gathers_positions && block.cached {
         params.push(quote!(starts: ::core::option::Option<&[usize]>));
+    }
+    if biased {
+        params.push(quote!(bias: #rt::kernels::attention::PositionBias<'_>));
+    }
+    if crosses {
+        params.push(quote!(memory_kv: &[f32], memory: &#rt::Batch));
     }
     if !block.scratch().is_empty() {
         params.push(quote!(s: &mut #scratch_ty<'_>));
@@ -142,7 +155,7 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     if uses_threads {
         params.push(quote!(threads: &#rt::Threads));
     }
-    let body = forward_body(spec, block, mode);
+    let body = forward_body(block, mode);
     let (name, doc) = match mode {
         Mode::Full => (format_ident!("forward"), "Runs the block over the whole batch."),
         Mode::Cached => (
@@ -167,6 +180,7 @@ fn field_type(f: &Field) -> TokenStream {
         FieldKind::Rope { .. } => quote!(#rt::layers::rope::Rope),
         FieldKind::Embedding { width, .. } => quote!(#rt::layers::Embedding<#width>),
         FieldKind::Sinusoidal { width, .. } => quote!(#rt::layers::SinusoidalPositions<#width>),
+        FieldKind::RelativeBias { .. } => quote!(#rt::layers::position_bias::RelativeBias),
     }
 }
 
@@ -222,6 +236,20 @@ fn field_load(f: &Field) -> TokenStream {
             quote!(#rt::layers::Embedding::load(loader, &#name, #rows))
         }
         FieldKind::Sinusoidal { rows, .. } => quote!(#rt::layers::SinusoidalPositions::new(#rows)),
+        FieldKind::RelativeBias { heads, buckets, max_distance, bidirectional, max_positions } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::position_bias::RelativeBias::load(
+                loader, &#name, #heads, #buckets, #max_distance, #bidirectional, #max_positions
+            ))
+        }
+        FieldKind::Linear { bias, layout: Layout::InProj { total, first }, .. } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::Linear::load_in_proj(loader, &#name, #total, #first, #bias))
+        }
+        FieldKind::Linear { layout: Layout::BiasAt { bias }, .. } => {
+            let (name, bias) = (tensor_name(f.weights[0]), tensor_name(bias));
+            quote!(#rt::layers::Linear::load_bias_at(loader, &#name, &#bias))
+        }
     }
 }
 
@@ -256,13 +284,13 @@ fn activation(act: Option<Activation>) -> TokenStream {
         Some(Activation::GeluErf) => quote!(#rt::Activation::GeluErf),
         Some(Activation::GeluTanh) => quote!(#rt::Activation::GeluTanh),
         Some(Activation::Relu) => quote!(#rt::Activation::Relu),
-        Some(Activation::SwiGlu) => {
+        Some(Activation::SwiGlu | Activation::GeGluTanh | Activation::GeGluErf) => {
             unreachable!("gated activations lower to `Op::Glu`, never to an epilogue")
         }
     }
 }
 
-fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
+fn forward_body(block: &Block, mode: Mode) -> TokenStream {
     let rt = rt();
     let mut out = TokenStream::new();
     let mut gathers = Vec::new();
@@ -277,17 +305,19 @@ fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
         }
     };
     for op in &block.ops {
-        if let Op::Gather { field, index, accumulate, .. } = op {
+        if let Op::Gather { field, index, accumulate, offset, .. } = op {
             let f = format_ident!("{}", field);
             let idx = match index {
                 Index::Token => quote!(batch.ids()[row] as usize),
-                Index::Position if spec.is_decoder() => {
+                Index::Position if block.cached => {
                     // A cached step continues each sequence where its cache ends.
                     quote!(batch.position(row) + starts.map_or(0, |s| s[row / batch.seq_len()]))
                 }
                 Index::Position => quote!(batch.position(row)),
                 Index::TokenType => quote!(batch.type_id(row) as usize),
             };
+            // Tables that keep rows before position 0 (BART's offset of 2).
+            let idx = if *offset > 0 { quote!(#idx + #offset) } else { idx };
             gathers.push(if *accumulate {
                 quote!(self.#f.add_row(#idx, x);)
             } else {
@@ -302,18 +332,26 @@ fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
                 let (i, o, a) = (read(block, input), write(block, output), activation(act));
                 quote!(self.#f.forward(#i, #o, #a, threads);)
             }
-            Op::Attention { qkv, output, heads, kv_heads, head_dim, causal, window } => {
-                let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+            Op::Attention { qkv, output, heads, kv_heads, head_dim, causal, window, bias, scaled } => {
+                let scale = if scaled { (1.0 / (head_dim as f64).sqrt()) as f32 } else { 1.0f32 };
                 let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
                 let (q, o) = (quote!(s.#q.as_flattened()), quote!(s.#o.as_flattened_mut()));
-                let plain = kv_heads == heads && window.is_none();
+                let plain = kv_heads == heads && window.is_none() && !bias;
                 let window = match window {
                     Some(w) => quote!(::core::option::Option::Some(#w)),
                     None => quote!(::core::option::Option::None),
                 };
+                let bias = if bias {
+                    quote!(::core::option::Option::Some(bias))
+                } else {
+                    quote!(::core::option::Option::None)
+                };
                 let shape = quote!(#rt::layers::attention::AttentionShape { heads: #heads, kv_heads: #kv_heads, window: #window });
                 match (causal, mode, plain) {
-                    (false, _, _) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
+                    (false, _, true) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
+                    (false, _, false) => quote!(
+                        #rt::layers::attention::self_attention_with::<#head_dim>(#q, batch, #shape, #bias, #scale, #o, threads);
+                    ),
                     (true, Mode::Full, true) => {
                         quote!(#rt::layers::causal_self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);)
                     }
@@ -321,11 +359,26 @@ fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
                         #rt::layers::cached_causal_attention::<#head_dim>(#q, batch, cache, layer, #heads, #scale, #o, threads);
                     ),
                     (true, Mode::Full, false) => quote!(
-                        #rt::layers::attention::causal_self_attention_with::<#head_dim>(#q, batch, #shape, #scale, #o, threads);
+                        #rt::layers::attention::causal_self_attention_with::<#head_dim>(#q, batch, #shape, #bias, #scale, #o, threads);
                     ),
                     (true, Mode::Cached, false) => quote!(
-                        #rt::layers::attention::cached_causal_attention_with::<#head_dim>(#q, batch, cache, layer, #shape, #scale, #o, threads);
+                        #rt::layers::attention::cached_causal_attention_with::<#head_dim>(#q, batch, cache, layer, #shape, #bias, #scale, #o, threads);
                     ),
+                }
+            }
+            Op::CrossAttention { q, output, heads, head_dim, scaled, .. } => {
+                let scale = if scaled { (1.0 / (head_dim as f64).sqrt()) as f32 } else { 1.0f32 };
+                let (q, o) = (format_ident!("{}", q.name), format_ident!("{}", output.name));
+                quote!(#rt::layers::attention::cross_attention::<#head_dim>(
+                    s.#q.as_flattened(), batch, memory_kv, memory, #heads, #scale, s.#o.as_flattened_mut(), threads
+                );)
+            }
+            Op::Scale { value, factor } => {
+                let (v, f) = (write(block, value), factor as f32);
+                quote! {
+                    for v in #v.as_flattened_mut() {
+                        *v *= #f;
+                    }
                 }
             }
             Op::Rope { field, qkv, heads, kv_heads } => {
@@ -336,9 +389,14 @@ fn forward_body(spec: &Spec, block: &Block, mode: Mode) -> TokenStream {
                 };
                 quote!(self.#f.apply(s.#q.as_flattened_mut(), batch, #starts, #heads, #kv_heads);)
             }
-            Op::Glu { input, output } => {
+            Op::Glu { input, output, act } => {
                 let (i, o, f) = (format_ident!("{}", input.name), format_ident!("{}", output.name), output.width);
-                quote!(#rt::kernels::activation::swiglu(s.#i.as_flattened(), s.#o.as_flattened_mut(), #f);)
+                let gate = match act {
+                    Activation::GeGluTanh => quote!(#rt::Activation::GeluTanh),
+                    Activation::GeGluErf => quote!(#rt::Activation::GeluErf),
+                    _ => quote!(#rt::Activation::Silu),
+                };
+                quote!(#rt::kernels::activation::gated(s.#i.as_flattened(), s.#o.as_flattened_mut(), #f, #gate);)
             }
             Op::Add { stream, sublayer } => {
                 let (x, sub) = (write(block, stream), read(block, sublayer));
@@ -416,7 +474,16 @@ fn scratch_struct(spec: &Spec, ident: &Ident, values: &[Value]) -> TokenStream {
 /// `let [x, …extra, qkv, …] = workspace.carve(…)` and the scratch struct over the carved buffers.
 /// `extra` are `(name, size expression)` buffers the family needs besides the stream.
 fn carve(spec: &Spec, scratch_ty: &Ident, scratch: &[Value], extra: &[(Ident, TokenStream)]) -> TokenStream {
-    let d = spec.d_model;
+    carve_width(spec.d_model, scratch_ty, scratch, extra)
+}
+
+/// [`carve`] for a stream of width `d` (an encoder-decoder's decoder may differ from its encoder).
+fn carve_width(
+    d: usize,
+    scratch_ty: &Ident,
+    scratch: &[Value],
+    extra: &[(Ident, TokenStream)],
+) -> TokenStream {
     let names: Vec<Ident> = scratch.iter().map(|v| format_ident!("{}", v.name)).collect();
     let widths: Vec<usize> = scratch.iter().map(|v| v.width).collect();
     let (extra_names, extra_sizes): (Vec<&Ident>, Vec<&TokenStream>) =

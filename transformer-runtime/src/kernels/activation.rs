@@ -20,6 +20,8 @@ pub enum Activation {
     GeluTanh,
     /// `max(x, 0)`; NaN propagates as in PyTorch.
     Relu,
+    /// SiLU (swish), `x·sigmoid(x)` (PyTorch `silu`): the gate of LLaMA's SwiGLU.
+    Silu,
 }
 
 impl Activation {
@@ -31,6 +33,7 @@ impl Activation {
             Activation::GeluErf => gelu_erf(x),
             Activation::GeluTanh => gelu_tanh(x),
             Activation::Relu => relu(x),
+            Activation::Silu => silu(x),
         }
     }
 
@@ -42,6 +45,7 @@ impl Activation {
             Activation::GeluErf => xs.iter_mut().for_each(|x| *x = gelu_erf(*x)),
             Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
             Activation::Relu => xs.iter_mut().for_each(|x| *x = relu(*x)),
+            Activation::Silu => silu_slice(xs),
         }
     }
 }
@@ -73,6 +77,7 @@ pub fn bias_activation(out: &mut [f32], bias: &[f32], act: Activation) {
         Activation::GeluErf => rows(out, bias, gelu_erf),
         Activation::GeluTanh => rows(out, bias, gelu_tanh),
         Activation::Relu => rows(out, bias, relu),
+        Activation::Silu => rows(out, bias, silu),
     }
 }
 
@@ -153,26 +158,51 @@ pub fn silu_slice(xs: &mut [f32]) {
 /// `gate_up.len()` must be `2 · out.len()` and `out.len()` a multiple of `f` (rows of `f`); panics
 /// otherwise. Allocates nothing.
 pub fn swiglu(gate_up: &[f32], out: &mut [f32], f: usize) {
+    gated_rows("swiglu", gate_up, out, f, silu);
+}
+
+/// `out[r][i] = act(gate[r][i]) · up[r][i]` for rows of `[gate (f) | up (f)]`.
+///
+/// The gated feed-forward of every GLU variant, as one fused GEMM of the two input projections
+/// writes its rows: SwiGLU (LLaMA, [`Activation::Silu`]; identical to [`swiglu`]), T5 v1.1's
+/// "gated-gelu" (`gelu_new`, the tanh approximation: [`Activation::GeluTanh`], of `wi_0` times
+/// `wi_1`), GeGLU with the exact GELU, ReGLU, and the bilinear (`Identity`) variant.
+/// `gate_up.len()` must be `2 · out.len()` and `out.len()` a multiple of `f`; panics otherwise.
+/// Allocates nothing.
+pub fn gated(gate_up: &[f32], out: &mut [f32], f: usize, act: Activation) {
+    // One match per call, then a monomorphic loop per activation (as in `bias_activation`).
+    match act {
+        Activation::Identity => gated_rows("gated", gate_up, out, f, |x| x),
+        Activation::GeluErf => gated_rows("gated", gate_up, out, f, gelu_erf),
+        Activation::GeluTanh => gated_rows("gated", gate_up, out, f, gelu_tanh),
+        Activation::Relu => gated_rows("gated", gate_up, out, f, relu),
+        Activation::Silu => gated_rows("gated", gate_up, out, f, silu),
+    }
+}
+
+/// The shape checks and loop of [`gated`] / [`swiglu`] for one activation `act`.
+#[inline(always)]
+fn gated_rows(what: &str, gate_up: &[f32], out: &mut [f32], f: usize, act: impl Fn(f32) -> f32) {
     assert_eq!(
         gate_up.len(),
         2 * out.len(),
-        "swiglu: gate_up has {} floats, expected 2 × out = 2 × {}",
+        "{what}: gate_up has {} floats, expected 2 × out = 2 × {}",
         gate_up.len(),
         out.len()
     );
     if f == 0 {
-        assert!(out.is_empty(), "swiglu: f = 0 but out has {} floats", out.len());
+        assert!(out.is_empty(), "{what}: f = 0 but out has {} floats", out.len());
         return;
     }
     assert!(
         out.len().is_multiple_of(f),
-        "swiglu: out has {} floats, not a multiple of the row width f = {f}",
+        "{what}: out has {} floats, not a multiple of the row width f = {f}",
         out.len()
     );
     for (src, dst) in gate_up.chunks_exact(2 * f).zip(out.chunks_exact_mut(f)) {
         let (gate, up) = src.split_at(f);
         for ((o, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
-            *o = silu(g) * u;
+            *o = act(g) * u;
         }
     }
 }

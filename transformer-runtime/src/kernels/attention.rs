@@ -23,6 +23,10 @@
 //! contiguous range of the compacted keys.
 //! With `kv_heads < heads`, consecutive groups of query heads share one key/value head
 //! (grouped-query attention).
+//! An optional additive position bias ([`PositionBias`], T5's relative buckets or ALiBi) is added
+//! to each score after the scale and before the running max; it is looked up per (head, key − query
+//! offset) in a table, so it costs one load and add per score and nothing when absent (the branch
+//! is taken once per key tile).
 //!
 //! The scores of a (`Q_BLOCK` × key tile) block are computed with vertical multiply-adds and no
 //! horizontal sums: the tile's compacted keys are copied transposed into a `[HD][KEY_TILE]` stack
@@ -55,6 +59,40 @@ pub struct HeadRows<'a> {
     pub rows: usize,
 }
 
+/// A per-head additive bias on the attention scores that depends only on the offset key − query:
+/// score(h, p, j) = q·k·scale + table[h * span + center + j − p].
+///
+/// One table serves every query position because the bias of T5's relative buckets and of ALiBi
+/// depends on `j − p` only; building it once at load keeps the hot loop a plain load and add (no
+/// bucket logarithm per score). Head `h`'s row covers the offsets `−center..span − center`. The
+/// kernel asserts that the table covers every (query, key) pair of a call (see
+/// [`attention_general`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PositionBias<'a> {
+    /// `heads` rows of `span` floats; entry `center + d` of row `h` is head `h`'s bias at offset `d`.
+    pub table: &'a [f32],
+    /// Offsets per head.
+    pub span: usize,
+    /// Index of offset 0 within a head's row.
+    pub center: usize,
+}
+
+impl PositionBias<'_> {
+    /// The bias of head `head` for the query at `query_pos` and the key at `key_pos`:
+    /// `table[head * span + center + key_pos − query_pos]`. Panics if that lies outside the table.
+    #[inline]
+    pub fn at(&self, head: usize, query_pos: usize, key_pos: usize) -> f32 {
+        let at =
+            (self.center + key_pos).checked_sub(query_pos).filter(|&i| i < self.span).unwrap_or_else(|| {
+                panic!(
+                    "position bias: offset {key_pos} − {query_pos} outside the table (span {}, center {})",
+                    self.span, self.center
+                )
+            });
+        self.table[head * self.span + at]
+    }
+}
+
 /// Which keys a query sees: key `j` is visible to the query at position `p` iff `key_valid[j]`
 /// (when given), if `causal` `j <= p`, and if `window = Some(w)` `j > p − w`.
 ///
@@ -69,6 +107,9 @@ pub struct Mask<'a> {
     pub causal: bool,
     /// Sliding window: keys at or before `p − w` are invisible. `None`: no lower bound.
     pub window: Option<usize>,
+    /// Additive bias on the scores of the visible keys (T5 relative buckets, ALiBi). It does not
+    /// change which keys are visible.
+    pub bias: Option<PositionBias<'a>>,
 }
 
 impl Mask<'_> {
@@ -112,7 +153,11 @@ pub fn scores_computed() -> u64 {
 /// position `q_pos0 + r`, keys are the `k.rows` (= `v.rows`) positions `0..`. `kv_heads` divides
 /// `heads`, and query head `h` uses key/value head `h / (heads / kv_heads)`; K and V rows are
 /// `kv_heads * HD` wide. `scale` is usually `1/sqrt(HD)`. A query row that sees no key gets an
-/// output row of zeros (never NaN). Panics on inconsistent shapes (a caller bug).
+/// output row of zeros (never NaN). With `mask.bias`, the score of head `h`, query position `p`,
+/// key `j` is `q·k·scale + bias.at(h, p, j)`; the table must cover every pair of the call:
+/// `heads·span ≤ table.len()`, `center ≥ q_pos0 + q.rows − 1` and
+/// `center + k.rows − 1 − q_pos0 < span`. Panics on inconsistent shapes or a bias table that does
+/// not cover the call (caller bugs).
 pub fn attention_general<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
@@ -192,7 +237,8 @@ pub fn attention_general_naive<const HD: usize>(
             scores.clear();
             for &j in &visible {
                 let kv = &k.data[j * k.stride + k.offset + kvh * HD..][..HD];
-                scores.push(qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale);
+                let bias = mask.bias.map_or(0.0, |b| b.at(h, pos, j));
+                scores.push(qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale + bias);
             }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f32;
@@ -304,7 +350,7 @@ fn fused_views<'a, const HD: usize>(
         view(q_start * stride, rows),
         view(width, seq),
         view(2 * width, seq),
-        Mask { key_valid: Some(key_valid), causal: false, window: None },
+        Mask { key_valid: Some(key_valid), causal: false, window: None, bias: None },
     )
 }
 
@@ -349,6 +395,39 @@ fn check_general<const HD: usize>(
             k.rows
         );
     }
+    if let Some(bias) = &mask.bias {
+        check_bias(bias, heads, q_pos0, q.rows, k.rows);
+    }
+}
+
+/// The bias table covers every (query, key) pair of a call: `heads` rows of `span`, the last query
+/// position at or before `center` (so `center + j − p` does not underflow) and the largest offset,
+/// last key − first query, inside the row. With no query or no key nothing is read.
+fn check_bias(bias: &PositionBias<'_>, heads: usize, q_pos0: usize, q_rows: usize, k_rows: usize) {
+    let PositionBias { table, span, center } = *bias;
+    let needed = heads.checked_mul(span).expect("attention: heads × bias span overflows usize");
+    assert!(
+        needed <= table.len(),
+        "attention: position bias table has {} floats, fewer than heads × span = {heads} × {span}",
+        table.len()
+    );
+    if q_rows == 0 || k_rows == 0 {
+        return;
+    }
+    let last_query = q_pos0 + q_rows - 1;
+    assert!(
+        center >= last_query,
+        "attention: position bias center {center} is before the last query position {last_query} \
+         (the table does not reach offset −{last_query})"
+    );
+    let last_offset = center.checked_add(k_rows - 1).and_then(|x| x.checked_sub(q_pos0));
+    assert!(
+        last_offset.is_some_and(|i| i < span),
+        "attention: position bias table (span {span}, center {center}) does not reach offset {} \
+         (key {} − query position {q_pos0})",
+        (k_rows - 1) as i128 - q_pos0 as i128,
+        k_rows - 1
+    );
 }
 
 /// Every row of `rows` (each `width` floats from its start) lies inside `rows.data`.
@@ -707,6 +786,42 @@ fn vec_at<const HD: usize>(xs: &[f32], offset: usize) -> &[f32; HD] {
         .expect("attention: row slice shorter than HD (shapes are checked on entry)")
 }
 
+/// Adds head `h`'s position bias to the visible scores `p[i][first[i]..visible[i]]` of each query
+/// row `i` (position `pos0 + i`) of a tile whose compacted keys are `keys`. When no key of the tile
+/// was masked out (`contiguous`: `keys` is `t0, t0 + 1, …`) a row's biases are one contiguous run
+/// of the table and the add vectorises; otherwise they are gathered per key. Indices are in range
+/// by [`check_bias`]: `center ≥ pos` and `center + j − pos < span` for every key `j` of the call.
+#[inline(always)]
+fn add_bias(
+    bias: &PositionBias<'_>,
+    h: usize,
+    pos0: usize,
+    t0: usize,
+    keys: &[usize],
+    contiguous: bool,
+    first: &[usize],
+    visible: &[usize],
+    p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+) {
+    for (i, ((&a, &n), pi)) in first.iter().zip(visible).zip(p.iter_mut()).enumerate() {
+        if n <= a {
+            continue;
+        }
+        // Bias of key `j` for this row: `row[j]`.
+        let row = &bias.table[h * bias.span + bias.center - (pos0 + i)..];
+        let scores = &mut pi[a..n];
+        if contiguous {
+            for (s, &b) in scores.iter_mut().zip(&row[t0 + a..t0 + n]) {
+                *s += b;
+            }
+        } else {
+            for (s, &j) in scores.iter_mut().zip(&keys[a..n]) {
+                *s += row[j];
+            }
+        }
+    }
+}
+
 /// The tiled online-softmax algorithm. Shapes have been validated by [`check_general`].
 #[inline(always)]
 fn attention_body<const HD: usize, I: Isa>(
@@ -797,6 +912,10 @@ fn attention_body<const HD: usize, I: Isa>(
                     for (qi, pi) in qs[..nq].iter().zip(&mut p[..nq]) {
                         I::scores::<HD, 1>(std::array::from_ref(qi), &kt, nk, std::array::from_mut(pi));
                     }
+                }
+                // One branch per tile: without a bias the tile goes straight to the softmax.
+                if let Some(bias) = &mask.bias {
+                    add_bias(bias, h, pos0, t0, keys, nk == t1 - t0, &first[..nq], &visible[..nq], &mut p);
                 }
 
                 for i in 0..nq {

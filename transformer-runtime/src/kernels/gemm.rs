@@ -559,6 +559,7 @@ unsafe fn gemm_body<V: Lanes, const MR: usize, const NV: usize, const NR: usize>
             Activation::GeluErf => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::GeluErf.apply(x)),
             Activation::GeluTanh => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::GeluTanh.apply(x)),
             Activation::Relu => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::Relu.apply(x)),
+            Activation::Silu => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::Silu.apply(x)),
         }
     }
 }

@@ -3,12 +3,15 @@
 //! causal over the whole batch ([`causal_self_attention`], a decoder without cache) and causal
 //! over a [`KvCache`] ([`cached_causal_attention`], a decoder's prefill and decode steps).
 //!
-//! The causal pair has general forms ([`causal_self_attention_with`],
-//! [`cached_causal_attention_with`]) taking an [`AttentionShape`]: grouped-query attention
-//! (`kv_heads < heads`, LLaMA 2/3, Mistral) and a sliding window (Mistral). The plain functions are
-//! those with `kv_heads = heads` and no window.
+//! The general forms ([`self_attention_with`], [`causal_self_attention_with`],
+//! [`cached_causal_attention_with`]) take an [`AttentionShape`]: grouped-query attention
+//! (`kv_heads < heads`, LLaMA 2/3, Mistral) and a sliding window (Mistral), and an optional
+//! additive [`PositionBias`] (T5's relative buckets, ALiBi; see
+//! [`position_bias`](super::position_bias)). The plain functions are those with `kv_heads = heads`,
+//! no window and no bias. [`cross_attention`] is an encoder-decoder's attention from decoder
+//! queries to the encoder's output (the memory).
 
-use crate::kernels::attention::{attention, attention_general, HeadRows, Mask};
+use crate::kernels::attention::{attention, attention_general, HeadRows, Mask, PositionBias};
 use crate::{Batch, KvCache, Threads};
 
 /// Query rows per task: each task streams all of its sequence's keys once per block.
@@ -47,6 +50,128 @@ pub fn self_attention<const HD: usize>(
             });
         }
     });
+}
+
+/// Bidirectional self-attention with grouped-query heads and an optional position bias; qkv rows [Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)].
+///
+/// The query at index `r` of sequence `b` sees the real keys of `b` (`batch.mask_of(b)`). A sliding
+/// window is a causal notion, so `shape.window` must be `None` (asserted). With `bias`, the score
+/// of head `h`, query `r`, key `j` gets `bias.at(h, r, j)` added; positions are indices within the
+/// batch row (`batch.start_of` is not consulted), and the table must reach offsets `±(extent − 1)`
+/// of the longest sequence (asserted). `ctx` receives `batch.rows()` rows of `heads·HD`; rows after a sequence's last real
+/// token are padding and get zeros (the keys stop there too, so they are never read).
+pub fn self_attention_with<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: AttentionShape,
+    bias: Option<PositionBias<'_>>,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    shape.check();
+    let AttentionShape { heads, kv_heads, window } = shape;
+    assert!(window.is_none(), "attention: a sliding window needs causal attention");
+    let (seq, width, kv_width) = (batch.seq_len(), heads * HD, kv_heads * HD);
+    let stride = width + 2 * kv_width;
+    assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
+    assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
+    let reach = longest_extent(batch).saturating_sub(1);
+    check_bias_reach(bias.as_ref(), heads, reach, reach);
+    threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
+        let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
+        let extent = batch.extent_of(b);
+        let key_valid = &batch.mask_of(b)[..extent];
+        let (real, padding) = ctx_seq.split_at_mut(extent * width);
+        padding.fill(0.0);
+        let view = |offset, rows| HeadRows { data: qkv_seq, stride, offset, rows };
+        let (k, v) = (view(width, extent), view(width + kv_width, extent));
+        let mask = Mask { key_valid: Some(key_valid), causal: false, window: None, bias };
+        let run = |q_start: usize, out: &mut [f32]| {
+            let q = view(q_start * stride, out.len() / width);
+            attention_general::<HD>(q, k, v, heads, kv_heads, q_start, mask, scale, out);
+        };
+        if extent <= QUERY_BLOCK {
+            run(0, real);
+        } else {
+            threads.for_each_chunk(real, QUERY_BLOCK * width, |i, out| run(i * QUERY_BLOCK, out));
+        }
+    });
+}
+
+/// Cross-attention (encoder-decoder): each real query row of sequence b (rows r < batch.extent_of(b)) attends over the valid memory rows of sequence b (memory.mask_of(b)); padding query rows get zeros. No causal mask, no position bias.
+/// q: batch.rows() rows of heads·HD; memory_kv: memory.rows() rows of [K (heads·HD) | V (heads·HD)]; ctx: batch.rows() rows of heads·HD. batch.batch_size() == memory.batch_size().
+///
+/// The memory's K/V are projected once per input (not per decoder step), so `memory_kv` is its own
+/// buffer rather than part of the decoder's fused QKV rows. Memory rows after a sequence's last
+/// real memory token are never read. Parallel over sequences, then blocks of query rows.
+pub fn cross_attention<const HD: usize>(
+    q: &[f32],
+    batch: &Batch,
+    memory_kv: &[f32],
+    memory: &Batch,
+    heads: usize,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    assert!(heads > 0, "attention: heads must be positive");
+    let (seq, mseq, width) = (batch.seq_len(), memory.seq_len(), heads * HD);
+    assert_eq!(
+        batch.batch_size(),
+        memory.batch_size(),
+        "cross-attention: {} query sequences but {} memory sequences",
+        batch.batch_size(),
+        memory.batch_size()
+    );
+    assert_eq!(q.len(), batch.rows() * width, "query buffer does not fit the batch");
+    assert_eq!(memory_kv.len(), memory.rows() * 2 * width, "memory K/V buffer does not fit the memory batch");
+    assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
+    threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
+        let q_seq = &q[b * seq * width..(b + 1) * seq * width];
+        let kv_seq = &memory_kv[b * mseq * 2 * width..(b + 1) * mseq * 2 * width];
+        let (extent, m_extent) = (batch.extent_of(b), memory.extent_of(b));
+        let (real, padding) = ctx_seq.split_at_mut(extent * width);
+        padding.fill(0.0);
+        let memory_rows = |offset| HeadRows { data: kv_seq, stride: 2 * width, offset, rows: m_extent };
+        let (k, v) = (memory_rows(0), memory_rows(width));
+        let key_valid = &memory.mask_of(b)[..m_extent];
+        let mask = Mask { key_valid: Some(key_valid), causal: false, window: None, bias: None };
+        let run = |q_start: usize, out: &mut [f32]| {
+            let rows = out.len() / width;
+            let q = HeadRows { data: q_seq, stride: width, offset: q_start * width, rows };
+            attention_general::<HD>(q, k, v, heads, heads, q_start, mask, scale, out);
+        };
+        if extent <= QUERY_BLOCK {
+            run(0, real);
+        } else {
+            threads.for_each_chunk(real, QUERY_BLOCK * width, |i, out| run(i * QUERY_BLOCK, out));
+        }
+    });
+}
+
+/// The longest `extent_of` (one past the last real token) over the batch's sequences.
+fn longest_extent(batch: &Batch) -> usize {
+    (0..batch.batch_size()).map(|b| batch.extent_of(b)).max().unwrap_or(0)
+}
+
+/// Asserts that `bias` (if any) has a row per head and reaches every offset `−back..=forward` a
+/// call will look up, naming the shortfall: the model's table was built for fewer positions than
+/// the batch has (the generated code validates inputs against `max_positions` first, so this is a
+/// bug in the caller, not bad input).
+fn check_bias_reach(bias: Option<&PositionBias<'_>>, heads: usize, back: usize, forward: usize) {
+    let Some(&PositionBias { table, span, center }) = bias else { return };
+    assert!(
+        heads.checked_mul(span).is_some_and(|n| n <= table.len()),
+        "attention: position bias table has {} floats, fewer than heads × span = {heads} × {span}",
+        table.len()
+    );
+    assert!(
+        back <= center && center.checked_add(forward).is_some_and(|x| x < span),
+        "attention: position bias covers offsets −{center}..={} but the batch needs −{back}..={forward} \
+         (more positions than the table was built for)",
+        span as i128 - center as i128 - 1
+    );
 }
 
 /// The head layout and mask of a causal attention: `heads` query heads, `kv_heads` key/value heads
@@ -97,19 +222,23 @@ pub fn causal_self_attention<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
-    causal_self_attention_with::<HD>(qkv, batch, AttentionShape::mha(heads), scale, ctx, threads);
+    causal_self_attention_with::<HD>(qkv, batch, AttentionShape::mha(heads), None, scale, ctx, threads);
 }
 
-/// [`causal_self_attention`] with grouped-query heads and an optional sliding window.
+/// [`causal_self_attention`] with grouped-query heads, an optional sliding window and an optional
+/// position bias.
 ///
 /// `qkv` holds `batch.rows()` rows of `[Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)]`; `ctx`
 /// receives `batch.rows()` rows of `heads·HD`. The query at index `r` of sequence `b` sees the real
 /// keys `j ≤ r` of `b` with, under `shape.window = Some(w)`, `j > r − w`; key tiles wholly outside
-/// the window are skipped, so the cost is O(rows · w). Padding rows get zeros.
+/// the window are skipped, so the cost is O(rows · w). Padding rows get zeros. With `bias`, query
+/// `r` is at position `r` and key `j` at `j`: the score gets `bias.at(h, r, j)` added, and the
+/// table must reach offsets `±(extent − 1)` of the longest sequence (asserted).
 pub fn causal_self_attention_with<const HD: usize>(
     qkv: &[f32],
     batch: &Batch,
     shape: AttentionShape,
+    bias: Option<PositionBias<'_>>,
     scale: f32,
     ctx: &mut [f32],
     threads: &Threads,
@@ -120,6 +249,8 @@ pub fn causal_self_attention_with<const HD: usize>(
     let stride = width + 2 * kv_width;
     assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
     assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
+    let reach = longest_extent(batch).saturating_sub(1);
+    check_bias_reach(bias.as_ref(), heads, reach, reach);
     threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
         let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
         // Keys after the last real token are never visible to a real query: stop there.
@@ -129,7 +260,7 @@ pub fn causal_self_attention_with<const HD: usize>(
         padding.fill(0.0);
         let view = |offset, rows| HeadRows { data: qkv_seq, stride, offset, rows };
         let (k, v) = (view(width, extent), view(width + kv_width, extent));
-        let mask = Mask { key_valid: Some(key_valid), causal: true, window };
+        let mask = Mask { key_valid: Some(key_valid), causal: true, window, bias };
         let run = |q_start: usize, out: &mut [f32]| {
             let q = view(q_start * stride, out.len() / width);
             attention_general::<HD>(q, k, v, heads, kv_heads, q_start, mask, scale, out);
@@ -168,22 +299,26 @@ pub fn cached_causal_attention<const HD: usize>(
     threads: &Threads,
 ) {
     let shape = AttentionShape::mha(heads);
-    cached_causal_attention_with::<HD>(qkv, batch, cache, layer, shape, scale, ctx, threads);
+    cached_causal_attention_with::<HD>(qkv, batch, cache, layer, shape, None, scale, ctx, threads);
 }
 
-/// [`cached_causal_attention`] with grouped-query heads and an optional sliding window.
+/// [`cached_causal_attention`] with grouped-query heads, an optional sliding window and an
+/// optional position bias.
 ///
 /// `qkv` rows are `[Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)]`, the cache's `kv_width` is
 /// `kv_heads·HD`, and `ctx` receives `batch.rows()` rows of `heads·HD`. Under `shape.window =
 /// Some(w)` the query at position `p = len + r` sees the cached keys `j` with `p − w < j ≤ p`. The
 /// cache keeps every position (no ring buffer): a window only skips the key tiles before it, so a
-/// step costs O(new rows · w) while memory stays `max_positions` rows.
+/// step costs O(new rows · w) while memory stays `max_positions` rows. With `bias`, the query at
+/// `p = len + r` and the cached key `j` (`0..len + n`) get `bias.at(h, p, j)`, the same as a full
+/// recompute gives them; the table must reach offset `−(len + n − 1)` (asserted).
 pub fn cached_causal_attention_with<const HD: usize>(
     qkv: &[f32],
     batch: &Batch,
     cache: &mut KvCache,
     layer: usize,
     shape: AttentionShape,
+    bias: Option<PositionBias<'_>>,
     scale: f32,
     ctx: &mut [f32],
     threads: &Threads,
@@ -208,6 +343,9 @@ pub fn cached_causal_attention_with<const HD: usize>(
         batch.batch_size()
     );
     let max_positions = cache.max_positions();
+    // The farthest offsets the kernel looks up: key 0 from the last query (back), the last key from
+    // the first new query (forward).
+    let (mut back, mut forward) = (0, 0);
     for b in 0..batch.batch_size() {
         let (len, n) = (cache.lens()[b], batch.len_of(b));
         assert_eq!(batch.extent_of(b), n, "sequence {b} of a cached step is not right-padded");
@@ -215,7 +353,10 @@ pub fn cached_causal_attention_with<const HD: usize>(
             len + n <= max_positions,
             "sequence {b}: {len} cached + {n} new rows exceed the cache's {max_positions} positions"
         );
+        back = back.max((len + n).saturating_sub(1));
+        forward = forward.max(n.saturating_sub(1));
     }
+    check_bias_reach(bias.as_ref(), heads, back, forward);
 
     for g0 in (0..batch.batch_size()).step_by(SEQ_GROUP) {
         let gn = SEQ_GROUP.min(batch.batch_size() - g0);
@@ -242,7 +383,7 @@ pub fn cached_causal_attention_with<const HD: usize>(
             let total = len + n;
             let k = HeadRows { data: keys, stride: kv_width, offset: 0, rows: total };
             let v = HeadRows { data: values, stride: kv_width, offset: 0, rows: total };
-            let mask = Mask { key_valid: None, causal: true, window };
+            let mask = Mask { key_valid: None, causal: true, window, bias };
             let (real, padding) = ctx_seq.split_at_mut(n * width);
             padding.fill(0.0);
             let run = |r0: usize, out: &mut [f32]| {

@@ -103,6 +103,36 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
         Self { weight: PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[o * IN + i]), bias }
     }
 
+    /// Loads rows `first..first + OUT` of `nn.MultiheadAttention`'s packed projection:
+    /// `{prefix}_weight` (`[total, IN]`: Q, K and V stacked) and, if `bias`, `{prefix}_bias`
+    /// (`[total]`). A cross-attention takes its query (`first = 0`) and its keys and values
+    /// (`first = d`) from the same tensors.
+    pub fn load_in_proj(
+        loader: &mut WeightLoader,
+        prefix: &str,
+        total: usize,
+        first: usize,
+        bias: bool,
+    ) -> Self {
+        assert!(first + OUT <= total, "rows {first}..{} lie outside the {total} packed rows", first + OUT);
+        let weight = loader.take(&format!("{prefix}_weight"), &[total, IN]);
+        let bias =
+            bias.then(|| loader.take(&format!("{prefix}_bias"), &[total])[first..first + OUT].to_vec());
+        let weight = PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[(first + o) * IN + i]);
+        Self { weight, bias }
+    }
+
+    /// Loads `{prefix}.weight` (`[OUT, IN]`) with the bias taken from another tensor stored
+    /// `[1, OUT]`: BART's head, tied to the shared embeddings, plus its `final_logits_bias`.
+    pub fn load_bias_at(loader: &mut WeightLoader, prefix: &str, bias: &str) -> Self {
+        let weight = loader.take(&format!("{prefix}.weight"), &[OUT, IN]);
+        let bias = loader.take(bias, &[1, OUT]);
+        Self {
+            weight: PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[o * IN + i]),
+            bias: Some(bias),
+        }
+    }
+
     /// From a `[IN, OUT]` row-major matrix (already transposed) and an optional bias; for tests and
     /// weights built in code.
     pub fn from_parts(weight_t: Vec<f32>, bias: Option<Vec<f32>>) -> Self {

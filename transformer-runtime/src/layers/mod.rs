@@ -7,16 +7,19 @@ pub mod embedding;
 pub mod linear;
 pub mod norm;
 pub mod pooling;
+pub mod position_bias;
 pub mod rope;
 
+pub use crate::kernels::attention::PositionBias;
 pub use attention::{
     cached_causal_attention, cached_causal_attention_with, causal_self_attention, causal_self_attention_with,
-    self_attention, AttentionShape,
+    cross_attention, self_attention, self_attention_with, AttentionShape,
 };
 pub use embedding::{Embedding, SinusoidalPositions};
 pub use linear::Linear;
 pub use norm::{LayerNorm, RmsNorm};
 pub use pooling::mean_pool_normalize;
+pub use position_bias::{t5_bucket, Alibi, RelativeBias};
 pub use rope::Rope;
 
 /// `stream[i] += sublayer[i]`: the pre-norm residual.

@@ -7,6 +7,11 @@
 //! that live in the workspace. Lowering emits plain ops (linear, activation, add, norm, …);
 //! [`fuse`] then folds an activation into the linear before it (a GEMM epilogue) and an add into
 //! the norm after it (residual + LayerNorm in one pass).
+//!
+//! Encoder-decoder models lower to two stacks and a head ([`seq2seq`]); their layers are built by
+//! the same [`layer_block`] from a [`LayerPlan`].
+
+pub mod seq2seq;
 
 use proc_macro2::Span;
 
@@ -79,6 +84,15 @@ pub enum FieldKind {
         rows: usize,
         width: usize,
     },
+    /// T5's learned bias per head and relative-distance bucket, expanded at load into a table
+    /// per offset; shared by every layer of its stack.
+    RelativeBias {
+        heads: usize,
+        buckets: usize,
+        max_distance: usize,
+        bidirectional: bool,
+        max_positions: usize,
+    },
 }
 
 /// How a checkpoint stores a linear layer's weight.
@@ -91,6 +105,12 @@ pub enum Layout {
     /// A patch embedding's `Conv2d` with kernel = stride = `patch`: `[out, channels, patch, patch]`,
     /// the GEMM over unfolded patches.
     Conv2d { channels: usize, patch: usize },
+    /// `nn.MultiheadAttention`'s packed `{name}_weight` `[total, in]` / `{name}_bias`: this linear
+    /// is rows `first..first + out` (Q, or K and V of a cross-attention).
+    InProj { total: usize, first: usize },
+    /// `nn.Linear` weight with the bias from another tensor, `[1, out]` under the root (BART's
+    /// `final_logits_bias`).
+    BiasAt { bias: &'static str },
 }
 
 /// Which id a gather looks up for each row.
@@ -109,7 +129,9 @@ pub enum Op {
     /// `value = act(value)`; fused away into the preceding linear when it wrote `value`.
     Activation { value: Value, act: Activation },
     /// Multi-head attention over `qkv` (`[Q | K | V]` rows) into `output`; `causal` limits each
-    /// query to the keys at or before it (and lets a KV cache serve generation).
+    /// query to the keys at or before it (and lets a KV cache serve generation); `bias`: scores
+    /// get the stack's relative position bias; `scaled`: scores are multiplied by
+    /// `1/sqrt(head_dim)` (T5 folds that into its weights instead).
     Attention {
         qkv: Value,
         output: Value,
@@ -118,19 +140,26 @@ pub enum Op {
         head_dim: usize,
         causal: bool,
         window: Option<usize>,
+        bias: bool,
+        scaled: bool,
     },
+    /// Cross-attention: queries `q` over the encoder memory's keys and values (projected once per
+    /// source by the field `kv`, outside the step) into `output`.
+    CrossAttention { q: Value, kv: &'static str, output: Value, heads: usize, head_dim: usize, scaled: bool },
+    /// `value *= factor` (scaled embeddings, T5's tied-head rescale).
+    Scale { value: Value, factor: f64 },
     /// Rotates the query and key heads of `qkv` in place by their positions.
     Rope { field: &'static str, qkv: Value, heads: usize, kv_heads: usize },
-    /// `output = silu(gate) · up` from `input` rows of `[gate | up]`.
-    Glu { input: Value, output: Value },
+    /// `output = act(gate) · up` from `input` rows of `[gate | up]` (`act`: a gated activation).
+    Glu { input: Value, output: Value, act: Activation },
     /// `stream += sublayer`.
     Add { stream: Value, sublayer: Value },
     /// `output = norm(input)` (in place when they are the same value).
     Norm { field: &'static str, input: Value, output: Value },
     /// `stream = norm(stream + sublayer)`: [`Op::Add`] then [`Op::Norm`] fused.
     AddNorm { field: &'static str, stream: Value, sublayer: Value },
-    /// `output[row] (+)= table[index(row)]`.
-    Gather { field: &'static str, index: Index, output: Value, accumulate: bool },
+    /// `output[row] (+)= table[index(row) + offset]` (BART's positions start at row 2).
+    Gather { field: &'static str, index: Index, output: Value, accumulate: bool, offset: usize },
     /// Images → the stream: unfold each image into patches, project them (`patches`, a linear),
     /// prepend the class token if any, add positions.
     Patches {
@@ -155,6 +184,9 @@ pub struct Block {
     /// The value the block produces besides the stream (a head's logits), written to an output
     /// argument rather than to scratch.
     pub output: Option<Value>,
+    /// The block also runs as cached steps of a decoder: positions continue each cache's length,
+    /// and a causal attention gets a `forward_cached`.
+    pub cached: bool,
 }
 
 impl Block {
@@ -184,23 +216,27 @@ impl Op {
                 output.is_stream()
             }
             Op::Activation { value, .. } => value.is_stream(),
-            Op::Attention { output, .. } => output.is_stream(),
+            Op::Attention { output, .. } | Op::CrossAttention { output, .. } => output.is_stream(),
+            Op::Scale { value, .. } => value.is_stream(),
             Op::Rope { qkv, .. } => qkv.is_stream(),
             Op::Glu { output, .. } => output.is_stream(),
             Op::Add { .. } | Op::AddNorm { .. } | Op::Patches { .. } => true,
         }
     }
 
-    fn values(&self) -> Vec<Value> {
+    /// The values the op reads or writes.
+    pub fn values(&self) -> Vec<Value> {
         match *self {
             Op::Linear { input, output, .. } | Op::Norm { input, output, .. } => vec![input, output],
             Op::Activation { value, .. } => vec![value],
             Op::Attention { qkv, output, .. } => vec![qkv, output],
+            Op::CrossAttention { q, output, .. } => vec![q, output],
+            Op::Scale { value, .. } => vec![value],
             Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
             Op::Gather { output, .. } => vec![output],
             Op::Patches { .. } => vec![],
             Op::Rope { qkv, .. } => vec![qkv],
-            Op::Glu { input, output } => vec![input, output],
+            Op::Glu { input, output, .. } => vec![input, output],
         }
     }
 }
@@ -268,6 +304,7 @@ pub fn lower(spec: &Spec) -> Graph {
             ops: vec![Op::Norm { field: "norm", input: x(spec), output: x(spec) }],
             rooted: true,
             output: None,
+            cached: false,
         }),
         head,
         head_field,
@@ -290,8 +327,13 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         weights: vec![names.word_embeddings],
         split: vec![],
     }];
-    let mut ops =
-        vec![Op::Gather { field: "word_embeddings", index: Index::Token, output: x, accumulate: false }];
+    let mut ops = vec![Op::Gather {
+        field: "word_embeddings",
+        index: Index::Token,
+        output: x,
+        accumulate: false,
+        offset: 0,
+    }];
     let positions = match spec.positions {
         Positions::Learned => Some(Field {
             name: "position_embeddings",
@@ -307,8 +349,8 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             weights: vec![],
             split: vec![],
         }),
-        // Rotary positions live in the attention, not in the embeddings.
-        Positions::Rope { .. } => None,
+        // Rotary positions and relative biases live in the attention, not in the embeddings.
+        Positions::Rope { .. } | Positions::Relative { .. } => None,
     };
     if let Some(field) = positions {
         fields.push(field);
@@ -317,6 +359,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             index: Index::Position,
             output: x,
             accumulate: true,
+            offset: 0,
         });
     }
     if let Some(types) = spec.type_vocab_size {
@@ -332,6 +375,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             index: Index::TokenType,
             output: x,
             accumulate: true,
+            offset: 0,
         });
     }
     if let Some(norm_name) = names.embeddings_norm {
@@ -352,6 +396,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         ops,
         rooted: true,
         output: None,
+        cached: spec.is_decoder(),
     }
 }
 
@@ -401,167 +446,294 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
         }],
         rooted: true,
         output: None,
+        cached: false,
     }
 }
 
-/// One transformer layer: attention then feed-forward, each with a residual and a norm.
+/// One transformer layer of a single-stack model, from the scheme's names.
 fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
-    let (d, x, hd) = (spec.d_model, x(spec), spec.head_dim());
-    let kv_width = spec.kv_heads * hd;
-    let qkv = Value { name: "qkv", width: d + 2 * kv_width };
-    let context = Value { name: "context", width: d };
+    let linear =
+        |weights: &'static [&'static str]| Linear { weights: weights.to_vec(), layout: names.layout };
+    let plan = LayerPlan {
+        d: spec.d_model,
+        heads: spec.heads,
+        kv_heads: spec.kv_heads,
+        head_dim: spec.head_dim(),
+        d_ff: spec.d_ff,
+        activation: spec.activation,
+        placement: spec.norm.placement,
+        norm,
+        bias: names.bias,
+        layout: names.layout,
+        rope: match spec.positions {
+            Positions::Rope { theta } => Some((spec.max_positions, theta)),
+            _ => None,
+        },
+        causal: spec.attention == Attention::Causal,
+        window: spec.window,
+        relative_bias: false,
+        scaled: true,
+        qkv: linear(names.qkv),
+        attention_output: names.attention_output,
+        attention_norm: names.attention_norm,
+        cross: None,
+        intermediate: names.intermediate,
+        output: names.output,
+        output_norm: names.output_norm,
+        suffix: "Layer",
+        prefix: names.layer,
+    };
+    let mut block = layer_block(&plan);
+    block.cached = spec.is_decoder();
+    block
+}
+
+/// A linear field's checkpoint names (one per fused part) and layout.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weights: Vec<&'static str>,
+    pub layout: Layout,
+}
+
+/// A decoder layer's cross-attention sublayer: query, memory key/value (applied once per source),
+/// output projection and norm.
+#[derive(Clone, Debug)]
+pub struct CrossPlan {
+    pub memory_width: usize,
+    pub query: Linear,
+    pub key_value: Linear,
+    pub output: &'static str,
+    pub norm: &'static str,
+}
+
+/// Everything that decides a layer's fields and ops.
+#[derive(Clone, Debug)]
+pub struct LayerPlan {
+    pub d: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub d_ff: usize,
+    pub activation: Activation,
+    pub placement: Placement,
+    pub norm: FieldKind,
+    /// Whether the linears have biases.
+    pub bias: bool,
+    /// How the single (unfused) linears are stored.
+    pub layout: Layout,
+    /// Rotary positions: `(max_positions, theta)`.
+    pub rope: Option<(usize, f64)>,
+    pub causal: bool,
+    pub window: Option<usize>,
+    /// The self-attention adds the stack's relative position bias.
+    pub relative_bias: bool,
+    /// Scores are scaled by `1/sqrt(head_dim)`.
+    pub scaled: bool,
+    pub qkv: Linear,
+    pub attention_output: &'static str,
+    pub attention_norm: &'static str,
+    pub cross: Option<CrossPlan>,
+    /// One name, or gate then up for gated feed-forwards.
+    pub intermediate: &'static [&'static str],
+    pub output: &'static str,
+    pub output_norm: &'static str,
+    pub suffix: &'static str,
+    pub prefix: &'static str,
+}
+
+/// One transformer layer: self-attention, (cross-attention,) feed-forward, each with a residual
+/// and a norm, placed before (pre-norm) or after (post-norm) the sublayer.
+pub fn layer_block(p: &LayerPlan) -> Block {
+    let (d, hd) = (p.d, p.head_dim);
+    let x = Value::stream(d);
+    let inner = p.heads * hd;
+    let kv_width = p.kv_heads * hd;
+    let qkv = Value { name: "qkv", width: inner + 2 * kv_width };
+    let context = Value { name: "context", width: inner };
     let attention_out = Value { name: "attention_out", width: d };
-    let gated = spec.activation.is_gated();
-    let gate_up = Value { name: "gate_up", width: 2 * spec.d_ff };
-    let intermediate = Value { name: "intermediate", width: spec.d_ff };
+    let gated = p.activation.is_gated();
+    let gate_up = Value { name: "gate_up", width: 2 * p.d_ff };
+    let intermediate = Value { name: "intermediate", width: p.d_ff };
     let ffn_out = Value { name: "ffn_out", width: d };
     let normed = Value { name: "normed", width: d };
-    let linear = |name, doc, input, output, weights: Vec<&'static str>, split: Vec<usize>| Field {
+    let cross_q = Value { name: "cross_q", width: inner };
+    let linear = |name, doc, input, output, l: &Linear, split: Vec<usize>| Field {
         name,
         doc,
-        kind: FieldKind::Linear { input, output, bias: names.bias, layout: names.layout },
-        weights,
+        kind: FieldKind::Linear { input, output, bias: p.bias, layout: l.layout },
+        weights: l.weights.clone(),
         split,
     };
+    let norm_field =
+        |name, doc, weight| Field { name, doc, kind: p.norm, weights: vec![weight], split: vec![] };
+    let plain = |weights: &[&'static str]| Linear { weights: weights.to_vec(), layout: p.layout };
     // Grouped-query projections have narrower K and V parts than Q.
-    let qkv_split = if names.qkv.len() == 3 { vec![d, kv_width, kv_width] } else { vec![] };
+    let qkv_split = if p.qkv.weights.len() == 3 { vec![inner, kv_width, kv_width] } else { vec![] };
     let mut fields = vec![
-        linear(
-            "qkv",
-            "Query, key and value projections as one GEMM.",
-            d,
-            qkv.width,
-            names.qkv.to_vec(),
-            qkv_split,
-        ),
+        linear("qkv", "Query, key and value projections as one GEMM.", d, qkv.width, &p.qkv, qkv_split),
         linear(
             "attention_output",
             "Attention output projection.",
+            inner,
             d,
-            d,
-            vec![names.attention_output],
+            &plain(std::slice::from_ref(&p.attention_output)),
             vec![],
         ),
-        Field {
-            name: "attention_norm",
-            doc: "Norm of the attention sublayer.",
-            kind: norm,
-            weights: vec![names.attention_norm],
-            split: vec![],
-        },
-        if gated {
-            linear(
-                "intermediate",
-                "Feed-forward gate and up projections as one GEMM to `2·d_ff`.",
-                d,
-                gate_up.width,
-                names.intermediate.to_vec(),
-                vec![],
-            )
-        } else {
-            linear(
-                "intermediate",
-                "Feed-forward up-projection to `d_ff`.",
-                d,
-                spec.d_ff,
-                names.intermediate.to_vec(),
-                vec![],
-            )
-        },
-        linear(
-            "output",
-            "Feed-forward down-projection back to `d_model`.",
-            spec.d_ff,
-            d,
-            vec![names.output],
-            vec![],
-        ),
-        Field {
-            name: "output_norm",
-            doc: "Norm of the feed-forward sublayer.",
-            kind: norm,
-            weights: vec![names.output_norm],
-            split: vec![],
-        },
+        norm_field("attention_norm", "Norm of the attention sublayer.", p.attention_norm),
     ];
-    let rope = match spec.positions {
-        Positions::Rope { theta } => {
-            fields.push(Field {
-                name: "rope",
-                doc: "Rotary position tables (cos/sin per position), computed at load.",
-                kind: FieldKind::Rope { max_positions: spec.max_positions, head_dim: hd, theta },
-                weights: vec![],
-                split: vec![],
-            });
-            true
-        }
-        _ => false,
-    };
-    let causal = match spec.attention {
-        Attention::Bidirectional => false,
-        Attention::Causal => true,
-    };
+    if let Some(cross) = &p.cross {
+        fields.push(linear(
+            "cross_query",
+            "Cross-attention query projection.",
+            d,
+            inner,
+            &cross.query,
+            vec![],
+        ));
+        fields.push(linear(
+            "cross_key_value",
+            "Cross-attention key and value projections of the encoder output, applied once per source.",
+            cross.memory_width,
+            2 * inner,
+            &cross.key_value,
+            vec![],
+        ));
+        fields.push(linear(
+            "cross_output",
+            "Cross-attention output projection.",
+            inner,
+            d,
+            &plain(std::slice::from_ref(&cross.output)),
+            vec![],
+        ));
+        fields.push(norm_field("cross_norm", "Norm of the cross-attention sublayer.", cross.norm));
+    }
+    fields.push(if gated {
+        linear(
+            "intermediate",
+            "Feed-forward gate and up projections as one GEMM to `2·d_ff`.",
+            d,
+            gate_up.width,
+            &plain(p.intermediate),
+            vec![],
+        )
+    } else {
+        linear(
+            "intermediate",
+            "Feed-forward up-projection to `d_ff`.",
+            d,
+            p.d_ff,
+            &plain(p.intermediate),
+            vec![],
+        )
+    });
+    fields.push(linear(
+        "output",
+        "Feed-forward down-projection back to `d_model`.",
+        p.d_ff,
+        d,
+        &plain(std::slice::from_ref(&p.output)),
+        vec![],
+    ));
+    fields.push(norm_field("output_norm", "Norm of the feed-forward sublayer.", p.output_norm));
+    if let Some((max_positions, theta)) = p.rope {
+        fields.push(Field {
+            name: "rope",
+            doc: "Rotary position tables (cos/sin per position), computed at load.",
+            kind: FieldKind::Rope { max_positions, head_dim: hd, theta },
+            weights: vec![],
+            split: vec![],
+        });
+    }
     let attention = |input| {
         let mut ops = vec![Op::Linear { field: "qkv", input, output: qkv, act: None }];
-        if rope {
-            ops.push(Op::Rope { field: "rope", qkv, heads: spec.heads, kv_heads: spec.kv_heads });
+        if p.rope.is_some() {
+            ops.push(Op::Rope { field: "rope", qkv, heads: p.heads, kv_heads: p.kv_heads });
         }
         ops.push(Op::Attention {
             qkv,
             output: context,
-            heads: spec.heads,
-            kv_heads: spec.kv_heads,
+            heads: p.heads,
+            kv_heads: p.kv_heads,
             head_dim: hd,
-            causal,
-            window: spec.window,
+            causal: p.causal,
+            window: p.window,
+            bias: p.relative_bias,
+            scaled: p.scaled,
         });
         ops.push(Op::Linear { field: "attention_output", input: context, output: attention_out, act: None });
         ops
+    };
+    let cross_attention = |input| {
+        vec![
+            Op::Linear { field: "cross_query", input, output: cross_q, act: None },
+            Op::CrossAttention {
+                q: cross_q,
+                kv: "cross_key_value",
+                output: context,
+                heads: p.heads,
+                head_dim: hd,
+                scaled: p.scaled,
+            },
+            Op::Linear { field: "cross_output", input: context, output: attention_out, act: None },
+        ]
     };
     let feed_forward = |input| {
         if gated {
             vec![
                 Op::Linear { field: "intermediate", input, output: gate_up, act: None },
-                Op::Glu { input: gate_up, output: intermediate },
+                Op::Glu { input: gate_up, output: intermediate, act: p.activation },
                 Op::Linear { field: "output", input: intermediate, output: ffn_out, act: None },
             ]
         } else {
             vec![
                 Op::Linear { field: "intermediate", input, output: intermediate, act: None },
-                Op::Activation { value: intermediate, act: spec.activation },
+                Op::Activation { value: intermediate, act: p.activation },
                 Op::Linear { field: "output", input: intermediate, output: ffn_out, act: None },
             ]
         }
     };
+    // Each sublayer with its residual and norm, in the layer's order.
+    type Sublayer<'a> = (&'a dyn Fn(Value) -> Vec<Op>, &'static str, Value);
+    let mut sublayers: Vec<Sublayer> = vec![(&attention, "attention_norm", attention_out)];
+    if p.cross.is_some() {
+        sublayers.push((&cross_attention, "cross_norm", attention_out));
+    }
+    sublayers.push((&feed_forward, "output_norm", ffn_out));
     let mut ops = Vec::new();
-    let doc = match spec.norm.placement {
-        Placement::Post => {
-            ops.extend(attention(x));
-            ops.push(Op::Add { stream: x, sublayer: attention_out });
-            ops.push(Op::Norm { field: "attention_norm", input: x, output: x });
-            ops.extend(feed_forward(x));
-            ops.push(Op::Add { stream: x, sublayer: ffn_out });
-            ops.push(Op::Norm { field: "output_norm", input: x, output: x });
-            "One layer, post-norm: `x = norm(x + attention(x)); x = norm(x + ffn(x))`."
+    for (sublayer, norm, out) in sublayers {
+        match p.placement {
+            Placement::Post => {
+                ops.extend(sublayer(x));
+                ops.push(Op::Add { stream: x, sublayer: out });
+                ops.push(Op::Norm { field: norm, input: x, output: x });
+            }
+            Placement::Pre => {
+                ops.push(Op::Norm { field: norm, input: x, output: normed });
+                ops.extend(sublayer(normed));
+                ops.push(Op::Add { stream: x, sublayer: out });
+            }
         }
-        Placement::Pre => {
-            ops.push(Op::Norm { field: "attention_norm", input: x, output: normed });
-            ops.extend(attention(normed));
-            ops.push(Op::Add { stream: x, sublayer: attention_out });
-            ops.push(Op::Norm { field: "output_norm", input: x, output: normed });
-            ops.extend(feed_forward(normed));
-            ops.push(Op::Add { stream: x, sublayer: ffn_out });
-            "One layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`."
+    }
+    let doc = match (p.placement, p.cross.is_some()) {
+        (Placement::Post, false) => "One layer, post-norm: `x = norm(x + attention(x)); x = norm(x + ffn(x))`.",
+        (Placement::Pre, false) => "One layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`.",
+        (Placement::Post, true) => {
+            "One decoder layer, post-norm: `x = norm(x + attention(x)); x = norm(x + cross(x, memory)); x = norm(x + ffn(x))`."
+        }
+        (Placement::Pre, true) => {
+            "One decoder layer, pre-norm: `x = x + attention(norm(x)); x = x + cross(norm(x), memory); x = x + ffn(norm(x))`."
         }
     };
     Block {
-        suffix: "Layer",
+        suffix: p.suffix,
         doc: doc.into(),
-        prefix: names.layer,
+        prefix: p.prefix,
         fields,
         ops: fuse(ops),
         rooted: true,
         output: None,
+        cached: false,
     }
 }
 
@@ -595,6 +767,7 @@ fn lm_head(spec: &Spec, names: &Names, head: LmHead) -> Block {
         ops: vec![Op::Linear { field: "lm_head", input: x(spec), output: logits, act: None }],
         rooted,
         output: Some(logits),
+        cached: false,
     }
 }
 
@@ -621,6 +794,7 @@ fn classifier(spec: &Spec, names: &Names) -> Block {
         ops: vec![Op::Linear { field: "classifier", input: x(spec), output: logits, act: None }],
         rooted: false,
         output: Some(logits),
+        cached: false,
     }
 }
 
@@ -649,9 +823,9 @@ pub fn fuse(ops: Vec<Op>) -> Vec<Op> {
 
 /// Checks that every op's inputs have the widths its field expects. Presets are right by
 /// construction; this is what turns a composed block's mismatch into a spanned compile error.
-pub fn check_widths(graph: &Graph, span: Span) -> Result<(), syn::Error> {
+pub fn check_widths<'g>(blocks: impl Iterator<Item = &'g Block>, span: Span) -> Result<(), syn::Error> {
     let mut errors: Vec<syn::Error> = Vec::new();
-    for block in graph.blocks() {
+    for block in blocks {
         for op in &block.ops {
             if let Err(message) = check_op(block, op) {
                 errors.push(syn::Error::new(span, format!("in block `{}`: {message}", block.suffix)));
@@ -698,6 +872,26 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             }
             Ok(())
         }
+        Op::CrossAttention { q, kv, output, heads, head_dim, .. } => {
+            if q.width != heads * head_dim || output.width != heads * head_dim {
+                return Err(format!(
+                    "cross-attention with {heads} heads of {head_dim} needs [S, {}] queries and writes [S, {}], got [S, {}] and [S, {}]",
+                    heads * head_dim,
+                    heads * head_dim,
+                    q.width,
+                    output.width
+                ));
+            }
+            match field(kv)? {
+                FieldKind::Linear { output, .. } if output == 2 * heads * head_dim => Ok(()),
+                FieldKind::Linear { output, .. } => Err(format!(
+                    "cross-attention `{kv}` projects the memory to {output} features, but {heads} heads of {head_dim} need keys and values of {}",
+                    2 * heads * head_dim
+                )),
+                _ => Err(format!("`{kv}` is not a linear layer")),
+            }
+        }
+        Op::Scale { .. } => Ok(()),
         Op::Add { stream, sublayer } => same(stream, sublayer),
         Op::AddNorm { field: f, stream, sublayer } => {
             same(stream, sublayer)?;
@@ -712,8 +906,8 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             FieldKind::Rope { .. } => Ok(()),
             _ => Err(format!("`{f}` is not a rotary table")),
         },
-        Op::Glu { input, output } if input.width == 2 * output.width => Ok(()),
-        Op::Glu { input, output } => Err(format!(
+        Op::Glu { input, output, .. } if input.width == 2 * output.width => Ok(()),
+        Op::Glu { input, output, .. } => Err(format!(
             "a gated unit halves its input: [S, {}] (`{}`) cannot give [S, {}] (`{}`)",
             input.width, input.name, output.width, output.name
         )),
@@ -853,6 +1047,9 @@ impl Names {
                 classifier: "classifier",
                 ignored: &[],
             },
+            WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch => {
+                unreachable!("encoder-decoder formats lower through `graph::seq2seq`")
+            }
             // Hugging Face `LlamaForCausalLM` and `MistralForCausalLM` (same names).
             WeightScheme::Llama => Names {
                 roots: &[""],

@@ -1,0 +1,26 @@
+// T5's logarithmic buckets need room beyond the exact ones: max distance 4 with 16 buckets.
+
+transformer::model! {
+    /// A small encoder-decoder with a mistake.
+    pub struct Model {
+        vocab_size: 96,
+        max_positions: 64,
+        d_model: 32,
+        heads: 4,
+        d_ff: 48,
+        activation: relu,
+        norm: rms_norm,
+        norm_eps: 1e-6,
+        norm_placement: pre,
+        positions: relative,
+        relative_buckets: 16,
+        relative_max_distance: 4,
+        weights: t5,
+        lm_head: tied,
+        decoder_start: 0,
+        encoder: { layers: 2, attention: bidirectional },
+        decoder: { layers: 2, attention: causal, cross_attention: encoder },
+    }
+}
+
+fn main() {}

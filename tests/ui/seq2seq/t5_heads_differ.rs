@@ -1,0 +1,25 @@
+// T5 configs have one head count for both stacks: errors at both sections' `heads`.
+
+transformer::model! {
+    /// A small encoder-decoder with a mistake.
+    pub struct Model {
+        vocab_size: 96,
+        max_positions: 64,
+        d_model: 32,
+        d_ff: 48,
+        activation: relu,
+        norm: rms_norm,
+        norm_eps: 1e-6,
+        norm_placement: pre,
+        positions: relative,
+        relative_buckets: 8,
+        relative_max_distance: 20,
+        weights: t5,
+        lm_head: tied,
+        decoder_start: 0,
+        encoder: { layers: 2, heads: 4, attention: bidirectional },
+        decoder: { layers: 2, heads: 8, attention: causal, cross_attention: encoder },
+    }
+}
+
+fn main() {}

@@ -1,0 +1,420 @@
+//! Encoder-decoder models: the `encoder: { … }` and `decoder: { … }` sections, what each stack
+//! takes from the top level, and the rules that join the two stacks.
+//!
+//! A stack's keys are the top-level ones with its section's on top, so dims shared by both
+//! stacks are written once and a section overrides only what differs.
+
+use proc_macro2::Span;
+
+use super::{
+    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, layout_conflict, list,
+    positive_size, Entries, MAX_HEADS, MAX_LAYERS, MAX_WIDTH,
+};
+use crate::ast::{Entry, Value};
+use crate::ctxt::Ctxt;
+use crate::spec::{Activation, Attention, NormKind, Placement, Positions, Seq2Seq, Stack, WeightScheme};
+
+/// Keys a section may give.
+const SECTION_KEYS: &[&str] =
+    &["layers", "d_model", "heads", "head_dim", "d_ff", "attention", "cross_attention"];
+
+/// What a decoder's cross-attention may name as its memory.
+const MEMORIES: &[&str] = &["encoder"];
+
+/// The two sections as written (a missing or malformed one is empty, its error reported).
+pub(super) struct Sections<'a> {
+    pub encoder: Entries<'a>,
+    pub decoder: Entries<'a>,
+    /// Whether `decoder: { … }` is missing (reported; the decoder is then not validated further).
+    decoder_missing: bool,
+    /// Where `decoder: { … }` was written: errors about a key it lacks point there.
+    decoder_span: Span,
+}
+
+/// Rule: an encoder-decoder model has both sections, each a `{ key: value, … }` of stack keys
+/// given once; `attention` and `cross_attention` are per stack, so never at the top level.
+pub(super) fn sections<'a>(cx: &mut Ctxt, top: &Entries<'a>) -> Option<Sections<'a>> {
+    if let Some(cross) = top.get("cross_attention") {
+        cx.error(
+            cross.key.span(),
+            "`cross_attention` belongs to a decoder: write it inside `decoder: { … }` of an encoder-decoder model",
+        );
+    }
+    let (encoder, decoder) = (top.get("encoder"), top.get("decoder"));
+    if encoder.is_none() && decoder.is_none() {
+        if let Some(start) = top.get("decoder_start") {
+            cx.error(
+                start.key.span(),
+                "`decoder_start` belongs to encoder-decoder models (with `encoder: { … }` and `decoder: { … }`): \
+                 remove it",
+            );
+        }
+        return None;
+    }
+    let mut section = |name: &str, other: &str| -> Entries<'a> {
+        let Some(entry) = top.get(name) else {
+            let at = top[other].key.span();
+            cx.error(
+                at,
+                format!("an encoder-decoder model declares both stacks: add `{name}: {{ layers: …, attention: … }}`"),
+            );
+            return Entries::new();
+        };
+        match &entry.value {
+            Value::Section { entries, .. } => keys_known_and_unique(cx, entries, SECTION_KEYS),
+            other => {
+                cx.error(
+                    other.span(),
+                    format!(
+                        "`{name}` expects a section such as `{{ layers: 6, attention: … }}`, found {}",
+                        other.describe()
+                    ),
+                );
+                Entries::new()
+            }
+        }
+    };
+    let sections = Sections {
+        encoder: section("encoder", "decoder"),
+        decoder: section("decoder", "encoder"),
+        decoder_missing: decoder.is_none(),
+        decoder_span: decoder.map_or_else(|| top["encoder"].key.span(), |d| d.value.span()),
+    };
+    if let Some(attention) = top.get("attention") {
+        cx.error(
+            attention.key.span(),
+            "each stack of an encoder-decoder model gives its own `attention`: move it into \
+             `encoder: { … }` (`bidirectional`) and `decoder: { … }` (`causal`)",
+        );
+    }
+    Some(sections)
+}
+
+/// The top-level entries with a section's on top.
+pub(super) fn merged<'a>(top: &Entries<'a>, section: &Entries<'a>) -> Entries<'a> {
+    let mut out = top.clone();
+    out.extend(section.iter().map(|(k, v)| (k.clone(), *v)));
+    out
+}
+
+/// The encoder's validated values (absent where invalid, already reported).
+pub(super) struct EncoderView<'a, 'e> {
+    pub entries: &'e Entries<'a>,
+    pub d_model: Option<usize>,
+    pub heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub attention: Option<Attention>,
+}
+
+/// Validates the decoder's own keys and the rules joining it to the encoder.
+pub(super) fn decoder(
+    cx: &mut Ctxt,
+    top: &Entries,
+    sections: &Sections,
+    encoder: &EncoderView,
+    weights: Option<WeightScheme>,
+    vocab: Option<usize>,
+) -> Option<Seq2Seq> {
+    encoder_attends_both_ways(cx, encoder);
+    if let Some(cross) = sections.encoder.get("cross_attention") {
+        cx.error(
+            cross.key.span(),
+            "the encoder has no memory to attend to: `cross_attention` belongs in `decoder: { … }`",
+        );
+    }
+    if sections.decoder_missing {
+        return None;
+    }
+    let own = &sections.decoder;
+    let entries = merged(top, own);
+    let attention = decoder_is_causal(cx, own, sections.decoder_span);
+    let memory = cross_attention_names_the_encoder(cx, own, sections.decoder_span);
+
+    // A decoder value: its section's (validated here), else the top level's (validated with the
+    // encoder; re-read silently), else missing.
+    let size = |cx: &mut Ctxt, key: &str, max: usize| match (own.get(key), top.get(key)) {
+        (Some(e), _) => positive_size(cx, e, max),
+        (None, Some(e)) => positive_size(&mut Ctxt::new(), e, max),
+        (None, None) => None,
+    };
+    let d_model = size(cx, "d_model", MAX_WIDTH);
+    let heads = size(cx, "heads", MAX_HEADS);
+    let head_dim_given = size(cx, "head_dim", MAX_WIDTH);
+    let layers = size(cx, "layers", MAX_LAYERS);
+    let d_ff = size(cx, "d_ff", MAX_WIDTH * 16);
+    let missing: Vec<&str> =
+        ["d_model", "heads", "layers", "d_ff"].into_iter().filter(|k| !entries.contains_key(*k)).collect();
+    if !missing.is_empty() {
+        cx.error(
+            sections.decoder_span,
+            format!(
+                "the decoder needs {}: give them in `decoder: {{ … }}`, or at the top level for both stacks",
+                list(&missing)
+            ),
+        );
+    }
+    if let (Some(d), Some(h), None) = (d_model, heads, entries.get("head_dim")) {
+        if own.contains_key("heads") || own.contains_key("d_model") {
+            heads_divide_d_model(cx, d, h, entries["heads"]);
+        }
+    }
+    let head_dim = head_dim_given.or(d_model.zip(heads).map(|(d, h)| d / h));
+    if let (Some(enc), Some(dec)) = (encoder.d_model, d_model) {
+        memory_width_matches(cx, enc, dec, encoder.entries, &entries);
+    }
+    if let Some(scheme @ (WeightScheme::T5 | WeightScheme::Torch)) = weights {
+        one_head_layout(cx, scheme, encoder, (d_model, heads, head_dim), &entries);
+    }
+    let decoder_start = top.get("decoder_start").and_then(|e| token_id(cx, e, vocab));
+    attention.filter(|a| *a == Attention::Causal)?;
+    memory?;
+    Some(Seq2Seq {
+        decoder: Stack {
+            d_model: d_model?,
+            heads: heads?,
+            head_dim: head_dim?,
+            layers: layers?,
+            d_ff: d_ff?,
+        },
+        decoder_start: decoder_start?,
+    })
+}
+
+/// Rule: the encoder sees the whole source: `attention: bidirectional`.
+fn encoder_attends_both_ways(cx: &mut Ctxt, encoder: &EncoderView) {
+    if encoder.attention == Some(Attention::Causal) {
+        cx.error(
+            encoder.entries["attention"].value.span(),
+            "an encoder attends to the whole source: use `attention: bidirectional` (the decoder is the causal stack)",
+        );
+    }
+}
+
+/// Rule: the decoder generates, so its self-attention is `causal`.
+fn decoder_is_causal(cx: &mut Ctxt, own: &Entries, decoder_span: Span) -> Option<Attention> {
+    let Some(entry) = own.get("attention") else {
+        cx.error(decoder_span, "the decoder needs `attention: causal` in its section");
+        return None;
+    };
+    let attention = attention_kind(cx, entry)?;
+    if attention != Attention::Causal {
+        cx.error(entry.value.span(), "a decoder generates one token after another: use `attention: causal`");
+    }
+    Some(attention)
+}
+
+/// Rule: the decoder's cross-attention names its memory, the encoder.
+fn cross_attention_names_the_encoder(cx: &mut Ctxt, own: &Entries, decoder_span: Span) -> Option<()> {
+    let Some(entry) = own.get("cross_attention") else {
+        cx.error(
+            decoder_span,
+            "the decoder attends to the encoder's output: add `cross_attention: encoder` to its section",
+        );
+        return None;
+    };
+    known_name(cx, entry, MEMORIES).map(|_| ())
+}
+
+/// Rule: cross-attention projects the encoder's rows with `[d_model, d_model]` key/value weights
+/// in every supported checkpoint format, so both stacks have the same `d_model`.
+fn memory_width_matches(cx: &mut Ctxt, encoder: usize, decoder: usize, enc: &Entries, dec: &Entries) {
+    if encoder == decoder {
+        return;
+    }
+    cx.error(
+        dec["d_model"].value.span(),
+        format!(
+            "the decoder's cross-attention reads the encoder's output, [S, {encoder}], but this decoder is \
+             [S, {decoder}]: its key/value projections are [d_model, d_model], so use `d_model: {encoder}` \
+             in both stacks"
+        ),
+    );
+    cx.error(enc["d_model"].value.span(), format!("the encoder's output width, {encoder}, is set here"));
+}
+
+/// Rule: T5 and `torch.nn.Transformer` configs have one head count and head width for both stacks.
+fn one_head_layout(
+    cx: &mut Ctxt,
+    scheme: WeightScheme,
+    encoder: &EncoderView,
+    (d_model, heads, head_dim): (Option<usize>, Option<usize>, Option<usize>),
+    dec: &Entries,
+) {
+    let name = if scheme == WeightScheme::T5 { "t5" } else { "torch" };
+    // Head widths are compared only when nothing else differs: a different head count or model
+    // width already explains a different derived head width.
+    let same_shape = encoder.heads == heads && encoder.d_model == d_model;
+    let head_dims = if same_shape { (encoder.head_dim, head_dim) } else { (None, None) };
+    let pairs = [("heads", encoder.heads, heads), ("head_dim", head_dims.0, head_dims.1)];
+    for (key, enc, decv) in pairs {
+        if let (Some(e), Some(d)) = (enc, decv) {
+            if e != d {
+                // Point at where each stack's value was written (head_dim may be derived).
+                let at = |entries: &Entries| {
+                    entries.get(key).or_else(|| entries.get("heads")).map(|e| e.value.span())
+                };
+                if let Some(span) = at(dec) {
+                    cx.error(
+                        span,
+                        format!(
+                            "`weights: {name}` checkpoints give both stacks one `{key}`: the decoder has {d}, \
+                             the encoder {e}"
+                        ),
+                    );
+                }
+                if let Some(span) = at(encoder.entries) {
+                    cx.error(span, format!("the encoder's `{key}`, {e}, comes from here"));
+                }
+            }
+        }
+    }
+}
+
+/// Rule: `decoder_start` is a token id of the vocabulary.
+fn token_id(cx: &mut Ctxt, entry: &Entry, vocab: Option<usize>) -> Option<u32> {
+    let parsed = match &entry.value {
+        Value::Int(lit) => lit.base10_parse::<u32>().ok(),
+        _ => None,
+    };
+    match (parsed, vocab) {
+        (Some(id), Some(v)) if (id as usize) < v => Some(id),
+        (Some(id), Some(v)) => {
+            cx.error(
+                entry.value.span(),
+                format!("`decoder_start` {id} is not a token id: the vocabulary has ids 0..{v}"),
+            );
+            None
+        }
+        (Some(id), None) => Some(id),
+        (None, _) => {
+            cx.error(
+                entry.value.span(),
+                format!(
+                    "`decoder_start` expects a token id such as `0` (the checkpoint's `decoder_start_token_id`), found {}",
+                    entry.value.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Rule: encoder-decoder checkpoint formats (`t5`, `bart`, `torch`) go with the two sections,
+/// the single-stack formats without them.
+pub(super) fn scheme_fits_the_family(
+    cx: &mut Ctxt,
+    top: &Entries,
+    weights: Option<WeightScheme>,
+    seq2seq: bool,
+) {
+    let Some(scheme) = weights else { return };
+    let two_stacks = matches!(scheme, WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch);
+    let at = top["weights"].value.span();
+    if two_stacks && !seq2seq {
+        cx.error(
+            at,
+            "this checkpoint format is an encoder-decoder model: declare `encoder: { layers: …, attention: \
+             bidirectional }` and `decoder: { layers: …, attention: causal, cross_attention: encoder }`",
+        );
+    }
+    if !two_stacks && seq2seq {
+        let section = top.get("encoder").or_else(|| top.get("decoder")).map_or(at, |e| e.key.span());
+        cx.error(
+            section,
+            "encoder-decoder models load `weights: t5`, `weights: bart` or `weights: torch`; this checkpoint \
+             format has one stack",
+        );
+        cx.error(at, "single-stack format chosen here");
+    }
+}
+
+/// The layout choices a checkpoint format constrains.
+pub(super) struct Choices {
+    pub placement: Option<Placement>,
+    pub norm: Option<NormKind>,
+    pub positions: Option<Positions>,
+    pub activation: Option<Activation>,
+    pub scale_embeddings: Option<bool>,
+}
+
+/// Rule: each encoder-decoder format fixes its norms, positions, feed-forward and head:
+/// T5 is pre-norm RMS with relative buckets and no embedding scale; BART post-norm LayerNorm with
+/// learned positions and a tied head; `torch.nn.Transformer` (as in the paper) post-norm with
+/// sinusoidal positions, embeddings scaled by `sqrt(d_model)` and an untied `generator`.
+pub(super) fn layout(cx: &mut Ctxt, entries: &Entries, scheme: WeightScheme, c: &Choices) {
+    let (name, pre, norm, positions) = match scheme {
+        WeightScheme::T5 => ("t5", true, NormKind::RmsNorm, "relative"),
+        WeightScheme::Bart => ("bart", false, NormKind::LayerNorm, "learned"),
+        _ => ("torch", false, NormKind::LayerNorm, "sinusoidal"),
+    };
+    let conflict = |cx: &mut Ctxt, key: &str, message: String| layout_conflict(cx, entries, key, &message);
+    if c.placement.is_some_and(|p| (p == Placement::Pre) != pre) {
+        let want = if pre { "pre" } else { "post" };
+        conflict(
+            cx,
+            "norm_placement",
+            format!("`weights: {name}` checkpoints are {want}-norm: use `norm_placement: {want}`"),
+        );
+    }
+    if c.norm.is_some_and(|n| n != norm) {
+        let want = if norm == NormKind::RmsNorm { "rms_norm" } else { "layer_norm" };
+        conflict(cx, "norm", format!("`weights: {name}` checkpoints use `norm: {want}`"));
+    }
+    let positions_fit = match c.positions {
+        None => true,
+        Some(Positions::Relative { .. }) => positions == "relative",
+        Some(Positions::Learned) => positions == "learned",
+        Some(Positions::Sinusoidal) => positions == "sinusoidal",
+        Some(Positions::Rope { .. }) => false,
+    };
+    if !positions_fit {
+        conflict(cx, "positions", format!("`weights: {name}` checkpoints use `positions: {positions}`"));
+    }
+    let activation_fits = match (scheme, c.activation) {
+        (_, None) => true,
+        (WeightScheme::T5, Some(a)) => a != Activation::SwiGlu,
+        (WeightScheme::Torch, Some(a)) => matches!(a, Activation::Relu | Activation::GeluErf),
+        (_, Some(a)) => !a.is_gated(),
+    };
+    if !activation_fits {
+        let want = match scheme {
+            WeightScheme::T5 => "`relu` (`DenseReluDense`) or `geglu_tanh` (v1.1's gated-gelu)",
+            WeightScheme::Torch => "`relu` or `gelu_erf` (`nn.Transformer`'s two activations)",
+            _ => "an ungated activation such as `gelu_erf`",
+        };
+        conflict(cx, "activation", format!("`weights: {name}` feed-forwards take {want}"));
+    }
+    let head = entries.get("lm_head").map(|e| matches!(&e.value, Value::Name(n) if n == "tied"));
+    match (scheme, head) {
+        (WeightScheme::Bart, Some(false)) => conflict(
+            cx,
+            "lm_head",
+            "`weights: bart` heads are tied to `model.shared`: use `lm_head: tied`".into(),
+        ),
+        (WeightScheme::Torch, Some(true)) => conflict(
+            cx,
+            "lm_head",
+            "`weights: torch` models end in their own `generator` linear: use `lm_head: untied`".into(),
+        ),
+        _ => {}
+    }
+    match (scheme, c.scale_embeddings) {
+        (WeightScheme::T5, Some(true)) => conflict(
+            cx,
+            "embedding_scale",
+            "`weights: t5` embeddings are not scaled: use `embedding_scale: none` or leave it out".into(),
+        ),
+        (WeightScheme::Torch, Some(false)) => conflict(
+            cx,
+            "embedding_scale",
+            "`weights: torch` models scale embeddings as the paper does: use `embedding_scale: sqrt_d_model`"
+                .into(),
+        ),
+        (WeightScheme::Torch, None) if !entries.contains_key("embedding_scale") => cx.error(
+            entries["weights"].value.span(),
+            "`weights: torch` models scale embeddings by sqrt(d_model) as the paper does: add \
+             `embedding_scale: sqrt_d_model`",
+        ),
+        _ => {}
+    }
+}

@@ -1,0 +1,384 @@
+//! The API of an encoder-decoder model: encode sources once (hidden states plus every decoder
+//! layer's cross-attention keys and values), teacher-forced logits, cached decoding steps, and
+//! generation through the runtime's one driver (a model conditioned on an encoder memory is a
+//! causal language model).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::LitStr;
+
+use super::{block, block_ident, carve_width, rt, scratch_struct};
+use crate::graph::seq2seq::{Seq2SeqGraph, Stack};
+use crate::graph::{self, Block, FieldKind};
+use crate::spec::{Seq2Seq, Spec};
+
+pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream {
+    if let Err(e) = graph::check_widths(graph.blocks(), spec.d_model_span) {
+        return e.into_compile_error();
+    }
+    let rt = rt();
+    let name = &spec.name;
+    let enc_scratch = format_ident!("{}EncoderScratch", name);
+    let dec_scratch = format_ident!("{}DecoderScratch", name);
+    let enc_values = graph.encoder.layer.scratch();
+    let dec_values = graph.decoder.layer.scratch();
+    let blocks = [&graph.encoder, &graph.decoder].into_iter().flat_map(|stack| {
+        let scratch = if stack.layer.cached { &dec_scratch } else { &enc_scratch };
+        stack_blocks(stack).map(move |b| block(spec, b, scratch)).collect::<Vec<_>>()
+    });
+    let head = block(spec, &graph.head, &dec_scratch);
+    let enc_scratch_def = scratch_struct(spec, &enc_scratch, &enc_values);
+    let dec_scratch_def = scratch_struct(spec, &dec_scratch, &dec_values);
+
+    let (d, dd, v) = (spec.d_model, s2s.decoder.d_model, spec.vocab_size);
+    let inner = s2s.decoder.inner();
+    let enc_row = quote_spanned!(spec.d_model_span=> [f32; #d]);
+    let logits_row = quote_spanned!(spec.vocab_span=> [f32; #v]);
+    let conditioned = format_ident!("{}Conditioned", name);
+
+    let ty = |b: &Block| block_ident(spec, b);
+    let (enc_emb, enc_layer, dec_emb, dec_layer, head_ty) = (
+        ty(&graph.encoder.embeddings),
+        ty(&graph.encoder.layer),
+        ty(&graph.decoder.embeddings),
+        ty(&graph.decoder.layer),
+        ty(&graph.head),
+    );
+    let enc_final = graph.encoder.final_norm.as_ref().map(|b| {
+        let t = ty(b);
+        quote!(#[doc = "The norm after the encoder's last layer."] pub encoder_final_norm: #t,)
+    });
+    let dec_final = graph.decoder.final_norm.as_ref().map(|b| {
+        let t = ty(b);
+        quote!(#[doc = "The norm after the decoder's last layer."] pub decoder_final_norm: #t,)
+    });
+    let load = |b: &Block| {
+        let (t, prefix) = (ty(b), b.prefix);
+        quote!(#t::load(loader, #prefix))
+    };
+    let layers_load = |stack: &Stack| {
+        let (t, prefix) = (ty(&stack.layer), LitStr::new(stack.layer.prefix, Span::call_site()));
+        let n = stack.layers;
+        quote!((0..#n).map(|i| #t::load(loader, &format!(#prefix))).collect())
+    };
+    let (enc_emb_load, dec_emb_load, head_load) =
+        (load(&graph.encoder.embeddings), load(&graph.decoder.embeddings), load(&graph.head));
+    let (enc_layers_load, dec_layers_load) = (layers_load(&graph.encoder), layers_load(&graph.decoder));
+    let enc_final_load = graph.encoder.final_norm.as_ref().map(|b| {
+        let l = load(b);
+        quote!(encoder_final_norm: #l,)
+    });
+    let dec_final_load = graph.decoder.final_norm.as_ref().map(|b| {
+        let l = load(b);
+        quote!(decoder_final_norm: #l,)
+    });
+    let enc_final_run =
+        graph.encoder.final_norm.as_ref().map(|_| quote!(self.encoder_final_norm.forward(x);));
+    let dec_final_run =
+        graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(x);));
+    let dec_final_last =
+        graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(last);));
+    let bias_of = |stack: &Stack, field: TokenStream| {
+        let relative =
+            stack.embeddings.fields.iter().any(|f| matches!(f.kind, FieldKind::RelativeBias { .. }));
+        relative.then(|| (quote!(let bias = self.#field.relative_attention_bias.bias();), quote!(bias,)))
+    };
+    let (enc_bias_let, enc_bias_arg) = bias_of(&graph.encoder, quote!(encoder_embeddings)).unzip();
+    let (dec_bias_let, dec_bias_arg) = bias_of(&graph.decoder, quote!(decoder_embeddings)).unzip();
+    // Decoder positions continue each cache's length on a cached step.
+    let embeds_positions = graph
+        .decoder
+        .embeddings
+        .ops
+        .iter()
+        .any(|op| matches!(op, graph::Op::Gather { index: graph::Index::Position, .. }));
+    let (full_starts, step_starts) = if embeds_positions {
+        (quote!(, ::core::option::Option::None), quote!(, ::core::option::Option::Some(cache.lens())))
+    } else {
+        (quote!(), quote!())
+    };
+    let enc_carve = carve_width(d, &enc_scratch, &enc_values, &[]);
+    let full_carve =
+        carve_width(dd, &dec_scratch, &dec_values, &[(format_ident!("logits"), quote!(rows * #v))]);
+    let step_carve = carve_width(
+        dd,
+        &dec_scratch,
+        &dec_values,
+        &[
+            (format_ident!("last"), quote!(batch.batch_size() * #dd)),
+            (format_ident!("logits"), quote!(batch.batch_size() * #v)),
+        ],
+    );
+    let ignored = &graph.ignored;
+    let (heads, head_dim, enc_layers, dec_layers, d_ff, max_pos, start) = (
+        spec.heads,
+        spec.head_dim(),
+        graph.encoder.layers,
+        graph.decoder.layers,
+        spec.d_ff,
+        spec.max_positions,
+        s2s.decoder_start,
+    );
+    let (dec_heads, dec_ff) = (s2s.decoder.heads, s2s.decoder.d_ff);
+    let (attrs, vis) = (&spec.attrs, &spec.vis);
+    let enc_layers_doc =
+        format!("The {enc_layers} encoder layers, loaded from `{}`.", graph.encoder.layer.prefix);
+    let dec_layers_doc =
+        format!("The {dec_layers} decoder layers, loaded from `{}`.", graph.decoder.layer.prefix);
+    let conditioned_doc = format!(
+        "`{name}` conditioned on an encoded batch of sources: a causal language model over the decoder, \
+         so the runtime's generation driver serves it."
+    );
+
+    quote! {
+        #(#attrs)*
+        #[derive(Debug)]
+        #vis struct #name {
+            /// Encoder input: token embeddings (and positions).
+            pub encoder_embeddings: #enc_emb,
+            #[doc = #enc_layers_doc]
+            pub encoder_layers: ::std::vec::Vec<#enc_layer>,
+            #enc_final
+            /// Decoder input: token embeddings (and positions).
+            pub decoder_embeddings: #dec_emb,
+            #[doc = #dec_layers_doc]
+            pub decoder_layers: ::std::vec::Vec<#dec_layer>,
+            #dec_final
+            /// Decoder states to vocabulary logits.
+            pub lm_head: #head_ty,
+            threads: #rt::Threads,
+            workspaces: #rt::workspace::WorkspacePool,
+        }
+
+        impl #name {
+            /// Vocabulary size: token ids are `0..VOCAB_SIZE`.
+            pub const VOCAB_SIZE: usize = #v;
+            /// Longest source or decoded sequence the positions cover.
+            pub const MAX_POSITIONS: usize = #max_pos;
+            /// Width of the encoder's hidden states.
+            pub const D_MODEL: usize = #d;
+            /// Width of the decoder's hidden states.
+            pub const DECODER_D_MODEL: usize = #dd;
+            /// Attention heads per encoder layer.
+            pub const HEADS: usize = #heads;
+            /// Attention heads per decoder layer.
+            pub const DECODER_HEADS: usize = #dec_heads;
+            /// Width of one head.
+            pub const HEAD_DIM: usize = #head_dim;
+            /// Encoder layers.
+            pub const ENCODER_LAYERS: usize = #enc_layers;
+            /// Decoder layers.
+            pub const DECODER_LAYERS: usize = #dec_layers;
+            /// Inner width of the encoder's feed-forward blocks.
+            pub const D_FF: usize = #d_ff;
+            /// Inner width of the decoder's feed-forward blocks.
+            pub const DECODER_D_FF: usize = #dec_ff;
+            /// The token every decoded sequence starts from.
+            pub const DECODER_START: u32 = #start;
+            /// Checkpoint tensors this model knows and deliberately does not use.
+            pub const IGNORED_TENSORS: &'static [&'static str] = &[#(#ignored),*];
+
+            /// Loads the model from a safetensors file, checking every tensor's name and shape;
+            /// every problem is listed in one error.
+            pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
+                let mut loader = #rt::WeightLoader::open(path)?;
+                let model = Self::load(&mut loader);
+                loader.finish()?;
+                ::core::result::Result::Ok(model)
+            }
+
+            /// Takes every tensor from `loader` (which records each problem: call
+            /// `loader.finish()` afterwards).
+            pub fn load(loader: &mut #rt::WeightLoader) -> Self {
+                for name in Self::IGNORED_TENSORS {
+                    loader.ignore(name);
+                }
+                Self {
+                    encoder_embeddings: #enc_emb_load,
+                    encoder_layers: #enc_layers_load,
+                    #enc_final_load
+                    decoder_embeddings: #dec_emb_load,
+                    decoder_layers: #dec_layers_load,
+                    #dec_final_load
+                    lm_head: #head_load,
+                    threads: #rt::Threads::sequential(),
+                    workspaces: ::core::default::Default::default(),
+                }
+            }
+
+            /// Uses `threads` for every later forward pass.
+            pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+                self.threads = threads;
+                self
+            }
+
+            /// The threads forward passes use.
+            pub fn threads(&self) -> &#rt::Threads {
+                &self.threads
+            }
+
+            /// The encoder's output for every source token (`sources.rows()` rows), written into
+            /// `workspace`.
+            pub fn encode_into<'w>(&self, sources: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#enc_row]> {
+                sources.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
+                let batch = sources;
+                #enc_carve
+                self.encoder_embeddings.forward(x, batch);
+                #enc_bias_let
+                for layer in &self.encoder_layers {
+                    layer.forward(x, batch, #enc_bias_arg s, &self.threads);
+                }
+                #enc_final_run
+                ::core::result::Result::Ok(x)
+            }
+
+            /// Encodes `sources` once: the encoder's output and every decoder layer's
+            /// cross-attention keys and values of it, for any number of decoding steps.
+            pub fn encode(&self, sources: &#rt::Batch) -> #rt::Result<#rt::EncoderMemory> {
+                self.workspaces.with(|ws| {
+                    let hidden = self.encode_into(sources, ws)?;
+                    let key_values = self
+                        .decoder_layers
+                        .iter()
+                        .map(|layer| {
+                            let mut kv = ::std::vec![[0.0f32; 2 * #inner]; hidden.len()];
+                            layer.cross_key_value.forward(hidden, &mut kv, #rt::Activation::Identity, &self.threads);
+                            kv.into_flattened()
+                        })
+                        .collect();
+                    ::core::result::Result::Ok(#rt::EncoderMemory::new(
+                        sources.clone(),
+                        hidden.as_flattened().to_vec(),
+                        key_values,
+                    ))
+                })
+            }
+
+            /// The encoder's output kept in `memory`, one row per source token.
+            pub fn encoder_hidden<'m>(&self, memory: &'m #rt::EncoderMemory) -> &'m [#enc_row] {
+                memory.hidden().as_chunks::<#d>().0
+            }
+
+            /// Teacher-forced logits: every token of every target sequence (`targets.rows()`
+            /// rows), each seeing the target tokens before it and its own source. A full
+            /// recompute, no cache.
+            pub fn logits_into<'w>(
+                &self,
+                memory: &#rt::EncoderMemory,
+                targets: &#rt::Batch,
+                workspace: &'w mut #rt::Workspace,
+            ) -> #rt::Result<&'w [#logits_row]> {
+                targets.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
+                memory.check_targets(targets)?;
+                let batch = targets;
+                #full_carve
+                self.decoder_embeddings.forward(x, batch #full_starts);
+                #dec_bias_let
+                for (i, layer) in self.decoder_layers.iter().enumerate() {
+                    layer.forward(x, batch, #dec_bias_arg memory.key_values(i), memory.sources(), s, &self.threads);
+                }
+                #dec_final_run
+                let logits = logits.as_chunks_mut::<#v>().0;
+                self.lm_head.forward(x, logits, &self.threads);
+                ::core::result::Result::Ok(logits)
+            }
+
+            /// [`Self::logits_into`] with a workspace kept by the model; returns owned rows.
+            pub fn logits(&self, memory: &#rt::EncoderMemory, targets: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#logits_row>> {
+                self.workspaces.with(|ws| self.logits_into(memory, targets, ws).map(<[_]>::to_vec))
+            }
+
+            /// A KV cache for the decoder's self-attention: `batch_size` sequences, room for
+            /// `MAX_POSITIONS` tokens each.
+            pub fn new_cache(&self, batch_size: usize) -> #rt::KvCache {
+                #rt::KvCache::new(Self::DECODER_LAYERS, batch_size, Self::MAX_POSITIONS, #inner)
+            }
+
+            /// One cached decoding step: `batch`'s tokens continue each cached sequence (one per
+            /// source of `memory`); returns the logits of each sequence's last real token.
+            pub fn step_into<'w>(
+                &self,
+                memory: &#rt::EncoderMemory,
+                batch: &#rt::Batch,
+                cache: &mut #rt::KvCache,
+                workspace: &'w mut #rt::Workspace,
+            ) -> #rt::Result<&'w [#logits_row]> {
+                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
+                memory.check_targets(batch)?;
+                cache.check_step(batch)?;
+                #step_carve
+                self.decoder_embeddings.forward(x, batch #step_starts);
+                #dec_bias_let
+                for (i, layer) in self.decoder_layers.iter().enumerate() {
+                    layer.forward_cached(x, batch, #dec_bias_arg memory.key_values(i), memory.sources(), s, cache, i, &self.threads);
+                }
+                let last = last.as_chunks_mut::<#dd>().0;
+                for (b, row) in last.iter_mut().enumerate() {
+                    *row = x[b * batch.seq_len() + batch.extent_of(b) - 1];
+                }
+                #dec_final_last
+                let logits = logits.as_chunks_mut::<#v>().0;
+                self.lm_head.forward(last, logits, &self.threads);
+                cache.advance_batch(batch);
+                ::core::result::Result::Ok(logits)
+            }
+
+            /// The decoder conditioned on `memory`: a [`CausalLm`](#rt::CausalLm) whose prompts
+            /// are decoder prefixes (usually `[Self::DECODER_START]`), one per source.
+            pub fn conditioned<'m>(&'m self, memory: &'m #rt::EncoderMemory) -> #conditioned<'m> {
+                #conditioned { model: self, memory }
+            }
+
+            /// Encodes each source and decodes up to `options.max_new_tokens` tokens from
+            /// `DECODER_START` (one batched encode, then one cached step per token); returns the
+            /// new tokens per source.
+            pub fn generate(&self, sources: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
+                let memory = self.encode(&#rt::Batch::from_sequences(sources)?)?;
+                let start = [Self::DECODER_START];
+                let prompts: ::std::vec::Vec<&[u32]> = sources.iter().map(|_| &start[..]).collect();
+                #rt::generate::generate(&self.conditioned(&memory), &prompts, options)
+            }
+        }
+
+        #[doc = #conditioned_doc]
+        #[derive(Clone, Copy, Debug)]
+        #vis struct #conditioned<'m> {
+            model: &'m #name,
+            memory: &'m #rt::EncoderMemory,
+        }
+
+        impl #rt::CausalLm for #conditioned<'_> {
+            fn vocab_size(&self) -> usize {
+                #name::VOCAB_SIZE
+            }
+
+            fn max_positions(&self) -> usize {
+                #name::MAX_POSITIONS
+            }
+
+            fn new_cache(&self, batch: usize) -> #rt::KvCache {
+                self.model.new_cache(batch)
+            }
+
+            fn step<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [f32]> {
+                self.model.step_into(self.memory, batch, cache, workspace).map(<[_]>::as_flattened)
+            }
+        }
+
+        #(#blocks)*
+        #head
+        #enc_scratch_def
+        #dec_scratch_def
+        const _: () = {
+            // Models are shared across threads: one loaded model serves many callers.
+            fn assert_send_sync<T: ::core::marker::Send + ::core::marker::Sync>() {}
+            fn check() {
+                assert_send_sync::<#name>();
+            }
+        };
+    }
+}
+
+fn stack_blocks(stack: &Stack) -> impl Iterator<Item = &Block> {
+    [Some(&stack.embeddings), Some(&stack.layer), stack.final_norm.as_ref()].into_iter().flatten()
+}
