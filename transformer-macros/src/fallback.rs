@@ -19,6 +19,9 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
         (int("vocab_size"), int("max_positions"), int("heads"), int("layers"), int("d_ff"));
     let d_model = int("d_model");
     let head_dim = d_model / heads.max(1);
+    if input.entries.iter().any(|e| e.key == "encoder" || e.key == "decoder") {
+        return seq2seq(input, (d_param, d), (v_param, v));
+    }
     quote! {
         #(#attrs)*
         #vis struct #name {}
@@ -71,4 +74,43 @@ fn int_value(input: &ModelInput, key: &str) -> Option<usize> {
             _ => None,
         })
         .filter(|&n| n > 0)
+}
+
+/// The encoder-decoder API with unreachable bodies.
+fn seq2seq(
+    input: &ModelInput,
+    (d_param, d): (TokenStream, TokenStream),
+    (v_param, v): (TokenStream, TokenStream),
+) -> TokenStream {
+    let (attrs, vis, name) = (&input.attrs, &input.vis, &input.name);
+    let rt = quote!(::transformer::__private);
+    let conditioned = quote::format_ident!("{}Conditioned", name);
+    let vocab = int_value(input, "vocab_size").unwrap_or(1);
+    let max_pos = int_value(input, "max_positions").unwrap_or(1);
+    quote! {
+        #(#attrs)*
+        #vis struct #name {}
+
+        #[allow(unused_variables, clippy::all)]
+        impl #name {
+            pub const VOCAB_SIZE: usize = #vocab;
+            pub const MAX_POSITIONS: usize = #max_pos;
+            pub const DECODER_START: u32 = 0;
+            pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
+            pub fn load(loader: &mut #rt::WeightLoader) -> Self { ::core::unreachable!() }
+            pub fn with_threads(self, threads: #rt::Threads) -> Self { ::core::unreachable!() }
+            pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }
+            pub fn encode_into<'w, #d_param>(&self, sources: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
+            pub fn encode(&self, sources: &#rt::Batch) -> #rt::Result<#rt::EncoderMemory> { ::core::unreachable!() }
+            pub fn encoder_hidden<'m, #d_param>(&self, memory: &'m #rt::EncoderMemory) -> &'m [[f32; #d]] { ::core::unreachable!() }
+            pub fn logits_into<'w, #v_param>(&self, memory: &#rt::EncoderMemory, targets: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn logits<#v_param>(&self, memory: &#rt::EncoderMemory, targets: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #v]>> { ::core::unreachable!() }
+            pub fn new_cache(&self, batch_size: usize) -> #rt::KvCache { ::core::unreachable!() }
+            pub fn step_into<'w, #v_param>(&self, memory: &#rt::EncoderMemory, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn conditioned<'m>(&'m self, memory: &'m #rt::EncoderMemory) -> #conditioned<'m> { ::core::unreachable!() }
+            pub fn generate(&self, sources: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> { ::core::unreachable!() }
+        }
+
+        #vis struct #conditioned<'m>(&'m #name);
+    }
 }
