@@ -74,12 +74,12 @@ const SEQ2SEQ_KEYS: &[&str] = &["encoder", "decoder", "decoder_start"];
 const ACTIVATIONS: &[&str] = &["gelu_erf", "gelu_tanh", "relu", "swiglu", "geglu_tanh", "geglu_erf"];
 const NORMS: &[&str] = &["layer_norm", "rms_norm"];
 const PLACEMENTS: &[&str] = &["pre", "post"];
-const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope", "relative"];
+const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope", "relative", "alibi"];
 const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
 const PLANNED_ATTENTIONS: &[&str] = &["windowed", "sparse", "lsh", "grouped_query", "multi_query"];
-const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "t5", "bart", "torch"];
+const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "bloom", "t5", "bart", "torch"];
 const EMBEDDING_SCALES: &[&str] = &["sqrt_d_model", "none"];
 const POOLINGS: &[&str] = &["cls", "mean"];
 const LM_HEADS: &[&str] = &["tied", "untied"];
@@ -161,6 +161,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let positions = name(&mut cx, "positions", POSITIONS).and_then(|n| match n {
         "learned" => Some(Positions::Learned),
         "sinusoidal" => Some(Positions::Sinusoidal),
+        "alibi" => Some(Positions::Alibi),
         "relative" => buckets
             .zip(max_distance)
             .map(|(buckets, max_distance)| Positions::Relative { buckets, max_distance }),
@@ -189,6 +190,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         "gpt2" => WeightScheme::Gpt2,
         "vit" => WeightScheme::Vit,
         "llama" => WeightScheme::Llama,
+        "bloom" => WeightScheme::Bloom,
         "t5" => WeightScheme::T5,
         "bart" => WeightScheme::Bart,
         "torch" => WeightScheme::Torch,
@@ -238,6 +240,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         Some(WeightScheme::Vit) => vit_layout(&mut cx, &entries, placement, positions, attention, is_image),
         Some(WeightScheme::Llama) => {
             llama_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
+        }
+        Some(WeightScheme::Bloom) => {
+            bloom_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
         }
         Some(scheme @ (WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch)) => {
             let choices =
@@ -847,7 +852,10 @@ fn llama_layout(
     if norm == Some(NormKind::LayerNorm) {
         conflict(cx, "norm", "`weights: llama` checkpoints use RMS norms: use `norm: rms_norm`");
     }
-    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal | Positions::Relative { .. })) {
+    if matches!(
+        positions,
+        Some(Positions::Learned | Positions::Sinusoidal | Positions::Relative { .. } | Positions::Alibi)
+    ) {
         conflict(
             cx,
             "positions",
@@ -868,6 +876,53 @@ fn llama_layout(
         cx.error(
             types.key.span(),
             "`weights: llama` checkpoints have no token-type embeddings: remove `type_vocab_size`",
+        );
+    }
+}
+
+/// Rule: BLOOM checkpoints are pre-norm LayerNorm causal decoders with ALiBi positions and an
+/// ungated GELU (tanh) feed-forward.
+fn bloom_layout(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    placement: Option<Placement>,
+    norm: Option<NormKind>,
+    positions: Option<Positions>,
+    activation: Option<Activation>,
+    attention: Option<Attention>,
+) {
+    let conflict = |cx: &mut Ctxt, key: &str, message: &str| layout_conflict(cx, entries, key, message);
+    if placement == Some(Placement::Post) {
+        conflict(
+            cx,
+            "norm_placement",
+            "`weights: bloom` checkpoints are pre-norm: use `norm_placement: pre`",
+        );
+    }
+    if norm == Some(NormKind::RmsNorm) {
+        conflict(cx, "norm", "`weights: bloom` checkpoints use LayerNorm: use `norm: layer_norm`");
+    }
+    if positions.is_some_and(|p| p != Positions::Alibi) {
+        conflict(
+            cx,
+            "positions",
+            "`weights: bloom` checkpoints bias scores by distance: use `positions: alibi`",
+        );
+    }
+    if activation.is_some_and(|a| a != Activation::GeluTanh) {
+        conflict(
+            cx,
+            "activation",
+            "`weights: bloom` feed-forwards use the tanh GELU: use `activation: gelu_tanh`",
+        );
+    }
+    if attention == Some(Attention::Bidirectional) {
+        conflict(cx, "attention", "`weights: bloom` checkpoints are decoders: use `attention: causal`");
+    }
+    if let Some(types) = entries.get("type_vocab_size") {
+        cx.error(
+            types.key.span(),
+            "`weights: bloom` checkpoints have no token-type embeddings: remove `type_vocab_size`",
         );
     }
 }
@@ -897,7 +952,7 @@ fn classic_layout(
             &format!("`weights: {name}` checkpoints use LayerNorm: use `norm: layer_norm`"),
         );
     }
-    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. })) {
+    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. } | Positions::Alibi)) {
         layout_conflict(
             cx,
             entries,
@@ -951,6 +1006,7 @@ fn scheme_label(value: &Value) -> &'static str {
         Value::Name(n) if n == "gpt2" => "GPT-2",
         Value::Name(n) if n == "vit" => "ViT",
         Value::Name(n) if n == "llama" => "LLaMA",
+        Value::Name(n) if n == "bloom" => "BLOOM",
         Value::Name(n) if n == "t5" => "T5",
         Value::Name(n) if n == "bart" => "BART",
         Value::Name(n) if n == "torch" => "`torch.nn.Transformer`",

@@ -185,6 +185,8 @@ pub enum Positions {
     Rope {
         theta: f64,
     },
+    /// ALiBi (BLOOM): a fixed per-head linear bias `slope_h · (key − query)` on the scores.
+    Alibi,
     /// T5's learned per-head bias over bucketed relative distances, in every self-attention.
     Relative {
         buckets: usize,
@@ -224,6 +226,9 @@ pub enum WeightScheme {
     /// Hugging Face `GPT2LMHeadModel`: `[transformer.]wte.weight`, `[transformer.]h.{i}.…`, with
     /// Conv1D weights stored `[in, out]`.
     Gpt2,
+    /// Hugging Face `BloomForCausalLM`: `[transformer.]word_embeddings.weight`,
+    /// `[transformer.]h.{i}.self_attention.query_key_value` (Q, K, V interleaved per head), ALiBi.
+    Bloom,
     /// Hugging Face `T5ForConditionalGeneration`: `shared.weight`, `encoder.block.{i}.layer.{n}.…`.
     T5,
     /// Hugging Face `BartForConditionalGeneration`: `model.shared.weight`,

@@ -365,7 +365,7 @@ pub(super) fn layout(cx: &mut Ctxt, entries: &Entries, scheme: WeightScheme, c: 
         Some(Positions::Relative { .. }) => positions == "relative",
         Some(Positions::Learned) => positions == "learned",
         Some(Positions::Sinusoidal) => positions == "sinusoidal",
-        Some(Positions::Rope { .. }) => false,
+        Some(Positions::Rope { .. } | Positions::Alibi) => false,
     };
     if !positions_fit {
         conflict(cx, "positions", format!("`weights: {name}` checkpoints use `positions: {positions}`"));

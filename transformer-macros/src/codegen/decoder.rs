@@ -3,7 +3,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
-use super::{carve, rt};
+use super::{carve, rt, stack_bias};
 use crate::graph::{Graph, Index, Op, Value};
 use crate::spec::Spec;
 
@@ -23,6 +23,7 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
     } else {
         (quote!(), quote!())
     };
+    let (bias_let, bias_arg) = stack_bias(&graph.embeddings, quote!(embeddings)).unzip();
     let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
     // A step only needs the last row of each sequence past the final norm.
     let final_norm_last = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(last);));
@@ -44,8 +45,9 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
                 #full_carve
                 self.embeddings.forward(x, batch #full_starts);
+                #bias_let
                 for layer in &self.layers {
-                    layer.forward(x, batch, s, &self.threads);
+                    layer.forward(x, batch, #bias_arg s, &self.threads);
                 }
                 #final_norm
                 let logits = logits.as_chunks_mut::<#v>().0;
@@ -76,8 +78,9 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 cache.check_step(batch)?;
                 #step_carve
                 self.embeddings.forward(x, batch #step_starts);
+                #bias_let
                 for (i, layer) in self.layers.iter().enumerate() {
-                    layer.forward_cached(x, batch, s, cache, i, &self.threads);
+                    layer.forward_cached(x, batch, #bias_arg s, cache, i, &self.threads);
                 }
                 let last = last.as_chunks_mut::<#d>().0;
                 for (b, row) in last.iter_mut().enumerate() {

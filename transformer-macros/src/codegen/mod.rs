@@ -55,6 +55,17 @@ pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
     }
 }
 
+/// When a stack's layers take a position bias (T5's relative buckets, ALiBi), the statement that
+/// borrows it from the stack's embeddings block `self.#owner`, and the argument passing it.
+fn stack_bias(embeddings: &Block, owner: TokenStream) -> Option<(TokenStream, TokenStream)> {
+    let field = embeddings
+        .fields
+        .iter()
+        .find(|f| matches!(f.kind, FieldKind::RelativeBias { .. } | FieldKind::Alibi { .. }))?;
+    let name = format_ident!("{}", field.name);
+    Some((quote!(let bias = self.#owner.#name.bias();), quote!(bias,)))
+}
+
 fn block_ident(spec: &Spec, block: &Block) -> Ident {
     format_ident!("{}{}", spec.name, block.suffix)
 }
@@ -181,6 +192,7 @@ fn field_type(f: &Field) -> TokenStream {
         FieldKind::Embedding { width, .. } => quote!(#rt::layers::Embedding<#width>),
         FieldKind::Sinusoidal { width, .. } => quote!(#rt::layers::SinusoidalPositions<#width>),
         FieldKind::RelativeBias { .. } => quote!(#rt::layers::position_bias::RelativeBias),
+        FieldKind::Alibi { .. } => quote!(#rt::layers::position_bias::Alibi),
     }
 }
 
@@ -241,6 +253,13 @@ fn field_load(f: &Field) -> TokenStream {
             quote!(#rt::layers::position_bias::RelativeBias::load(
                 loader, &#name, #heads, #buckets, #max_distance, #bidirectional, #max_positions
             ))
+        }
+        FieldKind::Alibi { heads, max_positions } => {
+            quote!(#rt::layers::position_bias::Alibi::new(#heads, #max_positions))
+        }
+        FieldKind::Linear { bias, layout: Layout::HeadInterleaved { heads }, .. } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::Linear::load_head_interleaved(loader, &#name, #heads, #bias))
         }
         FieldKind::Linear { bias, layout: Layout::InProj { total, first }, .. } => {
             let name = tensor_name(f.weights[0]);

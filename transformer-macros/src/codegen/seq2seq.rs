@@ -7,9 +7,9 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::LitStr;
 
-use super::{block, block_ident, carve_width, rt, scratch_struct};
+use super::{block, block_ident, carve_width, rt, scratch_struct, stack_bias};
 use crate::graph::seq2seq::{Seq2SeqGraph, Stack};
-use crate::graph::{self, Block, FieldKind};
+use crate::graph::{self, Block};
 use crate::spec::{Seq2Seq, Spec};
 
 pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream {
@@ -78,13 +78,10 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
         graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(x);));
     let dec_final_last =
         graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(last);));
-    let bias_of = |stack: &Stack, field: TokenStream| {
-        let relative =
-            stack.embeddings.fields.iter().any(|f| matches!(f.kind, FieldKind::RelativeBias { .. }));
-        relative.then(|| (quote!(let bias = self.#field.relative_attention_bias.bias();), quote!(bias,)))
-    };
-    let (enc_bias_let, enc_bias_arg) = bias_of(&graph.encoder, quote!(encoder_embeddings)).unzip();
-    let (dec_bias_let, dec_bias_arg) = bias_of(&graph.decoder, quote!(decoder_embeddings)).unzip();
+    let (enc_bias_let, enc_bias_arg) =
+        stack_bias(&graph.encoder.embeddings, quote!(encoder_embeddings)).unzip();
+    let (dec_bias_let, dec_bias_arg) =
+        stack_bias(&graph.decoder.embeddings, quote!(decoder_embeddings)).unzip();
     // Decoder positions continue each cache's length on a cached step.
     let embeds_positions = graph
         .decoder

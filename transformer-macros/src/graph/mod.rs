@@ -84,6 +84,11 @@ pub enum FieldKind {
         rows: usize,
         width: usize,
     },
+    /// ALiBi's fixed per-head slopes, as a table per offset computed at load.
+    Alibi {
+        heads: usize,
+        max_positions: usize,
+    },
     /// T5's learned bias per head and relative-distance bucket, expanded at load into a table
     /// per offset; shared by every layer of its stack.
     RelativeBias {
@@ -108,6 +113,9 @@ pub enum Layout {
     /// `nn.MultiheadAttention`'s packed `{name}_weight` `[total, in]` / `{name}_bias`: this linear
     /// is rows `first..first + out` (Q, or K and V of a cross-attention).
     InProj { total: usize, first: usize },
+    /// BLOOM's fused `query_key_value`: `nn.Linear` rows ordered `[heads, 3, head_dim]` (each
+    /// head's query, key and value together), reordered at load to `[Q | K | V]`.
+    HeadInterleaved { heads: usize },
     /// `nn.Linear` weight with the bias from another tensor, `[1, out]` under the root (BART's
     /// `final_logits_bias`).
     BiasAt { bias: &'static str },
@@ -350,7 +358,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             split: vec![],
         }),
         // Rotary positions and relative biases live in the attention, not in the embeddings.
-        Positions::Rope { .. } | Positions::Relative { .. } => None,
+        Positions::Rope { .. } | Positions::Relative { .. } | Positions::Alibi => None,
     };
     if let Some(field) = positions {
         fields.push(field);
@@ -376,6 +384,15 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             output: x,
             accumulate: true,
             offset: 0,
+        });
+    }
+    if spec.positions == Positions::Alibi {
+        fields.push(Field {
+            name: "alibi",
+            doc: "ALiBi score bias per head and offset, shared by every layer.",
+            kind: FieldKind::Alibi { heads: spec.heads, max_positions: spec.max_positions },
+            weights: vec![],
+            split: vec![],
         });
     }
     if let Some(norm_name) = names.embeddings_norm {
@@ -452,8 +469,10 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
 
 /// One transformer layer of a single-stack model, from the scheme's names.
 fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
-    let linear =
-        |weights: &'static [&'static str]| Linear { weights: weights.to_vec(), layout: names.layout };
+    let qkv_layout = match spec.weights {
+        WeightScheme::Bloom => Layout::HeadInterleaved { heads: spec.heads },
+        _ => names.layout,
+    };
     let plan = LayerPlan {
         d: spec.d_model,
         heads: spec.heads,
@@ -471,9 +490,9 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         },
         causal: spec.attention == Attention::Causal,
         window: spec.window,
-        relative_bias: false,
+        relative_bias: spec.positions == Positions::Alibi,
         scaled: true,
-        qkv: linear(names.qkv),
+        qkv: Linear { weights: names.qkv.to_vec(), layout: qkv_layout },
         attention_output: names.attention_output,
         attention_norm: names.attention_norm,
         cross: None,
@@ -1050,6 +1069,31 @@ impl Names {
             WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch => {
                 unreachable!("encoder-decoder formats lower through `graph::seq2seq`")
             }
+            // Hugging Face `BloomForCausalLM` (`transformer.` root) or `BloomModel` (no root).
+            WeightScheme::Bloom => Names {
+                roots: &["transformer", ""],
+                layout: Layout::Torch,
+                bias: true,
+                embeddings: "",
+                word_embeddings: "word_embeddings",
+                position_embeddings: "",
+                token_type_embeddings: "",
+                embeddings_norm: Some("word_embeddings_layernorm"),
+                layer: "h.{i}",
+                qkv: &["self_attention.query_key_value"],
+                attention_output: "self_attention.dense",
+                attention_norm: "input_layernorm",
+                intermediate: &["mlp.dense_h_to_4h"],
+                output: "mlp.dense_4h_to_h",
+                output_norm: "post_attention_layernorm",
+                final_norm: "ln_f",
+                tied_head: "word_embeddings",
+                untied_head: "lm_head",
+                patch_embeddings: "",
+                class_token: "",
+                classifier: "score",
+                ignored: &[],
+            },
             // Hugging Face `LlamaForCausalLM` and `MistralForCausalLM` (same names).
             WeightScheme::Llama => Names {
                 roots: &[""],

@@ -224,7 +224,7 @@ fn embeddings(
             weights: vec![names.relative_bias.expect("relative positions have a name")],
             split: vec![],
         }),
-        Positions::Rope { .. } => {}
+        Positions::Rope { .. } | Positions::Alibi => {}
     }
     if let Some(norm_name) = names.embeddings_norm {
         fields.push(Field {

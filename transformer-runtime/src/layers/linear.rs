@@ -103,6 +103,29 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
         Self { weight: PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[o * IN + i]), bias }
     }
 
+    /// Loads BLOOM's fused `{prefix}.query_key_value`-style projection, whose `[OUT, IN]` rows are
+    /// ordered `[heads, 3, head_dim]` (each head's query, key and value rows together), as the
+    /// `[Q | K | V]` columns the attention reads: output `t·(OUT/3) + h·hd + d` is row
+    /// `h·3·hd + t·hd + d`.
+    pub fn load_head_interleaved(loader: &mut WeightLoader, prefix: &str, heads: usize, bias: bool) -> Self {
+        assert!(
+            heads > 0 && OUT.is_multiple_of(3 * heads),
+            "{OUT} outputs do not split into 3 × {heads} heads"
+        );
+        let (width, hd) = (OUT / 3, OUT / 3 / heads);
+        let row = |o: usize| {
+            let (t, h, d) = (o / width, (o % width) / hd, o % hd);
+            h * 3 * hd + t * hd + d
+        };
+        let weight = loader.take(&format!("{prefix}.weight"), &[OUT, IN]);
+        let bias = bias.then(|| {
+            let b = loader.take(&format!("{prefix}.bias"), &[OUT]);
+            (0..OUT).map(|o| b[row(o)]).collect()
+        });
+        let weight = PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[row(o) * IN + i]);
+        Self { weight, bias }
+    }
+
     /// Loads rows `first..first + OUT` of `nn.MultiheadAttention`'s packed projection:
     /// `{prefix}_weight` (`[total, IN]`: Q, K and V stacked) and, if `bias`, `{prefix}_bias`
     /// (`[total]`). A cross-attention takes its query (`first = 0`) and its keys and values
