@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "norm_placement",
     "positions",
     "rope_theta",
+    "rotary_dims",
     "relative_buckets",
     "relative_max_distance",
     "attention",
@@ -39,6 +40,7 @@ const KEYS: &[&str] = &[
     "weights",
     "lm_head",
     "embedding_scale",
+    "residual",
     "encoder",
     "decoder",
     "decoder_start",
@@ -63,6 +65,8 @@ const OPTIONAL: &[&str] = &[
     "kv_heads",
     "window",
     "rope_theta",
+    "rotary_dims",
+    "residual",
     "head_dim",
     "relative_buckets",
     "relative_max_distance",
@@ -79,7 +83,8 @@ const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
 const PLANNED_ATTENTIONS: &[&str] = &["windowed", "sparse", "lsh", "grouped_query", "multi_query"];
-const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "bloom", "t5", "bart", "torch"];
+const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "bloom", "neox", "t5", "bart", "torch"];
+const RESIDUALS: &[&str] = &["sequential", "parallel"];
 const EMBEDDING_SCALES: &[&str] = &["sqrt_d_model", "none"];
 const POOLINGS: &[&str] = &["cls", "mean"];
 const LM_HEADS: &[&str] = &["tied", "untied"];
@@ -156,6 +161,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         _ => Placement::Post,
     });
     let rope_theta = entries.get("rope_theta").and_then(|e| positive_number(&mut cx, e, "`10000.0`"));
+    let rotary_dims = size(&mut cx, "rotary_dims", MAX_WIDTH);
     let buckets = size(&mut cx, "relative_buckets", MAX_BUCKETS);
     let max_distance = size(&mut cx, "relative_max_distance", MAX_POSITIONS);
     let positions = name(&mut cx, "positions", POSITIONS).and_then(|n| match n {
@@ -165,7 +171,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         "relative" => buckets
             .zip(max_distance)
             .map(|(buckets, max_distance)| Positions::Relative { buckets, max_distance }),
-        _ => rope_theta.map(|theta| Positions::Rope { theta }),
+        _ => rope_theta
+            .zip(rotary_dims.or(head_dim))
+            .map(|(theta, rotary_dims)| Positions::Rope { theta, rotary_dims }),
     });
     if let Some(p) = entries.get("positions") {
         rope_theta_goes_with_rope(&mut cx, p, entries.get("rope_theta").copied());
@@ -176,7 +184,28 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
             (None, Some(d), Some(h)) => format!(" ({d} / {h})"),
             _ => String::new(),
         };
-        rope_needs_even_head_dim(&mut cx, hd, &derived, entries["positions"]);
+        match (rotary_dims, entries.get("rotary_dims")) {
+            (Some(r), Some(entry)) => rotary_dims_fit(&mut cx, r, hd, entry),
+            _ => rope_needs_even_head_dim(&mut cx, hd, &derived, entries["positions"]),
+        }
+    }
+    if let (Some(entry), false) =
+        (entries.get("rotary_dims"), matches!(positions, Some(Positions::Rope { .. })))
+    {
+        if entries.get("positions").is_some_and(|p| !matches!(&p.value, Value::Name(n) if n == "rope")) {
+            cx.error(entry.key.span(), "`rotary_dims` belongs to `positions: rope`: remove it");
+        }
+    }
+    let parallel = name(&mut cx, "residual", RESIDUALS).map(|n| n == "parallel");
+    if let (Some(true), Some(Placement::Post)) = (parallel, placement) {
+        layout_conflict_with(
+            &mut cx,
+            &entries,
+            "residual",
+            "norm_placement",
+            "a parallel residual adds attention and feed-forward of the same normalised input: it needs `norm_placement: pre`",
+            "post-norm chosen here",
+        );
     }
     if let (Some(b), Some(entry)) = (buckets, entries.get("relative_buckets")) {
         relative_buckets_even(&mut cx, b, entry);
@@ -191,6 +220,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         "vit" => WeightScheme::Vit,
         "llama" => WeightScheme::Llama,
         "bloom" => WeightScheme::Bloom,
+        "neox" => WeightScheme::NeoX,
         "t5" => WeightScheme::T5,
         "bart" => WeightScheme::Bart,
         "torch" => WeightScheme::Torch,
@@ -241,6 +271,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         Some(WeightScheme::Llama) => {
             llama_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
         }
+        Some(WeightScheme::NeoX) => neox_layout(&mut cx, &entries, norm_kind, positions, attention),
         Some(WeightScheme::Bloom) => {
             bloom_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
         }
@@ -307,6 +338,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
             None
         },
         scale_embeddings: scale_embeddings.unwrap_or(false),
+        parallel: parallel.unwrap_or(false),
         seq2seq: match sections {
             Some(_) => Some(decoder.ok_or_else(missing)?),
             None => None,
@@ -880,6 +912,46 @@ fn llama_layout(
     }
 }
 
+/// Rule: partial rotary turns the first `rotary_dims` of each head, in pairs: an even number no
+/// larger than the head.
+fn rotary_dims_fit(cx: &mut Ctxt, rotary_dims: usize, head_dim: usize, entry: &Entry) {
+    if rotary_dims.is_multiple_of(2) && rotary_dims <= head_dim {
+        return;
+    }
+    cx.error(
+        entry.value.span(),
+        format!(
+            "`rotary_dims` of {rotary_dims} must be even and at most the head width, {head_dim} (GPT-NeoX: \
+             `rotary_pct × head_dim`)"
+        ),
+    );
+}
+
+/// Rule: GPT-NeoX checkpoints are LayerNorm causal decoders with rotary positions (partial:
+/// `rotary_dims`); `residual: parallel` matches `use_parallel_residual: true`, their default.
+fn neox_layout(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    norm: Option<NormKind>,
+    positions: Option<Positions>,
+    attention: Option<Attention>,
+) {
+    let conflict = |cx: &mut Ctxt, key: &str, message: &str| layout_conflict(cx, entries, key, message);
+    if norm == Some(NormKind::RmsNorm) {
+        conflict(cx, "norm", "`weights: neox` checkpoints use LayerNorm: use `norm: layer_norm`");
+    }
+    if positions.is_some_and(|p| !matches!(p, Positions::Rope { .. })) {
+        conflict(
+            cx,
+            "positions",
+            "`weights: neox` checkpoints rotate queries and keys: use `positions: rope`",
+        );
+    }
+    if attention == Some(Attention::Bidirectional) {
+        conflict(cx, "attention", "`weights: neox` checkpoints are decoders: use `attention: causal`");
+    }
+}
+
 /// Rule: BLOOM checkpoints are pre-norm LayerNorm causal decoders with ALiBi positions and an
 /// ungated GELU (tanh) feed-forward.
 fn bloom_layout(
@@ -1007,6 +1079,7 @@ fn scheme_label(value: &Value) -> &'static str {
         Value::Name(n) if n == "vit" => "ViT",
         Value::Name(n) if n == "llama" => "LLaMA",
         Value::Name(n) if n == "bloom" => "BLOOM",
+        Value::Name(n) if n == "neox" => "GPT-NeoX",
         Value::Name(n) if n == "t5" => "T5",
         Value::Name(n) if n == "bart" => "BART",
         Value::Name(n) if n == "torch" => "`torch.nn.Transformer`",

@@ -42,6 +42,9 @@ pub struct Spec {
     /// Token embeddings are multiplied by `sqrt(d_model)` (the original Transformer, BART's
     /// `scale_embedding`).
     pub scale_embeddings: bool,
+    /// Attention and feed-forward read the same normalised input and add to the residual together
+    /// (GPT-J / GPT-NeoX), instead of one after the other.
+    pub parallel: bool,
     /// Encoder-decoder models: the fields above describe the encoder; this, the decoder.
     pub seq2seq: Option<Seq2Seq>,
 }
@@ -184,6 +187,8 @@ pub enum Positions {
     /// Rotary embeddings applied to queries and keys in every layer, with base `theta`.
     Rope {
         theta: f64,
+        /// Leading dims of each head that rotate (the head width unless partial rotary).
+        rotary_dims: usize,
     },
     /// ALiBi (BLOOM): a fixed per-head linear bias `slope_h · (key − query)` on the scores.
     Alibi,
@@ -229,6 +234,9 @@ pub enum WeightScheme {
     /// Hugging Face `BloomForCausalLM`: `[transformer.]word_embeddings.weight`,
     /// `[transformer.]h.{i}.self_attention.query_key_value` (Q, K, V interleaved per head), ALiBi.
     Bloom,
+    /// Hugging Face `GPTNeoXForCausalLM`: `[gpt_neox.]embed_in.weight`, `[gpt_neox.]layers.{i}.…`
+    /// (Q, K, V interleaved per head), `embed_out`.
+    NeoX,
     /// Hugging Face `T5ForConditionalGeneration`: `shared.weight`, `encoder.block.{i}.layer.{n}.…`.
     T5,
     /// Hugging Face `BartForConditionalGeneration`: `model.shared.weight`,

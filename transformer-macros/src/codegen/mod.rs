@@ -236,8 +236,8 @@ fn field_load(f: &Field) -> TokenStream {
             let eps = eps as f32;
             quote!(#rt::layers::norm::RmsNorm::load(loader, &#name, #eps))
         }
-        FieldKind::Rope { max_positions, head_dim, theta } => {
-            quote!(#rt::layers::rope::Rope::new(#max_positions, #head_dim, #head_dim, #theta))
+        FieldKind::Rope { max_positions, head_dim, rotary_dims, theta } => {
+            quote!(#rt::layers::rope::Rope::new(#max_positions, #head_dim, #rotary_dims, #theta))
         }
         FieldKind::Embedding { rows, width, batched: true } => {
             let name = tensor_name(f.weights[0]);

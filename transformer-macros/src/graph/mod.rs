@@ -72,6 +72,7 @@ pub enum FieldKind {
     Rope {
         max_positions: usize,
         head_dim: usize,
+        rotary_dims: usize,
         theta: f64,
     },
     /// A `[rows, width]` table; `batched` when the checkpoint stores it `[1, rows, width]` (ViT).
@@ -470,7 +471,7 @@ fn image_embeddings(spec: &Spec, names: &Names, image: ImageInput) -> Block {
 /// One transformer layer of a single-stack model, from the scheme's names.
 fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
     let qkv_layout = match spec.weights {
-        WeightScheme::Bloom => Layout::HeadInterleaved { heads: spec.heads },
+        WeightScheme::Bloom | WeightScheme::NeoX => Layout::HeadInterleaved { heads: spec.heads },
         _ => names.layout,
     };
     let plan = LayerPlan {
@@ -485,9 +486,10 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         bias: names.bias,
         layout: names.layout,
         rope: match spec.positions {
-            Positions::Rope { theta } => Some((spec.max_positions, theta)),
+            Positions::Rope { theta, rotary_dims } => Some((spec.max_positions, theta, rotary_dims)),
             _ => None,
         },
+        parallel: spec.parallel,
         causal: spec.attention == Attention::Causal,
         window: spec.window,
         relative_bias: spec.positions == Positions::Alibi,
@@ -540,8 +542,10 @@ pub struct LayerPlan {
     pub bias: bool,
     /// How the single (unfused) linears are stored.
     pub layout: Layout,
-    /// Rotary positions: `(max_positions, theta)`.
-    pub rope: Option<(usize, f64)>,
+    /// Rotary positions: `(max_positions, theta, rotary_dims)`.
+    pub rope: Option<(usize, f64, usize)>,
+    /// Attention and feed-forward both read the layer's input and add to it together.
+    pub parallel: bool,
     pub causal: bool,
     pub window: Option<usize>,
     /// The self-attention adds the stack's relative position bias.
@@ -655,11 +659,11 @@ pub fn layer_block(p: &LayerPlan) -> Block {
         vec![],
     ));
     fields.push(norm_field("output_norm", "Norm of the feed-forward sublayer.", p.output_norm));
-    if let Some((max_positions, theta)) = p.rope {
+    if let Some((max_positions, theta, rotary_dims)) = p.rope {
         fields.push(Field {
             name: "rope",
             doc: "Rotary position tables (cos/sin per position), computed at load.",
-            kind: FieldKind::Rope { max_positions, head_dim: hd, theta },
+            kind: FieldKind::Rope { max_positions, head_dim: hd, rotary_dims, theta },
             weights: vec![],
             split: vec![],
         });
@@ -720,7 +724,17 @@ pub fn layer_block(p: &LayerPlan) -> Block {
     }
     sublayers.push((&feed_forward, "output_norm", ffn_out));
     let mut ops = Vec::new();
-    for (sublayer, norm, out) in sublayers {
+    if p.parallel {
+        // x = x + attention(norm₁(x)) + ffn(norm₂(x)): both sublayers read x before either adds.
+        for (sublayer, norm, _) in &sublayers {
+            ops.push(Op::Norm { field: norm, input: x, output: normed });
+            ops.extend(sublayer(normed));
+        }
+        for (_, _, out) in &sublayers {
+            ops.push(Op::Add { stream: x, sublayer: *out });
+        }
+    }
+    for (sublayer, norm, out) in sublayers.into_iter().filter(|_| !p.parallel) {
         match p.placement {
             Placement::Post => {
                 ops.extend(sublayer(x));
@@ -735,6 +749,9 @@ pub fn layer_block(p: &LayerPlan) -> Block {
         }
     }
     let doc = match (p.placement, p.cross.is_some()) {
+        _ if p.parallel => {
+            "One layer, parallel residual: `x = x + attention(norm₁(x)) + ffn(norm₂(x))`."
+        }
         (Placement::Post, false) => "One layer, post-norm: `x = norm(x + attention(x)); x = norm(x + ffn(x))`.",
         (Placement::Pre, false) => "One layer, pre-norm: `x = x + attention(norm(x)); x = x + ffn(norm(x))`.",
         (Placement::Post, true) => {
@@ -1069,6 +1086,36 @@ impl Names {
             WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch => {
                 unreachable!("encoder-decoder formats lower through `graph::seq2seq`")
             }
+            // Hugging Face `GPTNeoXForCausalLM` (`gpt_neox.` root; `embed_out` beside it).
+            WeightScheme::NeoX => Names {
+                roots: &["gpt_neox", ""],
+                layout: Layout::Torch,
+                bias: true,
+                embeddings: "",
+                word_embeddings: "embed_in",
+                position_embeddings: "",
+                token_type_embeddings: "",
+                embeddings_norm: None,
+                layer: "layers.{i}",
+                qkv: &["attention.query_key_value"],
+                attention_output: "attention.dense",
+                attention_norm: "input_layernorm",
+                intermediate: &["mlp.dense_h_to_4h"],
+                output: "mlp.dense_4h_to_h",
+                output_norm: "post_attention_layernorm",
+                final_norm: "final_layer_norm",
+                tied_head: "embed_in",
+                untied_head: "embed_out",
+                patch_embeddings: "",
+                class_token: "",
+                classifier: "score",
+                // Buffers some transformers versions saved with the weights.
+                ignored: &[
+                    "layers.{i}.attention.bias",
+                    "layers.{i}.attention.masked_bias",
+                    "layers.{i}.attention.rotary_emb.inv_freq",
+                ],
+            },
             // Hugging Face `BloomForCausalLM` (`transformer.` root) or `BloomModel` (no root).
             WeightScheme::Bloom => Names {
                 roots: &["transformer", ""],

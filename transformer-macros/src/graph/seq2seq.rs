@@ -108,6 +108,7 @@ fn stack(
             layout => layout,
         },
         rope: None,
+        parallel: false,
         causal,
         window: None,
         relative_bias: relative,
