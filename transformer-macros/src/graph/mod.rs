@@ -730,21 +730,20 @@ pub fn layer_block(p: &LayerPlan) -> Block {
             ops.push(Op::Norm { field: norm, input: x, output: normed });
             ops.extend(sublayer(normed));
         }
-        for (_, _, out) in &sublayers {
-            ops.push(Op::Add { stream: x, sublayer: *out });
-        }
-    }
-    for (sublayer, norm, out) in sublayers.into_iter().filter(|_| !p.parallel) {
-        match p.placement {
-            Placement::Post => {
-                ops.extend(sublayer(x));
-                ops.push(Op::Add { stream: x, sublayer: out });
-                ops.push(Op::Norm { field: norm, input: x, output: x });
-            }
-            Placement::Pre => {
-                ops.push(Op::Norm { field: norm, input: x, output: normed });
-                ops.extend(sublayer(normed));
-                ops.push(Op::Add { stream: x, sublayer: out });
+        ops.extend(sublayers.iter().map(|&(_, _, out)| Op::Add { stream: x, sublayer: out }));
+    } else {
+        for (sublayer, norm, out) in sublayers {
+            match p.placement {
+                Placement::Post => {
+                    ops.extend(sublayer(x));
+                    ops.push(Op::Add { stream: x, sublayer: out });
+                    ops.push(Op::Norm { field: norm, input: x, output: x });
+                }
+                Placement::Pre => {
+                    ops.push(Op::Norm { field: norm, input: x, output: normed });
+                    ops.extend(sublayer(normed));
+                    ops.push(Op::Add { stream: x, sublayer: out });
+                }
             }
         }
     }

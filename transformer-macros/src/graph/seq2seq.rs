@@ -49,8 +49,8 @@ pub fn lower(spec: &Spec, s2s: &Seq2Seq) -> Seq2SeqGraph {
     let enc = spec.stack();
     let dec = &s2s.decoder;
     Seq2SeqGraph {
-        encoder: stack(spec, &enc, &names.encoder, &names, None, "Encoder"),
-        decoder: stack(spec, dec, &names.decoder, &names, Some(enc.d_model), "Decoder"),
+        encoder: stack(spec, &enc, &names.encoder, &names, None),
+        decoder: stack(spec, dec, &names.decoder, &names, Some(enc.d_model)),
         head: head(spec, dec, &names),
         ignored: {
             let mut ignored = names.ignored.to_vec();
@@ -69,7 +69,6 @@ fn stack(
     names: &StackNames,
     all: &Names,
     memory_width: Option<usize>,
-    side: &'static str,
 ) -> Stack {
     let d = dims.d_model;
     let causal = memory_width.is_some();
@@ -127,12 +126,12 @@ fn stack(
     let mut layer = layer_block(&plan);
     layer.cached = causal;
     Stack {
-        embeddings: embeddings(spec, dims, names, norm, causal, side),
+        embeddings: embeddings(spec, dims, names, norm, causal),
         layer,
         layers: dims.layers,
         final_norm: names.final_norm.map(|prefix| Block {
             suffix: if causal { "DecoderFinalNorm" } else { "EncoderFinalNorm" },
-            doc: format!("The norm after the {}'s last layer.", side.to_lowercase()),
+            doc: format!("The norm after the {}'s last layer.", side(causal)),
             prefix,
             fields: vec![Field {
                 name: "norm",
@@ -151,14 +150,7 @@ fn stack(
 
 /// Token embeddings (shared by both stacks), optionally scaled, plus positions and a norm where
 /// the format has them, and T5's relative bias table for the stack's layers.
-fn embeddings(
-    spec: &Spec,
-    dims: &StackDims,
-    names: &StackNames,
-    norm: FieldKind,
-    causal: bool,
-    side: &'static str,
-) -> Block {
+fn embeddings(spec: &Spec, dims: &StackDims, names: &StackNames, norm: FieldKind, causal: bool) -> Block {
     let d = dims.d_model;
     let x = Value::stream(d);
     let mut fields = vec![Field {
@@ -239,13 +231,21 @@ fn embeddings(
     }
     Block {
         suffix: if causal { "DecoderEmbeddings" } else { "EncoderEmbeddings" },
-        doc: format!("The {}'s input: token embeddings and positions.", side.to_lowercase()),
+        doc: format!("The {}'s input: token embeddings and positions.", side(causal)),
         prefix: "",
         fields,
         ops: fuse(ops),
         rooted: true,
         output: None,
         cached: causal,
+    }
+}
+
+fn side(causal: bool) -> &'static str {
+    if causal {
+        "decoder"
+    } else {
+        "encoder"
     }
 }
 
