@@ -10,6 +10,15 @@
 //!
 //! Values stay loosely typed here (an integer, a float, a name, or something else) so that
 //! validation can report every wrong key and value together instead of stopping at the first.
+//!
+//! A composed model (see [`crate::compose`]) follows the struct with its forward pass:
+//!
+//! ```text
+//! #[weights(ignore = ["…"])]
+//! fn forward(tokens) -> logits { statements }
+//! ```
+//!
+//! whose body is kept as `syn` statements: every expression keeps its span for shape errors.
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
@@ -23,6 +32,32 @@ pub struct ModelInput {
     pub vis: Visibility,
     pub name: Ident,
     pub entries: Vec<Entry>,
+    /// The forward pass of a composed model; presets have none.
+    pub forward: Option<Forward>,
+}
+
+/// `fn forward(inputs) -> output { body }` of a composed model.
+pub struct Forward {
+    pub attrs: Vec<Attribute>,
+    pub name: Ident,
+    pub inputs: Vec<Ident>,
+    pub output: Ident,
+    pub body: syn::Block,
+}
+
+impl Parse for Forward {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        input.parse::<Token![fn]>()?;
+        let name: Ident = input.parse()?;
+        let args;
+        syn::parenthesized!(args in input);
+        let inputs = args.parse_terminated(Ident::parse, Token![,])?.into_iter().collect();
+        input.parse::<Token![->]>()?;
+        let output: Ident = input.parse()?;
+        let body: syn::Block = input.parse()?;
+        Ok(Forward { attrs, name, inputs, output, body })
+    }
 }
 
 /// One `key: value` line.
@@ -80,12 +115,13 @@ impl Parse for ModelInput {
         let body;
         syn::braced!(body in input);
         let entries = parse_entries(&body)?;
+        let forward = if input.peek(Token![fn]) || input.peek(Token![#]) { Some(input.parse()?) } else { None };
         if !input.is_empty() {
-            return Err(
-                input.error("unexpected tokens after the model's `{ … }`: declare one model per `model!`")
-            );
+            return Err(input.error(
+                "unexpected tokens after the model: declare one model per `model!`, optionally followed by its `fn forward(…) -> … { … }`",
+            ));
         }
-        Ok(ModelInput { attrs, vis, name, entries })
+        Ok(ModelInput { attrs, vis, name, entries, forward })
     }
 }
 

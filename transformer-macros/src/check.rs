@@ -339,6 +339,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         },
         scale_embeddings: scale_embeddings.unwrap_or(false),
         parallel: parallel.unwrap_or(false),
+        dims: None,
         seq2seq: match sections {
             Some(_) => Some(decoder.ok_or_else(missing)?),
             None => None,

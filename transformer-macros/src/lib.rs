@@ -9,6 +9,7 @@
 mod ast;
 mod check;
 mod codegen;
+mod compose;
 mod ctxt;
 mod fallback;
 mod graph;
@@ -25,6 +26,16 @@ pub fn model(input: TokenStream) -> TokenStream {
 }
 
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
+    if let Some(forward) = &input.forward {
+        return match compose::expand(&input, forward) {
+            Ok((spec, graph)) => codegen::generate(&spec, &graph),
+            Err(errors) => {
+                let dummy = fallback::dummy(&input);
+                let errors = errors.into_compile_error();
+                quote::quote! { #errors #dummy }
+            }
+        };
+    }
     match check::validate(&input) {
         Ok(spec) => match &spec.seq2seq {
             Some(s2s) => {

@@ -47,6 +47,8 @@ pub struct Spec {
     pub parallel: bool,
     /// Encoder-decoder models: the fields above describe the encoder; this, the decoder.
     pub seq2seq: Option<Seq2Seq>,
+    /// A composed model's declared dims (each becomes an associated const); `None` for presets.
+    pub dims: Option<Vec<(Ident, usize)>>,
 }
 
 /// The decoder of an encoder-decoder model and what joins it to the encoder.

@@ -3,7 +3,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
-use super::{carve, rt, stack_bias};
+use super::{carve, layer_loop, rt, stack_bias};
 use crate::graph::{Graph, Index, Op, Value};
 use crate::spec::Spec;
 
@@ -24,6 +24,7 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
         (quote!(), quote!())
     };
     let (bias_let, bias_arg) = stack_bias(&graph.embeddings, quote!(embeddings)).unzip();
+    let (layer_loop, layer_arg) = layer_loop(&graph.layer);
     let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
     // A step only needs the last row of each sequence past the final norm.
     let final_norm_last = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(last);));
@@ -46,8 +47,8 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 #full_carve
                 self.embeddings.forward(x, batch #full_starts);
                 #bias_let
-                for layer in &self.layers {
-                    layer.forward(x, batch, #bias_arg s, &self.threads);
+                for #layer_loop {
+                    layer.forward(x, batch, #bias_arg s, #layer_arg &self.threads);
                 }
                 #final_norm
                 let logits = logits.as_chunks_mut::<#v>().0;

@@ -11,7 +11,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::LitStr;
 
-use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value};
+use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window};
 use crate::spec::{Activation, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).
@@ -26,7 +26,7 @@ pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
     let name = &spec.name;
     let scratch_ty = format_ident!("{}Scratch", name);
     let blocks = graph.blocks().map(|b| block(spec, b, &scratch_ty));
-    let scratch_values = graph.layer.scratch();
+    let scratch_values = scratch_union(graph.blocks());
     let scratch_def = scratch_struct(spec, &scratch_ty, &scratch_values);
     let model_struct = model_struct(spec, graph);
     let common = common_methods(spec, graph);
@@ -64,6 +64,27 @@ fn stack_bias(embeddings: &Block, owner: TokenStream) -> Option<(TokenStream, To
         .find(|f| matches!(f.kind, FieldKind::RelativeBias { .. } | FieldKind::Alibi { .. }))?;
     let name = format_ident!("{}", field.name);
     Some((quote!(let bias = self.#owner.#name.bias();), quote!(bias,)))
+}
+
+/// Every block's scratch values, each name once (a composed model's blocks may share buffers).
+fn scratch_union<'g>(blocks: impl Iterator<Item = &'g Block>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for v in blocks.flat_map(Block::scratch) {
+        if !out.iter().any(|o| o.name == v.name) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The head of the loop over the layers for a full forward pass, and the layer index argument
+/// when the layers vary by index.
+fn layer_loop(layer: &Block) -> (TokenStream, Option<TokenStream>) {
+    if layer.per_layer() {
+        (quote!((i, layer) in self.layers.iter().enumerate()), Some(quote!(i,)))
+    } else {
+        (quote!(layer in &self.layers), None)
+    }
 }
 
 fn block_ident(spec: &Spec, block: &Block) -> Ident {
@@ -160,8 +181,10 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     if !block.scratch().is_empty() {
         params.push(quote!(s: &mut #scratch_ty<'_>));
     }
-    if mode == Mode::Cached {
-        params.push(quote!(cache: &mut #rt::KvCache, layer: usize));
+    match mode {
+        Mode::Cached => params.push(quote!(cache: &mut #rt::KvCache, layer: usize)),
+        Mode::Full if block.per_layer() => params.push(quote!(layer: usize)),
+        Mode::Full => {}
     }
     if uses_threads {
         params.push(quote!(threads: &#rt::Threads));
@@ -355,10 +378,19 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                 let scale = if scaled { (1.0 / (head_dim as f64).sqrt()) as f32 } else { 1.0f32 };
                 let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
                 let (q, o) = (quote!(s.#q.as_flattened()), quote!(s.#o.as_flattened_mut()));
-                let plain = kv_heads == heads && window.is_none() && !bias;
+                let plain = kv_heads == heads && window == Window::Global && !bias;
+                let some = |w: usize| quote!(::core::option::Option::Some(#w));
+                let none = quote!(::core::option::Option::None);
                 let window = match window {
-                    Some(w) => quote!(::core::option::Option::Some(#w)),
-                    None => quote!(::core::option::Option::None),
+                    Window::Global => none,
+                    Window::Fixed(w) => some(w),
+                    Window::PerLayer(windows) => {
+                        let (n, entries) = (windows.len(), windows.iter().map(|w| w.map_or(none.clone(), some)));
+                        quote!({
+                            const WINDOWS: [::core::option::Option<usize>; #n] = [#(#entries),*];
+                            WINDOWS[layer]
+                        })
+                    }
                 };
                 let bias = if bias {
                     quote!(::core::option::Option::Some(bias))
@@ -557,7 +589,8 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
     let d = spec.d_model;
     let (vocab, max_pos, heads, head_dim, layers, d_ff) =
         (spec.vocab_size, spec.max_positions, spec.heads, spec.head_dim(), spec.layers, spec.d_ff);
-    let type_const = spec.type_vocab_size.map(|t| {
+    let declares = |name: &str| spec.dims.iter().flatten().any(|(n, _)| n == name);
+    let type_const = spec.type_vocab_size.filter(|_| !declares("type_vocab_size")).map(|t| {
         quote! {
             /// Token-type (segment) vocabulary size.
             pub const TYPE_VOCAB_SIZE: usize = #t;
@@ -585,22 +618,35 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
         quote!(#field: #load,)
     });
     let n_layers = graph.layers;
+    let standard = [
+        ("VOCAB_SIZE", vocab, "Vocabulary size: token ids are `0..VOCAB_SIZE`."),
+        ("MAX_POSITIONS", max_pos, "Longest sequence the position table covers."),
+        ("D_MODEL", d, "Width of every hidden state."),
+        ("HEADS", heads, "Attention heads per layer."),
+        ("HEAD_DIM", head_dim, "Width of one head: `D_MODEL / HEADS`."),
+        ("LAYERS", layers, "Number of layers."),
+        ("D_FF", d_ff, "Inner width of the feed-forward blocks."),
+    ];
+    // A composed model's own dims are consts too (under their names, upper-cased); a standard
+    // const it declares itself is not repeated (validation made the values agree).
+    let declared: Vec<(String, usize, String)> = spec
+        .dims
+        .iter()
+        .flatten()
+        .map(|(name, value)| (name.to_string().to_uppercase(), *value, format!("The declared dim `{name}`.")))
+        .collect();
+    let consts = standard
+        .iter()
+        .filter(|(n, v, _)| !declared.iter().any(|(d, _, _)| d == n) && (spec.dims.is_none() || *v > 0))
+        .map(|&(n, v, doc)| (n.to_string(), v, doc.to_string()))
+        .chain(declared.iter().cloned())
+        .map(|(n, v, doc)| {
+            let n = format_ident!("{}", n);
+            quote!(#[doc = #doc] pub const #n: usize = #v;)
+        });
     quote! {
-        /// Vocabulary size: token ids are `0..VOCAB_SIZE`.
-        pub const VOCAB_SIZE: usize = #vocab;
-        /// Longest sequence the position table covers.
-        pub const MAX_POSITIONS: usize = #max_pos;
+        #(#consts)*
         #type_const
-        /// Width of every hidden state.
-        pub const D_MODEL: usize = #d;
-        /// Attention heads per layer.
-        pub const HEADS: usize = #heads;
-        /// Width of one head: `D_MODEL / HEADS`.
-        pub const HEAD_DIM: usize = #head_dim;
-        /// Number of layers.
-        pub const LAYERS: usize = #layers;
-        /// Inner width of the feed-forward blocks.
-        pub const D_FF: usize = #d_ff;
         /// Checkpoint tensors this model knows and deliberately does not use (`{i}`: each layer).
         pub const IGNORED_TENSORS: &'static [&'static str] = &[#(#ignored),*];
 

@@ -122,6 +122,24 @@ pub enum Layout {
     BiasAt { bias: &'static str },
 }
 
+/// A causal attention's sliding window: how many keys (ending at the query) each query sees.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Window {
+    /// Every earlier key.
+    Global,
+    /// The same window in every layer.
+    Fixed(usize),
+    /// Layer `i` uses `windows[i]` (`None`: global), e.g. alternating local and global layers;
+    /// the one layer type reads its entry by index.
+    PerLayer(&'static [Option<usize>]),
+}
+
+impl Window {
+    pub fn from_option(window: Option<usize>) -> Self {
+        window.map_or(Window::Global, Window::Fixed)
+    }
+}
+
 /// Which id a gather looks up for each row.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Index {
@@ -148,7 +166,7 @@ pub enum Op {
         kv_heads: usize,
         head_dim: usize,
         causal: bool,
-        window: Option<usize>,
+        window: Window,
         bias: bool,
         scaled: bool,
     },
@@ -201,6 +219,11 @@ pub struct Block {
 impl Block {
     fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Whether an op varies by layer index (the forward pass then takes the layer's index).
+    pub fn per_layer(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, Op::Attention { window: Window::PerLayer(_), .. }))
     }
 
     /// Scratch values the ops use, in first-use order, each once.
@@ -680,7 +703,7 @@ pub fn layer_block(p: &LayerPlan) -> Block {
             kv_heads: p.kv_heads,
             head_dim: hd,
             causal: p.causal,
-            window: p.window,
+            window: Window::from_option(p.window),
             bias: p.relative_bias,
             scaled: p.scaled,
         });

@@ -1,0 +1,632 @@
+//! A composed program → the same [`Graph`] the presets lower to: the statements before the loop
+//! become the embeddings block, the loop body the one layer type, the statements after it the
+//! final norm and the head. Graph-level fusion happens here: three projections of one tensor
+//! feeding an attention become one QKV GEMM, an embedding lookup added to the stream becomes an
+//! accumulating gather, and [`graph::fuse`] folds activations into GEMM epilogues and adds into
+//! residual norms. Values are assigned buffers by liveness: the stream `x` is updated in place,
+//! everything else lives in named scratch buffers, reused once their value is dead.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use proc_macro2::Span;
+
+use super::program::{FieldDef, FieldKind as PField, Node, Program, Section};
+use crate::ctxt::Ctxt;
+use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window, STREAM};
+
+/// A `'static` copy of a name built at expansion time; the graph's names are `&'static str`
+/// because the presets' are literals. Each distinct name is leaked once per process.
+pub fn intern(s: &str) -> &'static str {
+    thread_local! {
+        static NAMES: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(n) = names.get(s) {
+            return *n;
+        }
+        let n: &'static str = Box::leak(s.to_string().into_boxed_str());
+        names.insert(n);
+        n
+    })
+}
+
+/// The model family the forward pass's output decides.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Family {
+    /// `-> hidden`: per-token states (and mean-pooled sentence embeddings).
+    Encoder,
+    /// `-> logits`: a causal language model with a KV cache and generation.
+    Decoder,
+}
+
+/// What lowering learned about the model, for the spec.
+pub struct Lowered {
+    pub graph: Graph,
+    pub vocab_size: usize,
+    pub max_positions: Option<usize>,
+    pub type_vocab_size: Option<usize>,
+    pub d_model: usize,
+    /// `(heads, kv_heads, head_dim)` of the first attention.
+    pub attention: (usize, usize, usize),
+}
+
+/// A field after fusion: one or more checkpoint parts.
+#[derive(Clone, Debug)]
+struct LField {
+    kind: PField,
+    weights: Vec<String>,
+    split: Vec<usize>,
+}
+
+pub fn lower(cx: &mut Ctxt, program: &Program, family: Family, max_positions_dim: Option<usize>, out_span: Span) -> Option<Lowered> {
+    let errors = cx.len();
+    let emb = &program.embeddings;
+    let table = |index: Index| {
+        emb.nodes.iter().find_map(|n| match n {
+            Node::Gather { field, index: i, .. } if *i == index => match emb.fields[*field].kind {
+                PField::Embedding { rows, .. } | PField::Sinusoidal { rows, .. } => Some(rows),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    let Some(vocab_size) = table(Index::Token) else {
+        cx.error(out_span, "embed the tokens before the layers: `let x = embedding(tokens, vocab_size, d_model);`");
+        return None;
+    };
+    let max_positions = table(Index::Position).or(max_positions_dim);
+    let type_vocab_size = table(Index::TokenType);
+    if program.token_types && type_vocab_size.is_none() {
+        cx.error(out_span, "`token_types` is an input but never embedded: `embedding(token_types, type_vocab_size, d_model)`");
+    }
+    let body = &program.repeat.body;
+    let d_model = body.tensors[body.input.unwrap_or(0)].width;
+    let attentions: Vec<&super::program::AttentionNode> =
+        body.nodes.iter().filter_map(|n| if let Node::Attention(a) = n { Some(a) } else { None }).collect();
+    let Some(first) = attentions.first() else {
+        cx.error(program.repeat.span, "the layers have no attention: add `attention(…)` to the loop body");
+        return None;
+    };
+    let causal = attentions.iter().any(|a| a.causal);
+    match family {
+        Family::Decoder if attentions.iter().any(|a| !a.causal) => {
+            cx.error(program.repeat.span, "a model returning `logits` is a causal decoder: give every attention `causal`");
+        }
+        Family::Decoder if attentions.len() > 1 => {
+            cx.error(program.repeat.span, "a decoder layer has one attention (one KV cache entry per layer)");
+        }
+        Family::Encoder if causal => {
+            cx.error(program.repeat.span, "causal attention makes a decoder: return `logits` (a vocabulary projection)");
+        }
+        _ => {}
+    }
+    let rope_positions = match (attentions.iter().any(|a| a.rope.is_some()), max_positions) {
+        (true, None) => {
+            cx.error(program.repeat.span, "rotary positions need the longest sequence: declare `max_positions: …`");
+            return None;
+        }
+        (_, p) => p.unwrap_or(1),
+    };
+    if family == Family::Decoder && max_positions.is_none() {
+        cx.error(out_span, "a decoder's KV cache needs the longest sequence: declare `max_positions: …` or embed positions");
+    }
+    let decoder = family == Family::Decoder;
+
+    let embeddings = lower_section(cx, emb, Role::Embeddings, &[], rope_positions).map(|(fields, ops)| Block {
+        suffix: "Embeddings",
+        doc: "Input embeddings, as composed.".into(),
+        prefix: "",
+        fields,
+        ops,
+        rooted: true,
+        output: None,
+        cached: decoder,
+    });
+    let layer = lower_section(cx, body, Role::Layer, &program.repeat.windows, rope_positions).map(|(fields, ops)| Block {
+        suffix: "Layer",
+        doc: "One layer, as composed in the loop body (one type for every layer).".into(),
+        prefix: intern(&program.repeat.prefix),
+        fields,
+        ops,
+        rooted: true,
+        output: None,
+        cached: decoder,
+    });
+    let tail = lower_tail(cx, &program.tail, family, vocab_size, rope_positions);
+    if let Some(b) = &embeddings {
+        if let Some(v) = b.scratch().first() {
+            let span = emb.tensors.iter().find(|t| t.hint == v.name).map_or(out_span, |t| t.span);
+            cx.error(span, "before the layers every step must write the stream in place (lookups, sums, one norm): this value would need a buffer of its own");
+        }
+    }
+    if cx.len() > errors {
+        return None;
+    }
+    let (final_norm, head) = tail?;
+    let graph = Graph {
+        embeddings: embeddings?,
+        layer: layer?,
+        layers: program.repeat.count,
+        final_norm,
+        head,
+        head_field: "lm_head",
+        ignored: program.ignored.iter().map(|n| intern(&n.replace("{layer}", "{i}"))).collect(),
+        roots: &[""],
+    };
+    Some(Lowered {
+        graph,
+        vocab_size,
+        max_positions,
+        type_vocab_size,
+        d_model,
+        attention: (first.heads, first.kv_heads, first.head_dim),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Embeddings,
+    Layer,
+    Tail,
+}
+
+/// The final norm and (decoders) the head from the statements after the loop.
+fn lower_tail(cx: &mut Ctxt, tail: &Section, family: Family, vocab: usize, rope_positions: usize) -> Option<(Option<Block>, Option<Block>)> {
+    let result = tail.output?;
+    let (body, head) = match (family, tail.nodes.last()) {
+        (Family::Decoder, Some(Node::Linear { field, input, out })) if *out == result => {
+            let width = tail.tensors[result].width;
+            if width != vocab {
+                cx.error(tail.tensors[result].span, format!("logits are [S, {width}] but the vocabulary has {vocab} tokens"));
+                return None;
+            }
+            let mut rest = tail.clone();
+            rest.nodes.pop();
+            rest.output = Some(*input);
+            (rest, Some((*field, *input)))
+        }
+        (Family::Decoder, _) => {
+            cx.error(tail.tensors[result].span, "`logits` must be the vocabulary projection of the stream: end with `linear(x, vocab_size)`");
+            return None;
+        }
+        (Family::Encoder, _) => (tail.clone(), None),
+    };
+    let (fields, ops) = lower_section(cx, &body, Role::Tail, &[], rope_positions)?;
+    let only_norm = match ops.as_slice() {
+        [] => true,
+        [Op::Norm { input, output, .. }] => input.is_stream() && output.is_stream(),
+        _ => false,
+    };
+    if !only_norm {
+        cx.error(
+            tail.tensors[body.output.unwrap_or(result)].span,
+            "after the layers a composed model applies at most one norm to the stream (then its head)",
+        );
+        return None;
+    }
+    let final_norm = (!ops.is_empty()).then(|| Block {
+        suffix: "FinalNorm",
+        doc: "The norm after the last layer.".into(),
+        prefix: "",
+        fields,
+        ops,
+        rooted: true,
+        output: None,
+        cached: false,
+    });
+    let head = head.map(|(field, input)| {
+        let f = lfield(&tail.fields[field]);
+        let logits = Value { name: "logits", width: vocab };
+        Block {
+            suffix: "LmHead",
+            doc: "Hidden states to vocabulary logits.".into(),
+            prefix: "",
+            fields: vec![to_field("lm_head", &f, rope_positions, None)],
+            ops: vec![Op::Linear {
+                field: "lm_head",
+                input: Value::stream(tail.tensors[input].width),
+                output: logits,
+                act: None,
+            }],
+            rooted: true,
+            output: Some(logits),
+            cached: false,
+        }
+    });
+    Some((final_norm, head))
+}
+
+fn lfield(f: &FieldDef) -> LField {
+    LField { kind: f.kind.clone(), weights: if f.weight.is_empty() { vec![] } else { vec![f.weight.clone()] }, split: vec![] }
+}
+
+fn to_field(name: &'static str, f: &LField, _rope_positions: usize, doc: Option<&'static str>) -> Field {
+    let kind = match f.kind {
+        PField::Linear { input, output, bias, conv1d } => FieldKind::Linear {
+            input,
+            output,
+            bias,
+            layout: if conv1d { Layout::Conv1d } else { Layout::Torch },
+        },
+        PField::LayerNorm { width, eps } => FieldKind::LayerNorm { width, eps },
+        PField::RmsNorm { width, eps } => FieldKind::RmsNorm { width, eps },
+        PField::Embedding { rows, width } => FieldKind::Embedding { rows, width, batched: false },
+        PField::Sinusoidal { rows, width } => FieldKind::Sinusoidal { rows, width },
+    };
+    let doc = doc.unwrap_or(match f.kind {
+        PField::Linear { .. } if f.weights.len() > 1 => "Fused projections (one GEMM).",
+        PField::Linear { .. } => "Linear layer.",
+        PField::LayerNorm { .. } => "LayerNorm.",
+        PField::RmsNorm { .. } => "RMSNorm.",
+        PField::Embedding { .. } => "Embedding table.",
+        PField::Sinusoidal { .. } => "Fixed sinusoidal positions, computed at load.",
+    });
+    Field { name, doc, kind, weights: f.weights.iter().map(|w| intern(w)).collect(), split: f.split.clone() }
+}
+
+/// Names that generated code already uses for locals or parameters around scratch buffers.
+const RESERVED: &[&str] = &["x", "s", "rows", "logits", "pooled", "last", "batch", "workspace", "cache", "layer", "threads", "bias", "out", "memory", "starts", "i"];
+
+/// A valid, unique Rust field name from a checkpoint or binding name.
+fn ident_name(raw: &str, taken: &mut Vec<String>) -> &'static str {
+    let mut base: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' }).collect();
+    if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
+        base = format!("f_{base}");
+    }
+    if syn::parse_str::<syn::Ident>(&base).is_err() || RESERVED.contains(&base.as_str()) {
+        base.push('_');
+    }
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}_{n}");
+        n += 1;
+    }
+    taken.push(name.clone());
+    intern(&name)
+}
+
+/// Lowers one section: fusion rewrites, buffer assignment, ops.
+fn lower_section(
+    cx: &mut Ctxt,
+    sec: &Section,
+    role: Role,
+    windows: &[Vec<Option<usize>>],
+    rope_positions: usize,
+) -> Option<(Vec<Field>, Vec<Op>)> {
+    let mut tensors = sec.tensors.clone();
+    let mut fields: Vec<LField> = sec.fields.iter().map(lfield).collect();
+    let mut nodes: Vec<Node> = sec.nodes.clone();
+    let uses = |nodes: &[Node], t: usize| nodes.iter().filter(|n| n.inputs().contains(&t)).count() + usize::from(sec.output == Some(t));
+    let def = |nodes: &[Node], t: usize| nodes.iter().position(|n| n.out() == t);
+
+    // Three projections of one tensor feeding an attention: one fused GEMM.
+    let mut i = 0;
+    while i < nodes.len() {
+        if let Node::Attention(a) = &nodes[i] {
+            if let Some((k, v)) = a.kv {
+                let parts: Vec<Option<(usize, usize, usize)>> = [a.q, k, v]
+                    .iter()
+                    .map(|&t| match def(&nodes, t).map(|d| (d, &nodes[d])) {
+                        Some((d, Node::Linear { field, input, .. })) if uses(&nodes, t) == 1 => Some((d, *field, *input)),
+                        _ => None,
+                    })
+                    .collect();
+                let same = |x: &PField, y: &PField| match (x, y) {
+                    (PField::Linear { bias: b1, conv1d: false, .. }, PField::Linear { bias: b2, conv1d: false, .. }) => b1 == b2,
+                    _ => false,
+                };
+                let fusable = parts.iter().all(Option::is_some) && {
+                    let p: Vec<(usize, usize, usize)> = parts.iter().flatten().copied().collect();
+                    p[0].2 == p[1].2 && p[0].2 == p[2].2 && same(&fields[p[0].1].kind, &fields[p[1].1].kind) && same(&fields[p[0].1].kind, &fields[p[2].1].kind)
+                };
+                if !fusable {
+                    cx.error(tensors[a.out].span, "`attention(q, k, v)` fuses its projections into one GEMM: q, k and v must each be an nn.Linear-layout `linear` of the same tensor, used only here (or pass one fused `qkv`)");
+                    return None;
+                }
+                let p: Vec<(usize, usize, usize)> = parts.into_iter().flatten().collect();
+                let widths: Vec<usize> = [a.q, k, v].iter().map(|&t| tensors[t].width).collect();
+                let PField::Linear { input, bias, .. } = fields[p[0].1].kind else { unreachable!("checked by `same`") };
+                let weights = p.iter().flat_map(|&(_, f, _)| fields[f].weights.clone()).collect();
+                fields.push(LField {
+                    kind: PField::Linear { input, output: widths.iter().sum(), bias, conv1d: false },
+                    weights,
+                    split: widths.clone(),
+                });
+                let fused_field = fields.len() - 1;
+                tensors.push(super::program::Tensor { width: widths.iter().sum(), span: tensors[a.q].span, hint: "qkv".into() });
+                let qkv = tensors.len() - 1;
+                let mut a = a.clone();
+                a.q = qkv;
+                a.kv = None;
+                nodes[i] = Node::Attention(a);
+                let first = p.iter().map(|&(d, _, _)| d).min().unwrap_or(0);
+                nodes[first] = Node::Linear { field: fused_field, input: p[0].2, out: qkv };
+                let mut drop: Vec<usize> = p.iter().map(|&(d, _, _)| d).filter(|&d| d != first).collect();
+                drop.sort_unstable_by(|a, b| b.cmp(a));
+                for d in drop {
+                    nodes.remove(d);
+                    if d < i {
+                        i -= 1;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+
+    // `x + embedding(…)`: the lookup accumulates into the other operand.
+    let mut i = 0;
+    while i < nodes.len() {
+        if let Node::Add { a, b, out } = nodes[i] {
+            let gather_of = |t: usize, nodes: &[Node]| match def(nodes, t).map(|d| (d, &nodes[d])) {
+                Some((d, Node::Gather { acc: None, .. })) if uses(nodes, t) == 1 => Some(d),
+                _ => None,
+            };
+            let found = gather_of(b, &nodes).map(|d| (d, a)).or_else(|| gather_of(a, &nodes).map(|d| (d, b)));
+            if let Some((d, other)) = found {
+                if let Node::Gather { field, index, offset, .. } = nodes[d] {
+                    nodes[i] = Node::Gather { field, index, offset, acc: Some(other), out };
+                    nodes.remove(d);
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+
+    // Liveness: the index of each tensor's last reader (the section's result lives to the end).
+    let n = nodes.len();
+    let mut last_use = vec![None::<usize>; tensors.len()];
+    for (idx, node) in nodes.iter().enumerate() {
+        for t in node.inputs() {
+            last_use[t] = Some(idx);
+        }
+    }
+    let target = sec.output;
+    if let Some(t) = target {
+        last_use[t] = Some(n);
+    }
+    let dead_after = |t: usize, idx: usize| last_use[t] == Some(idx);
+
+    // The stream chain: the values that live in `x`, from where it is first written (or the
+    // section's input) to the section's result, each written in place over the one before.
+    let has_stream = role != Role::Embeddings || target.is_some();
+    let mut on_stream = vec![false; tensors.len()];
+    if let Some(t) = target {
+        match chain(&nodes, t, sec.input, &dead_after) {
+            Some(c) => {
+                let origin = c[0];
+                if Some(origin) != sec.input {
+                    if let (Some(input), Some(d)) = (sec.input, def(&nodes, origin)) {
+                        if last_use[input].is_some_and(|u| u >= d) {
+                            cx.error(tensors[origin].span, format!("`{}` would overwrite the stream while it is still read", tensors[origin].hint));
+                            return None;
+                        }
+                    }
+                }
+                for t in c {
+                    on_stream[t] = true;
+                }
+            }
+            None => {
+                cx.error(tensors[t].span, format!("`{}` cannot be computed into the stream in place: end with a sum (`x = x + …`) or a norm of it, and do not read a value after it has been added into the stream", tensors[t].hint));
+                return None;
+            }
+        }
+    }
+    if let Some(input) = sec.input {
+        on_stream[input] = true;
+    }
+
+    // Scratch buffers for everything else, by first use; a buffer is reused once its value is dead.
+    struct Buf {
+        name: String,
+        width: usize,
+        occupant: usize,
+    }
+    let mut bufs: Vec<Buf> = Vec::new();
+    let mut buf_of: Vec<Option<usize>> = vec![None; tensors.len()];
+    let mut taken_bufs: Vec<String> = Vec::new();
+    for (idx, node) in nodes.iter().enumerate() {
+        let out = node.out();
+        if on_stream[out] {
+            continue;
+        }
+        let scratch_in = |t: usize| !on_stream[t] && dead_after(t, idx);
+        let in_place = match *node {
+            Node::Add { a, b, .. } => {
+                if scratch_in(a) {
+                    Some(a)
+                } else if scratch_in(b) {
+                    Some(b)
+                } else {
+                    cx.error(tensors[out].span, "this sum would overwrite a value that is read later (or the stream): bind the operands so one of them is not used again");
+                    return None;
+                }
+            }
+            Node::Act { input, .. } if scratch_in(input) => Some(input),
+            Node::Act { input, .. } => {
+                cx.error(tensors[out].span, format!("the activation overwrites `{}`, which is read later (or is the stream)", tensors[input].hint));
+                return None;
+            }
+            Node::Norm { input, .. } if scratch_in(input) => Some(input),
+            Node::Gather { acc: Some(acc), .. } if scratch_in(acc) => Some(acc),
+            Node::Gather { acc: Some(_), .. } => {
+                cx.error(tensors[out].span, "this lookup would add into a value that is read later");
+                return None;
+            }
+            _ => None,
+        };
+        let b = match in_place.and_then(|t| buf_of[t]) {
+            Some(b) => b,
+            None => {
+                let (hint, width) = (tensors[out].hint.clone(), tensors[out].width);
+                let reuse = bufs.iter().position(|b| {
+                    b.width == width
+                        && (b.name == hint || b.name.strip_prefix(&hint).is_some_and(|r| r.starts_with('_')))
+                        && last_use[b.occupant].is_none_or(|u| u < idx)
+                });
+                match reuse {
+                    Some(b) => b,
+                    None => {
+                        let name = ident_name(&hint, &mut taken_bufs).to_string();
+                        bufs.push(Buf { name, width, occupant: out });
+                        bufs.len() - 1
+                    }
+                }
+            }
+        };
+        bufs[b].occupant = out;
+        buf_of[out] = Some(b);
+    }
+    let stream_width = sec.input.or(target).map_or(0, |t| tensors[t].width);
+    let val = |t: usize| -> Value {
+        if on_stream[t] && has_stream {
+            Value { name: STREAM, width: stream_width }
+        } else {
+            let b = &bufs[buf_of[t].unwrap_or(0)];
+            Value { name: intern(&b.name), width: b.width }
+        }
+    };
+    if nodes.iter().any(|n| !on_stream[n.out()] && buf_of[n.out()].is_none()) {
+        cx.error(sec.tensors.first().map_or(Span::call_site(), |t| t.span), "internal: a value has no buffer");
+        return None;
+    }
+
+    // Field names: the checkpoint name's last segment, or its whole path when that collides.
+    let mut taken: Vec<String> = vec!["rope".into()];
+    let last_segments: Vec<String> = fields.iter().map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default()).collect();
+    let used_fields: Vec<usize> = {
+        let mut u: Vec<usize> = Vec::new();
+        for node in &nodes {
+            let f = match node {
+                Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => Some(*field),
+                _ => None,
+            };
+            if let Some(f) = f.filter(|f| !u.contains(f)) {
+                u.push(f);
+            }
+        }
+        u
+    };
+    let mut field_names: Vec<Option<&'static str>> = vec![None; fields.len()];
+    for &f in &used_fields {
+        let fused = fields[f].weights.len() > 1;
+        let collides = used_fields.iter().filter(|&&g| last_segments[g] == last_segments[f]).count() > 1;
+        let raw = if fused {
+            "qkv".to_string()
+        } else if fields[f].weights.is_empty() {
+            match fields[f].kind {
+                PField::Sinusoidal { .. } => "position_embeddings".to_string(),
+                _ => "table".to_string(),
+            }
+        } else if collides {
+            fields[f].weights[0].clone()
+        } else {
+            last_segments[f].clone()
+        };
+        field_names[f] = Some(ident_name(&raw, &mut taken));
+    }
+    let mut out_fields: Vec<Field> = used_fields.iter().map(|&f| to_field(field_names[f].unwrap_or("field"), &fields[f], rope_positions, None)).collect();
+
+    // Ops.
+    let mut ops: Vec<Op> = Vec::new();
+    let mut attention_index = 0;
+    for node in &nodes {
+        let fname = |f: usize| field_names[f].unwrap_or("field");
+        match *node {
+            Node::Gather { field, index, offset, acc, out } => ops.push(Op::Gather {
+                field: fname(field),
+                index,
+                output: val(out),
+                accumulate: acc.is_some(),
+                offset,
+            }),
+            Node::Linear { field, input, out } => ops.push(Op::Linear { field: fname(field), input: val(input), output: val(out), act: None }),
+            Node::Act { out, act, .. } => ops.push(Op::Activation { value: val(out), act }),
+            Node::Glu { input, out, act } => {
+                if on_stream[input] || on_stream[out] {
+                    cx.error(tensors[out].span, "a gated unit reads and writes scratch values, not the stream");
+                    return None;
+                }
+                ops.push(Op::Glu { input: val(input), output: val(out), act });
+            }
+            Node::Norm { field, input, out } => ops.push(Op::Norm { field: fname(field), input: val(input), output: val(out) }),
+            Node::Add { a, b, out } => {
+                let (o, a_v, b_v) = (val(out), val(a), val(b));
+                let sublayer = if a_v == o { b_v } else { a_v };
+                ops.push(Op::Add { stream: o, sublayer });
+            }
+            Node::Attention(ref a) => {
+                if on_stream[a.q] || on_stream[a.out] {
+                    cx.error(tensors[a.out].span, "attention reads projections and writes its context into scratch, not the stream: project the stream first");
+                    return None;
+                }
+                if let Some((theta, rotary_dims)) = a.rope {
+                    if last_use[a.q] != nodes.iter().position(|n| n == node) {
+                        cx.error(tensors[a.q].span, "rotary positions rotate the projections in place: they must not be read after the attention");
+                        return None;
+                    }
+                    let name = "rope";
+                    if !out_fields.iter().any(|f| f.name == name) {
+                        out_fields.push(Field {
+                            name,
+                            doc: "Rotary position tables (cos/sin per position), computed at load.",
+                            kind: FieldKind::Rope { max_positions: rope_positions, head_dim: a.head_dim, rotary_dims, theta },
+                            weights: vec![],
+                            split: vec![],
+                        });
+                    }
+                    ops.push(Op::Rope { field: name, qkv: val(a.q), heads: a.heads, kv_heads: a.kv_heads });
+                }
+                let window = match windows.get(attention_index) {
+                    Some(per_layer) if per_layer.iter().all(|w| *w == per_layer[0]) => Window::from_option(per_layer[0]),
+                    Some(per_layer) => Window::PerLayer(Box::leak(per_layer.clone().into_boxed_slice())),
+                    None => Window::from_option(a.window),
+                };
+                attention_index += 1;
+                ops.push(Op::Attention {
+                    qkv: val(a.q),
+                    output: val(a.out),
+                    heads: a.heads,
+                    kv_heads: a.kv_heads,
+                    head_dim: a.head_dim,
+                    causal: a.causal,
+                    window,
+                    bias: false,
+                    scaled: true,
+                });
+            }
+        }
+    }
+    Some((out_fields, graph::fuse(ops)))
+}
+
+/// The in-place chain ending at `t`: `[origin, …, t]`, where each value is written over the one
+/// before (a sum into a dead operand, a norm or activation of a dead input, a lookup added into a
+/// dead value) and the origin is the section's input or an op that can write the stream.
+fn chain(nodes: &[Node], t: usize, input: Option<usize>, dead_after: &dyn Fn(usize, usize) -> bool) -> Option<Vec<usize>> {
+    if Some(t) == input {
+        return Some(vec![t]);
+    }
+    let idx = nodes.iter().position(|n| n.out() == t)?;
+    let extend = |from: usize| -> Option<Vec<usize>> {
+        if !dead_after(from, idx) {
+            return None;
+        }
+        let mut c = chain(nodes, from, input, dead_after)?;
+        c.push(t);
+        Some(c)
+    };
+    match nodes[idx] {
+        Node::Add { a, b, .. } => extend(a).or_else(|| extend(b)),
+        Node::Norm { input: i, .. } => extend(i).or(Some(vec![t])),
+        Node::Act { input: i, .. } => extend(i),
+        Node::Gather { acc: Some(a), .. } => extend(a),
+        Node::Gather { acc: None, .. } | Node::Linear { .. } => Some(vec![t]),
+        Node::Glu { .. } | Node::Attention(_) => None,
+    }
+}

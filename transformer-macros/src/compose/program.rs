@@ -1,0 +1,1099 @@
+//! The forward pass of a composed model, interpreted at compile time into three straight-line
+//! sections of nodes over tensors `[S, width]`: the statements before the layer loop (the
+//! embeddings), the loop body (evaluated once per layer, which must give the same structure every
+//! time), and the statements after it (final norm, head). Every tensor's width is inferred here,
+//! and every mismatch is an error under the expression that caused it.
+
+use std::collections::HashMap;
+
+use proc_macro2::Span;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Attribute, BinOp, Expr, LitStr, Pat, Stmt, Token};
+
+use super::constant::{self, Const};
+use crate::ctxt::Ctxt;
+use crate::graph::Index;
+use crate::spec::Activation;
+use crate::suggest::closest;
+
+/// A tensor `[S, width]`: one value of the program (each is written once).
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub width: usize,
+    pub span: Span,
+    /// The name it was bound to (or what computed it): scratch buffers are named after it.
+    pub hint: String,
+}
+
+/// A weighted part (or a table computed at load).
+#[derive(Clone, PartialEq, Debug)]
+pub enum FieldKind {
+    Linear { input: usize, output: usize, bias: bool, conv1d: bool },
+    LayerNorm { width: usize, eps: f64 },
+    RmsNorm { width: usize, eps: f64 },
+    Embedding { rows: usize, width: usize },
+    Sinusoidal { rows: usize, width: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct FieldDef {
+    pub kind: FieldKind,
+    /// Checkpoint module name relative to the section's prefix (empty for computed tables).
+    pub weight: String,
+}
+
+impl PartialEq for FieldDef {
+    /// Same layer, same checkpoint name.
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.weight == other.weight
+    }
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub struct AttentionNode {
+    /// `q` alone is a fused `[Q | K | V]`; with `kv`, three projections (fused when lowered).
+    pub q: usize,
+    pub kv: Option<(usize, usize)>,
+    pub out: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+    pub window: Option<usize>,
+    /// Rotary positions on queries and keys: `(theta, rotary_dims)`.
+    pub rope: Option<(f64, usize)>,
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub enum Node {
+    /// `out = table[index]`, or `acc + table[index]` (folded from an add when lowering).
+    Gather { field: usize, index: Index, offset: usize, acc: Option<usize>, out: usize },
+    Linear { field: usize, input: usize, out: usize },
+    Act { input: usize, out: usize, act: Activation },
+    Glu { input: usize, out: usize, act: Activation },
+    Norm { field: usize, input: usize, out: usize },
+    Add { a: usize, b: usize, out: usize },
+    Attention(AttentionNode),
+}
+
+impl Node {
+    pub fn inputs(&self) -> Vec<usize> {
+        match self {
+            Node::Gather { acc, .. } => acc.iter().copied().collect(),
+            Node::Linear { input, .. } | Node::Act { input, .. } | Node::Glu { input, .. } => vec![*input],
+            Node::Norm { input, .. } => vec![*input],
+            Node::Add { a, b, .. } => vec![*a, *b],
+            Node::Attention(a) => match a.kv {
+                Some((k, v)) => vec![a.q, k, v],
+                None => vec![a.q],
+            },
+        }
+    }
+
+    pub fn out(&self) -> usize {
+        match self {
+            Node::Gather { out, .. }
+            | Node::Linear { out, .. }
+            | Node::Act { out, .. }
+            | Node::Glu { out, .. }
+            | Node::Norm { out, .. }
+            | Node::Add { out, .. } => *out,
+            Node::Attention(a) => a.out,
+        }
+    }
+}
+
+/// One straight-line part of the forward pass.
+#[derive(Clone, Debug, Default)]
+pub struct Section {
+    pub tensors: Vec<Tensor>,
+    pub nodes: Vec<Node>,
+    pub fields: Vec<FieldDef>,
+    /// The stream coming in (the layers' and the tail's `x`).
+    pub input: Option<usize>,
+    /// The stream going out (the embeddings' result, the layer's updated `x`), or the tail's
+    /// returned value.
+    pub output: Option<usize>,
+}
+
+impl Section {
+    fn tensor(&mut self, width: usize, span: Span, hint: &str) -> usize {
+        self.tensors.push(Tensor { width, span, hint: hint.to_string() });
+        self.tensors.len() - 1
+    }
+
+    /// Whether two evaluations of a loop body have the same structure, ignoring attention windows
+    /// (which may vary by layer).
+    fn same_shape(&self, other: &Section) -> bool {
+        let strip = |n: &Node| match n {
+            Node::Attention(a) => Node::Attention(AttentionNode { window: None, ..a.clone() }),
+            other => other.clone(),
+        };
+        self.fields == other.fields
+            && self.nodes.len() == other.nodes.len()
+            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| strip(a) == strip(b))
+            && self.tensors.iter().map(|t| t.width).eq(other.tensors.iter().map(|t| t.width))
+    }
+}
+
+/// The repeated block: its body's structure (from layer 0) and what varies by layer.
+#[derive(Debug)]
+pub struct Repeat {
+    pub count: usize,
+    /// Checkpoint prefix with `{i}` for the layer index.
+    pub prefix: String,
+    pub body: Section,
+    /// For each attention node of the body (in order), its window in each layer.
+    pub windows: Vec<Vec<Option<usize>>>,
+    pub span: Span,
+}
+
+/// The interpreted forward pass.
+#[derive(Debug)]
+pub struct Program {
+    pub embeddings: Section,
+    pub repeat: Repeat,
+    pub tail: Section,
+    /// Which inputs the forward pass takes.
+    pub token_types: bool,
+    /// Checkpoint tensors to ignore (`{i}`: each layer).
+    pub ignored: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Val {
+    Tensor(usize),
+    Const(Const),
+    Input(Index),
+    /// The result of an expression that already reported an error: uses stay silent.
+    Poison,
+}
+
+struct Binding {
+    name: String,
+    val: Val,
+    span: Span,
+    used: bool,
+    /// Which section defined it (0 embeddings, 1 layer, 2 tail); tensors do not cross sections.
+    section: usize,
+}
+
+const FUNCTIONS: &[&str] = &[
+    "embedding",
+    "sinusoidal",
+    "linear",
+    "layer_norm",
+    "rms_norm",
+    "gelu",
+    "gelu_tanh",
+    "relu",
+    "swiglu",
+    "geglu",
+    "geglu_tanh",
+    "attention",
+];
+const INPUTS: &[&str] = &["tokens", "token_types"];
+
+struct Interp<'c> {
+    cx: &'c mut Ctxt,
+    dims: HashMap<String, usize>,
+    scope: Vec<Binding>,
+    section: usize,
+    cur: Section,
+    /// Fields created by the statement being evaluated, named when it ends.
+    pending: Vec<usize>,
+    /// Errors of later loop iterations are reported only when the first was clean.
+    quiet: bool,
+}
+
+/// Interprets the body of `fn forward`.
+pub fn interpret(
+    cx: &mut Ctxt,
+    dims: &[(syn::Ident, usize)],
+    forward: &crate::ast::Forward,
+) -> Option<Program> {
+    let mut it = Interp {
+        cx,
+        dims: dims.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        scope: Vec::new(),
+        section: 0,
+        cur: Section::default(),
+        pending: Vec::new(),
+        quiet: false,
+    };
+    let mut token_types = false;
+    for input in &forward.inputs {
+        match input.to_string().as_str() {
+            "tokens" => it.bind("tokens", Val::Input(Index::Token), input.span(), true),
+            "token_types" => {
+                token_types = true;
+                it.bind("token_types", Val::Input(Index::TokenType), input.span(), true);
+            }
+            other => {
+                let hint = closest(other, INPUTS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                it.cx.error(input.span(), format!("unknown input `{other}`{hint}: a composed model takes `tokens` and optionally `token_types`"));
+            }
+        }
+    }
+    it.bind("positions", Val::Input(Index::Position), forward.name.span(), true);
+    if !forward.inputs.iter().any(|i| i == "tokens") {
+        it.cx.error(forward.name.span(), "a composed model takes `tokens`: `fn forward(tokens) -> …`");
+    }
+    let ignored = forward_attrs(it.cx, &forward.attrs);
+
+    let stmts = &forward.body.stmts;
+    let loop_at = stmts.iter().position(|s| matches!(s, Stmt::Expr(Expr::ForLoop(_), _)));
+    let Some(loop_at) = loop_at else {
+        it.cx.error(
+            forward.body.brace_token.span.join(),
+            "a composed model repeats a block of layers: `for layer in 0..layers { … }`",
+        );
+        return None;
+    };
+    if let Some(second) = stmts[loop_at + 1..].iter().find(|s| matches!(s, Stmt::Expr(Expr::ForLoop(_), _))) {
+        it.cx.error(second.span(), "one repeated block per model: merge the loops (layers may vary by index)");
+    }
+    let Stmt::Expr(Expr::ForLoop(for_loop), _) = &stmts[loop_at] else { unreachable!("found above") };
+
+    // Embeddings: the statements before the loop.
+    for stmt in &stmts[..loop_at] {
+        it.stmt(stmt, false);
+    }
+    let carried = it.carried(for_loop)?;
+    let stream_in = it.lookup_quiet(&carried).and_then(|b| match b {
+        Val::Tensor(t) => Some(t),
+        _ => None,
+    });
+    let Some(stream_in) = stream_in else {
+        it.cx.error(for_loop.span(), format!("`{carried}` must be a tensor before the layers"));
+        return None;
+    };
+    let width = it.cur.tensors[stream_in].width;
+    it.cur.output = Some(stream_in);
+    it.mark_used(&carried);
+    it.unused_in_section(0);
+    let embeddings = std::mem::take(&mut it.cur);
+
+    let repeat = it.repeat(for_loop, &carried, width)?;
+
+    // Tail: the statements after the loop, the last one the result.
+    it.section = 2;
+    it.cur = Section::default();
+    let input = it.cur.tensor(width, for_loop.span(), &carried);
+    it.cur.input = Some(input);
+    it.rebind(&carried, Val::Tensor(input));
+    let mut result = None;
+    for (n, stmt) in stmts[loop_at + 1..].iter().enumerate() {
+        let last = loop_at + 1 + n == stmts.len() - 1;
+        match stmt {
+            Stmt::Expr(e, None) if last => {
+                let names = weight_names(it.cx, expr_attrs(e));
+                result = it.eval(e);
+                it.finish_names(names, None, e.span());
+            }
+            _ => it.stmt(stmt, false),
+        }
+    }
+    let output = match result {
+        Some(Val::Tensor(t)) => t,
+        Some(Val::Poison) => return None,
+        Some(other) => {
+            it.cx.error(
+                stmts.last().map_or(forward.output.span(), |s| s.span()),
+                format!("`{}` must be a tensor, found {}", forward.output, it.describe(other)),
+            );
+            return None;
+        }
+        None => {
+            it.cx.error(
+                forward.output.span(),
+                format!("the forward pass never produces `{}`: end the body with its expression (no `;`)", forward.output),
+            );
+            return None;
+        }
+    };
+    it.cur.output = Some(output);
+    it.unused_in_section(2);
+    let tail = std::mem::take(&mut it.cur);
+    Some(Program { embeddings, repeat, tail, token_types, ignored })
+}
+
+/// `#[weights(ignore = ["…", …])]` on `fn forward`.
+fn forward_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Vec<String> {
+    let mut ignored = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("weights") {
+            cx.error(attr.span(), "unknown attribute: `fn forward` takes `#[weights(ignore = [\"…\"])]`");
+            continue;
+        }
+        let parsed = attr.parse_nested_meta(|meta| {
+            if !meta.path.is_ident("ignore") {
+                return Err(meta.error("expected `ignore = [\"tensor name\", …]`"));
+            }
+            let list: syn::ExprArray = meta.value()?.parse()?;
+            for e in list.elems {
+                match e {
+                    Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => ignored.push(s.value()),
+                    other => return Err(syn::Error::new(other.span(), "expected a tensor name string")),
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = parsed {
+            cx.error(e.span(), e);
+        }
+    }
+    ignored
+}
+
+/// The checkpoint names a statement's `#[weights = "…"]` / `#[weights("…", …)]` gives.
+fn weight_names(cx: &mut Ctxt, attrs: &[Attribute]) -> Option<(Vec<String>, Span)> {
+    let mut out = None;
+    for attr in attrs {
+        if !attr.path().is_ident("weights") {
+            cx.error(attr.span(), "unknown attribute: a statement takes `#[weights = \"checkpoint.name\"]`");
+            continue;
+        }
+        let names = match &attr.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Ok(vec![s.value()]),
+                other => Err(syn::Error::new(other.span(), "expected a string: `#[weights = \"name\"]`")),
+            },
+            syn::Meta::List(_) => attr
+                .parse_args_with(Punctuated::<LitStr, Token![,]>::parse_terminated)
+                .map(|l| l.iter().map(LitStr::value).collect()),
+            syn::Meta::Path(p) => Err(syn::Error::new(p.span(), "expected `#[weights = \"name\"]`")),
+        };
+        match names {
+            Ok(n) => out = Some((n, attr.span())),
+            Err(e) => cx.error(e.span(), e),
+        }
+    }
+    out
+}
+
+/// The attributes written before an expression statement: `syn` attaches them to its leftmost
+/// sub-expression (`#[weights = "…"] x = …` puts them on the path `x`).
+fn expr_attrs(e: &Expr) -> &[Attribute] {
+    let (own, left): (&[Attribute], Option<&Expr>) = match e {
+        Expr::Assign(a) => (&a.attrs, Some(&a.left)),
+        Expr::Binary(b) => (&b.attrs, Some(&b.left)),
+        Expr::Call(c) => (&c.attrs, Some(&c.func)),
+        Expr::MethodCall(m) => (&m.attrs, Some(&m.receiver)),
+        Expr::ForLoop(f) => (&f.attrs, None),
+        Expr::Path(p) => (&p.attrs, None),
+        Expr::Paren(p) => (&p.attrs, None),
+        _ => (&[], None),
+    };
+    match left {
+        Some(l) if own.is_empty() => expr_attrs(l),
+        _ => own,
+    }
+}
+
+impl Interp<'_> {
+    fn error(&mut self, span: Span, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            self.cx.error(span, msg);
+        }
+    }
+
+    fn bind(&mut self, name: &str, val: Val, span: Span, used: bool) {
+        let section = self.section;
+        self.scope.push(Binding { name: name.to_string(), val, span, used, section });
+    }
+
+    fn rebind(&mut self, name: &str, val: Val) {
+        if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
+            b.val = val;
+            b.section = self.section;
+            b.used = false;
+        }
+    }
+
+    fn lookup_quiet(&self, name: &str) -> Option<Val> {
+        self.scope.iter().rev().find(|b| b.name == name).map(|b| b.val)
+    }
+
+    fn mark_used(&mut self, name: &str) {
+        if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
+            b.used = true;
+        }
+    }
+
+    fn describe(&self, v: Val) -> String {
+        match v {
+            Val::Tensor(t) => format!("a tensor [S, {}]", self.cur.tensors[t].width),
+            Val::Const(c) => c.describe(),
+            Val::Input(_) => "an input's ids".to_string(),
+            Val::Poison => "an invalid value".to_string(),
+        }
+    }
+
+    /// Reports the section's tensors that were computed and never read.
+    fn unused_in_section(&mut self, section: usize) {
+        let unused: Vec<(String, Span)> = self
+            .scope
+            .iter()
+            .filter(|b| b.section == section && !b.used && !b.name.starts_with('_'))
+            .filter(|b| matches!(b.val, Val::Tensor(_)))
+            .map(|b| (b.name.clone(), b.span))
+            .collect();
+        for (name, span) in unused {
+            self.error(span, format!("`{name}` is computed but never used (prefix it with `_` if that is meant)"));
+        }
+    }
+
+    /// The one tensor defined before the loop that the loop body assigns to: the stream.
+    fn carried(&mut self, for_loop: &syn::ExprForLoop) -> Option<String> {
+        let mut assigned: Vec<String> = Vec::new();
+        for stmt in &for_loop.body.stmts {
+            if let Stmt::Expr(Expr::Assign(a), _) = stmt {
+                if let Expr::Path(p) = &*a.left {
+                    if let Some(id) = p.path.get_ident() {
+                        let name = id.to_string();
+                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_))) && !assigned.contains(&name) {
+                            assigned.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        match assigned.as_slice() {
+            [one] => Some(one.clone()),
+            [] => {
+                self.cx.error(
+                    for_loop.for_token.span,
+                    "the layers never update the stream: assign it in the loop, e.g. `x = x + attention_out;`",
+                );
+                None
+            }
+            many => {
+                self.cx.error(
+                    for_loop.for_token.span,
+                    format!("the layers update {} tensors ({}); a repeated block carries one stream", many.len(), many.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn repeat(&mut self, for_loop: &syn::ExprForLoop, carried: &str, width: usize) -> Option<Repeat> {
+        let span = for_loop.for_token.span;
+        let Pat::Ident(var) = &*for_loop.pat else {
+            self.cx.error(for_loop.pat.span(), "expected the layer index: `for layer in 0..layers`");
+            return None;
+        };
+        let var = var.ident.to_string();
+        let count = match &*for_loop.expr {
+            Expr::Range(r) if matches!(r.limits, syn::RangeLimits::HalfOpen(_)) => {
+                let mut bound = |e: &Option<Box<Expr>>| e.as_deref().map(|e| self.constant(e));
+                match (bound(&r.start), bound(&r.end)) {
+                    (Some(Some(Const::Int(0))), Some(Some(Const::Int(n)))) if n >= 1 => n as usize,
+                    _ => {
+                        self.cx.error(r.span(), "expected `0..n` with a whole number of layers n ≥ 1");
+                        return None;
+                    }
+                }
+            }
+            other => {
+                self.cx.error(other.span(), "expected `0..layers`");
+                return None;
+            }
+        };
+        let prefix = match weight_names(self.cx, &for_loop.attrs) {
+            Some((names, attr_span)) if names.len() == 1 => {
+                let p = names[0].replace(&format!("{{{var}}}"), "{i}");
+                if p.replace("{i}", "").contains(['{', '}']) {
+                    self.cx.error(attr_span, format!("the layers' prefix may contain only `{{{var}}}`"));
+                }
+                p
+            }
+            Some((_, attr_span)) => {
+                self.cx.error(attr_span, "the layers take one prefix: `#[weights = \"layers.{layer}\"]`");
+                return None;
+            }
+            None => "layers.{i}".to_string(),
+        };
+        let depth = self.scope.len();
+        self.section = 1;
+        let mut bodies: Vec<Section> = Vec::new();
+        let errors_before = self.cx.len();
+        for layer in 0..count {
+            self.quiet = layer > 0 && self.cx.len() > errors_before;
+            self.cur = Section::default();
+            let input = self.cur.tensor(width, span, carried);
+            self.cur.input = Some(input);
+            let outer = self.lookup_quiet(carried);
+            self.bind(&var, Val::Const(Const::Int(layer as i128)), for_loop.pat.span(), true);
+            self.bind(carried, Val::Tensor(input), span, false);
+            for stmt in &for_loop.body.stmts {
+                self.stmt(stmt, true);
+            }
+            let out = match self.lookup_quiet(carried) {
+                Some(Val::Tensor(t)) => t,
+                _ => input,
+            };
+            if self.cur.tensors[out].width != width {
+                let w = self.cur.tensors[out].width;
+                self.error(
+                    span,
+                    format!("the repeated block turns [S, {width}] into [S, {w}]: a repeat must preserve the shape of `{carried}`"),
+                );
+            }
+            self.cur.output = Some(out);
+            if layer == 0 {
+                self.mark_used(carried);
+                self.unused_in_section(1);
+            }
+            self.scope.truncate(depth);
+            if let Some(v) = outer {
+                self.rebind(carried, v);
+            }
+            bodies.push(std::mem::take(&mut self.cur));
+        }
+        self.quiet = false;
+        if self.cx.len() > errors_before {
+            return None;
+        }
+        if let Some(k) = bodies.iter().position(|b| !b.same_shape(&bodies[0])) {
+            self.cx.error(
+                span,
+                format!("layer {k} differs from layer 0 in more than its attention windows: a repeated block is one type, so only windows may vary by layer"),
+            );
+            return None;
+        }
+        let attention_windows = |b: &Section| -> Vec<Option<usize>> {
+            b.nodes.iter().filter_map(|n| if let Node::Attention(a) = n { Some(a.window) } else { None }).collect()
+        };
+        let per_body: Vec<Vec<Option<usize>>> = bodies.iter().map(attention_windows).collect();
+        let windows = (0..per_body[0].len()).map(|a| per_body.iter().map(|w| w[a]).collect()).collect();
+        Some(Repeat { count, prefix, body: bodies.swap_remove(0), windows, span })
+    }
+
+    fn constant(&mut self, e: &Expr) -> Option<Const> {
+        let lookup = |name: &str| -> Option<Const> {
+            if let Some(v) = self.dims.get(name) {
+                return Some(Const::Int(*v as i128));
+            }
+            match self.lookup_quiet(name) {
+                Some(Val::Const(c)) => Some(c),
+                _ => None,
+            }
+        };
+        match constant::eval(e, &lookup) {
+            Ok(c) => Some(c),
+            Err(err) => {
+                self.error(err.span(), err);
+                None
+            }
+        }
+    }
+
+    fn stmt(&mut self, stmt: &Stmt, in_loop: bool) {
+        match stmt {
+            Stmt::Local(local) => {
+                let names = weight_names(self.cx, &local.attrs);
+                let (name, span) = match &local.pat {
+                    Pat::Ident(p) => (p.ident.to_string(), p.ident.span()),
+                    other => {
+                        self.error(other.span(), "expected a name: `let name = …;`");
+                        return;
+                    }
+                };
+                let Some(init) = &local.init else {
+                    self.error(local.span(), "a `let` needs a value");
+                    return;
+                };
+                let val = self.eval(&init.expr).unwrap_or(Val::Poison);
+                if let Val::Tensor(t) = val {
+                    self.cur.tensors[t].hint = name.clone();
+                }
+                self.finish_names(names, Some(&name), local.span());
+                self.bind(&name, val, span, false);
+            }
+            Stmt::Expr(Expr::Assign(a), Some(_)) => {
+                let names = weight_names(self.cx, expr_attrs(&Expr::Assign(a.clone())));
+                let Expr::Path(p) = &*a.left else {
+                    self.error(a.left.span(), "expected a name on the left of `=`");
+                    return;
+                };
+                let name = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                if self.lookup_quiet(&name).is_none() {
+                    self.error(a.left.span(), format!("cannot assign to `{name}`: it is not defined (use `let`)"));
+                    return;
+                }
+                let val = self.eval(&a.right).unwrap_or(Val::Poison);
+                self.finish_names(names, None, a.span());
+                // Assigning reads nothing: the old value stays "used" only if something read it.
+                let old_unused = self
+                    .scope
+                    .iter()
+                    .rev()
+                    .find(|b| b.name == name)
+                    .filter(|b| !b.used && matches!(b.val, Val::Tensor(_)) && b.section == self.section)
+                    .map(|b| b.span);
+                if let Some(old) = old_unused {
+                    self.error(old, format!("`{name}` is overwritten before it is used"));
+                }
+                self.rebind(&name, val);
+                if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
+                    b.span = a.left.span();
+                }
+            }
+            Stmt::Expr(Expr::ForLoop(f), _) if in_loop => {
+                self.error(f.for_token.span, "loops do not nest: one repeated block per model");
+            }
+            Stmt::Expr(e, _) => {
+                self.error(e.span(), "expected `let name = …;` or `name = …;`");
+            }
+            other => self.error(other.span(), "expected `let name = …;` or `name = …;`"),
+        }
+    }
+
+    /// Names the fields the statement created: from its attribute, or the `let` name when it
+    /// created exactly one.
+    fn finish_names(&mut self, names: Option<(Vec<String>, Span)>, binding: Option<&str>, span: Span) {
+        let pending = std::mem::take(&mut self.pending);
+        match names {
+            Some((names, attr_span)) if names.len() != pending.len() => {
+                let what = if pending.len() == 1 { "layer" } else { "layers" };
+                self.error(
+                    attr_span,
+                    format!("this statement has {} weighted {what} but names {}: one checkpoint name per layer, innermost first", pending.len(), names.len()),
+                );
+            }
+            Some((names, _)) => {
+                for (f, n) in pending.into_iter().zip(names) {
+                    self.cur.fields[f].weight = n;
+                }
+            }
+            None => match (pending.as_slice(), binding) {
+                ([], _) => {}
+                ([f], Some(b)) => self.cur.fields[*f].weight = b.to_string(),
+                (_, _) => self.error(
+                    span,
+                    format!(
+                        "name the checkpoint tensors of this statement's {} weighted layer(s): `#[weights(\"…\")]`, innermost first",
+                        pending.len()
+                    ),
+                ),
+            },
+        }
+    }
+
+    fn field(&mut self, kind: FieldKind, weighted: bool) -> usize {
+        self.cur.fields.push(FieldDef { kind, weight: String::new() });
+        let f = self.cur.fields.len() - 1;
+        if weighted {
+            self.pending.push(f);
+        }
+        f
+    }
+
+    fn eval(&mut self, e: &Expr) -> Option<Val> {
+        match e {
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Path(p) => {
+                let Some(id) = p.path.get_ident() else {
+                    self.error(p.span(), "expected a name");
+                    return None;
+                };
+                let name = id.to_string();
+                if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
+                    b.used = true;
+                    let (val, section) = (b.val, b.section);
+                    if matches!(val, Val::Tensor(_)) && section != self.section {
+                        self.error(id.span(), format!("`{name}` belongs to another part of the model: layers read only the stream, and only the stream leaves them"));
+                        return Some(Val::Poison);
+                    }
+                    return Some(val);
+                }
+                if let Some(v) = self.dims.get(&name) {
+                    return Some(Val::Const(Const::Int(*v as i128)));
+                }
+                let mut known: Vec<&str> = self.scope.iter().map(|b| b.name.as_str()).collect();
+                known.extend(self.dims.keys().map(String::as_str));
+                let hint = closest(&name, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                self.error(id.span(), format!("cannot find `{name}`: it is not a tensor, dim or input defined before this point{hint}"));
+                Some(Val::Poison)
+            }
+            Expr::Binary(b) if matches!(b.op, BinOp::Add(_)) => {
+                let (l, r) = (self.eval(&b.left)?, self.eval(&b.right)?);
+                match (l, r) {
+                    (Val::Tensor(a), Val::Tensor(c)) => {
+                        let (wa, wc) = (self.cur.tensors[a].width, self.cur.tensors[c].width);
+                        if wa != wc {
+                            self.error(b.op.span(), format!(
+                                "cannot add [S, {wa}] and [S, {wc}]: `{}` and `{}` must have the same width",
+                                self.cur.tensors[a].hint, self.cur.tensors[c].hint
+                            ));
+                            return Some(Val::Poison);
+                        }
+                        let out = self.cur.tensor(wa, b.op.span(), "sum");
+                        self.cur.nodes.push(Node::Add { a, b: c, out });
+                        Some(Val::Tensor(out))
+                    }
+                    (Val::Poison, _) | (_, Val::Poison) => Some(Val::Poison),
+                    _ => self.constant(e).map(Val::Const),
+                }
+            }
+            Expr::Call(call) => self.call(call),
+            Expr::Lit(_) | Expr::Binary(_) | Expr::Unary(_) | Expr::If(_) => self.constant(e).map(Val::Const),
+            other => {
+                self.error(other.span(), "expected a layer call (`linear(x, d_ff)`, …), a sum of tensors, or a constant");
+                None
+            }
+        }
+    }
+
+    fn call(&mut self, call: &syn::ExprCall) -> Option<Val> {
+        let Expr::Path(p) = &*call.func else {
+            self.error(call.func.span(), "expected a layer name");
+            return None;
+        };
+        let func = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        if func == "Some" {
+            return self.constant(&Expr::Call(call.clone())).map(Val::Const);
+        }
+        let span = p.span();
+        let mut positional: Vec<&Expr> = Vec::new();
+        let mut named: Vec<(String, &Expr, Span)> = Vec::new();
+        let mut flags: Vec<(String, Span)> = Vec::new();
+        for arg in &call.args {
+            match arg {
+                Expr::Assign(a) => match &*a.left {
+                    Expr::Path(k) if k.path.get_ident().is_some() => {
+                        named.push((k.path.get_ident().map(ToString::to_string).unwrap_or_default(), &a.right, k.span()));
+                    }
+                    other => self.error(other.span(), "expected `name = value`"),
+                },
+                Expr::Path(k) if k.path.is_ident("causal") => flags.push(("causal".into(), k.span())),
+                other => positional.push(other),
+            }
+        }
+        let mut args = Args { named, flags };
+        let result = match func.as_str() {
+            "embedding" | "sinusoidal" => self.embedding(&func, span, &positional, &mut args),
+            "linear" => self.linear(span, &positional, &mut args),
+            "layer_norm" | "rms_norm" => self.norm(&func, span, &positional, &mut args),
+            "gelu" | "gelu_tanh" | "relu" | "swiglu" | "geglu" | "geglu_tanh" => {
+                self.activation(&func, span, &positional)
+            }
+            "attention" => self.attention(span, &positional, &mut args),
+            other => {
+                let hint = closest(other, FUNCTIONS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                self.error(span, format!("unknown layer `{other}`{hint}; known: {}", FUNCTIONS.join(", ")));
+                return Some(Val::Poison);
+            }
+        };
+        for (name, _, span) in &args.named {
+            self.error(*span, format!("`{func}` takes no argument `{name}`"));
+        }
+        for (name, span) in &args.flags {
+            self.error(*span, format!("`{func}` takes no flag `{name}`"));
+        }
+        Some(result.unwrap_or(Val::Poison))
+    }
+
+    /// A positional tensor argument.
+    fn tensor_arg(&mut self, func: &str, args: &[&Expr], i: usize, span: Span) -> Option<usize> {
+        let Some(e) = args.get(i) else {
+            self.error(span, format!("`{func}` needs a tensor as argument {}", i + 1));
+            return None;
+        };
+        match self.eval(e)? {
+            Val::Tensor(t) => Some(t),
+            Val::Poison => None,
+            other => {
+                let d = self.describe(other);
+                self.error(e.span(), format!("`{func}` needs a tensor here, found {d}"));
+                None
+            }
+        }
+    }
+
+    /// A positional size argument (≥ 1).
+    fn size_arg(&mut self, func: &str, args: &[&Expr], i: usize, span: Span, what: &str) -> Option<usize> {
+        let Some(e) = args.get(i) else {
+            self.error(span, format!("`{func}` needs {what} as argument {}", i + 1));
+            return None;
+        };
+        match self.constant(e)? {
+            Const::Int(n) if n >= 1 => Some(n as usize),
+            other => {
+                self.error(e.span(), format!("{what} must be a whole number ≥ 1, found {}", other.describe()));
+                None
+            }
+        }
+    }
+
+    fn embedding(&mut self, func: &str, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
+        let Some(index_expr) = pos.first() else {
+            self.error(span, format!("`{func}` needs the ids it looks up: `tokens`, `positions` or `token_types`"));
+            return None;
+        };
+        let index = match self.eval(index_expr)? {
+            Val::Input(i) => i,
+            _ => {
+                self.error(index_expr.span(), "expected `tokens`, `positions` or `token_types`");
+                return None;
+            }
+        };
+        let rows = self.size_arg(func, pos, 1, span, "the table's rows")?;
+        let width = self.size_arg(func, pos, 2, span, "the width")?;
+        let offset = match args.take("offset") {
+            Some(e) => match self.constant(e)? {
+                Const::Int(n) if n >= 0 => n as usize,
+                other => {
+                    self.error(e.span(), format!("`offset` is a whole number ≥ 0, found {}", other.describe()));
+                    return None;
+                }
+            },
+            None => 0,
+        };
+        let (kind, weighted) = if func == "sinusoidal" {
+            if index != Index::Position {
+                self.error(index_expr.span(), "a sinusoidal table is indexed by `positions`");
+            }
+            (FieldKind::Sinusoidal { rows, width }, false)
+        } else {
+            (FieldKind::Embedding { rows, width }, true)
+        };
+        let field = self.field(kind, weighted);
+        let out = self.cur.tensor(width, span, func);
+        self.cur.nodes.push(Node::Gather { field, index, offset, acc: None, out });
+        Some(Val::Tensor(out))
+    }
+
+    fn linear(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
+        let input = self.tensor_arg("linear", pos, 0, span)?;
+        let in_width = self.cur.tensors[input].width;
+        let output = match pos.len() {
+            2 => self.size_arg("linear", pos, 1, span, "the output width")?,
+            3 => {
+                let declared = self.size_arg("linear", pos, 1, span, "the input width")?;
+                if declared != in_width {
+                    let hint = self.cur.tensors[input].hint.clone();
+                    self.error(
+                        pos[1].span(),
+                        format!("this linear takes [S, {declared}] but `{hint}` is [S, {in_width}]"),
+                    );
+                    return None;
+                }
+                self.size_arg("linear", pos, 2, span, "the output width")?
+            }
+            _ => {
+                self.error(span, "expected `linear(x, out)` or `linear(x, in, out)`");
+                return None;
+            }
+        };
+        let bias = self.flag_arg(args, "bias", true)?;
+        let conv1d = match args.take("layout") {
+            None => false,
+            Some(Expr::Path(p)) if p.path.is_ident("torch") => false,
+            Some(Expr::Path(p)) if p.path.is_ident("conv1d") => true,
+            Some(other) => {
+                self.error(other.span(), "`layout` is `torch` (nn.Linear, `[out, in]`) or `conv1d` (GPT-2, `[in, out]`)");
+                return None;
+            }
+        };
+        let field = self.field(FieldKind::Linear { input: in_width, output, bias, conv1d }, true);
+        let out = self.cur.tensor(output, span, "linear");
+        self.cur.nodes.push(Node::Linear { field, input, out });
+        Some(Val::Tensor(out))
+    }
+
+    fn flag_arg(&mut self, args: &mut Args, name: &str, default: bool) -> Option<bool> {
+        match args.take(name) {
+            None => Some(default),
+            Some(e) => match self.constant(e)? {
+                Const::Bool(b) => Some(b),
+                other => {
+                    self.error(e.span(), format!("`{name}` is `true` or `false`, found {}", other.describe()));
+                    None
+                }
+            },
+        }
+    }
+
+    fn norm(&mut self, func: &str, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
+        let input = self.tensor_arg(func, pos, 0, span)?;
+        let width = self.cur.tensors[input].width;
+        let eps = match args.take("eps") {
+            None if func == "rms_norm" => 1e-6,
+            None => 1e-5,
+            Some(e) => match self.constant(e)? {
+                Const::Float(x) if x > 0.0 => x,
+                other => {
+                    self.error(e.span(), format!("`eps` is a number > 0, found {}", other.describe()));
+                    return None;
+                }
+            },
+        };
+        let kind = if func == "rms_norm" {
+            FieldKind::RmsNorm { width, eps }
+        } else {
+            FieldKind::LayerNorm { width, eps }
+        };
+        let field = self.field(kind, true);
+        let out = self.cur.tensor(width, span, func);
+        self.cur.nodes.push(Node::Norm { field, input, out });
+        Some(Val::Tensor(out))
+    }
+
+    fn activation(&mut self, func: &str, span: Span, pos: &[&Expr]) -> Option<Val> {
+        let input = self.tensor_arg(func, pos, 0, span)?;
+        let width = self.cur.tensors[input].width;
+        let act = match func {
+            "gelu" => Activation::GeluErf,
+            "gelu_tanh" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "swiglu" => Activation::SwiGlu,
+            "geglu" => Activation::GeGluErf,
+            _ => Activation::GeGluTanh,
+        };
+        if act.is_gated() {
+            if width % 2 != 0 {
+                self.error(span, format!("`{func}` splits its input into gate and up halves, but [S, {width}] is odd"));
+                return None;
+            }
+            let out = self.cur.tensor(width / 2, span, func);
+            self.cur.nodes.push(Node::Glu { input, out, act });
+            return Some(Val::Tensor(out));
+        }
+        let out = self.cur.tensor(width, span, func);
+        self.cur.nodes.push(Node::Act { input, out, act });
+        Some(Val::Tensor(out))
+    }
+
+    fn attention(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
+        let Some(heads_expr) = args.take("heads") else {
+            self.error(span, "`attention` needs `heads = …`");
+            return None;
+        };
+        let heads = self.positive(heads_expr, "heads")?;
+        let kv_heads = match args.take("kv_heads") {
+            Some(e) => self.positive(e, "kv_heads")?,
+            None => heads,
+        };
+        if heads % kv_heads != 0 {
+            self.error(span, format!("{kv_heads} key/value heads do not divide {heads} query heads"));
+            return None;
+        }
+        let causal = args.flags.iter().position(|(f, _)| f == "causal").map(|i| args.flags.remove(i)).is_some();
+        let (q, kv, head_dim) = match pos.len() {
+            1 => {
+                let qkv = self.tensor_arg("attention", pos, 0, span)?;
+                let w = self.cur.tensors[qkv].width;
+                let parts = heads + 2 * kv_heads;
+                if w % parts != 0 {
+                    self.error(
+                        pos[0].span(),
+                        format!("[S, {w}] does not split into {heads} query and 2 × {kv_heads} key/value heads: {w} / {parts} is not whole"),
+                    );
+                    return None;
+                }
+                (qkv, None, w / parts)
+            }
+            3 => {
+                let q = self.tensor_arg("attention", pos, 0, span)?;
+                let k = self.tensor_arg("attention", pos, 1, span)?;
+                let v = self.tensor_arg("attention", pos, 2, span)?;
+                let (wq, wk, wv) = (self.cur.tensors[q].width, self.cur.tensors[k].width, self.cur.tensors[v].width);
+                if wq % heads != 0 {
+                    self.error(pos[0].span(), format!("queries [S, {wq}] do not split into {heads} heads"));
+                    return None;
+                }
+                let hd = wq / heads;
+                for (e, w, what) in [(pos[1], wk, "keys"), (pos[2], wv, "values")] {
+                    if w != kv_heads * hd {
+                        self.error(
+                            e.span(),
+                            format!("{what} are [S, {w}] but {kv_heads} key/value heads of {hd} need [S, {}]", kv_heads * hd),
+                        );
+                        return None;
+                    }
+                }
+                (q, Some((k, v)), hd)
+            }
+            _ => {
+                self.error(span, "expected `attention(qkv, heads = …)` or `attention(q, k, v, heads = …)`");
+                return None;
+            }
+        };
+        let window = match args.take("window") {
+            None => None,
+            Some(e) => match self.constant(e)? {
+                Const::Int(w) | Const::Opt(Some(w)) if w >= 1 => Some(w as usize),
+                Const::Opt(None) => None,
+                other => {
+                    self.error(e.span(), format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()));
+                    return None;
+                }
+            },
+        };
+        if window.is_some() && !causal {
+            self.error(span, "a sliding window needs `causal` attention");
+            return None;
+        }
+        let rope = match args.take("rope") {
+            None => None,
+            Some(e) => {
+                let theta = match self.constant(e)? {
+                    Const::Float(t) if t > 0.0 => t,
+                    other => {
+                        self.error(e.span(), format!("`rope` is the rotary base θ (e.g. `10000.0`), found {}", other.describe()));
+                        return None;
+                    }
+                };
+                let dims = match args.take("rotary_dims") {
+                    Some(e) => self.positive(e, "rotary_dims")?,
+                    None => head_dim,
+                };
+                if dims % 2 != 0 || dims > head_dim {
+                    self.error(span, format!("rotary dims must be even and at most the head width {head_dim}, found {dims}"));
+                    return None;
+                }
+                Some((theta, dims))
+            }
+        };
+        let out = self.cur.tensor(heads * head_dim, span, "context");
+        self.cur.nodes.push(Node::Attention(AttentionNode {
+            q,
+            kv,
+            out,
+            heads,
+            kv_heads,
+            head_dim,
+            causal,
+            window,
+            rope,
+        }));
+        Some(Val::Tensor(out))
+    }
+
+    fn positive(&mut self, e: &Expr, what: &str) -> Option<usize> {
+        match self.constant(e)? {
+            Const::Int(n) if n >= 1 => Some(n as usize),
+            other => {
+                self.error(e.span(), format!("`{what}` must be a whole number ≥ 1, found {}", other.describe()));
+                None
+            }
+        }
+    }
+}
+
+/// A call's named arguments and flags, taken one by one; what is left is reported as unknown.
+struct Args<'e> {
+    named: Vec<(String, &'e Expr, Span)>,
+    flags: Vec<(String, Span)>,
+}
+
+impl<'e> Args<'e> {
+    fn take(&mut self, name: &str) -> Option<&'e Expr> {
+        let i = self.named.iter().position(|(n, _, _)| n == name)?;
+        Some(self.named.remove(i).1)
+    }
+}
