@@ -18,6 +18,7 @@ fn ui() {
     t.compile_fail("tests/ui/user_shapes/*.rs");
     t.compile_fail("tests/ui/seq2seq/*.rs");
     t.compile_fail("tests/ui/variants/*.rs");
+    t.compile_fail("tests/ui/composed/*.rs");
     t.compile_fail("tests/ui/fallback/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }

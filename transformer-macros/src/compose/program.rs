@@ -205,6 +205,17 @@ struct Interp<'c> {
     pending: Vec<usize>,
     /// Errors of later loop iterations are reported only when the first was clean.
     quiet: bool,
+    /// Every name a `let` binds anywhere in the body, with its statement's place in source
+    /// order: a use at or before that place is a cycle.
+    declared: Vec<(String, usize)>,
+    /// Each statement's place in source order, and the place of the one being evaluated.
+    order: HashMap<*const Stmt, usize>,
+    at: usize,
+    /// Errors recorded before the current statement, and before the current section.
+    stmt_errors: usize,
+    section_errors: usize,
+    /// The current statement read a value that already failed.
+    poisoned: bool,
 }
 
 /// Interprets the body of `fn forward`.
@@ -221,7 +232,14 @@ pub fn interpret(
         cur: Section::default(),
         pending: Vec::new(),
         quiet: false,
+        declared: Vec::new(),
+        order: HashMap::new(),
+        at: 0,
+        stmt_errors: 0,
+        section_errors: 0,
+        poisoned: false,
     };
+    number(&forward.body.stmts, &mut it.order, &mut it.declared);
     let mut token_types = false;
     for input in &forward.inputs {
         match input.to_string().as_str() {
@@ -279,6 +297,7 @@ pub fn interpret(
 
     // Tail: the statements after the loop, the last one the result.
     it.section = 2;
+    it.section_errors = it.cx.len();
     it.cur = Section::default();
     let input = it.cur.tensor(width, for_loop.span(), &carried);
     it.cur.input = Some(input);
@@ -288,6 +307,9 @@ pub fn interpret(
         let last = loop_at + 1 + n == stmts.len() - 1;
         match stmt {
             Stmt::Expr(e, None) if last => {
+                it.at = it.order.get(&(stmt as *const Stmt)).copied().unwrap_or(it.at);
+                it.stmt_errors = it.cx.len();
+                it.poisoned = false;
                 let names = weight_names(it.cx, expr_attrs(e));
                 result = it.eval(e);
                 it.finish_names(names, None, e.span());
@@ -317,6 +339,20 @@ pub fn interpret(
     it.unused_in_section(2);
     let tail = std::mem::take(&mut it.cur);
     Some(Program { embeddings, repeat, tail, token_types, ignored })
+}
+
+/// Numbers the statements in source order (the loop body after the `for`) and lists the names
+/// each `let` binds with its number.
+fn number(stmts: &[Stmt], order: &mut HashMap<*const Stmt, usize>, declared: &mut Vec<(String, usize)>) {
+    for stmt in stmts {
+        let n = order.len();
+        order.insert(stmt as *const Stmt, n);
+        match stmt {
+            Stmt::Local(syn::Local { pat: Pat::Ident(p), .. }) => declared.push((p.ident.to_string(), n)),
+            Stmt::Expr(Expr::ForLoop(f), _) => number(&f.body.stmts, order, declared),
+            _ => {}
+        }
+    }
 }
 
 /// `#[weights(ignore = ["…", …])]` on `fn forward`.
@@ -431,8 +467,12 @@ impl Interp<'_> {
         }
     }
 
-    /// Reports the section's tensors that were computed and never read.
+    /// Reports the section's tensors that were computed and never read (only when the section
+    /// had no other error: a failed expression may not have reached its operands).
     fn unused_in_section(&mut self, section: usize) {
+        if self.cx.len() > self.section_errors {
+            return;
+        }
         let unused: Vec<(String, Span)> = self
             .scope
             .iter()
@@ -520,6 +560,7 @@ impl Interp<'_> {
         self.section = 1;
         let mut bodies: Vec<Section> = Vec::new();
         let errors_before = self.cx.len();
+        self.section_errors = errors_before;
         for layer in 0..count {
             self.quiet = layer > 0 && self.cx.len() > errors_before;
             self.cur = Section::default();
@@ -592,6 +633,9 @@ impl Interp<'_> {
     }
 
     fn stmt(&mut self, stmt: &Stmt, in_loop: bool) {
+        self.at = self.order.get(&(stmt as *const Stmt)).copied().unwrap_or(self.at);
+        self.stmt_errors = self.cx.len();
+        self.poisoned = false;
         match stmt {
             Stmt::Local(local) => {
                 let names = weight_names(self.cx, &local.attrs);
@@ -656,6 +700,10 @@ impl Interp<'_> {
     /// created exactly one.
     fn finish_names(&mut self, names: Option<(Vec<String>, Span)>, binding: Option<&str>, span: Span) {
         let pending = std::mem::take(&mut self.pending);
+        if self.cx.len() > self.stmt_errors || self.poisoned {
+            // The statement stopped early: its layer count is not what the user wrote.
+            return;
+        }
         match names {
             Some((names, attr_span)) if names.len() != pending.len() => {
                 let what = if pending.len() == 1 { "layer" } else { "layers" };
@@ -674,10 +722,11 @@ impl Interp<'_> {
                 ([f], Some(b)) => self.cur.fields[*f].weight = b.to_string(),
                 (_, _) => self.error(
                     span,
-                    format!(
-                        "name the checkpoint tensors of this statement's {} weighted layer(s): `#[weights(\"…\")]`, innermost first",
-                        pending.len()
-                    ),
+                    if pending.len() == 1 {
+                        "name the checkpoint tensor of this layer: `#[weights = \"module.name\"]` (or bind it with `let name = …`)".to_string()
+                    } else {
+                        format!("name the checkpoint tensors of this statement's {} weighted layers: `#[weights(\"…\", …)]`, innermost first", pending.len())
+                    },
                 ),
             },
         }
@@ -704,6 +753,9 @@ impl Interp<'_> {
                 if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
                     b.used = true;
                     let (val, section) = (b.val, b.section);
+                    if matches!(val, Val::Poison) {
+                        self.poisoned = true;
+                    }
                     if matches!(val, Val::Tensor(_)) && section != self.section {
                         self.error(id.span(), format!("`{name}` belongs to another part of the model: layers read only the stream, and only the stream leaves them"));
                         return Some(Val::Poison);
@@ -712,6 +764,14 @@ impl Interp<'_> {
                 }
                 if let Some(v) = self.dims.get(&name) {
                     return Some(Val::Const(Const::Int(*v as i128)));
+                }
+                if self.declared.iter().any(|(n, at)| *n == name && *at >= self.at) {
+                    self.error(id.span(), format!("`{name}` is used before its `let`: a value cannot depend on itself or on values computed after it (a cycle)"));
+                    return Some(Val::Poison);
+                }
+                if self.declared.iter().any(|(n, _)| *n == name) {
+                    self.error(id.span(), format!("`{name}` is not in scope here: values computed inside the layer loop stay there (only the stream leaves it)"));
+                    return Some(Val::Poison);
                 }
                 let mut known: Vec<&str> = self.scope.iter().map(|b| b.name.as_str()).collect();
                 known.extend(self.dims.keys().map(String::as_str));
@@ -725,10 +785,12 @@ impl Interp<'_> {
                     (Val::Tensor(a), Val::Tensor(c)) => {
                         let (wa, wc) = (self.cur.tensors[a].width, self.cur.tensors[c].width);
                         if wa != wc {
-                            self.error(b.op.span(), format!(
-                                "cannot add [S, {wa}] and [S, {wc}]: `{}` and `{}` must have the same width",
-                                self.cur.tensors[a].hint, self.cur.tensors[c].hint
-                            ));
+                            let name = |t: usize| {
+                                let hint = &self.cur.tensors[t].hint;
+                                if FUNCTIONS.contains(&hint.as_str()) { format!("{hint}(…)") } else { hint.clone() }
+                            };
+                            let (na, nc) = (name(a), name(c));
+                            self.error(b.op.span(), format!("cannot add [S, {wa}] and [S, {wc}]: `{na}` and `{nc}` must have the same width"));
                             return Some(Val::Poison);
                         }
                         let out = self.cur.tensor(wa, b.op.span(), "sum");
@@ -785,6 +847,11 @@ impl Interp<'_> {
             other => {
                 let hint = closest(other, FUNCTIONS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                 self.error(span, format!("unknown layer `{other}`{hint}; known: {}", FUNCTIONS.join(", ")));
+                let quiet = std::mem::replace(&mut self.quiet, true);
+                for arg in &positional {
+                    self.eval(arg);
+                }
+                self.quiet = quiet;
                 return Some(Val::Poison);
             }
         };
