@@ -100,6 +100,46 @@ transformer::model! {
 }
 
 transformer::model! {
+    /// GPT-2 `tiny` again, with its fused projection split into queries and keys/values and
+    /// concatenated back (copies only: the logits must stay bit-identical).
+    pub struct SplitGpt2 {
+        vocab_size: 512,
+        max_positions: 128,
+        d_model: 64,
+        heads: 4,
+        d_ff: 256,
+        layers: 2,
+    }
+
+    #[weights(ignore = ["transformer.h.{layer}.attn.bias", "transformer.h.{layer}.attn.masked_bias"])]
+    fn forward(tokens) -> logits {
+        #[weights = "transformer.wte"]
+        let x = embedding(tokens, vocab_size, d_model);
+        #[weights = "transformer.wpe"]
+        let x = x + embedding(positions, max_positions, d_model);
+        #[weights = "transformer.h.{layer}"]
+        for layer in 0..layers {
+            #[weights = "ln_1"]
+            let h = layer_norm(x, eps = 1e-5);
+            #[weights = "attn.c_attn"]
+            let qkv = linear(h, 3 * d_model, layout = conv1d);
+            let (q, k, v) = split(qkv, [d_model, d_model, d_model]);
+            let context = attention(concat(q, slice(concat(k, v), 0, 2 * d_model)), heads = heads, causal);
+            #[weights = "attn.c_proj"]
+            x = x + linear(context, d_model, layout = conv1d);
+            #[weights = "ln_2"]
+            let h = layer_norm(x, eps = 1e-5);
+            #[weights("mlp.c_fc", "mlp.c_proj")]
+            x = x + linear(gelu_tanh(linear(h, d_ff, layout = conv1d)), d_model, layout = conv1d);
+        }
+        #[weights = "transformer.ln_f"]
+        let x = layer_norm(x, eps = 1e-5);
+        #[weights = "transformer.wte"]
+        linear(x, vocab_size, bias = false)
+    }
+}
+
+transformer::model! {
     /// GPT-2 `tiny` as the preset declares it.
     pub struct PresetGpt2 {
         vocab_size: 512,
@@ -210,6 +250,15 @@ fn composed_gpt2_is_bit_identical_to_the_preset() {
     let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
     let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
     assert_eq!(a, b, "cached steps differ");
+}
+
+#[test]
+fn split_and_concat_copy_exactly() {
+    let path = fixture("gpt2/tiny/model.safetensors");
+    let (split, preset) = (SplitGpt2::from_safetensors(&path).unwrap(), PresetGpt2::from_safetensors(&path).unwrap());
+    let prompts: [&[u32]; 2] = [&[5, 17, 300, 2, 9, 11], &[1, 2, 3]];
+    let batch = Batch::from_sequences(&prompts).unwrap();
+    assert_eq!(bits(&split.logits(&batch).unwrap()), bits(&preset.logits(&batch).unwrap()));
 }
 
 #[derive(Deserialize)]

@@ -470,7 +470,30 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                 let (v, a) = (write(block, value), activation(Some(act)));
                 quote!(#a.apply_slice(#v.as_flattened_mut());)
             }
-                        Op::Gather { .. } => unreachable!("gathers are handled above"),
+            Op::Gather { .. } => unreachable!("gathers are handled above"),
+            Op::Concat { inputs, output } => {
+                let o = write(block, output);
+                let mut at = 0;
+                let copies = inputs.iter().map(|v| {
+                    let (i, from, to) = (read(block, *v), at, at + v.width);
+                    at = to;
+                    quote!(row[#from..#to].copy_from_slice(&(#i)[r]);)
+                });
+                let copies: Vec<TokenStream> = copies.collect();
+                quote! {
+                    for (r, row) in #o.iter_mut().enumerate() {
+                        #(#copies)*
+                    }
+                }
+            }
+            Op::Slice { input, start, output } => {
+                let (i, o, end) = (read(block, input), write(block, output), start + output.width);
+                quote! {
+                    for (row, from) in #o.iter_mut().zip((#i).iter()) {
+                        row.copy_from_slice(&from[#start..#end]);
+                    }
+                }
+            }
             Op::Patches { image, patches, class_token, positions } => {
                 let (c, side, p, n) = (image.channels, image.image_size, image.patch_size, image.patches());
                 let (patches, positions) = (format_ident!("{}", patches), format_ident!("{}", positions));

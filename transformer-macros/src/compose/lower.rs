@@ -555,6 +555,11 @@ fn lower_section(
                 ops.push(Op::Glu { input: val(input), output: val(out), act });
             }
             Node::Norm { field, input, out } => ops.push(Op::Norm { field: fname(field), input: val(input), output: val(out) }),
+            Node::Concat { ref inputs, out } => {
+                let inputs: Vec<Value> = inputs.iter().map(|&t| val(t)).collect();
+                ops.push(Op::Concat { inputs: Box::leak(inputs.into_boxed_slice()), output: val(out) });
+            }
+            Node::Slice { input, start, out } => ops.push(Op::Slice { input: val(input), start, output: val(out) }),
             Node::Add { a, b, out } => {
                 let (o, a_v, b_v) = (val(out), val(a), val(b));
                 let sublayer = if a_v == o { b_v } else { a_v };
@@ -626,7 +631,7 @@ fn chain(nodes: &[Node], t: usize, input: Option<usize>, dead_after: &dyn Fn(usi
         Node::Norm { input: i, .. } => extend(i).or(Some(vec![t])),
         Node::Act { input: i, .. } => extend(i),
         Node::Gather { acc: Some(a), .. } => extend(a),
-        Node::Gather { acc: None, .. } | Node::Linear { .. } => Some(vec![t]),
+        Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => Some(vec![t]),
         Node::Glu { .. } | Node::Attention(_) => None,
     }
 }

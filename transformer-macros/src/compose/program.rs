@@ -74,6 +74,10 @@ pub enum Node {
     Glu { input: usize, out: usize, act: Activation },
     Norm { field: usize, input: usize, out: usize },
     Add { a: usize, b: usize, out: usize },
+    /// Feature-axis concatenation.
+    Concat { inputs: Vec<usize>, out: usize },
+    /// Columns `start..start + width(out)` of `input`.
+    Slice { input: usize, start: usize, out: usize },
     Attention(AttentionNode),
 }
 
@@ -84,6 +88,8 @@ impl Node {
             Node::Linear { input, .. } | Node::Act { input, .. } | Node::Glu { input, .. } => vec![*input],
             Node::Norm { input, .. } => vec![*input],
             Node::Add { a, b, .. } => vec![*a, *b],
+            Node::Concat { inputs, .. } => inputs.clone(),
+            Node::Slice { input, .. } => vec![*input],
             Node::Attention(a) => match a.kv {
                 Some((k, v)) => vec![a.q, k, v],
                 None => vec![a.q],
@@ -98,7 +104,9 @@ impl Node {
             | Node::Act { out, .. }
             | Node::Glu { out, .. }
             | Node::Norm { out, .. }
-            | Node::Add { out, .. } => *out,
+            | Node::Add { out, .. }
+            | Node::Concat { out, .. }
+            | Node::Slice { out, .. } => *out,
             Node::Attention(a) => a.out,
         }
     }
@@ -192,6 +200,9 @@ const FUNCTIONS: &[&str] = &[
     "geglu",
     "geglu_tanh",
     "attention",
+    "concat",
+    "slice",
+    "split",
 ];
 const INPUTS: &[&str] = &["tokens", "token_types"];
 
@@ -639,6 +650,10 @@ impl Interp<'_> {
         match stmt {
             Stmt::Local(local) => {
                 let names = weight_names(self.cx, &local.attrs);
+                if let (Pat::Tuple(tuple), Some(init)) = (&local.pat, &local.init) {
+                    self.split(tuple, &init.expr);
+                    return;
+                }
                 let (name, span) = match &local.pat {
                     Pat::Ident(p) => (p.ident.to_string(), p.ident.span()),
                     other => {
@@ -844,6 +859,12 @@ impl Interp<'_> {
                 self.activation(&func, span, &positional)
             }
             "attention" => self.attention(span, &positional, &mut args),
+            "concat" => self.concat(span, &positional),
+            "slice" => self.slice(span, &positional),
+            "split" => {
+                self.error(span, "`split` gives several tensors: bind them with `let (a, b) = split(x, [w1, w2]);`");
+                None
+            }
             other => {
                 let hint = closest(other, FUNCTIONS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                 self.error(span, format!("unknown layer `{other}`{hint}; known: {}", FUNCTIONS.join(", ")));
@@ -1139,6 +1160,92 @@ impl Interp<'_> {
             rope,
         }));
         Some(Val::Tensor(out))
+    }
+
+    /// `concat(a, b, …)`: the tensors side by side.
+    fn concat(&mut self, span: Span, pos: &[&Expr]) -> Option<Val> {
+        if pos.len() < 2 {
+            self.error(span, "`concat` joins two or more tensors along the features");
+            return None;
+        }
+        let inputs: Vec<usize> = (0..pos.len()).map(|i| self.tensor_arg("concat", pos, i, span)).collect::<Option<_>>()?;
+        let width = inputs.iter().map(|&t| self.cur.tensors[t].width).sum();
+        let out = self.cur.tensor(width, span, "concat");
+        self.cur.nodes.push(Node::Concat { inputs, out });
+        Some(Val::Tensor(out))
+    }
+
+    /// `slice(x, start, width)`: columns `start..start + width`.
+    fn slice(&mut self, span: Span, pos: &[&Expr]) -> Option<Val> {
+        let input = self.tensor_arg("slice", pos, 0, span)?;
+        let start = match pos.get(1).map(|e| (e, self.constant(e))) {
+            Some((_, Some(Const::Int(n)))) if n >= 0 => n as usize,
+            Some((e, _)) => {
+                self.error(e.span(), "the first column is a whole number ≥ 0");
+                return None;
+            }
+            None => {
+                self.error(span, "expected `slice(x, start, width)`");
+                return None;
+            }
+        };
+        let width = self.size_arg("slice", pos, 2, span, "the width")?;
+        let have = self.cur.tensors[input].width;
+        if start + width > have {
+            let hint = self.cur.tensors[input].hint.clone();
+            self.error(span, format!("columns {start}..{} are outside `{hint}`, which is [S, {have}]", start + width));
+            return None;
+        }
+        let out = self.cur.tensor(width, span, "slice");
+        self.cur.nodes.push(Node::Slice { input, start, out });
+        Some(Val::Tensor(out))
+    }
+
+    /// `let (a, b, …) = split(x, [w1, w2, …]);`: consecutive column ranges covering `x`.
+    fn split(&mut self, tuple: &syn::PatTuple, init: &Expr) {
+        let Expr::Call(call) = init else {
+            self.error(init.span(), "a tuple `let` takes `split(x, [w1, w2, …])`");
+            return;
+        };
+        let (Some(x), Some(Expr::Array(widths)), 2) = (call.args.first(), call.args.iter().nth(1), call.args.len()) else {
+            self.error(call.span(), "expected `split(x, [w1, w2, …])`");
+            return;
+        };
+        let Some(input) = self.tensor_arg("split", &[x], 0, call.span()) else { return };
+        let widths: Option<Vec<usize>> = widths
+            .elems
+            .iter()
+            .map(|e| match self.constant(e)? {
+                Const::Int(n) if n >= 1 => Some(n as usize),
+                other => {
+                    self.error(e.span(), format!("a width is a whole number ≥ 1, found {}", other.describe()));
+                    None
+                }
+            })
+            .collect();
+        let Some(widths) = widths else { return };
+        let (total, have) = (widths.iter().sum::<usize>(), self.cur.tensors[input].width);
+        if total != have {
+            let hint = self.cur.tensors[input].hint.clone();
+            self.error(call.args[1].span(), format!("the parts add up to {total} but `{hint}` is [S, {have}]"));
+            return;
+        }
+        if widths.len() != tuple.elems.len() {
+            self.error(tuple.span(), format!("`split` gives {} tensors but the pattern names {}", widths.len(), tuple.elems.len()));
+            return;
+        }
+        let mut start = 0;
+        for (pat, width) in tuple.elems.iter().zip(widths) {
+            let Pat::Ident(p) = pat else {
+                self.error(pat.span(), "expected a name");
+                return;
+            };
+            let name = p.ident.to_string();
+            let out = self.cur.tensor(width, p.ident.span(), &name);
+            self.cur.nodes.push(Node::Slice { input, start, out });
+            start += width;
+            self.bind(&name, Val::Tensor(out), p.ident.span(), false);
+        }
     }
 
     fn positive(&mut self, e: &Expr, what: &str) -> Option<usize> {

@@ -187,6 +187,10 @@ pub enum Op {
     AddNorm { field: &'static str, stream: Value, sublayer: Value },
     /// `output[row] (+)= table[index(row) + offset]` (BART's positions start at row 2).
     Gather { field: &'static str, index: Index, output: Value, accumulate: bool, offset: usize },
+    /// `output = [inputs[0] | inputs[1] | …]` along the feature axis (each row copied).
+    Concat { inputs: &'static [Value], output: Value },
+    /// `output = input[:, start..start + output.width]` (a copy).
+    Slice { input: Value, start: usize, output: Value },
     /// Images → the stream: unfold each image into patches, project them (`patches`, a linear),
     /// prepend the class token if any, add positions.
     Patches {
@@ -252,6 +256,7 @@ impl Op {
             Op::Scale { value, .. } => value.is_stream(),
             Op::Rope { qkv, .. } => qkv.is_stream(),
             Op::Glu { output, .. } => output.is_stream(),
+            Op::Concat { output, .. } | Op::Slice { output, .. } => output.is_stream(),
             Op::Add { .. } | Op::AddNorm { .. } | Op::Patches { .. } => true,
         }
     }
@@ -267,6 +272,8 @@ impl Op {
             Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
             Op::Gather { output, .. } => vec![output],
             Op::Patches { .. } => vec![],
+            Op::Concat { inputs, output } => inputs.iter().copied().chain([output]).collect(),
+            Op::Slice { input, output, .. } => vec![input, output],
             Op::Rope { qkv, .. } => vec![qkv],
             Op::Glu { input, output, .. } => vec![input, output],
         }
@@ -950,6 +957,21 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             }
         }
         Op::Scale { .. } => Ok(()),
+        Op::Concat { inputs, output } if inputs.iter().map(|v| v.width).sum::<usize>() == output.width => Ok(()),
+        Op::Concat { inputs, output } => Err(format!(
+            "concatenating widths {:?} gives {}, not [S, {}] (`{}`)",
+            inputs.iter().map(|v| v.width).collect::<Vec<_>>(),
+            inputs.iter().map(|v| v.width).sum::<usize>(),
+            output.width,
+            output.name
+        )),
+        Op::Slice { input, start, output } if start + output.width <= input.width => Ok(()),
+        Op::Slice { input, start, output } => Err(format!(
+            "columns {start}..{} are outside [S, {}] (`{}`)",
+            start + output.width,
+            input.width,
+            input.name
+        )),
         Op::Add { stream, sublayer } => same(stream, sublayer),
         Op::AddNorm { field: f, stream, sublayer } => {
             same(stream, sublayer)?;
