@@ -224,7 +224,8 @@ fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
 fn composed_minilm_is_bit_identical_to_the_preset() {
     let preset = minilm::load();
     let path = minilm::model_dir().join("model.safetensors");
-    let composed = ComposedMiniLm::from_safetensors(&path).expect("the composed MiniLM loads the real checkpoint");
+    let composed =
+        ComposedMiniLm::from_safetensors(&path).expect("the composed MiniLM loads the real checkpoint");
     let tokenizer = minilm::tokenizer().unwrap();
     let texts = ["A cat sits on the mat.", "Stock markets fell sharply today, analysts said.", "Hi"];
     let batch = minilm::encode(&tokenizer, &texts).unwrap();
@@ -237,7 +238,8 @@ fn composed_minilm_is_bit_identical_to_the_preset() {
 #[test]
 fn composed_gpt2_is_bit_identical_to_the_preset() {
     let path = fixture("gpt2/tiny/model.safetensors");
-    let (composed, preset) = (ComposedGpt2::from_safetensors(&path).unwrap(), PresetGpt2::from_safetensors(&path).unwrap());
+    let (composed, preset) =
+        (ComposedGpt2::from_safetensors(&path).unwrap(), PresetGpt2::from_safetensors(&path).unwrap());
     let prompts: [&[u32]; 3] = [&[5, 17, 300, 2, 9], &[1, 2, 3], &[400, 401, 402, 403, 404, 405, 406]];
     let batch = Batch::from_sequences(&prompts).unwrap();
     let (ours, theirs) = (composed.logits(&batch).unwrap(), preset.logits(&batch).unwrap());
@@ -255,7 +257,8 @@ fn composed_gpt2_is_bit_identical_to_the_preset() {
 #[test]
 fn split_and_concat_copy_exactly() {
     let path = fixture("gpt2/tiny/model.safetensors");
-    let (split, preset) = (SplitGpt2::from_safetensors(&path).unwrap(), PresetGpt2::from_safetensors(&path).unwrap());
+    let (split, preset) =
+        (SplitGpt2::from_safetensors(&path).unwrap(), PresetGpt2::from_safetensors(&path).unwrap());
     let prompts: [&[u32]; 2] = [&[5, 17, 300, 2, 9, 11], &[1, 2, 3]];
     let batch = Batch::from_sequences(&prompts).unwrap();
     assert_eq!(bits(&split.logits(&batch).unwrap()), bits(&preset.logits(&batch).unwrap()));
@@ -321,7 +324,11 @@ fn alternating_greedy_generation_matches_pytorch() {
         assert_eq!(&ours, expected, "greedy continuation of prompt {i}");
     }
     let prompts: Vec<&[u32]> = r.prompts.iter().map(|p| p.ids.as_slice()).collect();
-    assert_eq!(model.generate(&prompts, &options).unwrap(), r.batched_greedy.tokens, "prompts generated together");
+    assert_eq!(
+        model.generate(&prompts, &options).unwrap(),
+        r.batched_greedy.tokens,
+        "prompts generated together"
+    );
 }
 
 #[test]

@@ -115,7 +115,8 @@ impl Parse for ModelInput {
         let body;
         syn::braced!(body in input);
         let entries = parse_entries(&body)?;
-        let forward = if input.peek(Token![fn]) || input.peek(Token![#]) { Some(input.parse()?) } else { None };
+        let forward =
+            if input.peek(Token![fn]) || input.peek(Token![#]) { Some(input.parse()?) } else { None };
         if !input.is_empty() {
             return Err(input.error(
                 "unexpected tokens after the model: declare one model per `model!`, optionally followed by its `fn forward(…) -> … { … }`",

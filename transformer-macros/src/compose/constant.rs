@@ -79,7 +79,10 @@ pub fn eval(expr: &Expr, lookup: &dyn Fn(&str) -> Option<Const>) -> syn::Result<
         }
         Expr::Block(b) => block_value(&b.block, lookup),
         Expr::Binary(b) => binary(b, eval(&b.left, lookup)?, eval(&b.right, lookup)?),
-        other => err(other.span(), "expected a constant: a number, a dim, arithmetic or `if … { … } else { … }`".into()),
+        other => err(
+            other.span(),
+            "expected a constant: a number, a dim, arithmetic or `if … { … } else { … }`".into(),
+        ),
     }
 }
 

@@ -60,7 +60,13 @@ struct LField {
     split: Vec<usize>,
 }
 
-pub fn lower(cx: &mut Ctxt, program: &Program, family: Family, max_positions_dim: Option<usize>, out_span: Span) -> Option<Lowered> {
+pub fn lower(
+    cx: &mut Ctxt,
+    program: &Program,
+    family: Family,
+    max_positions_dim: Option<usize>,
+    out_span: Span,
+) -> Option<Lowered> {
     let errors = cx.len();
     let emb = &program.embeddings;
     let table = |index: Index| {
@@ -73,7 +79,10 @@ pub fn lower(cx: &mut Ctxt, program: &Program, family: Family, max_positions_dim
         })
     };
     let Some(vocab_size) = table(Index::Token) else {
-        cx.error(out_span, "embed the tokens before the layers: `let x = embedding(tokens, vocab_size, d_model);`");
+        cx.error(
+            out_span,
+            "embed the tokens before the layers: `let x = embedding(tokens, vocab_size, d_model);`",
+        );
         return None;
     };
     let max_positions = table(Index::Position).or(max_positions_dim);
@@ -92,48 +101,64 @@ pub fn lower(cx: &mut Ctxt, program: &Program, family: Family, max_positions_dim
     let causal = attentions.iter().any(|a| a.causal);
     match family {
         Family::Decoder if attentions.iter().any(|a| !a.causal) => {
-            cx.error(program.repeat.span, "a model returning `logits` is a causal decoder: give every attention `causal`");
+            cx.error(
+                program.repeat.span,
+                "a model returning `logits` is a causal decoder: give every attention `causal`",
+            );
         }
         Family::Decoder if attentions.len() > 1 => {
             cx.error(program.repeat.span, "a decoder layer has one attention (one KV cache entry per layer)");
         }
         Family::Encoder if causal => {
-            cx.error(program.repeat.span, "causal attention makes a decoder: return `logits` (a vocabulary projection)");
+            cx.error(
+                program.repeat.span,
+                "causal attention makes a decoder: return `logits` (a vocabulary projection)",
+            );
         }
         _ => {}
     }
     let rope_positions = match (attentions.iter().any(|a| a.rope.is_some()), max_positions) {
         (true, None) => {
-            cx.error(program.repeat.span, "rotary positions need the longest sequence: declare `max_positions: …`");
+            cx.error(
+                program.repeat.span,
+                "rotary positions need the longest sequence: declare `max_positions: …`",
+            );
             return None;
         }
         (_, p) => p.unwrap_or(1),
     };
     if family == Family::Decoder && max_positions.is_none() {
-        cx.error(out_span, "a decoder's KV cache needs the longest sequence: declare `max_positions: …` or embed positions");
+        cx.error(
+            out_span,
+            "a decoder's KV cache needs the longest sequence: declare `max_positions: …` or embed positions",
+        );
     }
     let decoder = family == Family::Decoder;
 
-    let embeddings = lower_section(cx, emb, Role::Embeddings, &[], rope_positions).map(|(fields, ops)| Block {
-        suffix: "Embeddings",
-        doc: "Input embeddings, as composed.".into(),
-        prefix: "",
-        fields,
-        ops,
-        rooted: true,
-        output: None,
-        cached: decoder,
-    });
-    let layer = lower_section(cx, body, Role::Layer, &program.repeat.windows, rope_positions).map(|(fields, ops)| Block {
-        suffix: "Layer",
-        doc: "One layer, as composed in the loop body (one type for every layer).".into(),
-        prefix: intern(&program.repeat.prefix),
-        fields,
-        ops,
-        rooted: true,
-        output: None,
-        cached: decoder,
-    });
+    let embeddings =
+        lower_section(cx, emb, Role::Embeddings, &[], rope_positions).map(|(fields, ops)| Block {
+            suffix: "Embeddings",
+            doc: "Input embeddings, as composed.".into(),
+            prefix: "",
+            fields,
+            ops,
+            rooted: true,
+            output: None,
+            cached: decoder,
+        });
+    let layer =
+        lower_section(cx, body, Role::Layer, &program.repeat.windows, rope_positions).map(|(fields, ops)| {
+            Block {
+                suffix: "Layer",
+                doc: "One layer, as composed in the loop body (one type for every layer).".into(),
+                prefix: intern(&program.repeat.prefix),
+                fields,
+                ops,
+                rooted: true,
+                output: None,
+                cached: decoder,
+            }
+        });
     let tail = lower_tail(cx, &program.tail, family, vocab_size, rope_positions);
     if let Some(b) = &embeddings {
         if let Some(v) = b.scratch().first() {
@@ -173,13 +198,22 @@ enum Role {
 }
 
 /// The final norm and (decoders) the head from the statements after the loop.
-fn lower_tail(cx: &mut Ctxt, tail: &Section, family: Family, vocab: usize, rope_positions: usize) -> Option<(Option<Block>, Option<Block>)> {
+fn lower_tail(
+    cx: &mut Ctxt,
+    tail: &Section,
+    family: Family,
+    vocab: usize,
+    rope_positions: usize,
+) -> Option<(Option<Block>, Option<Block>)> {
     let result = tail.output?;
     let (body, head) = match (family, tail.nodes.last()) {
         (Family::Decoder, Some(Node::Linear { field, input, out })) if *out == result => {
             let width = tail.tensors[result].width;
             if width != vocab {
-                cx.error(tail.tensors[result].span, format!("logits are [S, {width}] but the vocabulary has {vocab} tokens"));
+                cx.error(
+                    tail.tensors[result].span,
+                    format!("logits are [S, {width}] but the vocabulary has {vocab} tokens"),
+                );
                 return None;
             }
             let mut rest = tail.clone();
@@ -188,7 +222,10 @@ fn lower_tail(cx: &mut Ctxt, tail: &Section, family: Family, vocab: usize, rope_
             (rest, Some((*field, *input)))
         }
         (Family::Decoder, _) => {
-            cx.error(tail.tensors[result].span, "`logits` must be the vocabulary projection of the stream: end with `linear(x, vocab_size)`");
+            cx.error(
+                tail.tensors[result].span,
+                "`logits` must be the vocabulary projection of the stream: end with `linear(x, vocab_size)`",
+            );
             return None;
         }
         (Family::Encoder, _) => (tail.clone(), None),
@@ -239,7 +276,11 @@ fn lower_tail(cx: &mut Ctxt, tail: &Section, family: Family, vocab: usize, rope_
 }
 
 fn lfield(f: &FieldDef) -> LField {
-    LField { kind: f.kind.clone(), weights: if f.weight.is_empty() { vec![] } else { vec![f.weight.clone()] }, split: vec![] }
+    LField {
+        kind: f.kind.clone(),
+        weights: if f.weight.is_empty() { vec![] } else { vec![f.weight.clone()] },
+        split: vec![],
+    }
 }
 
 fn to_field(name: &'static str, f: &LField, _rope_positions: usize, doc: Option<&'static str>) -> Field {
@@ -267,11 +308,31 @@ fn to_field(name: &'static str, f: &LField, _rope_positions: usize, doc: Option<
 }
 
 /// Names that generated code already uses for locals or parameters around scratch buffers.
-const RESERVED: &[&str] = &["x", "s", "rows", "logits", "pooled", "last", "batch", "workspace", "cache", "layer", "threads", "bias", "out", "memory", "starts", "i"];
+const RESERVED: &[&str] = &[
+    "x",
+    "s",
+    "rows",
+    "logits",
+    "pooled",
+    "last",
+    "batch",
+    "workspace",
+    "cache",
+    "layer",
+    "threads",
+    "bias",
+    "out",
+    "memory",
+    "starts",
+    "i",
+];
 
 /// A valid, unique Rust field name from a checkpoint or binding name.
 fn ident_name(raw: &str, taken: &mut Vec<String>) -> &'static str {
-    let mut base: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' }).collect();
+    let mut base: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .collect();
     if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
         base = format!("f_{base}");
     }
@@ -299,7 +360,9 @@ fn lower_section(
     let mut tensors = sec.tensors.clone();
     let mut fields: Vec<LField> = sec.fields.iter().map(lfield).collect();
     let mut nodes: Vec<Node> = sec.nodes.clone();
-    let uses = |nodes: &[Node], t: usize| nodes.iter().filter(|n| n.inputs().contains(&t)).count() + usize::from(sec.output == Some(t));
+    let uses = |nodes: &[Node], t: usize| {
+        nodes.iter().filter(|n| n.inputs().contains(&t)).count() + usize::from(sec.output == Some(t))
+    };
     let def = |nodes: &[Node], t: usize| nodes.iter().position(|n| n.out() == t);
 
     // Three projections of one tensor feeding an attention: one fused GEMM.
@@ -310,17 +373,25 @@ fn lower_section(
                 let parts: Vec<Option<(usize, usize, usize)>> = [a.q, k, v]
                     .iter()
                     .map(|&t| match def(&nodes, t).map(|d| (d, &nodes[d])) {
-                        Some((d, Node::Linear { field, input, .. })) if uses(&nodes, t) == 1 => Some((d, *field, *input)),
+                        Some((d, Node::Linear { field, input, .. })) if uses(&nodes, t) == 1 => {
+                            Some((d, *field, *input))
+                        }
                         _ => None,
                     })
                     .collect();
                 let same = |x: &PField, y: &PField| match (x, y) {
-                    (PField::Linear { bias: b1, conv1d: false, .. }, PField::Linear { bias: b2, conv1d: false, .. }) => b1 == b2,
+                    (
+                        PField::Linear { bias: b1, conv1d: false, .. },
+                        PField::Linear { bias: b2, conv1d: false, .. },
+                    ) => b1 == b2,
                     _ => false,
                 };
                 let fusable = parts.iter().all(Option::is_some) && {
                     let p: Vec<(usize, usize, usize)> = parts.iter().flatten().copied().collect();
-                    p[0].2 == p[1].2 && p[0].2 == p[2].2 && same(&fields[p[0].1].kind, &fields[p[1].1].kind) && same(&fields[p[0].1].kind, &fields[p[2].1].kind)
+                    p[0].2 == p[1].2
+                        && p[0].2 == p[2].2
+                        && same(&fields[p[0].1].kind, &fields[p[1].1].kind)
+                        && same(&fields[p[0].1].kind, &fields[p[2].1].kind)
                 };
                 if !fusable {
                     cx.error(tensors[a.out].span, "`attention(q, k, v)` fuses its projections into one GEMM: q, k and v must each be an nn.Linear-layout `linear` of the same tensor, used only here (or pass one fused `qkv`)");
@@ -328,7 +399,9 @@ fn lower_section(
                 }
                 let p: Vec<(usize, usize, usize)> = parts.into_iter().flatten().collect();
                 let widths: Vec<usize> = [a.q, k, v].iter().map(|&t| tensors[t].width).collect();
-                let PField::Linear { input, bias, .. } = fields[p[0].1].kind else { unreachable!("checked by `same`") };
+                let PField::Linear { input, bias, .. } = fields[p[0].1].kind else {
+                    unreachable!("checked by `same`")
+                };
                 let weights = p.iter().flat_map(|&(_, f, _)| fields[f].weights.clone()).collect();
                 fields.push(LField {
                     kind: PField::Linear { input, output: widths.iter().sum(), bias, conv1d: false },
@@ -336,7 +409,11 @@ fn lower_section(
                     split: widths.clone(),
                 });
                 let fused_field = fields.len() - 1;
-                tensors.push(super::program::Tensor { width: widths.iter().sum(), span: tensors[a.q].span, hint: "qkv".into() });
+                tensors.push(super::program::Tensor {
+                    width: widths.iter().sum(),
+                    span: tensors[a.q].span,
+                    hint: "qkv".into(),
+                });
                 let qkv = tensors.len() - 1;
                 let mut a = a.clone();
                 a.q = qkv;
@@ -402,7 +479,13 @@ fn lower_section(
                 if Some(origin) != sec.input {
                     if let (Some(input), Some(d)) = (sec.input, def(&nodes, origin)) {
                         if last_use[input].is_some_and(|u| u >= d) {
-                            cx.error(tensors[origin].span, format!("`{}` would overwrite the stream while it is still read", tensors[origin].hint));
+                            cx.error(
+                                tensors[origin].span,
+                                format!(
+                                    "`{}` would overwrite the stream while it is still read",
+                                    tensors[origin].hint
+                                ),
+                            );
                             return None;
                         }
                     }
@@ -449,7 +532,13 @@ fn lower_section(
             }
             Node::Act { input, .. } if scratch_in(input) => Some(input),
             Node::Act { input, .. } => {
-                cx.error(tensors[out].span, format!("the activation overwrites `{}`, which is read later (or is the stream)", tensors[input].hint));
+                cx.error(
+                    tensors[out].span,
+                    format!(
+                        "the activation overwrites `{}`, which is read later (or is the stream)",
+                        tensors[input].hint
+                    ),
+                );
                 return None;
             }
             Node::Norm { input, .. } if scratch_in(input) => Some(input),
@@ -492,18 +581,26 @@ fn lower_section(
         }
     };
     if nodes.iter().any(|n| !on_stream[n.out()] && buf_of[n.out()].is_none()) {
-        cx.error(sec.tensors.first().map_or(Span::call_site(), |t| t.span), "internal: a value has no buffer");
+        cx.error(
+            sec.tensors.first().map_or(Span::call_site(), |t| t.span),
+            "internal: a value has no buffer",
+        );
         return None;
     }
 
     // Field names: the checkpoint name's last segment, or its whole path when that collides.
     let mut taken: Vec<String> = vec!["rope".into()];
-    let last_segments: Vec<String> = fields.iter().map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default()).collect();
+    let last_segments: Vec<String> = fields
+        .iter()
+        .map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default())
+        .collect();
     let used_fields: Vec<usize> = {
         let mut u: Vec<usize> = Vec::new();
         for node in &nodes {
             let f = match node {
-                Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => Some(*field),
+                Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => {
+                    Some(*field)
+                }
                 _ => None,
             };
             if let Some(f) = f.filter(|f| !u.contains(f)) {
@@ -530,7 +627,10 @@ fn lower_section(
         };
         field_names[f] = Some(ident_name(&raw, &mut taken));
     }
-    let mut out_fields: Vec<Field> = used_fields.iter().map(|&f| to_field(field_names[f].unwrap_or("field"), &fields[f], rope_positions, None)).collect();
+    let mut out_fields: Vec<Field> = used_fields
+        .iter()
+        .map(|&f| to_field(field_names[f].unwrap_or("field"), &fields[f], rope_positions, None))
+        .collect();
 
     // Ops.
     let mut ops: Vec<Op> = Vec::new();
@@ -545,21 +645,30 @@ fn lower_section(
                 accumulate: acc.is_some(),
                 offset,
             }),
-            Node::Linear { field, input, out } => ops.push(Op::Linear { field: fname(field), input: val(input), output: val(out), act: None }),
+            Node::Linear { field, input, out } => {
+                ops.push(Op::Linear { field: fname(field), input: val(input), output: val(out), act: None })
+            }
             Node::Act { out, act, .. } => ops.push(Op::Activation { value: val(out), act }),
             Node::Glu { input, out, act } => {
                 if on_stream[input] || on_stream[out] {
-                    cx.error(tensors[out].span, "a gated unit reads and writes scratch values, not the stream");
+                    cx.error(
+                        tensors[out].span,
+                        "a gated unit reads and writes scratch values, not the stream",
+                    );
                     return None;
                 }
                 ops.push(Op::Glu { input: val(input), output: val(out), act });
             }
-            Node::Norm { field, input, out } => ops.push(Op::Norm { field: fname(field), input: val(input), output: val(out) }),
+            Node::Norm { field, input, out } => {
+                ops.push(Op::Norm { field: fname(field), input: val(input), output: val(out) })
+            }
             Node::Concat { ref inputs, out } => {
                 let inputs: Vec<Value> = inputs.iter().map(|&t| val(t)).collect();
                 ops.push(Op::Concat { inputs: Box::leak(inputs.into_boxed_slice()), output: val(out) });
             }
-            Node::Slice { input, start, out } => ops.push(Op::Slice { input: val(input), start, output: val(out) }),
+            Node::Slice { input, start, out } => {
+                ops.push(Op::Slice { input: val(input), start, output: val(out) })
+            }
             Node::Add { a, b, out } => {
                 let (o, a_v, b_v) = (val(out), val(a), val(b));
                 let sublayer = if a_v == o { b_v } else { a_v };
@@ -580,7 +689,12 @@ fn lower_section(
                         out_fields.push(Field {
                             name,
                             doc: "Rotary position tables (cos/sin per position), computed at load.",
-                            kind: FieldKind::Rope { max_positions: rope_positions, head_dim: a.head_dim, rotary_dims, theta },
+                            kind: FieldKind::Rope {
+                                max_positions: rope_positions,
+                                head_dim: a.head_dim,
+                                rotary_dims,
+                                theta,
+                            },
                             weights: vec![],
                             split: vec![],
                         });
@@ -588,7 +702,9 @@ fn lower_section(
                     ops.push(Op::Rope { field: name, qkv: val(a.q), heads: a.heads, kv_heads: a.kv_heads });
                 }
                 let window = match windows.get(attention_index) {
-                    Some(per_layer) if per_layer.iter().all(|w| *w == per_layer[0]) => Window::from_option(per_layer[0]),
+                    Some(per_layer) if per_layer.iter().all(|w| *w == per_layer[0]) => {
+                        Window::from_option(per_layer[0])
+                    }
                     Some(per_layer) => Window::PerLayer(Box::leak(per_layer.clone().into_boxed_slice())),
                     None => Window::from_option(a.window),
                 };
@@ -613,7 +729,12 @@ fn lower_section(
 /// The in-place chain ending at `t`: `[origin, …, t]`, where each value is written over the one
 /// before (a sum into a dead operand, a norm or activation of a dead input, a lookup added into a
 /// dead value) and the origin is the section's input or an op that can write the stream.
-fn chain(nodes: &[Node], t: usize, input: Option<usize>, dead_after: &dyn Fn(usize, usize) -> bool) -> Option<Vec<usize>> {
+fn chain(
+    nodes: &[Node],
+    t: usize,
+    input: Option<usize>,
+    dead_after: &dyn Fn(usize, usize) -> bool,
+) -> Option<Vec<usize>> {
     if Some(t) == input {
         return Some(vec![t]);
     }
@@ -631,7 +752,9 @@ fn chain(nodes: &[Node], t: usize, input: Option<usize>, dead_after: &dyn Fn(usi
         Node::Norm { input: i, .. } => extend(i).or(Some(vec![t])),
         Node::Act { input: i, .. } => extend(i),
         Node::Gather { acc: Some(a), .. } => extend(a),
-        Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => Some(vec![t]),
+        Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => {
+            Some(vec![t])
+        }
         Node::Glu { .. } | Node::Attention(_) => None,
     }
 }

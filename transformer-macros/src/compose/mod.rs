@@ -47,7 +47,10 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), sy
     let mut cx = Ctxt::new();
     let dims = dims(&mut cx, input);
     if forward.name != "forward" {
-        cx.error(forward.name.span(), format!("the composed pass is `fn forward`, found `fn {}`", forward.name));
+        cx.error(
+            forward.name.span(),
+            format!("the composed pass is `fn forward`, found `fn {}`", forward.name),
+        );
     }
     let family = match forward.output.to_string().as_str() {
         "logits" => Some(Family::Decoder),
@@ -71,7 +74,8 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), sy
         return Err(syn::Error::new(forward.output.span(), "the composed model could not be lowered"));
     };
     let family = family.unwrap_or(Family::Encoder);
-    let span_of = |name: &str| dims.iter().find(|(n, _)| n == name).map_or(forward.output.span(), |(n, _)| n.span());
+    let span_of =
+        |name: &str| dims.iter().find(|(n, _)| n == name).map_or(forward.output.span(), |(n, _)| n.span());
     let (heads, kv_heads, head_dim) = l.attention;
     // The standard consts come from the graph; a declared dim of the same name must agree.
     let mut cx = Ctxt::new();
@@ -147,14 +151,23 @@ fn dims(cx: &mut Ctxt, input: &ModelInput) -> Vec<(Ident, usize)> {
                 }
             },
             other => {
-                cx.error(other.span(), format!("a dim is a whole number ≥ 1 (or an expression of the dims above), found {}", other.describe()));
+                cx.error(
+                    other.span(),
+                    format!(
+                        "a dim is a whole number ≥ 1 (or an expression of the dims above), found {}",
+                        other.describe()
+                    ),
+                );
                 continue;
             }
         };
         let lookup = |name: &str| out.iter().find(|(n, _)| n == name).map(|(_, v)| Const::Int(*v as i128));
         match constant::eval(&expr, &lookup) {
-            Ok(Const::Int(n)) if n >= 1 && n <= (1 << 40) => out.push((entry.key.clone(), n as usize)),
-            Ok(other) => cx.error(expr.span(), format!("`{}` must be a whole number ≥ 1, found {}", entry.key, other.describe())),
+            Ok(Const::Int(n)) if (1..=(1 << 40)).contains(&n) => out.push((entry.key.clone(), n as usize)),
+            Ok(other) => cx.error(
+                expr.span(),
+                format!("`{}` must be a whole number ≥ 1, found {}", entry.key, other.describe()),
+            ),
             Err(e) => cx.error(e.span(), e),
         }
     }

@@ -68,16 +68,49 @@ pub struct AttentionNode {
 #[derive(Clone, PartialEq, Debug)]
 pub enum Node {
     /// `out = table[index]`, or `acc + table[index]` (folded from an add when lowering).
-    Gather { field: usize, index: Index, offset: usize, acc: Option<usize>, out: usize },
-    Linear { field: usize, input: usize, out: usize },
-    Act { input: usize, out: usize, act: Activation },
-    Glu { input: usize, out: usize, act: Activation },
-    Norm { field: usize, input: usize, out: usize },
-    Add { a: usize, b: usize, out: usize },
+    Gather {
+        field: usize,
+        index: Index,
+        offset: usize,
+        acc: Option<usize>,
+        out: usize,
+    },
+    Linear {
+        field: usize,
+        input: usize,
+        out: usize,
+    },
+    Act {
+        input: usize,
+        out: usize,
+        act: Activation,
+    },
+    Glu {
+        input: usize,
+        out: usize,
+        act: Activation,
+    },
+    Norm {
+        field: usize,
+        input: usize,
+        out: usize,
+    },
+    Add {
+        a: usize,
+        b: usize,
+        out: usize,
+    },
     /// Feature-axis concatenation.
-    Concat { inputs: Vec<usize>, out: usize },
+    Concat {
+        inputs: Vec<usize>,
+        out: usize,
+    },
     /// Columns `start..start + width(out)` of `input`.
-    Slice { input: usize, start: usize, out: usize },
+    Slice {
+        input: usize,
+        start: usize,
+        out: usize,
+    },
     Attention(AttentionNode),
 }
 
@@ -260,7 +293,8 @@ pub fn interpret(
                 it.bind("token_types", Val::Input(Index::TokenType), input.span(), true);
             }
             other => {
-                let hint = closest(other, INPUTS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                let hint =
+                    closest(other, INPUTS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                 it.cx.error(input.span(), format!("unknown input `{other}`{hint}: a composed model takes `tokens` and optionally `token_types`"));
             }
         }
@@ -281,7 +315,8 @@ pub fn interpret(
         return None;
     };
     if let Some(second) = stmts[loop_at + 1..].iter().find(|s| matches!(s, Stmt::Expr(Expr::ForLoop(_), _))) {
-        it.cx.error(second.span(), "one repeated block per model: merge the loops (layers may vary by index)");
+        it.cx
+            .error(second.span(), "one repeated block per model: merge the loops (layers may vary by index)");
     }
     let Stmt::Expr(Expr::ForLoop(for_loop), _) = &stmts[loop_at] else { unreachable!("found above") };
 
@@ -341,7 +376,10 @@ pub fn interpret(
         None => {
             it.cx.error(
                 forward.output.span(),
-                format!("the forward pass never produces `{}`: end the body with its expression (no `;`)", forward.output),
+                format!(
+                    "the forward pass never produces `{}`: end the body with its expression (no `;`)",
+                    forward.output
+                ),
             );
             return None;
         }
@@ -492,7 +530,10 @@ impl Interp<'_> {
             .map(|b| (b.name.clone(), b.span))
             .collect();
         for (name, span) in unused {
-            self.error(span, format!("`{name}` is computed but never used (prefix it with `_` if that is meant)"));
+            self.error(
+                span,
+                format!("`{name}` is computed but never used (prefix it with `_` if that is meant)"),
+            );
         }
     }
 
@@ -504,7 +545,9 @@ impl Interp<'_> {
                 if let Expr::Path(p) = &*a.left {
                     if let Some(id) = p.path.get_ident() {
                         let name = id.to_string();
-                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_))) && !assigned.contains(&name) {
+                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_)))
+                            && !assigned.contains(&name)
+                        {
                             assigned.push(name);
                         }
                     }
@@ -523,7 +566,11 @@ impl Interp<'_> {
             many => {
                 self.cx.error(
                     for_loop.for_token.span,
-                    format!("the layers update {} tensors ({}); a repeated block carries one stream", many.len(), many.join(", ")),
+                    format!(
+                        "the layers update {} tensors ({}); a repeated block carries one stream",
+                        many.len(),
+                        many.join(", ")
+                    ),
                 );
                 None
             }
@@ -617,7 +664,10 @@ impl Interp<'_> {
             return None;
         }
         let attention_windows = |b: &Section| -> Vec<Option<usize>> {
-            b.nodes.iter().filter_map(|n| if let Node::Attention(a) = n { Some(a.window) } else { None }).collect()
+            b.nodes
+                .iter()
+                .filter_map(|n| if let Node::Attention(a) = n { Some(a.window) } else { None })
+                .collect()
         };
         let per_body: Vec<Vec<Option<usize>>> = bodies.iter().map(attention_windows).collect();
         let windows = (0..per_body[0].len()).map(|a| per_body.iter().map(|w| w[a]).collect()).collect();
@@ -680,7 +730,10 @@ impl Interp<'_> {
                 };
                 let name = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
                 if self.lookup_quiet(&name).is_none() {
-                    self.error(a.left.span(), format!("cannot assign to `{name}`: it is not defined (use `let`)"));
+                    self.error(
+                        a.left.span(),
+                        format!("cannot assign to `{name}`: it is not defined (use `let`)"),
+                    );
                     return;
                 }
                 let val = self.eval(&a.right).unwrap_or(Val::Poison);
@@ -790,7 +843,8 @@ impl Interp<'_> {
                 }
                 let mut known: Vec<&str> = self.scope.iter().map(|b| b.name.as_str()).collect();
                 known.extend(self.dims.keys().map(String::as_str));
-                let hint = closest(&name, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                let hint =
+                    closest(&name, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                 self.error(id.span(), format!("cannot find `{name}`: it is not a tensor, dim or input defined before this point{hint}"));
                 Some(Val::Poison)
             }
@@ -802,7 +856,11 @@ impl Interp<'_> {
                         if wa != wc {
                             let name = |t: usize| {
                                 let hint = &self.cur.tensors[t].hint;
-                                if FUNCTIONS.contains(&hint.as_str()) { format!("{hint}(…)") } else { hint.clone() }
+                                if FUNCTIONS.contains(&hint.as_str()) {
+                                    format!("{hint}(…)")
+                                } else {
+                                    hint.clone()
+                                }
                             };
                             let (na, nc) = (name(a), name(c));
                             self.error(b.op.span(), format!("cannot add [S, {wa}] and [S, {wc}]: `{na}` and `{nc}` must have the same width"));
@@ -819,7 +877,10 @@ impl Interp<'_> {
             Expr::Call(call) => self.call(call),
             Expr::Lit(_) | Expr::Binary(_) | Expr::Unary(_) | Expr::If(_) => self.constant(e).map(Val::Const),
             other => {
-                self.error(other.span(), "expected a layer call (`linear(x, d_ff)`, …), a sum of tensors, or a constant");
+                self.error(
+                    other.span(),
+                    "expected a layer call (`linear(x, d_ff)`, …), a sum of tensors, or a constant",
+                );
                 None
             }
         }
@@ -842,7 +903,11 @@ impl Interp<'_> {
             match arg {
                 Expr::Assign(a) => match &*a.left {
                     Expr::Path(k) if k.path.get_ident().is_some() => {
-                        named.push((k.path.get_ident().map(ToString::to_string).unwrap_or_default(), &a.right, k.span()));
+                        named.push((
+                            k.path.get_ident().map(ToString::to_string).unwrap_or_default(),
+                            &a.right,
+                            k.span(),
+                        ));
                     }
                     other => self.error(other.span(), "expected `name = value`"),
                 },
@@ -862,11 +927,15 @@ impl Interp<'_> {
             "concat" => self.concat(span, &positional),
             "slice" => self.slice(span, &positional),
             "split" => {
-                self.error(span, "`split` gives several tensors: bind them with `let (a, b) = split(x, [w1, w2]);`");
+                self.error(
+                    span,
+                    "`split` gives several tensors: bind them with `let (a, b) = split(x, [w1, w2]);`",
+                );
                 None
             }
             other => {
-                let hint = closest(other, FUNCTIONS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                let hint =
+                    closest(other, FUNCTIONS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                 self.error(span, format!("unknown layer `{other}`{hint}; known: {}", FUNCTIONS.join(", ")));
                 let quiet = std::mem::replace(&mut self.quiet, true);
                 for arg in &positional {
@@ -911,7 +980,10 @@ impl Interp<'_> {
         match self.constant(e)? {
             Const::Int(n) if n >= 1 => Some(n as usize),
             other => {
-                self.error(e.span(), format!("{what} must be a whole number ≥ 1, found {}", other.describe()));
+                self.error(
+                    e.span(),
+                    format!("{what} must be a whole number ≥ 1, found {}", other.describe()),
+                );
                 None
             }
         }
@@ -919,7 +991,10 @@ impl Interp<'_> {
 
     fn embedding(&mut self, func: &str, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
         let Some(index_expr) = pos.first() else {
-            self.error(span, format!("`{func}` needs the ids it looks up: `tokens`, `positions` or `token_types`"));
+            self.error(
+                span,
+                format!("`{func}` needs the ids it looks up: `tokens`, `positions` or `token_types`"),
+            );
             return None;
         };
         let index = match self.eval(index_expr)? {
@@ -935,7 +1010,10 @@ impl Interp<'_> {
             Some(e) => match self.constant(e)? {
                 Const::Int(n) if n >= 0 => n as usize,
                 other => {
-                    self.error(e.span(), format!("`offset` is a whole number ≥ 0, found {}", other.describe()));
+                    self.error(
+                        e.span(),
+                        format!("`offset` is a whole number ≥ 0, found {}", other.describe()),
+                    );
                     return None;
                 }
             },
@@ -983,7 +1061,10 @@ impl Interp<'_> {
             Some(Expr::Path(p)) if p.path.is_ident("torch") => false,
             Some(Expr::Path(p)) if p.path.is_ident("conv1d") => true,
             Some(other) => {
-                self.error(other.span(), "`layout` is `torch` (nn.Linear, `[out, in]`) or `conv1d` (GPT-2, `[in, out]`)");
+                self.error(
+                    other.span(),
+                    "`layout` is `torch` (nn.Linear, `[out, in]`) or `conv1d` (GPT-2, `[in, out]`)",
+                );
                 return None;
             }
         };
@@ -999,7 +1080,10 @@ impl Interp<'_> {
             Some(e) => match self.constant(e)? {
                 Const::Bool(b) => Some(b),
                 other => {
-                    self.error(e.span(), format!("`{name}` is `true` or `false`, found {}", other.describe()));
+                    self.error(
+                        e.span(),
+                        format!("`{name}` is `true` or `false`, found {}", other.describe()),
+                    );
                     None
                 }
             },
@@ -1043,8 +1127,11 @@ impl Interp<'_> {
             _ => Activation::GeGluTanh,
         };
         if act.is_gated() {
-            if width % 2 != 0 {
-                self.error(span, format!("`{func}` splits its input into gate and up halves, but [S, {width}] is odd"));
+            if !width.is_multiple_of(2) {
+                self.error(
+                    span,
+                    format!("`{func}` splits its input into gate and up halves, but [S, {width}] is odd"),
+                );
                 return None;
             }
             let out = self.cur.tensor(width / 2, span, func);
@@ -1070,13 +1157,14 @@ impl Interp<'_> {
             self.error(span, format!("{kv_heads} key/value heads do not divide {heads} query heads"));
             return None;
         }
-        let causal = args.flags.iter().position(|(f, _)| f == "causal").map(|i| args.flags.remove(i)).is_some();
+        let causal =
+            args.flags.iter().position(|(f, _)| f == "causal").map(|i| args.flags.remove(i)).is_some();
         let (q, kv, head_dim) = match pos.len() {
             1 => {
                 let qkv = self.tensor_arg("attention", pos, 0, span)?;
                 let w = self.cur.tensors[qkv].width;
                 let parts = heads + 2 * kv_heads;
-                if w % parts != 0 {
+                if !w.is_multiple_of(parts) {
                     self.error(
                         pos[0].span(),
                         format!("[S, {w}] does not split into {heads} query and 2 × {kv_heads} key/value heads: {w} / {parts} is not whole"),
@@ -1089,7 +1177,8 @@ impl Interp<'_> {
                 let q = self.tensor_arg("attention", pos, 0, span)?;
                 let k = self.tensor_arg("attention", pos, 1, span)?;
                 let v = self.tensor_arg("attention", pos, 2, span)?;
-                let (wq, wk, wv) = (self.cur.tensors[q].width, self.cur.tensors[k].width, self.cur.tensors[v].width);
+                let (wq, wk, wv) =
+                    (self.cur.tensors[q].width, self.cur.tensors[k].width, self.cur.tensors[v].width);
                 if wq % heads != 0 {
                     self.error(pos[0].span(), format!("queries [S, {wq}] do not split into {heads} heads"));
                     return None;
@@ -1099,7 +1188,10 @@ impl Interp<'_> {
                     if w != kv_heads * hd {
                         self.error(
                             e.span(),
-                            format!("{what} are [S, {w}] but {kv_heads} key/value heads of {hd} need [S, {}]", kv_heads * hd),
+                            format!(
+                                "{what} are [S, {w}] but {kv_heads} key/value heads of {hd} need [S, {}]",
+                                kv_heads * hd
+                            ),
                         );
                         return None;
                     }
@@ -1117,7 +1209,10 @@ impl Interp<'_> {
                 Const::Int(w) | Const::Opt(Some(w)) if w >= 1 => Some(w as usize),
                 Const::Opt(None) => None,
                 other => {
-                    self.error(e.span(), format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()));
+                    self.error(
+                        e.span(),
+                        format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()),
+                    );
                     return None;
                 }
             },
@@ -1132,7 +1227,13 @@ impl Interp<'_> {
                 let theta = match self.constant(e)? {
                     Const::Float(t) if t > 0.0 => t,
                     other => {
-                        self.error(e.span(), format!("`rope` is the rotary base θ (e.g. `10000.0`), found {}", other.describe()));
+                        self.error(
+                            e.span(),
+                            format!(
+                                "`rope` is the rotary base θ (e.g. `10000.0`), found {}",
+                                other.describe()
+                            ),
+                        );
                         return None;
                     }
                 };
@@ -1141,7 +1242,12 @@ impl Interp<'_> {
                     None => head_dim,
                 };
                 if dims % 2 != 0 || dims > head_dim {
-                    self.error(span, format!("rotary dims must be even and at most the head width {head_dim}, found {dims}"));
+                    self.error(
+                        span,
+                        format!(
+                            "rotary dims must be even and at most the head width {head_dim}, found {dims}"
+                        ),
+                    );
                     return None;
                 }
                 Some((theta, dims))
@@ -1168,7 +1274,8 @@ impl Interp<'_> {
             self.error(span, "`concat` joins two or more tensors along the features");
             return None;
         }
-        let inputs: Vec<usize> = (0..pos.len()).map(|i| self.tensor_arg("concat", pos, i, span)).collect::<Option<_>>()?;
+        let inputs: Vec<usize> =
+            (0..pos.len()).map(|i| self.tensor_arg("concat", pos, i, span)).collect::<Option<_>>()?;
         let width = inputs.iter().map(|&t| self.cur.tensors[t].width).sum();
         let out = self.cur.tensor(width, span, "concat");
         self.cur.nodes.push(Node::Concat { inputs, out });
@@ -1193,7 +1300,10 @@ impl Interp<'_> {
         let have = self.cur.tensors[input].width;
         if start + width > have {
             let hint = self.cur.tensors[input].hint.clone();
-            self.error(span, format!("columns {start}..{} are outside `{hint}`, which is [S, {have}]", start + width));
+            self.error(
+                span,
+                format!("columns {start}..{} are outside `{hint}`, which is [S, {have}]", start + width),
+            );
             return None;
         }
         let out = self.cur.tensor(width, span, "slice");
@@ -1207,7 +1317,9 @@ impl Interp<'_> {
             self.error(init.span(), "a tuple `let` takes `split(x, [w1, w2, …])`");
             return;
         };
-        let (Some(x), Some(Expr::Array(widths)), 2) = (call.args.first(), call.args.iter().nth(1), call.args.len()) else {
+        let (Some(x), Some(Expr::Array(widths)), 2) =
+            (call.args.first(), call.args.iter().nth(1), call.args.len())
+        else {
             self.error(call.span(), "expected `split(x, [w1, w2, …])`");
             return;
         };
@@ -1218,7 +1330,10 @@ impl Interp<'_> {
             .map(|e| match self.constant(e)? {
                 Const::Int(n) if n >= 1 => Some(n as usize),
                 other => {
-                    self.error(e.span(), format!("a width is a whole number ≥ 1, found {}", other.describe()));
+                    self.error(
+                        e.span(),
+                        format!("a width is a whole number ≥ 1, found {}", other.describe()),
+                    );
                     None
                 }
             })
@@ -1227,11 +1342,17 @@ impl Interp<'_> {
         let (total, have) = (widths.iter().sum::<usize>(), self.cur.tensors[input].width);
         if total != have {
             let hint = self.cur.tensors[input].hint.clone();
-            self.error(call.args[1].span(), format!("the parts add up to {total} but `{hint}` is [S, {have}]"));
+            self.error(
+                call.args[1].span(),
+                format!("the parts add up to {total} but `{hint}` is [S, {have}]"),
+            );
             return;
         }
         if widths.len() != tuple.elems.len() {
-            self.error(tuple.span(), format!("`split` gives {} tensors but the pattern names {}", widths.len(), tuple.elems.len()));
+            self.error(
+                tuple.span(),
+                format!("`split` gives {} tensors but the pattern names {}", widths.len(), tuple.elems.len()),
+            );
             return;
         }
         let mut start = 0;
@@ -1252,7 +1373,10 @@ impl Interp<'_> {
         match self.constant(e)? {
             Const::Int(n) if n >= 1 => Some(n as usize),
             other => {
-                self.error(e.span(), format!("`{what}` must be a whole number ≥ 1, found {}", other.describe()));
+                self.error(
+                    e.span(),
+                    format!("`{what}` must be a whole number ≥ 1, found {}", other.describe()),
+                );
                 None
             }
         }
