@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod attention;
 pub mod gemm;
+pub mod lsh;
 pub mod norm;
 pub mod pooling;
 pub mod rope;

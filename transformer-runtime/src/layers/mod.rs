@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod linear;
+pub mod lsh;
 pub mod norm;
 pub mod pooling;
 pub mod position_bias;
