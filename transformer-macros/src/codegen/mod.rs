@@ -581,7 +581,10 @@ fn model_struct(spec: &Spec, graph: &Graph) -> TokenStream {
     let (attrs, vis, name) = (&spec.attrs, &spec.vis, &spec.name);
     let emb_ty = block_ident(spec, &graph.embeddings);
     let layer_ty = block_ident(spec, &graph.layer);
-    let layers_doc = format!("The {} layers: one type, loaded from `{}`.", graph.layers, graph.layer.prefix);
+    let layers_doc = match graph.layers {
+        1 => format!("The layer, loaded from `{}`.", graph.layer.prefix),
+        n => format!("The {n} layers: one type, loaded from `{}`.", graph.layer.prefix),
+    };
     let final_norm = graph.final_norm.as_ref().map(|b| {
         let ty = block_ident(spec, b);
         quote!(#[doc = "The norm after the last layer."] pub final_norm: #ty,)
