@@ -802,9 +802,11 @@ fn a_bias_table_shorter_than_the_batch_panics_in_the_layer() {
     run_self(&qkv, &batch, shape, Some(alibi.bias()), &Threads::sequential());
 }
 
+// A bidirectional window is centred (Longformer: w / 2 keys on either side), so it must be even;
+// `tests/sparse_attention.rs` checks the even ones against a dense mask.
 #[test]
-#[should_panic(expected = "sliding window needs causal attention")]
-fn bidirectional_attention_rejects_a_window() {
+#[should_panic(expected = "a bidirectional (centred) window must be even")]
+fn bidirectional_attention_rejects_an_odd_window() {
     let shape = AttentionShape { heads: 2, kv_heads: 2, window: Some(3) };
     let batch = Batch::from_sequences(&[vec![1u32; 5]]).unwrap();
     let qkv = values(5 * shape.qkv_width(HD), 1);

@@ -20,7 +20,14 @@
 //! A sliding window ([`Mask::window`]) bounds the keys from below as well: a block's key tiles start
 //! at its first query's lowest visible key, so tiles wholly before the window are never visited
 //! and a windowed causal pass costs O(S·window) rather than O(S²); inside a tile each row sees a
-//! contiguous range of the compacted keys.
+//! contiguous range of the compacted keys. Without the causal limit the window is centred
+//! (Longformer's local attention, [`Window::Centred`]) and bounds the keys from above too: a block's
+//! tiles end at its last query's highest visible key, so tiles wholly outside the window on either
+//! side are never visited and a centred pass also costs O(S·window).
+//! A block-sparse layout ([`BlockSparse`], the Sparse Transformer's strided and fixed patterns;
+//! [`attention_block_sparse`]) restricts the tiles further to the key blocks the query block
+//! attends: the tile loop steps from one visible key block to the next, so blocks outside the
+//! layout cost nothing.
 //! With `kv_heads < heads`, consecutive groups of query heads share one key/value head
 //! (grouped-query attention).
 //! An optional additive position bias ([`PositionBias`], T5's relative buckets or ALiBi) is added
@@ -41,9 +48,12 @@
 
 use super::{exp_f32, lane_sum, LANES};
 
+pub use super::sparse::{BlockSize, BlockSizeError, BlockSparse, SparsePattern};
+
 /// Keys per tile: the compacted score row (`Q_BLOCK × KEY_TILE` floats) stays small enough to
-/// live in registers/L1 next to the accumulators.
-const KEY_TILE: usize = 64;
+/// live in registers/L1 next to the accumulators. A block-sparse layout's block is a multiple of
+/// it ([`BlockSize`]).
+pub(crate) const KEY_TILE: usize = 64;
 /// Query rows that share each loaded key/value row.
 const Q_BLOCK: usize = 4;
 
@@ -94,22 +104,41 @@ impl PositionBias<'_> {
 }
 
 /// Which keys a query sees: key `j` is visible to the query at position `p` iff `key_valid[j]`
-/// (when given), if `causal` `j <= p`, and if `window = Some(w)` `j > p − w`.
+/// (when given), if `causal` `j <= p`, and under `window = Some(w)` `j` lies in the window, whose
+/// kind follows from `causal` ([`Mask::window_kind`]):
 ///
-/// A causal mask with `window: Some(w)` is the sliding window of Mistral and transformers
-/// (`sliding_window_causal_mask_function`: `kv_idx > q_idx - sliding_window` and
-/// `kv_idx <= q_idx`): each query sees itself and the `w − 1` keys before it. `Some(0)` sees no key
-/// (outputs are zeros).
+/// - causal: a trailing window, `p − w < j` ([`Window::Trailing`]). With the causal limit this is
+///   the sliding window of Mistral and transformers (`sliding_window_causal_mask_function`:
+///   `kv_idx > q_idx - sliding_window` and `kv_idx <= q_idx`): each query sees itself and the
+///   `w − 1` keys before it. `Some(0)` sees no key (outputs are zeros).
+/// - bidirectional: a centred window, `|j − p| ≤ ⌊w / 2⌋` ([`Window::Centred`]): Longformer's local
+///   attention with `attention_window = w` (even), `w / 2` keys on either side and the query
+///   itself. `Some(0)` sees only the query's own position; an odd `w` acts as `w − 1` (the layers
+///   accept even windows only, as Longformer does).
+///
+/// The kind is not a separate switch because the other two combinations add nothing: a centred
+/// window under the causal limit is the trailing window `w / 2 + 1`, and a trailing bound without
+/// the causal limit is no model's mask.
 #[derive(Clone, Copy, Debug)]
 pub struct Mask<'a> {
     /// One flag per key; `None` means every key is valid.
     pub key_valid: Option<&'a [bool]>,
     pub causal: bool,
-    /// Sliding window: keys at or before `p − w` are invisible. `None`: no lower bound.
+    /// Sliding window of `w` positions, trailing when `causal`, centred otherwise. `None`: every
+    /// key the other conditions allow.
     pub window: Option<usize>,
     /// Additive bias on the scores of the visible keys (T5 relative buckets, ALiBi). It does not
     /// change which keys are visible.
     pub bias: Option<PositionBias<'a>>,
+}
+
+/// The sliding window of a [`Mask`], with its kind made explicit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// Causal (Mistral): the query at `p` sees `p − w < j ≤ p`.
+    Trailing(usize),
+    /// Bidirectional (Longformer): the query at `p` sees `|j − p| ≤ ⌊w / 2⌋`.
+    Centred(usize),
 }
 
 impl Mask<'_> {
@@ -119,16 +148,42 @@ impl Mask<'_> {
         self.key_valid.is_none_or(|valid| valid[j]) && (!self.causal || j <= pos) && self.in_window(pos, j)
     }
 
-    /// Whether key `j` is inside the query at `pos`'s window (`j > pos − w`, without underflow).
+    /// The window and its kind: trailing under the causal limit, centred otherwise.
     #[inline]
-    fn in_window(&self, pos: usize, j: usize) -> bool {
-        self.window.is_none_or(|w| j > pos || pos - j < w)
+    pub fn window_kind(&self) -> Option<Window> {
+        self.window.map(|w| if self.causal { Window::Trailing(w) } else { Window::Centred(w) })
     }
 
-    /// The first key the query at `pos` may see under the window: `pos + 1 − w`, saturating at 0.
+    /// Whether key `j` is inside the query at `pos`'s window (without underflow).
+    #[inline]
+    fn in_window(&self, pos: usize, j: usize) -> bool {
+        match self.window_kind() {
+            None => true,
+            Some(Window::Trailing(w)) => j > pos || pos - j < w,
+            Some(Window::Centred(w)) => pos.abs_diff(j) <= w / 2,
+        }
+    }
+
+    /// The first key the query at `pos` may see under the window: `pos + 1 − w` (trailing) or
+    /// `pos − w / 2` (centred), saturating at 0.
     #[inline]
     fn window_start(&self, pos: usize) -> usize {
-        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+        match self.window_kind() {
+            None => 0,
+            Some(Window::Trailing(w)) => (pos + 1).saturating_sub(w),
+            Some(Window::Centred(w)) => pos.saturating_sub(w / 2),
+        }
+    }
+
+    /// One past the last key the query at `pos` may see: `pos + 1` under the causal limit,
+    /// `pos + w / 2 + 1` under a centred window, unbounded (`usize::MAX`) otherwise.
+    #[inline]
+    fn row_end(&self, pos: usize) -> usize {
+        match self.window_kind() {
+            _ if self.causal => pos + 1,
+            Some(Window::Centred(w)) => pos.saturating_add(w / 2).saturating_add(1),
+            _ => usize::MAX,
+        }
     }
 }
 
@@ -169,22 +224,60 @@ pub fn attention_general<const HD: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
+    attention_masked::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, None, scale, out);
+}
+
+/// [`attention_general`] under a block-sparse layout: the query at position `p` sees key `j` iff
+/// `sparse.sees(&mask, p, j)`, i.e. `mask.sees(p, j)` and `sparse.block_sees(p / b, j / b,
+/// mask.causal)` (the predicates are on [`SparsePattern`]). Only the key tiles inside key blocks
+/// visible to some row of the current block of query rows are loaded and scored, so the work is
+/// the layout's visible blocks (see [`scores_computed`]). A window and a bias in `mask` combine
+/// with the layout as they do without it.
+pub fn attention_block_sparse<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    sparse: BlockSparse,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attention_masked::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, Some(sparse), scale, out);
+}
+
+/// [`attention_general`] (`sparse: None`) or [`attention_block_sparse`] on the best instruction
+/// set this CPU has.
+pub(crate) fn attention_masked<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    sparse: Option<BlockSparse>,
+    scale: f32,
+    out: &mut [f32],
+) {
     check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
     #[cfg(target_arch = "x86_64")]
     if Avx512::detected() {
         // SAFETY: `attention_avx512` only requires the `avx512f`, `avx2` and `fma` target
         // features, and `Avx512::detected()` has just confirmed at runtime that this CPU has them.
-        unsafe { attention_avx512::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out) };
+        unsafe { attention_avx512::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if Avx2Fma::detected() {
         // SAFETY: `attention_avx2_fma` only requires the `avx2` and `fma` target features, and
         // `Avx2Fma::detected()` has just confirmed at runtime that this CPU has both.
-        unsafe { attention_avx2_fma::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out) };
+        unsafe { attention_avx2_fma::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out) };
         return;
     }
-    attention_body::<HD, Portable>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+    attention_body::<HD, Portable>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out);
 }
 
 /// Scalar twin of [`attention_general`]: the same tiled algorithm compiled for the baseline target
@@ -201,8 +294,81 @@ pub fn attention_general_scalar<const HD: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
+    attention_on::<HD>(AttentionIsa::Portable, q, k, v, heads, kv_heads, q_pos0, mask, None, scale, out);
+}
+
+/// The instruction sets the tiled kernel is compiled for (for tests and benches that run each).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionIsa {
+    /// The baseline target: the scalar twin.
+    Portable,
+    Avx2Fma,
+    Avx512,
+}
+
+impl AttentionIsa {
+    /// Every instruction set this CPU runs, the portable baseline first.
+    pub fn supported() -> Vec<Self> {
+        [Self::Portable, Self::Avx2Fma, Self::Avx512].into_iter().filter(|isa| isa.available()).collect()
+    }
+
+    /// Whether this CPU runs `self`.
+    pub fn available(self) -> bool {
+        match self {
+            Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => Avx2Fma::detected(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => Avx512::detected(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx2Fma | Self::Avx512 => false,
+        }
+    }
+}
+
+/// The tiled kernel ([`attention_general`] when `sparse` is `None`, [`attention_block_sparse`]
+/// otherwise) on the instruction set `isa` rather than the best one: how tests compare every SIMD
+/// path this CPU has with the portable (scalar) twin. Panics if the CPU lacks `isa`.
+#[doc(hidden)]
+pub fn attention_on<const HD: usize>(
+    isa: AttentionIsa,
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    sparse: Option<BlockSparse>,
+    scale: f32,
+    out: &mut [f32],
+) {
     check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
-    attention_body::<HD, Portable>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+    assert!(isa.available(), "attention: this CPU does not support {isa:?}");
+    match isa {
+        AttentionIsa::Portable => {
+            attention_body::<HD, Portable>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        AttentionIsa::Avx2Fma => {
+            // SAFETY: `attention_avx2_fma` only requires the `avx2` and `fma` target features, and
+            // the assertion above (`isa.available()`, i.e. `Avx2Fma::detected()`) has just
+            // confirmed at runtime that this CPU has both.
+            unsafe { attention_avx2_fma::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        AttentionIsa::Avx512 => {
+            // SAFETY: `attention_avx512` only requires the `avx512f`, `avx2` and `fma` target
+            // features, and the assertion above (`isa.available()`, i.e. `Avx512::detected()`) has
+            // just confirmed at runtime that this CPU has them.
+            unsafe { attention_avx512::<HD>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        AttentionIsa::Avx2Fma | AttentionIsa::Avx512 => {
+            unreachable!("only the portable set is supported here")
+        }
+    }
 }
 
 /// Reference twin of [`attention_general`]: materialises each query's score row over its visible
@@ -220,12 +386,47 @@ pub fn attention_general_naive<const HD: usize>(
     out: &mut [f32],
 ) {
     check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
+    naive_body::<HD>(q, k, v, heads, kv_heads, q_pos0, &mask, |p, j| mask.sees(p, j), scale, out);
+}
+
+/// Reference twin of [`attention_block_sparse`]: [`attention_general_naive`] over the keys that
+/// `sparse.sees(&mask, p, j)` (a dense mask built from the block predicate, key by key).
+#[doc(hidden)]
+pub fn attention_block_sparse_naive<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: Mask<'_>,
+    sparse: BlockSparse,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_general::<HD>(&q, &k, &v, heads, kv_heads, q_pos0, &mask, out);
+    naive_body::<HD>(q, k, v, heads, kv_heads, q_pos0, &mask, |p, j| sparse.sees(&mask, p, j), scale, out);
+}
+
+/// The naive twins' body: each query's score row over the keys `sees(p, j)` admits.
+fn naive_body<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    q_pos0: usize,
+    mask: &Mask<'_>,
+    sees: impl Fn(usize, usize) -> bool,
+    scale: f32,
+    out: &mut [f32],
+) {
     let width = heads * HD;
     let group = heads / kv_heads;
     let mut scores = Vec::with_capacity(k.rows);
     for r in 0..q.rows {
         let pos = q_pos0 + r;
-        let visible: Vec<usize> = (0..k.rows).filter(|&j| mask.sees(pos, j)).collect();
+        let visible: Vec<usize> = (0..k.rows).filter(|&j| sees(pos, j)).collect();
         for h in 0..heads {
             let kvh = h / group;
             let qv = &q.data[r * q.stride + q.offset + h * HD..][..HD];
@@ -738,10 +939,11 @@ fn attention_avx2_fma<const HD: usize>(
     kv_heads: usize,
     q_pos0: usize,
     mask: Mask<'_>,
+    sparse: Option<BlockSparse>,
     scale: f32,
     out: &mut [f32],
 ) {
-    attention_body::<HD, Avx2Fma>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+    attention_body::<HD, Avx2Fma>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -754,10 +956,11 @@ fn attention_avx512<const HD: usize>(
     kv_heads: usize,
     q_pos0: usize,
     mask: Mask<'_>,
+    sparse: Option<BlockSparse>,
     scale: f32,
     out: &mut [f32],
 ) {
-    attention_body::<HD, Avx512>(q, k, v, heads, kv_heads, q_pos0, mask, scale, out);
+    attention_body::<HD, Avx512>(q, k, v, heads, kv_heads, q_pos0, mask, sparse, scale, out);
 }
 
 /// Maximum of a score row with [`LANES`] independent accumulators (a serial `fold` does not
@@ -822,6 +1025,38 @@ fn add_bias(
     }
 }
 
+/// The key tiles `[t0, t1)` one block of query rows visits, ascending: steps of [`KEY_TILE`] keys
+/// over `next..end`, and under a block-sparse layout only inside key blocks that one of the
+/// block's query blocks attends, jumping from one such block to the next (a tile never straddles
+/// two key blocks). Without a layout these are exactly `(next..end).step_by(KEY_TILE)`.
+struct Tiles {
+    next: usize,
+    end: usize,
+    /// The layout, the first and last query block of the rows, and whether the mask is causal.
+    sparse: Option<(BlockSparse, usize, usize, bool)>,
+}
+
+impl Iterator for Tiles {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let (mut t0, mut t1) = (self.next, self.end.min(self.next + KEY_TILE));
+        if let Some((layout, first, last, causal)) = self.sparse {
+            let b = layout.block.get();
+            let block = layout.next_visible_block(first..=last, t0 / b, causal)?;
+            t0 = t0.max(block.saturating_mul(b));
+            let block_end = block.saturating_add(1).saturating_mul(b);
+            t1 = self.end.min(block_end).min(t0.saturating_add(KEY_TILE));
+        }
+        if t0 >= self.end {
+            return None;
+        }
+        self.next = t1;
+        Some((t0, t1))
+    }
+}
+
 /// The tiled online-softmax algorithm. Shapes have been validated by [`check_general`].
 #[inline(always)]
 fn attention_body<const HD: usize, I: Isa>(
@@ -832,6 +1067,7 @@ fn attention_body<const HD: usize, I: Isa>(
     kv_heads: usize,
     q_pos0: usize,
     mask: Mask<'_>,
+    sparse: Option<BlockSparse>,
     scale: f32,
     out: &mut [f32],
 ) {
@@ -848,11 +1084,17 @@ fn attention_body<const HD: usize, I: Isa>(
         for r0 in (0..rows).step_by(Q_BLOCK) {
             let nq = Q_BLOCK.min(rows - r0);
             // Position of the block's first query; under a causal mask no row of the block sees a
-            // key past its last query, so later tiles are never visited. Under a window no row sees
-            // a key before the first row's window, so tiles start there (with no window: at 0).
+            // key past its last query (under a centred window: past its last query's window), so
+            // later tiles are never visited. Under a window no row sees a key before the first
+            // row's window, so tiles start there (with no window: at 0).
             let pos0 = q_pos0 + r0;
-            let key_end = if mask.causal { k.rows.min(pos0 + nq) } else { k.rows };
+            let key_end = k.rows.min(mask.row_end(pos0 + nq - 1));
             let key_start = mask.window_start(pos0);
+            // Under a layout, the tiles of the key blocks this block's query blocks attend (the
+            // rows span at most two query blocks, as Q_BLOCK ≤ KEY_TILE ≤ b).
+            let block = sparse.map_or(1, |layout| layout.block.get());
+            let layout = sparse.map(|layout| (layout, pos0 / block, (pos0 + nq - 1) / block, mask.causal));
+            let tiles = Tiles { next: key_start, end: key_end, sparse: layout };
 
             // Folding the scale into q once saves a multiply per score.
             let mut qs = [[0.0f32; HD]; Q_BLOCK];
@@ -869,13 +1111,13 @@ fn attention_body<const HD: usize, I: Isa>(
             let mut p = [[0.0f32; KEY_TILE]; Q_BLOCK];
             // Per row: the range `first..visible` of the tile's compacted keys it sees (keys ascend;
             // `first` is 0 unless a window cuts the tile's start, `visible` is nk unless the causal
-            // limit cuts its end).
+            // limit or a centred window cuts its end; empty if the row's query block skips the
+            // tile's key block).
             let mut visible = [0usize; Q_BLOCK];
             let mut first = [0usize; Q_BLOCK];
             let mut scored = 0u64;
 
-            for t0 in (key_start..key_end).step_by(KEY_TILE) {
-                let t1 = key_end.min(t0 + KEY_TILE);
+            for (t0, t1) in tiles {
                 let mut nk = 0;
                 match mask.key_valid {
                     Some(valid) => {
@@ -898,9 +1140,17 @@ fn attention_body<const HD: usize, I: Isa>(
                 let keys = &keys[..nk];
                 for (i, (n, a)) in visible[..nq].iter_mut().zip(&mut first[..nq]).enumerate() {
                     let pos = pos0 + i;
-                    *n = if mask.causal && t1 > pos + 1 { keys.partition_point(|&j| j <= pos) } else { nk };
+                    let hi = mask.row_end(pos);
+                    *n = if t1 > hi { keys.partition_point(|&j| j < hi) } else { nk };
                     let lo = mask.window_start(pos);
                     *a = if t0 < lo { keys.partition_point(|&j| j < lo).min(*n) } else { 0 };
+                    // A row whose query block does not attend this tile's key block (the other
+                    // query block of a block of rows straddling two) sees none of it.
+                    if let Some((layout, ..)) = layout {
+                        if !layout.block_sees(pos / block, t0 / block, mask.causal) {
+                            *a = *n;
+                        }
+                    }
                 }
                 scored += (nq * nk) as u64;
 
@@ -920,7 +1170,7 @@ fn attention_body<const HD: usize, I: Isa>(
 
                 for i in 0..nq {
                     let (a, n) = (first[i], visible[i]);
-                    // Keys past the row's own position (diagonal tile only) or before its window
+                    // Keys past the row's own position (diagonal tile only) or outside its window
                     // weigh 0.
                     p[i][n..nk].fill(0.0);
                     p[i][..a].fill(0.0);

@@ -12,6 +12,7 @@ pub mod lsh;
 pub mod norm;
 pub mod pooling;
 pub mod rope;
+pub mod sparse;
 
 /// Number of independent accumulators used by the reductions below.
 ///

@@ -5,13 +5,20 @@
 //!
 //! The general forms ([`self_attention_with`], [`causal_self_attention_with`],
 //! [`cached_causal_attention_with`]) take an [`AttentionShape`]: grouped-query attention
-//! (`kv_heads < heads`, LLaMA 2/3, Mistral) and a sliding window (Mistral), and an optional
-//! additive [`PositionBias`] (T5's relative buckets, ALiBi; see
-//! [`position_bias`](super::position_bias)). The plain functions are those with `kv_heads = heads`,
-//! no window and no bias. [`cross_attention`] is an encoder-decoder's attention from decoder
-//! queries to the encoder's output (the memory).
+//! (`kv_heads < heads`, LLaMA 2/3, Mistral) and a sliding window (trailing when causal, Mistral;
+//! centred when bidirectional, Longformer), and an optional additive [`PositionBias`] (T5's
+//! relative buckets, ALiBi; see [`position_bias`](super::position_bias)). The plain functions are
+//! those with `kv_heads = heads`, no window and no bias. The `_sparse` forms
+//! ([`self_attention_sparse`], [`causal_self_attention_sparse`],
+//! [`cached_causal_attention_sparse`]) add a block-sparse layout ([`BlockSparse`]: the Sparse
+//! Transformer's strided and fixed patterns). [`cross_attention`] is an encoder-decoder's
+//! attention from decoder queries to the encoder's output (the memory).
 
-use crate::kernels::attention::{attention, attention_general, HeadRows, Mask, PositionBias};
+pub use crate::kernels::sparse::{BlockSize, BlockSizeError, BlockSparse, SparsePattern};
+
+use crate::kernels::attention::{
+    attention, attention_general, attention_masked, HeadRows, Mask, PositionBias,
+};
 use crate::{Batch, KvCache, Threads};
 
 /// Query rows per task: each task streams all of its sequence's keys once per block.
@@ -52,14 +59,18 @@ pub fn self_attention<const HD: usize>(
     });
 }
 
-/// Bidirectional self-attention with grouped-query heads and an optional position bias; qkv rows [Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)].
+/// Bidirectional self-attention with grouped-query heads, an optional centred window and an
+/// optional position bias; qkv rows [Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)].
 ///
-/// The query at index `r` of sequence `b` sees the real keys of `b` (`batch.mask_of(b)`). A sliding
-/// window is a causal notion, so `shape.window` must be `None` (asserted). With `bias`, the score
-/// of head `h`, query `r`, key `j` gets `bias.at(h, r, j)` added; positions are indices within the
-/// batch row (`batch.start_of` is not consulted), and the table must reach offsets `±(extent − 1)`
-/// of the longest sequence (asserted). `ctx` receives `batch.rows()` rows of `heads·HD`; rows after a sequence's last real
-/// token are padding and get zeros (the keys stop there too, so they are never read).
+/// The query at index `r` of sequence `b` sees the real keys `j` of `b` (`batch.mask_of(b)`), and
+/// under `shape.window = Some(w)` only those with `|j − r| ≤ w / 2`: Longformer's local attention
+/// with `attention_window = w`, which must be even (asserted, as Longformer does). Key tiles wholly
+/// outside the window on either side are skipped, so the cost is O(rows · w). With `bias`, the
+/// score of head `h`, query `r`, key `j` gets `bias.at(h, r, j)` added; positions are indices
+/// within the batch row (`batch.start_of` is not consulted), and the table must reach offsets
+/// `±(extent − 1)` of the longest sequence (asserted). `ctx` receives `batch.rows()` rows of
+/// `heads·HD`; rows after a sequence's last real token are padding and get zeros (the keys stop
+/// there too, so they are never read).
 pub fn self_attention_with<const HD: usize>(
     qkv: &[f32],
     batch: &Batch,
@@ -69,9 +80,48 @@ pub fn self_attention_with<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
+    batch_attention::<HD>(qkv, batch, shape, false, None, bias, scale, ctx, threads);
+}
+
+/// [`self_attention_with`] under a block-sparse layout: the query at index `r` sees key `j` iff
+/// [`self_attention_with`] lets it and `sparse.block_sees(r / b, j / b, false)` (the bidirectional
+/// predicates of [`SparsePattern`]). Only key tiles in blocks the query block attends are
+/// visited.
+pub fn self_attention_sparse<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: AttentionShape,
+    sparse: BlockSparse,
+    bias: Option<PositionBias<'_>>,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    batch_attention::<HD>(qkv, batch, shape, false, Some(sparse), bias, scale, ctx, threads);
+}
+
+/// The full-batch forms, bidirectional or causal, with or without a layout: per sequence, keys up
+/// to its last real token, parallel over sequences and then blocks of query rows.
+fn batch_attention<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: AttentionShape,
+    causal: bool,
+    sparse: Option<BlockSparse>,
+    bias: Option<PositionBias<'_>>,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
     shape.check();
     let AttentionShape { heads, kv_heads, window } = shape;
-    assert!(window.is_none(), "attention: a sliding window needs causal attention");
+    if let Some(w) = window.filter(|_| !causal) {
+        assert!(
+            w.is_multiple_of(2),
+            "attention: a bidirectional (centred) window must be even, as Longformer's attention_window \
+             (w / 2 keys on either side), but it is {w}; an odd sliding window needs causal attention"
+        );
+    }
     let (seq, width, kv_width) = (batch.seq_len(), heads * HD, kv_heads * HD);
     let stride = width + 2 * kv_width;
     assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
@@ -80,16 +130,17 @@ pub fn self_attention_with<const HD: usize>(
     check_bias_reach(bias.as_ref(), heads, reach, reach);
     threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
         let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
+        // Keys after the last real token are never visible to a real query: stop there.
         let extent = batch.extent_of(b);
         let key_valid = &batch.mask_of(b)[..extent];
         let (real, padding) = ctx_seq.split_at_mut(extent * width);
         padding.fill(0.0);
         let view = |offset, rows| HeadRows { data: qkv_seq, stride, offset, rows };
         let (k, v) = (view(width, extent), view(width + kv_width, extent));
-        let mask = Mask { key_valid: Some(key_valid), causal: false, window: None, bias };
+        let mask = Mask { key_valid: Some(key_valid), causal, window, bias };
         let run = |q_start: usize, out: &mut [f32]| {
             let q = view(q_start * stride, out.len() / width);
-            attention_general::<HD>(q, k, v, heads, kv_heads, q_start, mask, scale, out);
+            attention_masked::<HD>(q, k, v, heads, kv_heads, q_start, mask, sparse, scale, out);
         };
         if extent <= QUERY_BLOCK {
             run(0, real);
@@ -174,10 +225,12 @@ fn check_bias_reach(bias: Option<&PositionBias<'_>>, heads: usize, back: usize, 
     );
 }
 
-/// The head layout and mask of a causal attention: `heads` query heads, `kv_heads` key/value heads
+/// The head layout and window of an attention: `heads` query heads, `kv_heads` key/value heads
 /// (dividing `heads`; query head `h` reads key/value head `h / (heads / kv_heads)`), and an optional
-/// sliding window `w`: the query at position `p` sees the keys `j` with `p − w < j ≤ p` (Mistral /
-/// transformers' `sliding_window_causal_mask_function`).
+/// sliding window `w`. In a causal layer the window trails: the query at position `p` sees the keys
+/// `j` with `p − w < j ≤ p` (Mistral / transformers' `sliding_window_causal_mask_function`). In a
+/// bidirectional layer it is centred: `|j − p| ≤ w / 2` for an even `w` (Longformer's
+/// `attention_window`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AttentionShape {
     pub heads: usize,
@@ -243,34 +296,24 @@ pub fn causal_self_attention_with<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
-    shape.check();
-    let AttentionShape { heads, kv_heads, window } = shape;
-    let (seq, width, kv_width) = (batch.seq_len(), heads * HD, kv_heads * HD);
-    let stride = width + 2 * kv_width;
-    assert_eq!(qkv.len(), batch.rows() * stride, "qkv buffer does not fit the batch");
-    assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
-    let reach = longest_extent(batch).saturating_sub(1);
-    check_bias_reach(bias.as_ref(), heads, reach, reach);
-    threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
-        let qkv_seq = &qkv[b * seq * stride..(b + 1) * seq * stride];
-        // Keys after the last real token are never visible to a real query: stop there.
-        let extent = batch.extent_of(b);
-        let key_valid = &batch.mask_of(b)[..extent];
-        let (real, padding) = ctx_seq.split_at_mut(extent * width);
-        padding.fill(0.0);
-        let view = |offset, rows| HeadRows { data: qkv_seq, stride, offset, rows };
-        let (k, v) = (view(width, extent), view(width + kv_width, extent));
-        let mask = Mask { key_valid: Some(key_valid), causal: true, window, bias };
-        let run = |q_start: usize, out: &mut [f32]| {
-            let q = view(q_start * stride, out.len() / width);
-            attention_general::<HD>(q, k, v, heads, kv_heads, q_start, mask, scale, out);
-        };
-        if extent <= QUERY_BLOCK {
-            run(0, real);
-        } else {
-            threads.for_each_chunk(real, QUERY_BLOCK * width, |i, out| run(i * QUERY_BLOCK, out));
-        }
-    });
+    batch_attention::<HD>(qkv, batch, shape, true, None, bias, scale, ctx, threads);
+}
+
+/// [`causal_self_attention_with`] under a block-sparse layout: the query at index `r` sees key `j`
+/// iff [`causal_self_attention_with`] lets it (so `j ≤ r`) and `sparse.block_sees(r / b, j / b,
+/// true)` (the causal predicates of [`SparsePattern`]). Only key tiles in blocks the query block
+/// attends are visited, so e.g. a fixed pattern costs the query's group plus the summary blocks.
+pub fn causal_self_attention_sparse<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: AttentionShape,
+    sparse: BlockSparse,
+    bias: Option<PositionBias<'_>>,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    batch_attention::<HD>(qkv, batch, shape, true, Some(sparse), bias, scale, ctx, threads);
 }
 
 /// One cached step of causal self-attention for layer `layer`.
@@ -318,6 +361,42 @@ pub fn cached_causal_attention_with<const HD: usize>(
     cache: &mut KvCache,
     layer: usize,
     shape: AttentionShape,
+    bias: Option<PositionBias<'_>>,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    cached_attention::<HD>(qkv, batch, cache, layer, shape, None, bias, scale, ctx, threads);
+}
+
+/// [`cached_causal_attention_with`] under a block-sparse layout: the new query at position
+/// `p = len + r` sees the cached key `j` iff [`cached_causal_attention_with`] lets it and
+/// `sparse.block_sees(p / b, j / b, true)`, the same keys [`causal_self_attention_sparse`] gives
+/// it over the whole sequence. A decode step visits only the cached key tiles of blocks its query
+/// block attends.
+pub fn cached_causal_attention_sparse<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    cache: &mut KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    sparse: BlockSparse,
+    bias: Option<PositionBias<'_>>,
+    scale: f32,
+    ctx: &mut [f32],
+    threads: &Threads,
+) {
+    cached_attention::<HD>(qkv, batch, cache, layer, shape, Some(sparse), bias, scale, ctx, threads);
+}
+
+/// The cached forms, with or without a layout.
+fn cached_attention<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    cache: &mut KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    sparse: Option<BlockSparse>,
     bias: Option<PositionBias<'_>>,
     scale: f32,
     ctx: &mut [f32],
@@ -388,7 +467,7 @@ pub fn cached_causal_attention_with<const HD: usize>(
             padding.fill(0.0);
             let run = |r0: usize, out: &mut [f32]| {
                 let q = HeadRows { data: qkv_seq, stride, offset: r0 * stride, rows: out.len() / width };
-                attention_general::<HD>(q, k, v, heads, kv_heads, len + r0, mask, scale, out);
+                attention_masked::<HD>(q, k, v, heads, kv_heads, len + r0, mask, sparse, scale, out);
             };
             if n <= QUERY_BLOCK {
                 run(0, real);

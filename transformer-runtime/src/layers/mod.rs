@@ -16,6 +16,10 @@ pub use attention::{
     cached_causal_attention, cached_causal_attention_with, causal_self_attention, causal_self_attention_with,
     cross_attention, self_attention, self_attention_with, AttentionShape,
 };
+pub use attention::{
+    cached_causal_attention_sparse, causal_self_attention_sparse, self_attention_sparse, BlockSize,
+    BlockSparse, SparsePattern,
+};
 pub use embedding::{Embedding, SinusoidalPositions};
 pub use linear::Linear;
 pub use norm::{LayerNorm, RmsNorm};
