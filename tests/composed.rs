@@ -7,10 +7,15 @@
 //!   and global causal attention, each a parallel attention + feed-forward block over one shared
 //!   norm, grouped-query attention with rotary positions), against a PyTorch module written in
 //!   `scripts/reference/alternating.py`: logits within 1e-4, greedy generation identical for 32
-//!   tokens (alone and batched), cached steps equal to a full recompute (1e-5).
+//!   tokens (alone and batched), cached steps equal to a full recompute (1e-5) (`tests/common/decoder_parity.rs`).
 
-use serde::Deserialize;
 use transformer::{Batch, GenerateOptions, Workspace};
+
+#[path = "common/decoder_parity.rs"]
+#[macro_use]
+mod decoder_parity;
+
+use decoder_parity::dir as fixture;
 
 #[path = "../examples/common/minilm.rs"]
 mod minilm;
@@ -212,10 +217,6 @@ transformer::model! {
 const _: () = assert!(Alternating::KV_HEADS == 2 && Alternating::WINDOW == 8 && Alternating::HEAD_DIM == 16);
 const _: () = assert!(ComposedMiniLm::D_FF == 1536 && ComposedMiniLm::LAYERS == 6);
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
 fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
     rows.iter().flat_map(|r| r.as_ref().iter().map(|v| v.to_bits())).collect()
 }
@@ -264,86 +265,4 @@ fn split_and_concat_copy_exactly() {
     assert_eq!(bits(&split.logits(&batch).unwrap()), bits(&preset.logits(&batch).unwrap()));
 }
 
-#[derive(Deserialize)]
-struct Reference {
-    prompts: Vec<Prompt>,
-    logits_prompts: Vec<usize>,
-    logits: Vec<Vec<Vec<f32>>>,
-    last_logits: Vec<Vec<f32>>,
-    greedy: Vec<Vec<u32>>,
-    batched_greedy: BatchedGreedy,
-}
-
-#[derive(Deserialize)]
-struct Prompt {
-    ids: Vec<u32>,
-}
-
-#[derive(Deserialize)]
-struct BatchedGreedy {
-    tokens: Vec<Vec<u32>>,
-}
-
-fn alternating() -> (Alternating, Reference) {
-    let dir = fixture("alternating");
-    let model = Alternating::from_safetensors(dir.join("model.safetensors")).expect("fixture loads");
-    let text = std::fs::read_to_string(dir.join("reference.json")).expect("fixture present");
-    (model, serde_json::from_str(&text).expect("fixture parses"))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-#[test]
-fn alternating_logits_match_pytorch() {
-    let (model, r) = alternating();
-    let mut ws = Workspace::new();
-    for (&i, expected) in r.logits_prompts.iter().zip(&r.logits) {
-        let ids = &r.prompts[i].ids;
-        let logits = model.logits_into(&Batch::from_sequences(&[ids]).unwrap(), &mut ws).unwrap();
-        for (pos, (ours, theirs)) in logits.iter().zip(expected).enumerate() {
-            let diff = max_abs_diff(ours, theirs);
-            assert!(diff <= 1e-4, "prompt {i} position {pos}: max |diff| {diff:e}");
-        }
-    }
-    for (i, (p, theirs)) in r.prompts.iter().zip(&r.last_logits).enumerate() {
-        let logits = model.logits_into(&Batch::from_sequences(&[&p.ids]).unwrap(), &mut ws).unwrap();
-        let diff = max_abs_diff(&logits[p.ids.len() - 1], theirs);
-        assert!(diff <= 1e-4, "last logits of prompt {i} ({} tokens): max |diff| {diff:e}", p.ids.len());
-    }
-}
-
-#[test]
-fn alternating_greedy_generation_matches_pytorch() {
-    let (model, r) = alternating();
-    let options = GenerateOptions { max_new_tokens: 32, ..GenerateOptions::default() };
-    for (i, (p, expected)) in r.prompts.iter().zip(&r.greedy).enumerate() {
-        let ours = model.generate(&[&p.ids], &options).unwrap().remove(0);
-        assert_eq!(&ours, expected, "greedy continuation of prompt {i}");
-    }
-    let prompts: Vec<&[u32]> = r.prompts.iter().map(|p| p.ids.as_slice()).collect();
-    assert_eq!(
-        model.generate(&prompts, &options).unwrap(),
-        r.batched_greedy.tokens,
-        "prompts generated together"
-    );
-}
-
-#[test]
-fn alternating_cached_steps_equal_a_full_recompute() {
-    let (model, r) = alternating();
-    let mut tokens = r.prompts[3].ids.clone();
-    let mut cache = model.new_cache(1);
-    let (mut ws, mut full_ws) = (Workspace::new(), Workspace::new());
-    let mut step = Batch::from_sequences(&[&tokens]).unwrap();
-    for (i, &next) in r.greedy[3].iter().enumerate() {
-        let cached = model.step_into(&step, &mut cache, &mut ws).unwrap()[0];
-        let full = model.logits_into(&Batch::from_sequences(&[&tokens]).unwrap(), &mut full_ws).unwrap();
-        let diff = max_abs_diff(&cached, &full[tokens.len() - 1]);
-        assert!(diff <= 1e-5, "step {i}: cached vs full max |diff| {diff:e}");
-        tokens.push(next);
-        step = Batch::from_sequences(&[[next]]).unwrap();
-    }
-}
+decoder_parity_tests!(alternating, Alternating, "alternating");

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use proc_macro2::Span;
 
-use super::program::{FieldDef, FieldKind as PField, Node, Program, Section};
+use super::program::{FieldDef, Node, Program, Section};
 use crate::ctxt::Ctxt;
 use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window, STREAM};
 
@@ -55,7 +55,7 @@ pub struct Lowered {
 /// A field after fusion: one or more checkpoint parts.
 #[derive(Clone, Debug)]
 struct LField {
-    kind: PField,
+    kind: FieldKind,
     weights: Vec<String>,
     split: Vec<usize>,
 }
@@ -72,7 +72,7 @@ pub fn lower(
     let table = |index: Index| {
         emb.nodes.iter().find_map(|n| match n {
             Node::Gather { field, index: i, .. } if *i == index => match emb.fields[*field].kind {
-                PField::Embedding { rows, .. } | PField::Sinusoidal { rows, .. } => Some(rows),
+                FieldKind::Embedding { rows, .. } | FieldKind::Sinusoidal { rows, .. } => Some(rows),
                 _ => None,
             },
             _ => None,
@@ -260,7 +260,7 @@ fn lower_tail(
             suffix: "LmHead",
             doc: "Hidden states to vocabulary logits.".into(),
             prefix: "",
-            fields: vec![to_field("lm_head", &f, rope_positions, None)],
+            fields: vec![to_field("lm_head", &f)],
             ops: vec![Op::Linear {
                 field: "lm_head",
                 input: Value::stream(tail.tensors[input].width),
@@ -277,34 +277,29 @@ fn lower_tail(
 
 fn lfield(f: &FieldDef) -> LField {
     LField {
-        kind: f.kind.clone(),
+        kind: f.kind,
         weights: if f.weight.is_empty() { vec![] } else { vec![f.weight.clone()] },
         split: vec![],
     }
 }
 
-fn to_field(name: &'static str, f: &LField, _rope_positions: usize, doc: Option<&'static str>) -> Field {
-    let kind = match f.kind {
-        PField::Linear { input, output, bias, conv1d } => FieldKind::Linear {
-            input,
-            output,
-            bias,
-            layout: if conv1d { Layout::Conv1d } else { Layout::Torch },
-        },
-        PField::LayerNorm { width, eps } => FieldKind::LayerNorm { width, eps },
-        PField::RmsNorm { width, eps } => FieldKind::RmsNorm { width, eps },
-        PField::Embedding { rows, width } => FieldKind::Embedding { rows, width, batched: false },
-        PField::Sinusoidal { rows, width } => FieldKind::Sinusoidal { rows, width },
+fn to_field(name: &'static str, f: &LField) -> Field {
+    let doc = match f.kind {
+        FieldKind::Linear { .. } if f.weights.len() > 1 => "Fused projections (one GEMM).",
+        FieldKind::Linear { .. } => "Linear layer.",
+        FieldKind::LayerNorm { .. } => "LayerNorm.",
+        FieldKind::RmsNorm { .. } => "RMSNorm.",
+        FieldKind::Embedding { .. } => "Embedding table.",
+        FieldKind::Sinusoidal { .. } => "Fixed sinusoidal positions, computed at load.",
+        _ => "Table computed at load.",
     };
-    let doc = doc.unwrap_or(match f.kind {
-        PField::Linear { .. } if f.weights.len() > 1 => "Fused projections (one GEMM).",
-        PField::Linear { .. } => "Linear layer.",
-        PField::LayerNorm { .. } => "LayerNorm.",
-        PField::RmsNorm { .. } => "RMSNorm.",
-        PField::Embedding { .. } => "Embedding table.",
-        PField::Sinusoidal { .. } => "Fixed sinusoidal positions, computed at load.",
-    });
-    Field { name, doc, kind, weights: f.weights.iter().map(|w| intern(w)).collect(), split: f.split.clone() }
+    Field {
+        name,
+        doc,
+        kind: f.kind,
+        weights: f.weights.iter().map(|w| intern(w)).collect(),
+        split: f.split.clone(),
+    }
 }
 
 /// Names that generated code already uses for locals or parameters around scratch buffers.
@@ -379,10 +374,10 @@ fn lower_section(
                         _ => None,
                     })
                     .collect();
-                let same = |x: &PField, y: &PField| match (x, y) {
+                let same = |x: &FieldKind, y: &FieldKind| match (x, y) {
                     (
-                        PField::Linear { bias: b1, conv1d: false, .. },
-                        PField::Linear { bias: b2, conv1d: false, .. },
+                        FieldKind::Linear { bias: b1, layout: Layout::Torch, .. },
+                        FieldKind::Linear { bias: b2, layout: Layout::Torch, .. },
                     ) => b1 == b2,
                     _ => false,
                 };
@@ -399,12 +394,17 @@ fn lower_section(
                 }
                 let p: Vec<(usize, usize, usize)> = parts.into_iter().flatten().collect();
                 let widths: Vec<usize> = [a.q, k, v].iter().map(|&t| tensors[t].width).collect();
-                let PField::Linear { input, bias, .. } = fields[p[0].1].kind else {
+                let FieldKind::Linear { input, bias, .. } = fields[p[0].1].kind else {
                     unreachable!("checked by `same`")
                 };
                 let weights = p.iter().flat_map(|&(_, f, _)| fields[f].weights.clone()).collect();
                 fields.push(LField {
-                    kind: PField::Linear { input, output: widths.iter().sum(), bias, conv1d: false },
+                    kind: FieldKind::Linear {
+                        input,
+                        output: widths.iter().sum(),
+                        bias,
+                        layout: Layout::Torch,
+                    },
                     weights,
                     split: widths.clone(),
                 });
@@ -617,7 +617,7 @@ fn lower_section(
             "qkv".to_string()
         } else if fields[f].weights.is_empty() {
             match fields[f].kind {
-                PField::Sinusoidal { .. } => "position_embeddings".to_string(),
+                FieldKind::Sinusoidal { .. } => "position_embeddings".to_string(),
                 _ => "table".to_string(),
             }
         } else if collides {
@@ -627,10 +627,8 @@ fn lower_section(
         };
         field_names[f] = Some(ident_name(&raw, &mut taken));
     }
-    let mut out_fields: Vec<Field> = used_fields
-        .iter()
-        .map(|&f| to_field(field_names[f].unwrap_or("field"), &fields[f], rope_positions, None))
-        .collect();
+    let mut out_fields: Vec<Field> =
+        used_fields.iter().map(|&f| to_field(field_names[f].unwrap_or("field"), &fields[f])).collect();
 
     // Ops.
     let mut ops: Vec<Op> = Vec::new();

@@ -13,7 +13,7 @@ use syn::{Attribute, BinOp, Expr, LitStr, Pat, Stmt, Token};
 
 use super::constant::{self, Const};
 use crate::ctxt::Ctxt;
-use crate::graph::Index;
+use crate::graph::{FieldKind, Index, Layout};
 use crate::spec::Activation;
 use crate::suggest::closest;
 
@@ -24,16 +24,6 @@ pub struct Tensor {
     pub span: Span,
     /// The name it was bound to (or what computed it): scratch buffers are named after it.
     pub hint: String,
-}
-
-/// A weighted part (or a table computed at load).
-#[derive(Clone, PartialEq, Debug)]
-pub enum FieldKind {
-    Linear { input: usize, output: usize, bias: bool, conv1d: bool },
-    LayerNorm { width: usize, eps: f64 },
-    RmsNorm { width: usize, eps: f64 },
-    Embedding { rows: usize, width: usize },
-    Sinusoidal { rows: usize, width: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -1025,7 +1015,7 @@ impl Interp<'_> {
             }
             (FieldKind::Sinusoidal { rows, width }, false)
         } else {
-            (FieldKind::Embedding { rows, width }, true)
+            (FieldKind::Embedding { rows, width, batched: false }, true)
         };
         let field = self.field(kind, weighted);
         let out = self.cur.tensor(width, span, func);
@@ -1056,10 +1046,10 @@ impl Interp<'_> {
             }
         };
         let bias = self.flag_arg(args, "bias", true)?;
-        let conv1d = match args.take("layout") {
-            None => false,
-            Some(Expr::Path(p)) if p.path.is_ident("torch") => false,
-            Some(Expr::Path(p)) if p.path.is_ident("conv1d") => true,
+        let layout = match args.take("layout") {
+            None => Layout::Torch,
+            Some(Expr::Path(p)) if p.path.is_ident("torch") => Layout::Torch,
+            Some(Expr::Path(p)) if p.path.is_ident("conv1d") => Layout::Conv1d,
             Some(other) => {
                 self.error(
                     other.span(),
@@ -1068,7 +1058,7 @@ impl Interp<'_> {
                 return None;
             }
         };
-        let field = self.field(FieldKind::Linear { input: in_width, output, bias, conv1d }, true);
+        let field = self.field(FieldKind::Linear { input: in_width, output, bias, layout }, true);
         let out = self.cur.tensor(output, span, "linear");
         self.cur.nodes.push(Node::Linear { field, input, out });
         Some(Val::Tensor(out))

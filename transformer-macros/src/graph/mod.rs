@@ -52,7 +52,7 @@ pub struct Field {
     pub split: Vec<usize>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 pub enum FieldKind {
     Linear {
         input: usize,
