@@ -1,10 +1,12 @@
-//! LLaMA and Mistral against Hugging Face transformers (`LlamaForCausalLM`, `MistralForCausalLM`,
-//! random weights from a fixed seed, written by `scripts/reference/llama.py`): logits within 1e-4,
+//! LLaMA, Mistral and Ministral against Hugging Face transformers (`LlamaForCausalLM`,
+//! `MistralForCausalLM`, `MinistralForCausalLM`, random weights from a fixed seed, written by
+//! `scripts/reference/llama.py`): logits within 1e-4,
 //! greedy generation identical to `generate(do_sample=False)` for 32 tokens (alone and with the
 //! prompts batched), and cached steps equal to a full recompute (1e-5). Configs: `llama`
 //! (grouped-query 4/2, untied), `llama_partial` (multi-query 3/1, θ = 500000, tied; full rotary,
 //! since transformers' Llama cannot run partial rotary) and `mistral` (sliding window 8, shorter
-//! than every prompt).
+//! than every prompt) and `ministral` (layers typed sliding / full / sliding, window 8: a per-layer
+//! mix of local and global attention).
 
 #[path = "common/decoder_parity.rs"]
 #[macro_use]
@@ -12,7 +14,7 @@ mod decoder_parity;
 
 macro_rules! llama {
     ($name:ident, d_model: $d:literal, heads: $h:literal, kv_heads: $kv:literal, d_ff: $f:literal,
-     theta: $theta:literal, head: $head:ident $(, window: $w:literal)?) => {
+     layers: $layers:literal, theta: $theta:literal, head: $head:ident $(, window: $w:tt)?) => {
         transformer::model! {
             pub struct $name {
                 vocab_size: 320,
@@ -20,7 +22,7 @@ macro_rules! llama {
                 d_model: $d,
                 heads: $h,
                 kv_heads: $kv,
-                layers: 2,
+                layers: $layers,
                 d_ff: $f,
                 activation: swiglu,
                 norm: rms_norm,
@@ -37,10 +39,13 @@ macro_rules! llama {
     };
 }
 
-llama!(Llama, d_model: 64, heads: 4, kv_heads: 2, d_ff: 176, theta: 10000.0, head: untied);
-llama!(LlamaMqa, d_model: 48, heads: 3, kv_heads: 1, d_ff: 136, theta: 500000.0, head: tied);
-llama!(Mistral, d_model: 64, heads: 4, kv_heads: 2, d_ff: 176, theta: 10000.0, head: untied, window: 8);
+llama!(Llama, d_model: 64, heads: 4, kv_heads: 2, d_ff: 176, layers: 2, theta: 10000.0, head: untied);
+llama!(LlamaMqa, d_model: 48, heads: 3, kv_heads: 1, d_ff: 136, layers: 2, theta: 500000.0, head: tied);
+llama!(Mistral, d_model: 64, heads: 4, kv_heads: 2, d_ff: 176, layers: 2, theta: 10000.0, head: untied, window: 8);
+llama!(Ministral, d_model: 64, heads: 4, kv_heads: 2, d_ff: 128, layers: 3, theta: 10000.0, head: untied,
+       window: [8, global, 8]);
 
 decoder_parity_tests!(llama, Llama, "llama/llama");
 decoder_parity_tests!(llama_mqa, LlamaMqa, "llama/llama_partial");
 decoder_parity_tests!(mistral, Mistral, "llama/mistral");
+decoder_parity_tests!(ministral, Ministral, "llama/ministral");

@@ -19,6 +19,9 @@ Configs:
                    (it computes head_dim*factor/2 frequencies but applies them to the full
                    head, which fails with a shape error), so no partial-rotary reference
                    can be produced with LlamaForCausalLM. See notes in reference.json.
+    ministral      MinistralForCausalLM, 3 layers typed sliding / full / sliding (window 8):
+                   a per-layer mix of local and global attention (Gemma-2 style); the numpy
+                   check shows windowing every layer, or the other ones, does not match.
     mistral        MistralForCausalLM, llama's dims plus sliding_window 8; every prompt is
                    >= 20 tokens so the window really cuts. The script checks the window is
                    applied (logits differ from a full-attention run from position `window`
@@ -54,7 +57,8 @@ import safetensors
 import torch
 import transformers
 from safetensors import safe_open
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MinistralConfig, MinistralForCausalLM,
+                          MistralConfig, MistralForCausalLM)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "llama"
@@ -111,9 +115,24 @@ CONFIGS = {
         seed=13,  # chosen by --search-seeds 40 (first seed meeting the criteria)
         prompt_lengths=[20, 23, 27, 31],
     ),
+    "ministral": dict(
+        cls="ministral",
+        config=dict({k: v for k, v in COMMON.items() if k not in ("attention_bias",)},
+                    num_hidden_layers=3, hidden_size=64, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                    rope_theta=10000.0, sliding_window=8,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                    tie_word_embeddings=False),
+        seed=9,  # chosen by --search-seeds 40 (first seed meeting the criteria)
+        prompt_lengths=[20, 23, 27, 31],
+    ),
 }
 
-CLASSES = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM)}
+CLASSES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "ministral": (MinistralConfig, MinistralForCausalLM),
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -269,7 +288,8 @@ def acceptable(res):
 
 # ------------------------------------------------------------- independent numpy reference
 
-def numpy_forward(sd, cfg, ids, rope="rotate_half", window_rule="p-W<j<=p"):
+def numpy_forward(sd, cfg, ids, rope="rotate_half", window_rule="p-W<j<=p", layer_types=None,
+                  layout=None):
     """float64 logits [len, vocab] of one unpadded sequence at positions 0..len-1.
 
     rope: "rotate_half" (dim i pairs with dim i + head_dim/2, the HF Llama convention) or
@@ -277,6 +297,9 @@ def numpy_forward(sd, cfg, ids, rope="rotate_half", window_rule="p-W<j<=p"):
           which one transformers uses.
     window_rule: which keys j the query at position p sees when cfg.sliding_window = W is set:
           "p-W<j<=p" (W keys, self included) or "p-W<=j<=p" (W + 1 keys).
+    layer_types: per layer "sliding_attention" or "full_attention" (Ministral), overriding
+          cfg.layer_types; without either, every layer uses the window (Mistral).
+    layout: optional boolean [len, len] ANDed into every layer's mask (block-sparse layouts).
     """
     g = {k: v.astype(np.float64) for k, v in sd.items()}
     H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -304,9 +327,13 @@ def numpy_forward(sd, cfg, ids, rope="rotate_half", window_rule="p-W<j<=p"):
 
     p = np.arange(L)[:, None]
     j = np.arange(L)[None, :]
-    allowed = j <= p
+    causal = j <= p
+    windowed = causal.copy()
     if W is not None:
-        allowed &= (j > p - W) if window_rule == "p-W<j<=p" else (j >= p - W)
+        windowed &= (j > p - W) if window_rule == "p-W<j<=p" else (j >= p - W)
+    layer_types = layer_types or getattr(cfg, "layer_types", None)
+    if layout is not None:
+        causal, windowed = causal & layout, windowed & layout
 
     x = g["model.embed_tokens.weight"][ids]
     for i in range(cfg.num_hidden_layers):
@@ -316,6 +343,8 @@ def numpy_forward(sd, cfg, ids, rope="rotate_half", window_rule="p-W<j<=p"):
         k = (h @ g[pre + "self_attn.k_proj.weight"].T).reshape(L, KV, D)
         v = (h @ g[pre + "self_attn.v_proj.weight"].T).reshape(L, KV, D)
         q, k = apply_rope(q), apply_rope(k)
+        full = layer_types is not None and layer_types[i] == "full_attention"
+        allowed = causal if full else windowed
         heads = []
         for hh in range(H):
             kv = hh // (H // KV)  # repeat_kv: each KV head serves H/KV consecutive query heads
@@ -447,11 +476,26 @@ def write_fixture(name, spec, out_root, threads):
         assert all(len(p) >= 20 > W for p in prompts)
         numpy_check["max_abs_diff_window_one_wider"] = np_diff(window_rule="p-W<=j<=p")
         assert numpy_check["max_abs_diff_window_one_wider"] > 1e-2, numpy_check
+        types = getattr(cfg, "layer_types", None)
+        if types is not None and len(set(types)) > 1:
+            # A per-layer mix: windowing every layer, or the other layers, must not match.
+            n = cfg.num_hidden_layers
+            swapped = ["full_attention" if t == "sliding_attention" else "sliding_attention"
+                       for t in types]
+            numpy_check["layer_types"] = types
+            numpy_check["max_abs_diff_every_layer_windowed"] = np_diff(
+                layer_types=["sliding_attention"] * n)
+            numpy_check["max_abs_diff_windows_on_the_other_layers"] = np_diff(layer_types=swapped)
+            assert numpy_check["max_abs_diff_every_layer_windowed"] > 1e-2, numpy_check
+            assert numpy_check["max_abs_diff_windows_on_the_other_layers"] > 1e-2, numpy_check
         # Same weights, sliding window off: identical for positions < W, different from W on.
+        # (Ministral needs a window whenever a layer is typed sliding: type them all full.)
+        types = getattr(cfg, "layer_types", None)
+        no_window = (dict(layer_types=["full_attention"] * cfg.num_hidden_layers) if types
+                     else dict(sliding_window=None))
         full_attn = model_cls.from_pretrained(out_dir, attn_implementation="eager",
-                                              torch_dtype=torch.float32,
-                                              sliding_window=None).eval()
-        assert full_attn.config.sliding_window is None
+                                              torch_dtype=torch.float32, **no_window).eval()
+        assert types or full_attn.config.sliding_window is None
         with torch.inference_mode():
             per_pos = (full_attn(torch.tensor([long_seq]), use_cache=False).logits[0].double()
                        .numpy() - long_hf)
@@ -505,6 +549,14 @@ def write_fixture(name, spec, out_root, threads):
             "model.embed_tokens.weight" if cfg.tie_word_embeddings else
             "tie_word_embeddings=false: separate lm_head.weight"),
     }
+    if getattr(cfg, "layer_types", None):
+        notes["layer_types"] = (
+            f"per layer {cfg.layer_types}: 'sliding_attention' layers use the sliding window "
+            "rule above, 'full_attention' layers full causal attention (Ministral); the numpy "
+            "check shows windowing every layer, or the other layers, does not match")
+        doc_extra = {"layer_types": cfg.layer_types}
+    else:
+        doc_extra = {}
     if name == "llama_partial":
         notes["partial_rotary"] = (
             "NOT partial: transformers 4.57.1 LlamaForCausalLM does not support "
@@ -548,6 +600,7 @@ def write_fixture(name, spec, out_root, threads):
             "attention_bias": getattr(cfg, "attention_bias", False),
             "mlp_bias": getattr(cfg, "mlp_bias", False),
             "sliding_window": getattr(cfg, "sliding_window", None),
+            **doc_extra,
             "initializer_range": cfg.initializer_range,
             "bos_token_id": cfg.bos_token_id,
             "eos_token_id": cfg.eos_token_id,

@@ -78,6 +78,8 @@ pub enum Value {
     Name(Ident),
     /// `{ layers: 6, attention: causal }`: the keys of one stack of an encoder-decoder model.
     Section { entries: Vec<Entry>, span: Span },
+    /// `[8, global, 8, global]`: one value per layer.
+    List { items: Vec<Value>, span: Span },
     /// Anything else (a string, a path, an expression): always a type error.
     Other(TokenStream),
 }
@@ -88,7 +90,7 @@ impl Value {
             Value::Int(l) => l.span(),
             Value::Float { span, .. } | Value::NegInt { span, .. } => *span,
             Value::Name(i) => i.span(),
-            Value::Section { span, .. } => *span,
+            Value::Section { span, .. } | Value::List { span, .. } => *span,
             Value::Other(t) => t.span(),
         }
     }
@@ -101,6 +103,7 @@ impl Value {
             Value::NegInt { value, .. } => format!("the integer `{value}`"),
             Value::Name(i) => format!("the name `{i}`"),
             Value::Section { .. } => "a `{ … }` section".to_string(),
+            Value::List { .. } => "a `[ … ]` list".to_string(),
             Value::Other(t) => format!("`{t}`"),
         }
     }
@@ -181,6 +184,19 @@ impl Parse for Value {
             let body;
             let brace = syn::braced!(body in input);
             return Ok(Value::Section { entries: parse_entries(&body)?, span: brace.span.join() });
+        }
+        if input.peek(syn::token::Bracket) && ends2 {
+            let body;
+            let bracket = syn::bracketed!(body in input);
+            let mut items = Vec::new();
+            while !body.is_empty() {
+                items.push(body.parse()?);
+                if body.is_empty() {
+                    break;
+                }
+                body.parse::<Token![,]>()?;
+            }
+            return Ok(Value::List { items, span: bracket.span.join() });
         }
         if input.peek(Ident) && ends2 {
             return Ok(Value::Name(input.call(syn::ext::IdentExt::parse_any)?));

@@ -1,6 +1,7 @@
 //! Validation: one pass over every key, one named function per rule, every error collected.
 //! Encoder-decoder models' sections and cross-stack rules are in [`seq2seq`].
 
+mod local;
 mod seq2seq;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ const KEYS: &[&str] = &[
     "relative_max_distance",
     "attention",
     "window",
+    "sparse",
     "weights",
     "lm_head",
     "embedding_scale",
@@ -64,6 +66,7 @@ const OPTIONAL: &[&str] = &[
     "lm_head",
     "kv_heads",
     "window",
+    "sparse",
     "rope_theta",
     "rotary_dims",
     "residual",
@@ -82,7 +85,7 @@ const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope", "relative", "alibi
 const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
 /// Attention kinds the grammar reserves for families still to come: named, so the error can say
 /// "not yet" instead of "unknown".
-const PLANNED_ATTENTIONS: &[&str] = &["windowed", "sparse", "lsh", "grouped_query", "multi_query"];
+const PLANNED_ATTENTIONS: &[&str] = &["lsh"];
 const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "bloom", "neox", "t5", "bart", "torch"];
 const RESIDUALS: &[&str] = &["sequential", "parallel"];
 const EMBEDDING_SCALES: &[&str] = &["sqrt_d_model", "none"];
@@ -125,9 +128,13 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let heads = size(&mut cx, "heads", MAX_HEADS);
     let head_dim_given = size(&mut cx, "head_dim", MAX_WIDTH);
     let kv_heads = size(&mut cx, "kv_heads", MAX_HEADS);
-    let window = size(&mut cx, "window", MAX_POSITIONS);
     let layers = size(&mut cx, "layers", MAX_LAYERS);
     let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
+    let windows = entries.get("window").and_then(|e| local::windows(&mut cx, e, layers));
+    let sparse = entries.get("sparse").and_then(|e| local::sparse(&mut cx, e));
+    if sections.is_some() {
+        local::single_stack_only(&mut cx, &entries);
+    }
     let image_size = size(&mut cx, "image_size", MAX_IMAGE);
     let patch_size = size(&mut cx, "patch_size", MAX_IMAGE);
     let channels = size(&mut cx, "channels", MAX_CHANNELS);
@@ -258,6 +265,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     }
     if let Some(attention) = attention {
         decoder_only_options(&mut cx, attention, heads, kv_heads, &entries);
+        if let Some(windows) = &windows {
+            local::centred_windows_even(&mut cx, windows, attention);
+        }
     }
     let decoder = sections.as_ref().and_then(|sections| {
         let encoder = seq2seq::EncoderView { entries: &entries, d_model, heads, head_dim, attention };
@@ -315,7 +325,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         heads: heads.ok_or_else(missing)?,
         head_dim: head_dim.ok_or_else(missing)?,
         kv_heads: kv_heads.or(heads).ok_or_else(missing)?,
-        window,
+        windows: windows.map(|ws| ws.into_iter().map(|(w, _)| w).collect()).unwrap_or_default(),
+        sparse,
         layers: layers.ok_or_else(missing)?,
         d_ff: d_ff.ok_or_else(missing)?,
         activation: activation.ok_or_else(missing)?,
@@ -572,6 +583,10 @@ fn known_name(cx: &mut Ctxt, entry: &Entry, valid: &[&'static str]) -> Option<&'
 fn attention_kind(cx: &mut Ctxt, entry: &Entry) -> Option<Attention> {
     if let Value::Name(ident) = &entry.value {
         let word = ident.to_string();
+        if let Some(hint) = local::attention_hint(&word) {
+            cx.error(ident.span(), hint);
+            return None;
+        }
         if PLANNED_ATTENTIONS.contains(&word.as_str()) {
             cx.error(
                 ident.span(),
@@ -811,8 +826,8 @@ fn relative_buckets_even(cx: &mut Ctxt, buckets: usize, entry: &Entry) {
     }
 }
 
-/// Rule: key/value grouping and sliding windows are decoder features in this version: with
-/// `attention: bidirectional`, `kv_heads` must equal `heads` and there is no `window`.
+/// Rule: key/value grouping is a decoder feature in this version: with `attention: bidirectional`,
+/// `kv_heads` must equal `heads`.
 fn decoder_only_options(
     cx: &mut Ctxt,
     attention: Attention,
@@ -830,12 +845,6 @@ fn decoder_only_options(
                 format!("grouped-query attention is implemented for `causal` models; a `bidirectional` model needs `kv_heads: {h}` (or leave it out)"),
             );
         }
-    }
-    if let Some(w) = entries.get("window") {
-        cx.error(
-            w.key.span(),
-            "sliding windows are implemented for `causal` models in this version: remove `window`",
-        );
     }
 }
 

@@ -22,8 +22,12 @@ pub struct Spec {
     pub head_dim: usize,
     /// Key/value heads: `heads` for multi-head attention, fewer for grouped-query (1: multi-query).
     pub kv_heads: usize,
-    /// Sliding-window attention: each query sees at most this many keys, ending at itself.
-    pub window: Option<usize>,
+    /// Local attention, per layer (`None`: global). Causal: each query sees at most `w` keys,
+    /// ending at itself (Mistral); bidirectional: the keys within `w / 2` on either side
+    /// (Longformer). Empty or all `None`: global attention everywhere.
+    pub windows: Vec<Option<usize>>,
+    /// A block-sparse layout every self-attention also obeys (Sparse Transformer).
+    pub sparse: Option<Sparse>,
     pub layers: usize,
     pub d_ff: usize,
     pub activation: Activation,
@@ -208,6 +212,25 @@ pub enum Attention {
     Bidirectional,
     /// Each token sees itself and the tokens before it: decoders, with a KV cache for generation.
     Causal,
+}
+
+/// A block-sparse attention layout over blocks of `block` positions (a multiple of the attention
+/// kernel's 64-key tile).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Sparse {
+    pub pattern: SparsePattern,
+    pub block: usize,
+    pub stride: usize,
+}
+
+/// The Sparse Transformer's two layouts (Child et al. 2019, §4.2).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SparsePattern {
+    /// Key block `J` is visible to query block `I` iff `|I − J| < stride` or a multiple of it.
+    Strided,
+    /// Visible iff in the same group of `stride` blocks, or among the last `summary` blocks of a
+    /// group.
+    Fixed { summary: usize },
 }
 
 /// The projection from hidden states to vocabulary logits.

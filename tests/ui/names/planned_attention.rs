@@ -15,7 +15,7 @@ transformer::model! {
         norm_eps: 1e-12,
         norm_placement: post,
         positions: learned,
-        attention: sparse,
+        attention: lsh,
         weights: bert,
     }
 }

@@ -12,7 +12,7 @@ use quote::{format_ident, quote};
 use syn::LitStr;
 
 use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window};
-use crate::spec::{Activation, Spec};
+use crate::spec::{Activation, Sparse, SparsePattern, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).
 fn rt() -> TokenStream {
@@ -332,6 +332,26 @@ fn activation(act: Option<Activation>) -> TokenStream {
     }
 }
 
+/// A block-sparse layout as a constant the compiler builds (the macro validated its sizes, so the
+/// `None` arm is never taken).
+fn sparse_layout(sparse: Sparse) -> TokenStream {
+    let rt = rt();
+    let (block, stride) = (sparse.block, sparse.stride);
+    let layout = match sparse.pattern {
+        SparsePattern::Strided => quote!(#rt::layers::BlockSparse::strided(#block, #stride)),
+        SparsePattern::Fixed { summary } => {
+            quote!(#rt::layers::BlockSparse::fixed(#block, #stride, #summary))
+        }
+    };
+    quote!({
+        const LAYOUT: #rt::layers::BlockSparse = match #layout {
+            ::core::option::Option::Some(layout) => layout,
+            ::core::option::Option::None => panic!("block-sparse layout checked by model!"),
+        };
+        LAYOUT
+    })
+}
+
 fn forward_body(block: &Block, mode: Mode) -> TokenStream {
     let rt = rt();
     let mut out = TokenStream::new();
@@ -374,11 +394,11 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                 let (i, o, a) = (read(block, input), write(block, output), activation(act));
                 quote!(self.#f.forward(#i, #o, #a, threads);)
             }
-            Op::Attention { qkv, output, heads, kv_heads, head_dim, causal, window, bias, scaled } => {
+            Op::Attention { qkv, output, heads, kv_heads, head_dim, causal, window, sparse, bias, scaled } => {
                 let scale = if scaled { (1.0 / (head_dim as f64).sqrt()) as f32 } else { 1.0f32 };
                 let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
                 let (q, o) = (quote!(s.#q.as_flattened()), quote!(s.#o.as_flattened_mut()));
-                let plain = kv_heads == heads && window == Window::Global && !bias;
+                let plain = kv_heads == heads && window == Window::Global && !bias && sparse.is_none();
                 let some = |w: usize| quote!(::core::option::Option::Some(#w));
                 let none = quote!(::core::option::Option::None);
                 let window = match window {
@@ -398,7 +418,19 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                     quote!(::core::option::Option::None)
                 };
                 let shape = quote!(#rt::layers::attention::AttentionShape { heads: #heads, kv_heads: #kv_heads, window: #window });
-                match (causal, mode, plain) {
+                match sparse.map(sparse_layout) {
+                    Some(layout) => match (causal, mode) {
+                        (false, _) => quote!(
+                            #rt::layers::attention::self_attention_sparse::<#head_dim>(#q, batch, #shape, #layout, #bias, #scale, #o, threads);
+                        ),
+                        (true, Mode::Full) => quote!(
+                            #rt::layers::attention::causal_self_attention_sparse::<#head_dim>(#q, batch, #shape, #layout, #bias, #scale, #o, threads);
+                        ),
+                        (true, Mode::Cached) => quote!(
+                            #rt::layers::attention::cached_causal_attention_sparse::<#head_dim>(#q, batch, cache, layer, #shape, #layout, #bias, #scale, #o, threads);
+                        ),
+                    },
+                    None => match (causal, mode, plain) {
                     (false, _, true) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
                     (false, _, false) => quote!(
                         #rt::layers::attention::self_attention_with::<#head_dim>(#q, batch, #shape, #bias, #scale, #o, threads);
@@ -415,6 +447,7 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                     (true, Mode::Cached, false) => quote!(
                         #rt::layers::attention::cached_causal_attention_with::<#head_dim>(#q, batch, cache, layer, #shape, #bias, #scale, #o, threads);
                     ),
+                },
                 }
             }
             Op::CrossAttention { q, output, heads, head_dim, scaled, .. } => {

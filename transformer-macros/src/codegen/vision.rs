@@ -3,13 +3,14 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
-use super::{carve, rt};
+use super::{carve, layer_loop, rt};
 use crate::graph::{Graph, Value};
 use crate::spec::{Pooling, Spec};
 
 pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]) -> TokenStream {
     let rt = rt();
     let (name, vis) = (&spec.name, &spec.vis);
+    let (layer_loop, layer_arg) = layer_loop(&graph.layer);
     let (Some(image), Some(classifier)) = (spec.image, spec.classifier) else {
         unreachable!("validation gives every image model its image input and classifier")
     };
@@ -85,8 +86,8 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 let unfolded = unfolded.as_chunks_mut::<#pw>().0;
                 let projected = projected.as_chunks_mut::<#d>().0;
                 self.embeddings.forward(x, images, unfolded, projected, &self.threads);
-                for layer in &self.layers {
-                    layer.forward(x, batch, s, &self.threads);
+                for #layer_loop {
+                    layer.forward(x, batch, s, #layer_arg &self.threads);
                 }
                 #final_norm
                 let pooled = pooled.as_chunks_mut::<#d>().0;

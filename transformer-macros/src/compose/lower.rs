@@ -715,6 +715,7 @@ fn lower_section(
                     head_dim: a.head_dim,
                     causal: a.causal,
                     window,
+                    sparse: None,
                     bias: false,
                     scaled: true,
                 });

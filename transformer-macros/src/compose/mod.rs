@@ -111,7 +111,8 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), sy
         heads,
         head_dim,
         kv_heads,
-        window: None,
+        windows: Vec::new(),
+        sparse: None,
         layers: l.graph.layers,
         d_ff: dim("d_ff").unwrap_or(0),
         // Read only by the presets' lowering, which a composed model does not use.

@@ -16,7 +16,8 @@ pub mod seq2seq;
 use proc_macro2::Span;
 
 use crate::spec::{
-    Activation, Attention, ImageInput, LmHead, NormKind, Placement, Pooling, Positions, Spec, WeightScheme,
+    Activation, Attention, ImageInput, LmHead, NormKind, Placement, Pooling, Positions, Sparse, Spec,
+    WeightScheme,
 };
 
 /// A tensor of shape `[rows, width]` flowing through a block.
@@ -122,7 +123,8 @@ pub enum Layout {
     BiasAt { bias: &'static str },
 }
 
-/// A causal attention's sliding window: how many keys (ending at the query) each query sees.
+/// An attention's local window: how many keys (ending at the query when causal, centred on it
+/// otherwise) each query sees.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Window {
     /// Every earlier key.
@@ -137,6 +139,16 @@ pub enum Window {
 impl Window {
     pub fn from_option(window: Option<usize>) -> Self {
         window.map_or(Window::Global, Window::Fixed)
+    }
+
+    /// One window per layer: the same everywhere is one value, otherwise a table (leaked once
+    /// per expansion: it lives in `'static` graph data).
+    pub fn of_layers(windows: &[Option<usize>]) -> Self {
+        match windows.first() {
+            None => Window::Global,
+            Some(&first) if windows.iter().all(|&w| w == first) => Window::from_option(first),
+            Some(_) => Window::PerLayer(Box::leak(windows.to_vec().into_boxed_slice())),
+        }
     }
 }
 
@@ -167,6 +179,8 @@ pub enum Op {
         head_dim: usize,
         causal: bool,
         window: Window,
+        /// A block-sparse layout the scores also obey.
+        sparse: Option<Sparse>,
         bias: bool,
         scaled: bool,
     },
@@ -521,7 +535,8 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         },
         parallel: spec.parallel,
         causal: spec.attention == Attention::Causal,
-        window: spec.window,
+        window: Window::of_layers(&spec.windows),
+        sparse: spec.sparse,
         relative_bias: spec.positions == Positions::Alibi,
         scaled: true,
         qkv: Linear { weights: names.qkv.to_vec(), layout: qkv_layout },
@@ -577,7 +592,8 @@ pub struct LayerPlan {
     /// Attention and feed-forward both read the layer's input and add to it together.
     pub parallel: bool,
     pub causal: bool,
-    pub window: Option<usize>,
+    pub window: Window,
+    pub sparse: Option<Sparse>,
     /// The self-attention adds the stack's relative position bias.
     pub relative_bias: bool,
     /// Scores are scaled by `1/sqrt(head_dim)`.
@@ -710,7 +726,8 @@ pub fn layer_block(p: &LayerPlan) -> Block {
             kv_heads: p.kv_heads,
             head_dim: hd,
             causal: p.causal,
-            window: Window::from_option(p.window),
+            window: p.window,
+            sparse: p.sparse,
             bias: p.relative_bias,
             scaled: p.scaled,
         });

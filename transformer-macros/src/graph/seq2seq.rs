@@ -4,6 +4,7 @@
 
 use super::{
     fuse, layer_block, Block, CrossPlan, Field, FieldKind, Index, LayerPlan, Layout, Linear, Op, Value,
+    Window,
 };
 use crate::spec::{LmHead, NormKind, Positions, Seq2Seq, Spec, Stack as StackDims, WeightScheme};
 
@@ -109,7 +110,8 @@ fn stack(
         rope: None,
         parallel: false,
         causal,
-        window: None,
+        window: Window::Global,
+        sparse: None,
         relative_bias: relative,
         // T5 folds the 1/sqrt(head_dim) into its query weights.
         scaled: spec.weights != WeightScheme::T5,

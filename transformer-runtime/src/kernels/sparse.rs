@@ -90,6 +90,25 @@ impl BlockSparse {
         Self { pattern, block }
     }
 
+    /// The strided layout over blocks of `block` positions; `None` unless `block` is a positive
+    /// multiple of [`BlockSize::TILE`] and `stride ≥ 1`. `const`, so generated models build
+    /// their layout at compile time.
+    pub const fn strided(block: usize, stride: usize) -> Option<Self> {
+        match (BlockSize::new(block), NonZeroUsize::new(stride)) {
+            (Ok(block), Some(stride)) => Some(Self::new(SparsePattern::Strided { stride }, block)),
+            _ => None,
+        }
+    }
+
+    /// The fixed layout over blocks of `block` positions; `None` unless `block` is a positive
+    /// multiple of [`BlockSize::TILE`] and `stride ≥ 1`.
+    pub const fn fixed(block: usize, stride: usize, summary: usize) -> Option<Self> {
+        match (BlockSize::new(block), NonZeroUsize::new(stride)) {
+            (Ok(block), Some(stride)) => Some(Self::new(SparsePattern::Fixed { stride, summary }, block)),
+            _ => None,
+        }
+    }
+
     /// Whether query block `query_block` attends key block `key_block` (the predicates of
     /// [`SparsePattern`]; with `causal`, also `key_block ≤ query_block`).
     #[inline]

@@ -1,7 +1,7 @@
-// Sliding windows are implemented for causal models only.
+// With as many summary blocks as the stride, every block is visible.
 
 transformer::model! {
-    /// A small LLaMA-shaped decoder with one mistake.
+    /// A small BERT-shaped encoder with one mistake.
     pub struct Model {
         vocab_size: 320,
         max_positions: 128,
@@ -15,7 +15,7 @@ transformer::model! {
         norm_placement: post,
         positions: learned,
         attention: bidirectional,
-        window: 8,
+        sparse: { pattern: fixed, block: 64, stride: 2, summary: 2 },
         weights: bert,
     }
 }

@@ -1,0 +1,217 @@
+//! Rules of the attention layouts that limit which keys a query sees: local windows (`window`,
+//! one size or one per layer) and block-sparse layouts (`sparse: { … }`).
+
+use proc_macro2::Span;
+
+use super::{keys_known_and_unique, known_name, list, positive_size, Entries, MAX_POSITIONS};
+use crate::ast::{Entry, Value};
+use crate::ctxt::Ctxt;
+use crate::spec::{Attention, Sparse, SparsePattern};
+
+/// The attention kernel's key tile: a block-sparse block is a whole number of them.
+const KEY_TILE: usize = 64;
+const SPARSE_KEYS: &[&str] = &["pattern", "block", "stride", "summary"];
+const PATTERNS: &[&str] = &["strided", "fixed"];
+
+/// `window: 8` (every layer) or `window: [8, global, …]` (one per layer), with each window's span.
+pub fn windows(cx: &mut Ctxt, entry: &Entry, layers: Option<usize>) -> Option<Vec<(Option<usize>, Span)>> {
+    match &entry.value {
+        Value::List { items, span } => {
+            let windows: Vec<_> =
+                items.iter().map(|item| layer_window(cx, item).map(|w| (w, item.span()))).collect();
+            if let Some(layers) = layers.filter(|&n| n != items.len()) {
+                cx.error(
+                    *span,
+                    format!(
+                        "`window` lists one entry per layer: found {} for `layers: {layers}`",
+                        items.len()
+                    ),
+                );
+                return None;
+            }
+            windows.into_iter().collect()
+        }
+        Value::Int(_) | Value::NegInt { .. } | Value::Float { .. } => {
+            let w = positive_size(cx, entry, MAX_POSITIONS)?;
+            Some(vec![(Some(w), entry.value.span()); layers?])
+        }
+        other => {
+            cx.error(
+                other.span(),
+                format!(
+                    "`window` expects a number of keys such as `8`, or one entry per layer such as \
+                     `[8, global, 8, global]`, found {}",
+                    other.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// One entry of a per-layer window list: a positive number of keys, or `global`.
+fn layer_window(cx: &mut Ctxt, item: &Value) -> Option<Option<usize>> {
+    match item {
+        Value::Name(name) if name == "global" => Some(None),
+        Value::Int(lit) => match lit.base10_parse::<usize>() {
+            Ok(w) if (1..=MAX_POSITIONS).contains(&w) => Some(Some(w)),
+            _ => {
+                cx.error(
+                    lit.span(),
+                    format!("a window is a number of keys from 1 to {MAX_POSITIONS}, found `{lit}`"),
+                );
+                None
+            }
+        },
+        other => {
+            cx.error(
+                other.span(),
+                format!(
+                    "each layer's window is a number of keys such as `8`, or `global`; found {}",
+                    other.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Rule: a bidirectional window is centred on the query (`w / 2` keys on either side, Longformer's
+/// `attention_window`), so each one is even.
+pub fn centred_windows_even(cx: &mut Ctxt, windows: &[(Option<usize>, Span)], attention: Attention) {
+    if attention != Attention::Bidirectional {
+        return;
+    }
+    // A repeated single window is reported once.
+    let mut reported = Vec::new();
+    for &(w, span) in windows {
+        if let Some(w) = w.filter(|w| w % 2 == 1) {
+            if !reported.contains(&(w, format!("{span:?}"))) {
+                reported.push((w, format!("{span:?}")));
+                cx.error(
+                    span,
+                    format!(
+                        "a `bidirectional` window is centred on the query (`w / 2` keys on either side, \
+                         as Longformer's `attention_window`), so it must be even: {w} is odd (try {} or {})",
+                        w - 1,
+                        w + 1
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `sparse: { pattern: strided | fixed, block: 64, stride: 4[, summary: 1] }`.
+pub fn sparse(cx: &mut Ctxt, entry: &Entry) -> Option<Sparse> {
+    let Value::Section { entries, span } = &entry.value else {
+        cx.error(
+            entry.value.span(),
+            format!(
+                "`sparse` expects a layout such as `{{ pattern: strided, block: 64, stride: 4 }}`, found {}",
+                entry.value.describe()
+            ),
+        );
+        return None;
+    };
+    let keys = keys_known_and_unique(cx, entries, SPARSE_KEYS);
+    for key in ["pattern", "block", "stride"] {
+        if !keys.contains_key(key) {
+            cx.error(*span, format!("the `sparse` layout needs `{key}` ({})", about(key)));
+        }
+    }
+    let pattern = keys.get("pattern").and_then(|e| known_name(cx, e, PATTERNS));
+    let block = keys.get("block").and_then(|e| positive_size(cx, e, MAX_POSITIONS));
+    let stride = keys.get("stride").and_then(|e| positive_size(cx, e, MAX_POSITIONS));
+    let summary = keys.get("summary").and_then(|e| positive_size(cx, e, MAX_POSITIONS));
+    if let (Some(b), Some(entry)) = (block, keys.get("block")) {
+        block_whole_tiles(cx, b, entry);
+    }
+    if let (Some(s), Some(entry)) = (stride, keys.get("stride")) {
+        if s < 2 {
+            cx.error(entry.value.span(), "a stride of 1 makes every block visible: leave `sparse` out for dense attention, or use a stride of 2 or more");
+        }
+    }
+    match (pattern, keys.get("summary")) {
+        (Some("strided"), Some(e)) => {
+            cx.error(e.key.span(), "`summary` belongs to `pattern: fixed`: remove it");
+        }
+        (Some("fixed"), None) => cx.error(
+            keys["pattern"].value.span(),
+            format!("`pattern: fixed` needs `summary`: {}", about("summary")),
+        ),
+        (Some("fixed"), Some(e)) => {
+            if let (Some(c), Some(l)) = (summary, stride.filter(|&l| l >= 2)) {
+                if c >= l {
+                    cx.error(
+                        e.value.span(),
+                        format!(
+                            "`summary` must be below `stride` ({l}): with {c} summary blocks per group of {l} \
+                             every block is visible and attention is dense"
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    let pattern = match pattern? {
+        "fixed" => SparsePattern::Fixed { summary: summary? },
+        _ => SparsePattern::Strided,
+    };
+    Some(Sparse { pattern, block: block?, stride: stride? })
+}
+
+fn about(key: &str) -> &'static str {
+    match key {
+        "pattern" => "`strided` or `fixed`, the Sparse Transformer's two layouts",
+        "block" => "positions per block, a multiple of 64",
+        "stride" => "blocks per band (strided) or per group (fixed)",
+        _ => "how many blocks at the end of each group every later query sees, the paper's `c`",
+    }
+}
+
+/// Rule: a block is a whole number of the kernel's 64-key tiles, so no tile straddles two blocks.
+fn block_whole_tiles(cx: &mut Ctxt, block: usize, entry: &Entry) {
+    if !block.is_multiple_of(KEY_TILE) {
+        let below = block / KEY_TILE * KEY_TILE;
+        let suggestion =
+            if below == 0 { format!("{KEY_TILE}") } else { format!("{below} or {}", below + KEY_TILE) };
+        cx.error(
+            entry.value.span(),
+            format!(
+                "a sparse block is a whole number of the attention kernel's {KEY_TILE}-key tiles (so a \
+                 tile never straddles two blocks): {block} is not; try {suggestion}"
+            ),
+        );
+    }
+}
+
+/// Rule: windows and sparse layouts are implemented for single-stack models in this version.
+pub fn single_stack_only(cx: &mut Ctxt, entries: &Entries) {
+    for key in ["window", "sparse"] {
+        if let Some(e) = entries.get(key) {
+            cx.error(
+                e.key.span(),
+                format!(
+                    "`{key}` is implemented for encoder-only and decoder-only models in this version; \
+                     an encoder-decoder model attends globally: remove it"
+                ),
+            );
+        }
+    }
+}
+
+/// Attention kinds that are written as keys: `attention` says only which direction.
+pub fn attention_hint(word: &str) -> Option<String> {
+    let hint = match word {
+        "windowed" | "local" | "sliding" => "a local window is its own key: keep `attention: causal` (or `bidirectional`) and add `window: 8`, or one per layer such as `window: [8, global]`",
+        "sparse" | "block_sparse" => "a block-sparse layout is its own key: keep `attention: causal` (or `bidirectional`) and add `sparse: { pattern: strided, block: 64, stride: 4 }`",
+        "grouped_query" | "multi_query" => "grouped-query attention is `kv_heads`: keep `attention: causal` and add `kv_heads: 2` (1 for multi-query)",
+        _ => return None,
+    };
+    Some(format!(
+        "`attention` says only whether a query sees later keys ({}); {hint}",
+        list(&["bidirectional", "causal"])
+    ))
+}
