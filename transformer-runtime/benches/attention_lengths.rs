@@ -1,8 +1,9 @@
 //! One attention layer call (4 heads × 64, batch 1, one thread) at sequence lengths 256..8192, for
 //! each way of restricting the keys: full causal, causal sliding window (w = 256), full
-//! bidirectional, centred window (w = 256, Longformer), and the Sparse Transformer's strided and
-//! fixed block layouts (causal, b = 64, ℓ = 8, fixed with c = 1). docs/ATTENTION_SCALING.md
-//! tabulates a run.
+//! bidirectional, centred window (w = 256, Longformer), the Sparse Transformer's strided and
+//! fixed block layouts (causal, b = 64, ℓ = 8, fixed with c = 1), and Reformer's LSH attention
+//! (causal, 2 hash rounds, chunks of 64 attending their own and the previous chunk, 2·S/64
+//! buckets: HF's automatic choice). docs/ATTENTION_SCALING.md tabulates a run.
 //!
 //! Memory: before timing, each (kind, length) runs once under a counting allocator, which reports
 //! the peak heap bytes of the buffers the call needs (the fused `[Q | K | V]` rows and the context
@@ -11,8 +12,8 @@
 //! score matrix per head would take. Printed as a Markdown table on stderr.
 //!
 //! `ATTENTION_LENGTHS=256,1024` restricts the lengths; `ATTENTION_KINDS=full_causal,fixed_b64_l8_c1`
-//! the kinds. LSH attention (`layers::lsh`, Reformer) is being added separately; it gets a `Kind`
-//! here once its API settles (docs/ATTENTION_SCALING.md has a placeholder row).
+//! the kinds. LSH's rotations are model weights, made before the counted region; its own heap
+//! bytes are the per-call working memory `lsh_self_attention` allocates (sorted copies per round).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use transformer_runtime::kernels::attention::attention_isa;
+use transformer_runtime::layers::lsh::{lsh_self_attention, LshShape};
 use transformer_runtime::layers::{
     causal_self_attention_sparse, causal_self_attention_with, self_attention_with, AttentionShape, BlockSize,
     BlockSparse, SparsePattern,
@@ -34,6 +36,8 @@ const LENGTHS: [usize; 6] = [256, 512, 1024, 2048, 4096, 8192];
 const WINDOW: usize = 256;
 const BLOCK: usize = 64;
 const STRIDE: usize = 8;
+const LSH_CHUNK: usize = 64;
+const LSH_HASHES: usize = 2;
 
 /// Counts live and peak heap bytes.
 struct Counting;
@@ -89,16 +93,31 @@ enum Kind {
     CentredWindow,
     Strided,
     Fixed,
+    Lsh,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::FullCausal,
     Kind::CausalWindow,
     Kind::FullBidirectional,
     Kind::CentredWindow,
     Kind::Strided,
     Kind::Fixed,
+    Kind::Lsh,
 ];
+
+/// Reformer's LSH geometry at length `s`: HF's automatic bucket count, one chunk before.
+fn lsh_shape(s: usize) -> LshShape {
+    LshShape {
+        heads: HEADS,
+        hashes: LSH_HASHES,
+        buckets: (2 * s / LSH_CHUNK).max(2),
+        chunk: LSH_CHUNK,
+        chunks_before: 1,
+        chunks_after: 0,
+        causal: true,
+    }
+}
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -109,6 +128,17 @@ impl Kind {
             Kind::CentredWindow => "centred_window_256",
             Kind::Strided => "strided_b64_l8",
             Kind::Fixed => "fixed_b64_l8_c1",
+            Kind::Lsh => "lsh_c64_h2",
+        }
+    }
+
+    /// Floats per row of the projection the kind reads: `[Q | K | V]`, or LSH's `[QK | V]`.
+    fn qkv_width(self) -> usize {
+        let width = HEADS * HD;
+        if self == Kind::Lsh {
+            2 * width
+        } else {
+            3 * width
         }
     }
 
@@ -128,9 +158,12 @@ impl Kind {
     }
 
     /// One layer call: `ctx = attention(qkv)` over one sequence of `batch.seq_len()` tokens.
-    fn run(self, qkv: &[f32], batch: &Batch, ctx: &mut [f32], threads: &Threads) {
+    fn run(self, qkv: &[f32], rotations: &[f32], batch: &Batch, ctx: &mut [f32], threads: &Threads) {
         let (shape, scale) = (self.shape(), 1.0 / (HD as f32).sqrt());
         match (self, self.layout()) {
+            (Kind::Lsh, _) => {
+                lsh_self_attention::<HD>(qkv, batch, lsh_shape(batch.seq_len()), rotations, ctx, threads)
+            }
             (_, Some(layout)) => {
                 causal_self_attention_sparse::<HD>(qkv, batch, shape, layout, None, scale, ctx, threads)
             }
@@ -157,6 +190,9 @@ impl Kind {
                         .map(|j| if j == p / BLOCK { p % BLOCK + 1 } else { BLOCK })
                         .sum()
                 }
+                // Slots scored per round: its own chunk and the one before (an upper bound on
+                // distinct keys: rounds can repeat a key, causality drops later ones).
+                Kind::Lsh => LSH_HASHES * 2 * LSH_CHUNK.min(s),
             })
             .sum();
         total as f64 / s as f64
@@ -197,13 +233,14 @@ fn bench(c: &mut Criterion) {
         eprintln!("S = {s}: load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
         let batch = Batch::uniform(1, s).expect("a non-empty batch");
         let width = HEADS * HD;
+        let rotations = values(lsh_shape(s).rotations_len(HD), 2);
         for &kind in &kinds {
             // Memory: the buffers a layer call needs, allocated and used inside the counted region.
             let mut call_bytes = 0;
             let total = peak_bytes_of(|| {
-                let qkv = values(s * 3 * width, 1);
+                let qkv = values(s * kind.qkv_width(), 1);
                 let mut ctx = vec![0.0f32; s * width];
-                call_bytes = peak_bytes_of(|| kind.run(&qkv, &batch, &mut ctx, &threads));
+                call_bytes = peak_bytes_of(|| kind.run(&qkv, &rotations, &batch, &mut ctx, &threads));
                 black_box(&ctx);
             });
             eprintln!(
@@ -213,11 +250,11 @@ fn bench(c: &mut Criterion) {
                 HEADS * s * s * 4
             );
 
-            let qkv = values(s * 3 * width, 1);
+            let qkv = values(s * kind.qkv_width(), 1);
             let mut ctx = vec![0.0f32; s * width];
             group.bench_function(BenchmarkId::from_parameter(kind.name()), |b| {
                 b.iter(|| {
-                    kind.run(black_box(&qkv), &batch, &mut ctx, &threads);
+                    kind.run(black_box(&qkv), &rotations, &batch, &mut ctx, &threads);
                     black_box(ctx[0]);
                 })
             });
