@@ -497,6 +497,8 @@ def write(out_root, threads):
                                             "tensors": shapes}},
         }
         (out_dir / "reference.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+        for f in out_dir.iterdir():
+            f.chmod(0o644)  # save_file leaves 0600
         total = sum(f.stat().st_size for f in out_dir.iterdir())
         print(f"  {total} bytes")
         assert total < 300_000, total

@@ -540,3 +540,21 @@ fn alignment_not_carried_breaks_parity() {
     println!("alignment not carried: max |logit − torch| = {diff:.3}");
     assert!(diff > 100.0 * TOLERANCE, "resetting the alignment moved the logits only {diff}");
 }
+
+/// Bad weights are the loader's to report, by name and shape: a layer declared with a kernel of 3
+/// and one alignment channel against the fixture's `[4, 2, 5]` convolution.
+#[test]
+fn wrong_location_filters_are_reported_by_name() {
+    let mut w = WeightLoader::open(fixture("location_sensitive").join("model.safetensors")).expect("open");
+    let _ = LocationSensitive::<D, M, A, FILTERS>::load(
+        &mut w,
+        "decoder.cross_attn",
+        AlignmentChannels::Previous,
+        3,
+    );
+    let message = w.finish().expect_err("a shape mismatch").to_string();
+    assert!(
+        message.contains("decoder.cross_attn.location_conv.weight") && message.contains("[4, 1, 3]"),
+        "{message}"
+    );
+}

@@ -382,8 +382,11 @@ mod tests {
         x.as_chunks::<N>().0
     }
 
+    /// (mask, memory `[s, M]`, keys `[s, A]`, query `[A]`, energy `[A]`).
+    type MemoryCase = (Vec<bool>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
     /// A memory of `s` rows, its mask (at least one real position), and per-row vectors.
-    fn memory_case() -> impl Strategy<Value = (Vec<bool>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+    fn memory_case() -> impl Strategy<Value = MemoryCase> {
         (1usize..=24).prop_flat_map(|s| {
             (
                 prop::collection::vec(prop::bool::weighted(0.8), s).prop_map(|mut v| {
