@@ -6,6 +6,7 @@
 //! scalar twin that the tests compare against.
 
 pub mod activation;
+pub mod additive;
 pub mod attention;
 pub mod gemm;
 pub mod lsh;

@@ -2,6 +2,7 @@
 //! code holds as fields and calls in its forward pass. Each block loads itself from a
 //! [`WeightLoader`](crate::WeightLoader) under the checkpoint's own tensor names.
 
+pub mod additive;
 pub mod attention;
 pub mod embedding;
 pub mod linear;
@@ -12,6 +13,7 @@ pub mod position_bias;
 pub mod rope;
 
 pub use crate::kernels::attention::PositionBias;
+pub use additive::{AlignmentChannels, AlignmentState, Bahdanau, LocationSensitive, LuongLocation, Memory};
 pub use attention::{
     cached_causal_attention, cached_causal_attention_with, causal_self_attention, causal_self_attention_with,
     cross_attention, self_attention, self_attention_with, AttentionShape,
