@@ -12,7 +12,6 @@ use serde::Deserialize;
 use transformer::{Batch, Workspace};
 
 #[path = "../examples/common/minilm.rs"]
-#[allow(dead_code)]
 mod minilm;
 
 macro_rules! windowed_minilm {
