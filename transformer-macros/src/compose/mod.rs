@@ -102,10 +102,11 @@ fn passes<'a>(cx: &mut Ctxt, first: &'a Forward, functions: &'a [Forward]) -> Pa
             Passes::Forward(forward)
         }
         (None, encode, Some(decode)) => {
-            if encode.is_none() {
-                let memory = decode.inputs.iter().find(|i| *i != "tokens" && *i != "token_types");
-                let (span, name) = memory.map_or((decode.name.span(), "memory".to_string()), |m| (m.span(), m.to_string()));
-                cx.error(span, format!("`{name}` is never produced: an encoder-decoder also writes `fn encode(tokens) -> {name} {{ … }}`"));
+            // A memory input names what is missing (its interpretation reports it); without one,
+            // the pass itself does.
+            let memory = decode.inputs.iter().any(|i| *i != "tokens" && *i != "token_types");
+            if encode.is_none() && !memory {
+                cx.error(decode.name.span(), "an encoder-decoder writes `fn encode(tokens) -> memory { … }` beside `fn decode(tokens, memory) -> logits { … }`");
             }
             Passes::Seq2Seq { encode, decode }
         }

@@ -351,8 +351,19 @@ pub fn interpret<'c>(
                     None => "a composed model takes `tokens` and optionally `token_types`".to_string(),
                 };
                 it.cx.error(input.span(), format!("unknown input `{other}`{hint}: {takes}"));
+                // Reads of it in the body stay silent: the input is the one mistake.
+                it.bind(other, Val::Poison, input.span(), true);
             }
         }
+    }
+    if let Some(m) = memory.filter(|m| !forward.inputs.iter().any(|i| i == m.name)) {
+        if !forward.inputs.iter().any(|i| !INPUTS.contains(&i.to_string().as_str())) {
+            it.cx.error(
+                forward.name.span(),
+                format!("`fn {}` reads the encoder's output through cross-attention: take it as an input, `fn {}(tokens, {})`", forward.name, forward.name, m.name),
+            );
+        }
+        it.bind(m.name, Val::Poison, forward.name.span(), true);
     }
     it.bind("positions", Val::Input(Index::Position), forward.name.span(), true);
     if !forward.inputs.iter().any(|i| i == "tokens") {

@@ -35,14 +35,6 @@ pub fn expand(
         name,
         width: encoded.as_ref().and_then(|p| p.tail.output.map(|t| p.tail.tensors[t].width)),
     });
-    if let Some(m) = memory {
-        if !decode.inputs.iter().any(|i| i == m.name) {
-            cx.error(
-                decode.name.span(),
-                format!("`fn decode` reads the encoder's output through cross-attention: take it as an input, `fn decode(tokens, {})`", m.name),
-            );
-        }
-    }
     let decoded = program::interpret(&mut cx, &dims, decode, memory);
     let max_positions = dim(&dims, "max_positions");
     let enc = match (&encoded, encode) {
