@@ -164,7 +164,11 @@ fn encoder_states_and_logits_are_bit_identical_to_the_preset() {
     let sources: Vec<&[u32]> = r.sources.iter().map(Vec::as_slice).collect();
     let sources = Batch::from_sequences(&sources).unwrap();
     let (ours, theirs) = (composed.encode(&sources).unwrap(), preset.encode(&sources).unwrap());
-    assert_eq!(bits(composed.encoder_hidden(&ours)), bits(preset.encoder_hidden(&theirs)), "encoder states differ");
+    assert_eq!(
+        bits(composed.encoder_hidden(&ours)),
+        bits(preset.encoder_hidden(&theirs)),
+        "encoder states differ"
+    );
     let targets: Vec<&[u32]> = r.decoder_inputs.iter().map(Vec::as_slice).collect();
     let targets = Batch::from_sequences(&targets).unwrap();
     let (a, b) = (composed.logits(&ours, &targets).unwrap(), preset.logits(&theirs, &targets).unwrap());
@@ -212,6 +216,10 @@ fn composed_bart_matches_the_transformers_reference() {
         let diff = max_abs_diff(logits.as_flattened(), &expected);
         assert!(diff <= TOLERANCE, "source {b}, logits: max |Δ| = {diff}");
         let options = GenerateOptions { max_new_tokens: r.greedy[b].len(), ..GenerateOptions::default() };
-        assert_eq!(composed.generate(&[source], &options).unwrap()[0], r.greedy[b], "source {b}: greedy tokens");
+        assert_eq!(
+            composed.generate(&[source], &options).unwrap()[0],
+            r.greedy[b],
+            "source {b}: greedy tokens"
+        );
     }
 }

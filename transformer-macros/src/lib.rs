@@ -31,8 +31,10 @@ fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
             Ok(compose::Composed::Stack(spec, graph)) => codegen::generate(&spec, &graph),
             Ok(compose::Composed::Seq2Seq(spec, graph)) => match &spec.seq2seq {
                 Some(s2s) => codegen::seq2seq::generate(&spec, s2s, &graph),
-                None => syn::Error::new(first.name.span(), "internal: an encoder-decoder without its decoder")
-                    .into_compile_error(),
+                None => {
+                    syn::Error::new(first.name.span(), "internal: an encoder-decoder without its decoder")
+                        .into_compile_error()
+                }
             },
             Err(errors) => {
                 let dummy = fallback::dummy(&input);

@@ -482,7 +482,10 @@ fn lower_section(
                 return None;
             };
             if bias != bias_v {
-                cx.error(tensors[c.v].span, "the key and value projections run as one GEMM: give both a bias or neither");
+                cx.error(
+                    tensors[c.v].span,
+                    "the key and value projections run as one GEMM: give both a bias or neither",
+                );
                 return None;
             }
             let input = sec.memory.map_or(0, |m| tensors[m].width);

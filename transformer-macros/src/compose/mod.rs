@@ -53,9 +53,9 @@ use lower::Family;
 /// A composed model, lowered to the graph of its family.
 pub enum Composed {
     /// `fn forward`: one stack (an encoder or a causal decoder).
-    Stack(Spec, Graph),
+    Stack(Spec, Box<Graph>),
     /// `fn encode` + `fn decode`: an encoder-decoder.
-    Seq2Seq(Spec, Seq2SeqGraph),
+    Seq2Seq(Spec, Box<Seq2SeqGraph>),
 }
 
 /// The named dims of the struct.
@@ -66,9 +66,11 @@ pub fn expand(input: &ModelInput, first: &Forward) -> Result<Composed, syn::Erro
     let mut cx = Ctxt::new();
     let dims = dims(&mut cx, input);
     match passes(&mut cx, first, &input.functions) {
-        Passes::Forward(forward) => stack(cx, input, dims, forward).map(|(s, g)| Composed::Stack(s, g)),
+        Passes::Forward(forward) => {
+            stack(cx, input, dims, forward).map(|(s, g)| Composed::Stack(s, Box::new(g)))
+        }
         Passes::Seq2Seq { encode, decode } => {
-            seq2seq::expand(cx, input, dims, encode, decode).map(|(s, g)| Composed::Seq2Seq(s, g))
+            seq2seq::expand(cx, input, dims, encode, decode).map(|(s, g)| Composed::Seq2Seq(s, Box::new(g)))
         }
     }
 }
@@ -111,7 +113,13 @@ fn passes<'a>(cx: &mut Ctxt, first: &'a Forward, functions: &'a [Forward]) -> Pa
             Passes::Seq2Seq { encode, decode }
         }
         (None, Some(encode), None) => {
-            cx.error(encode.name.span(), format!("`fn encode` produces `{}`, but no `fn decode(tokens, {}) -> logits {{ … }}` reads it", encode.output, encode.output));
+            cx.error(
+                encode.name.span(),
+                format!(
+                    "`fn encode` produces `{}`, but no `fn decode(tokens, {}) -> logits {{ … }}` reads it",
+                    encode.output, encode.output
+                ),
+            );
             Passes::Forward(encode)
         }
         (None, None, None) => Passes::Forward(first),
@@ -119,7 +127,12 @@ fn passes<'a>(cx: &mut Ctxt, first: &'a Forward, functions: &'a [Forward]) -> Pa
 }
 
 /// A single stack: `fn forward(tokens) -> logits | hidden`.
-fn stack(mut cx: Ctxt, input: &ModelInput, dims: Dims, forward: &Forward) -> Result<(Spec, Graph), syn::Error> {
+fn stack(
+    mut cx: Ctxt,
+    input: &ModelInput,
+    dims: Dims,
+    forward: &Forward,
+) -> Result<(Spec, Graph), syn::Error> {
     let family = match forward.output.to_string().as_str() {
         "logits" => Some(Family::Decoder),
         "hidden" => Some(Family::Encoder),
@@ -261,7 +274,9 @@ fn dims(cx: &mut Ctxt, input: &ModelInput) -> Dims {
         // A token id may be 0 (T5 decodes from the pad token); every other dim is a size.
         let least = if entry.key == "decoder_start" { 0 } else { 1 };
         match constant::eval(&expr, &lookup) {
-            Ok(Const::Int(n)) if (least..=(1 << 40)).contains(&n) => out.push((entry.key.clone(), n as usize)),
+            Ok(Const::Int(n)) if (least..=(1 << 40)).contains(&n) => {
+                out.push((entry.key.clone(), n as usize))
+            }
             Ok(other) => cx.error(
                 expr.span(),
                 format!("`{}` must be a whole number ≥ {least}, found {}", entry.key, other.describe()),

@@ -966,7 +966,10 @@ impl Interp<'_> {
                     _ => return self.constant(e).map(Val::Const),
                 };
                 let Some(factor) = factor(c) else {
-                    self.error(b.op.span(), format!("a tensor is scaled by a number, found {}", c.describe()));
+                    self.error(
+                        b.op.span(),
+                        format!("a tensor is scaled by a number, found {}", c.describe()),
+                    );
                     return Some(Val::Poison);
                 };
                 if self.cur.tensors[input].memory {
@@ -1216,7 +1219,10 @@ impl Interp<'_> {
         let layout = match args.take("layout") {
             None => bias_at.map_or(Layout::Torch, |bias| Layout::BiasAt { bias }),
             Some(e) if bias_at.is_some() => {
-                self.error(e.span(), "a bias stored apart (`bias = \"…\"`) goes with an nn.Linear weight: drop `layout`");
+                self.error(
+                    e.span(),
+                    "a bias stored apart (`bias = \"…\"`) goes with an nn.Linear weight: drop `layout`",
+                );
                 return None;
             }
             Some(Expr::Path(p)) if p.path.is_ident("torch") => Layout::Torch,
@@ -1466,12 +1472,15 @@ impl Interp<'_> {
         }
         for name in ["window", "rope", "rotary_dims"] {
             if let Some(e) = args.take(name) {
-                self.error(e.span(), format!("cross-attention takes no `{name}`: sources have no order relative to targets"));
+                self.error(
+                    e.span(),
+                    format!("cross-attention takes no `{name}`: sources have no order relative to targets"),
+                );
                 return None;
             }
         }
         let wq = self.cur.tensors[q].width;
-        if wq % heads != 0 {
+        if !wq.is_multiple_of(heads) {
             self.error(pos[0].span(), format!("queries [S, {wq}] do not split into {heads} heads"));
             return None;
         }
@@ -1479,7 +1488,10 @@ impl Interp<'_> {
         for (e, t, what) in [(pos[1], k, "keys"), (pos[2], v, "values")] {
             let w = self.cur.tensors[t].width;
             if w != wq {
-                self.error(e.span(), format!("{what} are [M, {w}] but {heads} heads of {head_dim} need [M, {wq}]"));
+                self.error(
+                    e.span(),
+                    format!("{what} are [M, {w}] but {heads} heads of {head_dim} need [M, {wq}]"),
+                );
                 return None;
             }
         }

@@ -26,7 +26,10 @@ pub fn expand(
     if decode.output != "logits" {
         cx.error(
             decode.output.span(),
-            format!("`fn decode` returns `logits` (the vocabulary projection of its stream), found `{}`", decode.output),
+            format!(
+                "`fn decode` returns `logits` (the vocabulary projection of its stream), found `{}`",
+                decode.output
+            ),
         );
     }
     let encoded = encode.and_then(|e| program::interpret(&mut cx, &dims, e, None));
@@ -65,13 +68,13 @@ fn join(
         Op::CrossAttention { heads, head_dim, .. } => Some((heads, head_dim)),
         _ => None,
     });
-    let memory_span = decode.inputs.iter().find(|i| *i == &encode.output).map_or(decode.name.span(), |i| i.span());
+    let memory_span =
+        decode.inputs.iter().find(|i| *i == &encode.output).map_or(decode.name.span(), |i| i.span());
     let Some((cross_heads, cross_head_dim)) = cross else {
-        cx.error(
+        return Err(syn::Error::new(
             memory_span,
             format!("`{m}` is never read: a decoder layer reads it through cross-attention, `attention(q, linear({m}, …), linear({m}, …), heads = …)`", m = encode.output),
-        );
-        return Err(cx.check().err().unwrap_or_else(|| syn::Error::new(memory_span, "no cross-attention")));
+        ));
     };
     let (heads, kv_heads, head_dim) = dec.attention;
     let layer_span = |l: &Lowered| l.loop_span;
@@ -109,7 +112,10 @@ fn join(
             0
         }
         Some((ident, v)) if *v >= enc.vocab_size => {
-            cx.error(ident.span(), format!("`decoder_start` is token {v}, outside the vocabulary of {}", enc.vocab_size));
+            cx.error(
+                ident.span(),
+                format!("`decoder_start` is token {v}, outside the vocabulary of {}", enc.vocab_size),
+            );
             0
         }
         Some((_, v)) => *v,
@@ -144,19 +150,26 @@ fn join(
     let Some(head) = dec.graph.head.take() else {
         return Err(syn::Error::new(decode.output.span(), "internal: a decoder without its head"));
     };
-    let stack = |g: Graph| Stack { embeddings: g.embeddings, layer: g.layer, layers: g.layers, final_norm: g.final_norm };
+    let stack = |g: Graph| Stack {
+        embeddings: g.embeddings,
+        layer: g.layer,
+        layers: g.layers,
+        final_norm: g.final_norm,
+    };
     let graph = Seq2SeqGraph { encoder: stack(enc.graph), decoder: stack(dec.graph), head, ignored };
     Ok((spec, graph))
 }
 
 /// Names with `{i}` once per layer; others as they are.
 fn expand_ignored(names: &[&'static str], layers: usize) -> Vec<&'static str> {
-    names.iter().flat_map(move |n| {
-        if n.contains("{i}") {
-            (0..layers).map(|i| lower::intern(&n.replace("{i}", &i.to_string()))).collect()
-        } else {
-            vec![*n]
-        }
-    })
-    .collect()
+    names
+        .iter()
+        .flat_map(move |n| {
+            if n.contains("{i}") {
+                (0..layers).map(|i| lower::intern(&n.replace("{i}", &i.to_string()))).collect()
+            } else {
+                vec![*n]
+            }
+        })
+        .collect()
 }
