@@ -11,14 +11,18 @@
 //! Values stay loosely typed here (an integer, a float, a name, or something else) so that
 //! validation can report every wrong key and value together instead of stopping at the first.
 //!
-//! A composed model (see [`crate::compose`]) follows the struct with its forward pass:
+//! A composed model (see [`crate::compose`]) follows the struct with its forward pass, or with an
+//! encoder and a decoder pass for an encoder-decoder:
 //!
 //! ```text
 //! #[weights(ignore = ["…"])]
 //! fn forward(tokens) -> logits { statements }
+//!
+//! fn encode(tokens) -> memory { statements }
+//! fn decode(tokens, memory) -> logits { statements }
 //! ```
 //!
-//! whose body is kept as `syn` statements: every expression keeps its span for shape errors.
+//! whose bodies are kept as `syn` statements: every expression keeps its span for shape errors.
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
@@ -32,11 +36,11 @@ pub struct ModelInput {
     pub vis: Visibility,
     pub name: Ident,
     pub entries: Vec<Entry>,
-    /// The forward pass of a composed model; presets have none.
-    pub forward: Option<Forward>,
+    /// The passes of a composed model (`forward`, or `encode` and `decode`); presets have none.
+    pub functions: Vec<Forward>,
 }
 
-/// `fn forward(inputs) -> output { body }` of a composed model.
+/// `fn name(inputs) -> output { body }`: one pass of a composed model.
 pub struct Forward {
     pub attrs: Vec<Attribute>,
     pub name: Ident,
@@ -118,14 +122,16 @@ impl Parse for ModelInput {
         let body;
         syn::braced!(body in input);
         let entries = parse_entries(&body)?;
-        let forward =
-            if input.peek(Token![fn]) || input.peek(Token![#]) { Some(input.parse()?) } else { None };
+        let mut functions = Vec::new();
+        while input.peek(Token![fn]) || input.peek(Token![#]) {
+            functions.push(input.parse()?);
+        }
         if !input.is_empty() {
             return Err(input.error(
-                "unexpected tokens after the model: declare one model per `model!`, optionally followed by its `fn forward(…) -> … { … }`",
+                "unexpected tokens after the model: declare one model per `model!`, optionally followed by its `fn forward(…) -> … { … }` (or `fn encode` and `fn decode`)",
             ));
         }
-        Ok(ModelInput { attrs, vis, name, entries, forward })
+        Ok(ModelInput { attrs, vis, name, entries, functions })
     }
 }
 

@@ -19,7 +19,8 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
         (int("vocab_size"), int("max_positions"), int("heads"), int("layers"), int("d_ff"));
     let d_model = int("d_model");
     let head_dim = d_model / heads.max(1);
-    if input.entries.iter().any(|e| e.key == "encoder" || e.key == "decoder") {
+    let composed_seq2seq = input.functions.iter().any(|f| f.name == "encode" || f.name == "decode");
+    if composed_seq2seq || input.entries.iter().any(|e| e.key == "encoder" || e.key == "decoder") {
         return seq2seq(input, (d_param, d), (v_param, v));
     }
     quote! {

@@ -26,9 +26,16 @@ pub fn model(input: TokenStream) -> TokenStream {
 }
 
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
-    if let Some(forward) = &input.forward {
-        return match compose::expand(&input, forward) {
-            Ok((spec, graph)) => codegen::generate(&spec, &graph),
+    if let Some(first) = input.functions.first() {
+        return match compose::expand(&input, first) {
+            Ok(compose::Composed::Stack(spec, graph)) => codegen::generate(&spec, &graph),
+            Ok(compose::Composed::Seq2Seq(spec, graph)) => match &spec.seq2seq {
+                Some(s2s) => codegen::seq2seq::generate(&spec, s2s, &graph),
+                None => {
+                    syn::Error::new(first.name.span(), "internal: an encoder-decoder without its decoder")
+                        .into_compile_error()
+                }
+            },
             Err(errors) => {
                 let dummy = fallback::dummy(&input);
                 let errors = errors.into_compile_error();

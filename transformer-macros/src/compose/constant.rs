@@ -54,6 +54,14 @@ pub fn eval(expr: &Expr, lookup: &dyn Fn(&str) -> Option<Const>) -> syn::Result<
                 _ => err(call.span(), "`Some(…)` takes one integer".into()),
             }
         }
+        // `sqrt(d_model)`: the paper's embedding scale.
+        Expr::Call(call) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("sqrt")) => {
+            match (call.args.len(), call.args.first().map(|a| eval(a, lookup)).transpose()?) {
+                (1, Some(Const::Int(n))) if n >= 0 => Ok(Const::Float((n as f64).sqrt())),
+                (1, Some(Const::Float(x))) if x >= 0.0 => Ok(Const::Float(x.sqrt())),
+                _ => err(call.span(), "`sqrt(…)` takes one number ≥ 0".into()),
+            }
+        }
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => match eval(&u.expr, lookup)? {
             Const::Int(n) => Ok(Const::Int(-n)),
             Const::Float(x) => Ok(Const::Float(-x)),
@@ -81,7 +89,7 @@ pub fn eval(expr: &Expr, lookup: &dyn Fn(&str) -> Option<Const>) -> syn::Result<
         Expr::Binary(b) => binary(b, eval(&b.left, lookup)?, eval(&b.right, lookup)?),
         other => err(
             other.span(),
-            "expected a constant: a number, a dim, arithmetic or `if … { … } else { … }`".into(),
+            "expected a constant: a number, a dim, arithmetic, `sqrt(…)` or `if … { … } else { … }`".into(),
         ),
     }
 }

@@ -50,6 +50,8 @@ pub struct Lowered {
     pub d_model: usize,
     /// `(heads, kv_heads, head_dim)` of the first attention.
     pub attention: (usize, usize, usize),
+    /// The layer loop (`for`), where errors about the layers as a whole go.
+    pub loop_span: Span,
 }
 
 /// A field after fusion: one or more checkpoint parts.
@@ -60,19 +62,24 @@ struct LField {
     split: Vec<usize>,
 }
 
+/// Lowers one stack; `side` names its blocks' types (`""`, `"Encoder"`, `"Decoder"`).
 pub fn lower(
     cx: &mut Ctxt,
     program: &Program,
     family: Family,
     max_positions_dim: Option<usize>,
     out_span: Span,
+    side: &str,
 ) -> Option<Lowered> {
     let errors = cx.len();
     let emb = &program.embeddings;
+    // Rows a lookup covers: a table's rows past its offset (BART's positions start at row 2).
     let table = |index: Index| {
         emb.nodes.iter().find_map(|n| match n {
-            Node::Gather { field, index: i, .. } if *i == index => match emb.fields[*field].kind {
-                FieldKind::Embedding { rows, .. } | FieldKind::Sinusoidal { rows, .. } => Some(rows),
+            Node::Gather { field, index: i, offset, .. } if *i == index => match emb.fields[*field].kind {
+                FieldKind::Embedding { rows, .. } | FieldKind::Sinusoidal { rows, .. } => {
+                    Some(rows.saturating_sub(*offset))
+                }
                 _ => None,
             },
             _ => None,
@@ -137,7 +144,7 @@ pub fn lower(
 
     let embeddings =
         lower_section(cx, emb, Role::Embeddings, &[], rope_positions).map(|(fields, ops)| Block {
-            suffix: "Embeddings",
+            suffix: intern(&format!("{side}Embeddings")),
             doc: "Input embeddings, as composed.".into(),
             prefix: "",
             fields,
@@ -149,7 +156,7 @@ pub fn lower(
     let layer =
         lower_section(cx, body, Role::Layer, &program.repeat.windows, rope_positions).map(|(fields, ops)| {
             Block {
-                suffix: "Layer",
+                suffix: intern(&format!("{side}Layer")),
                 doc: "One layer, as composed in the loop body (one type for every layer).".into(),
                 prefix: intern(&program.repeat.prefix),
                 fields,
@@ -159,7 +166,7 @@ pub fn lower(
                 cached: decoder,
             }
         });
-    let tail = lower_tail(cx, &program.tail, family, vocab_size, rope_positions);
+    let tail = lower_tail(cx, &program.tail, family, vocab_size, rope_positions, side);
     if let Some(b) = &embeddings {
         if let Some(v) = b.scratch().first() {
             let span = emb.tensors.iter().find(|t| t.hint == v.name).map_or(out_span, |t| t.span);
@@ -187,6 +194,7 @@ pub fn lower(
         type_vocab_size,
         d_model,
         attention: (first.heads, first.kv_heads, first.head_dim),
+        loop_span: program.repeat.span,
     })
 }
 
@@ -204,6 +212,7 @@ fn lower_tail(
     family: Family,
     vocab: usize,
     rope_positions: usize,
+    side: &str,
 ) -> Option<(Option<Block>, Option<Block>)> {
     let result = tail.output?;
     let (body, head) = match (family, tail.nodes.last()) {
@@ -244,7 +253,7 @@ fn lower_tail(
         return None;
     }
     let final_norm = (!ops.is_empty()).then(|| Block {
-        suffix: "FinalNorm",
+        suffix: intern(&format!("{side}FinalNorm")),
         doc: "The norm after the last layer.".into(),
         prefix: "",
         fields,
@@ -301,6 +310,10 @@ fn to_field(name: &'static str, f: &LField) -> Field {
         split: f.split.clone(),
     }
 }
+
+/// The decoder layer's field projecting the memory to cross-attention keys and values, which the
+/// generated `encode` applies once per source.
+pub const CROSS_KEY_VALUE: &str = "cross_key_value";
 
 /// Names that generated code already uses for locals or parameters around scratch buffers.
 const RESERVED: &[&str] = &[
@@ -413,6 +426,7 @@ fn lower_section(
                     width: widths.iter().sum(),
                     span: tensors[a.q].span,
                     hint: "qkv".into(),
+                    memory: false,
                 });
                 let qkv = tensors.len() - 1;
                 let mut a = a.clone();
@@ -428,6 +442,69 @@ fn lower_section(
                     if d < i {
                         i -= 1;
                     }
+                }
+            }
+        }
+        i += 1;
+    }
+
+    // Cross-attention: its key and value projections of the memory become one field that
+    // `encode` applies once per source (see `codegen::seq2seq`), so they leave the layer's ops.
+    let mut cross_field = None;
+    let mut i = 0;
+    while i < nodes.len() {
+        if let Node::Cross(c) = &nodes[i] {
+            if cross_field.is_some() {
+                cx.error(tensors[c.out].span, "a decoder layer has one cross-attention (the memory's keys and values are one projection per layer)");
+                return None;
+            }
+            let parts: Vec<Option<(usize, usize)>> = [c.k, c.v]
+                .iter()
+                .map(|&t| match def(&nodes, t).map(|d| (d, &nodes[d])) {
+                    Some((d, Node::Linear { field, input, .. }))
+                        if uses(&nodes, t) == 1 && Some(*input) == sec.memory =>
+                    {
+                        Some((d, *field))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let torch = |f: usize| match fields[f].kind {
+                FieldKind::Linear { bias, layout: Layout::Torch, .. } => Some(bias),
+                _ => None,
+            };
+            let [Some((dk, fk)), Some((dv, fv))] = parts[..] else {
+                cx.error(tensors[c.out].span, "cross-attention projects the memory once per source: its keys and values must each be `linear(memory, …)`, used only here");
+                return None;
+            };
+            let (Some(bias), Some(bias_v)) = (torch(fk), torch(fv)) else {
+                cx.error(tensors[c.out].span, "cross-attention's key and value projections are nn.Linear-layout linears (one GEMM over the memory)");
+                return None;
+            };
+            if bias != bias_v {
+                cx.error(
+                    tensors[c.v].span,
+                    "the key and value projections run as one GEMM: give both a bias or neither",
+                );
+                return None;
+            }
+            let input = sec.memory.map_or(0, |m| tensors[m].width);
+            let weights = [fk, fv].iter().flat_map(|&f| fields[f].weights.clone()).collect();
+            fields.push(LField {
+                kind: FieldKind::Linear {
+                    input,
+                    output: tensors[c.k].width + tensors[c.v].width,
+                    bias,
+                    layout: Layout::Torch,
+                },
+                weights,
+                split: vec![],
+            });
+            cross_field = Some(fields.len() - 1);
+            for d in [dk.max(dv), dk.min(dv)] {
+                nodes.remove(d);
+                if d < i {
+                    i -= 1;
                 }
             }
         }
@@ -530,12 +607,12 @@ fn lower_section(
                     return None;
                 }
             }
-            Node::Act { input, .. } if scratch_in(input) => Some(input),
-            Node::Act { input, .. } => {
+            Node::Act { input, .. } | Node::Scale { input, .. } if scratch_in(input) => Some(input),
+            Node::Act { input, .. } | Node::Scale { input, .. } => {
                 cx.error(
                     tensors[out].span,
                     format!(
-                        "the activation overwrites `{}`, which is read later (or is the stream)",
+                        "this overwrites `{}` in place, which is read later (or is the stream)",
                         tensors[input].hint
                     ),
                 );
@@ -589,7 +666,7 @@ fn lower_section(
     }
 
     // Field names: the checkpoint name's last segment, or its whole path when that collides.
-    let mut taken: Vec<String> = vec!["rope".into()];
+    let mut taken: Vec<String> = vec!["rope".into(), CROSS_KEY_VALUE.into()];
     let last_segments: Vec<String> = fields
         .iter()
         .map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default())
@@ -601,6 +678,7 @@ fn lower_section(
                 Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => {
                     Some(*field)
                 }
+                Node::Cross(_) => cross_field,
                 _ => None,
             };
             if let Some(f) = f.filter(|f| !u.contains(f)) {
@@ -613,6 +691,10 @@ fn lower_section(
     for &f in &used_fields {
         let fused = fields[f].weights.len() > 1;
         let collides = used_fields.iter().filter(|&&g| last_segments[g] == last_segments[f]).count() > 1;
+        if Some(f) == cross_field {
+            field_names[f] = Some(CROSS_KEY_VALUE);
+            continue;
+        }
         let raw = if fused {
             "qkv".to_string()
         } else if fields[f].weights.is_empty() {
@@ -647,6 +729,21 @@ fn lower_section(
                 ops.push(Op::Linear { field: fname(field), input: val(input), output: val(out), act: None })
             }
             Node::Act { out, act, .. } => ops.push(Op::Activation { value: val(out), act }),
+            Node::Scale { out, factor, .. } => ops.push(Op::Scale { value: val(out), factor }),
+            Node::Cross(ref c) => {
+                if on_stream[c.q] || on_stream[c.out] {
+                    cx.error(tensors[c.out].span, "cross-attention reads projected queries and writes its context into scratch, not the stream: project the stream first");
+                    return None;
+                }
+                ops.push(Op::CrossAttention {
+                    q: val(c.q),
+                    kv: CROSS_KEY_VALUE,
+                    output: val(c.out),
+                    heads: c.heads,
+                    head_dim: c.head_dim,
+                    scaled: true,
+                });
+            }
             Node::Glu { input, out, act } => {
                 if on_stream[input] || on_stream[out] {
                     cx.error(
@@ -749,11 +846,11 @@ fn chain(
     match nodes[idx] {
         Node::Add { a, b, .. } => extend(a).or_else(|| extend(b)),
         Node::Norm { input: i, .. } => extend(i).or(Some(vec![t])),
-        Node::Act { input: i, .. } => extend(i),
+        Node::Act { input: i, .. } | Node::Scale { input: i, .. } => extend(i),
         Node::Gather { acc: Some(a), .. } => extend(a),
         Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => {
             Some(vec![t])
         }
-        Node::Glu { .. } | Node::Attention(_) => None,
+        Node::Glu { .. } | Node::Attention(_) | Node::Cross(_) => None,
     }
 }

@@ -23,35 +23,116 @@
 //! }
 //! ```
 //!
+//! An encoder-decoder writes two passes, each with its own layer loop: `fn encode(tokens) ->
+//! memory` and `fn decode(tokens, memory) -> logits`, whose layers read the memory through
+//! `attention(q, linear(memory, …), linear(memory, …), heads = …)` (see [`seq2seq`]).
+//!
 //! Phases, mirroring the presets': [`dims`] evaluates the struct's entries as named dims;
-//! [`program`] interprets the body into sections of nodes with inferred widths (every mismatch an
-//! error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
-//! (fusion, buffers), so codegen — and the generated API — is the same.
+//! [`program`] interprets each body into sections of nodes with inferred widths (every mismatch
+//! an error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
+//! (or [`Seq2SeqGraph`]) (fusion, buffers), so codegen — and the generated API — is the same.
 
 mod constant;
 mod lower;
 mod program;
+mod seq2seq;
 
+use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::Ident;
 
 use crate::ast::{Forward, ModelInput, Value};
 use crate::ctxt::Ctxt;
+use crate::graph::seq2seq::Seq2SeqGraph;
 use crate::graph::Graph;
 use crate::spec::{Activation, Attention, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::suggest::closest;
 use constant::Const;
 use lower::Family;
 
-/// Validates and lowers a composed model.
-pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), syn::Error> {
+/// A composed model, lowered to the graph of its family.
+pub enum Composed {
+    /// `fn forward`: one stack (an encoder or a causal decoder).
+    Stack(Spec, Box<Graph>),
+    /// `fn encode` + `fn decode`: an encoder-decoder.
+    Seq2Seq(Spec, Box<Seq2SeqGraph>),
+}
+
+/// The named dims of the struct.
+type Dims = Vec<(Ident, usize)>;
+
+/// Validates and lowers a composed model (`first` is its first pass).
+pub fn expand(input: &ModelInput, first: &Forward) -> Result<Composed, syn::Error> {
     let mut cx = Ctxt::new();
     let dims = dims(&mut cx, input);
-    if forward.name != "forward" {
-        cx.error(
-            forward.name.span(),
-            format!("the composed pass is `fn forward`, found `fn {}`", forward.name),
-        );
+    match passes(&mut cx, first, &input.functions) {
+        Passes::Forward(forward) => {
+            stack(cx, input, dims, forward).map(|(s, g)| Composed::Stack(s, Box::new(g)))
+        }
+        Passes::Seq2Seq { encode, decode } => {
+            seq2seq::expand(cx, input, dims, encode, decode).map(|(s, g)| Composed::Seq2Seq(s, Box::new(g)))
+        }
     }
+}
+
+/// Which passes the model writes.
+enum Passes<'a> {
+    Forward(&'a Forward),
+    Seq2Seq { encode: Option<&'a Forward>, decode: &'a Forward },
+}
+
+/// `fn forward`, or `fn encode` with `fn decode`; every other combination is an error under the
+/// pass that does not fit (and interpretation goes on with the closest reading, so its body's
+/// errors are reported too).
+fn passes<'a>(cx: &mut Ctxt, first: &'a Forward, functions: &'a [Forward]) -> Passes<'a> {
+    const NAMES: &[&str] = &["forward", "encode", "decode"];
+    let find = |name: &str| functions.iter().find(|f| f.name == name);
+    for (i, f) in functions.iter().enumerate() {
+        let name = f.name.to_string();
+        if functions[..i].iter().any(|g| g.name == f.name) {
+            cx.error(f.name.span(), format!("`fn {name}` is written twice"));
+        } else if !NAMES.contains(&name.as_str()) {
+            let hint = closest(&name, NAMES).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+            cx.error(f.name.span(), format!("unknown pass `fn {name}`{hint}: a composed model writes `fn forward(tokens) -> …`, or `fn encode(tokens) -> memory` and `fn decode(tokens, memory) -> logits`"));
+        }
+    }
+    match (find("forward"), find("encode"), find("decode")) {
+        (Some(forward), encode, decode) => {
+            for other in [encode, decode].into_iter().flatten() {
+                cx.error(other.name.span(), format!("`fn {}` belongs to an encoder-decoder, but this model writes `fn forward`: keep one or the other", other.name));
+            }
+            Passes::Forward(forward)
+        }
+        (None, encode, Some(decode)) => {
+            // A memory input names what is missing (its interpretation reports it); without one,
+            // the pass itself does.
+            let memory = decode.inputs.iter().any(|i| *i != "tokens" && *i != "token_types");
+            if encode.is_none() && !memory {
+                cx.error(decode.name.span(), "an encoder-decoder writes `fn encode(tokens) -> memory { … }` beside `fn decode(tokens, memory) -> logits { … }`");
+            }
+            Passes::Seq2Seq { encode, decode }
+        }
+        (None, Some(encode), None) => {
+            cx.error(
+                encode.name.span(),
+                format!(
+                    "`fn encode` produces `{}`, but no `fn decode(tokens, {}) -> logits {{ … }}` reads it",
+                    encode.output, encode.output
+                ),
+            );
+            Passes::Forward(encode)
+        }
+        (None, None, None) => Passes::Forward(first),
+    }
+}
+
+/// A single stack: `fn forward(tokens) -> logits | hidden`.
+fn stack(
+    mut cx: Ctxt,
+    input: &ModelInput,
+    dims: Dims,
+    forward: &Forward,
+) -> Result<(Spec, Graph), syn::Error> {
     let family = match forward.output.to_string().as_str() {
         "logits" => Some(Family::Decoder),
         "hidden" => Some(Family::Encoder),
@@ -63,10 +144,10 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), sy
             None
         }
     };
-    let program = program::interpret(&mut cx, &dims, forward);
-    let dim = |name: &str| dims.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let program = program::interpret(&mut cx, &dims, forward, None);
+    let dim = |name: &str| dim(&dims, name);
     let lowered = match (program, family) {
-        (Some(p), Some(f)) => lower::lower(&mut cx, &p, f, dim("max_positions"), forward.output.span()),
+        (Some(p), Some(f)) => lower::lower(&mut cx, &p, f, dim("max_positions"), forward.output.span(), ""),
         _ => None,
     };
     cx.check()?;
@@ -74,52 +155,81 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), sy
         return Err(syn::Error::new(forward.output.span(), "the composed model could not be lowered"));
     };
     let family = family.unwrap_or(Family::Encoder);
-    let span_of =
-        |name: &str| dims.iter().find(|(n, _)| n == name).map_or(forward.output.span(), |(n, _)| n.span());
     let (heads, kv_heads, head_dim) = l.attention;
     // The standard consts come from the graph; a declared dim of the same name must agree.
     let mut cx = Ctxt::new();
-    let derived = [
-        ("vocab_size", Some(l.vocab_size)),
-        ("max_positions", l.max_positions),
-        ("type_vocab_size", l.type_vocab_size),
-        ("d_model", Some(l.d_model)),
-        ("heads", Some(heads)),
-        ("head_dim", Some(head_dim)),
-        ("layers", Some(l.graph.layers)),
-    ];
-    for (name, value) in derived {
-        if let (Some(declared), Some(value)) = (dim(name), value) {
-            if declared != value {
+    agree(
+        &mut cx,
+        &dims,
+        &[
+            ("vocab_size", Some(l.vocab_size)),
+            ("max_positions", l.max_positions),
+            ("type_vocab_size", l.type_vocab_size),
+            ("d_model", Some(l.d_model)),
+            ("heads", Some(heads)),
+            ("head_dim", Some(head_dim)),
+            ("layers", Some(l.graph.layers)),
+        ],
+    );
+    cx.check()?;
+    let mut spec = base_spec(input, &dims, forward.output.span());
+    spec.vocab_size = l.vocab_size;
+    spec.max_positions = l.max_positions.unwrap_or(0);
+    spec.type_vocab_size = l.type_vocab_size;
+    spec.d_model = l.d_model;
+    (spec.heads, spec.kv_heads, spec.head_dim) = (heads, kv_heads, head_dim);
+    spec.layers = l.graph.layers;
+    if family == Family::Decoder {
+        spec.attention = Attention::Causal;
+    }
+    Ok((spec, l.graph))
+}
+
+fn dim(dims: &Dims, name: &str) -> Option<usize> {
+    dims.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// A declared dim named like a standard const (`d_model`, `heads`, …) must be the value the
+/// passes make it: `Self::D_MODEL` is one value. The error sits on the declaration.
+fn agree(cx: &mut Ctxt, dims: &Dims, derived: &[(&str, Option<usize>)]) {
+    for &(name, value) in derived {
+        let declared = dims.iter().find(|(n, _)| n == name);
+        if let (Some((ident, declared)), Some(value)) = (declared, value) {
+            if *declared != value {
                 cx.error(
-                    span_of(name),
+                    ident.span(),
                     format!("`{name}` is declared {declared} but the forward pass makes it {value}; `Self::{}` must be one value", name.to_uppercase()),
                 );
             }
         }
     }
-    cx.check()?;
-    let spec = Spec {
+}
+
+/// The spec of a composed model before its dims are filled in. Fields the presets' lowering
+/// reads (activation, norm, positions, weight scheme) are placeholders: a composed model's graph
+/// comes from its passes.
+fn base_spec(input: &ModelInput, dims: &Dims, fallback: Span) -> Spec {
+    let span_of = |name: &str| dims.iter().find(|(n, _)| n == name).map_or(fallback, |(n, _)| n.span());
+    Spec {
         attrs: input.attrs.clone(),
         vis: input.vis.clone(),
         name: input.name.clone(),
-        vocab_size: l.vocab_size,
-        max_positions: l.max_positions.unwrap_or(0),
-        type_vocab_size: l.type_vocab_size,
+        vocab_size: 0,
+        max_positions: 0,
+        type_vocab_size: None,
         image: None,
-        d_model: l.d_model,
-        heads,
-        head_dim,
-        kv_heads,
+        d_model: 0,
+        heads: 0,
+        head_dim: 0,
+        kv_heads: 0,
         windows: Vec::new(),
         sparse: None,
-        layers: l.graph.layers,
-        d_ff: dim("d_ff").unwrap_or(0),
-        // Read only by the presets' lowering, which a composed model does not use.
+        layers: 0,
+        d_ff: dim(dims, "d_ff").unwrap_or(0),
         activation: Activation::GeluErf,
         norm: Norm { kind: NormKind::LayerNorm, eps: 1e-5, placement: Placement::Pre },
         positions: Positions::Learned,
-        attention: if family == Family::Decoder { Attention::Causal } else { Attention::Bidirectional },
+        attention: Attention::Bidirectional,
         weights: WeightScheme::Bert,
         lm_head: None,
         classifier: None,
@@ -128,14 +238,13 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<(Spec, Graph), sy
         scale_embeddings: false,
         parallel: false,
         seq2seq: None,
-        dims: Some(dims),
-    };
-    Ok((spec, l.graph))
+        dims: Some(dims.clone()),
+    }
 }
 
 /// The struct's entries as named dims, in order; each may use the ones before it.
-fn dims(cx: &mut Ctxt, input: &ModelInput) -> Vec<(Ident, usize)> {
-    let mut out: Vec<(Ident, usize)> = Vec::new();
+fn dims(cx: &mut Ctxt, input: &ModelInput) -> Dims {
+    let mut out: Dims = Vec::new();
     for entry in &input.entries {
         if out.iter().any(|(n, _)| *n == entry.key) {
             cx.error(entry.key.span(), format!("`{}` is declared twice", entry.key));
@@ -163,11 +272,15 @@ fn dims(cx: &mut Ctxt, input: &ModelInput) -> Vec<(Ident, usize)> {
             }
         };
         let lookup = |name: &str| out.iter().find(|(n, _)| n == name).map(|(_, v)| Const::Int(*v as i128));
+        // A token id may be 0 (T5 decodes from the pad token); every other dim is a size.
+        let least = if entry.key == "decoder_start" { 0 } else { 1 };
         match constant::eval(&expr, &lookup) {
-            Ok(Const::Int(n)) if (1..=(1 << 40)).contains(&n) => out.push((entry.key.clone(), n as usize)),
+            Ok(Const::Int(n)) if (least..=(1 << 40)).contains(&n) => {
+                out.push((entry.key.clone(), n as usize))
+            }
             Ok(other) => cx.error(
                 expr.span(),
-                format!("`{}` must be a whole number ≥ 1, found {}", entry.key, other.describe()),
+                format!("`{}` must be a whole number ≥ {least}, found {}", entry.key, other.describe()),
             ),
             Err(e) => cx.error(e.span(), e),
         }

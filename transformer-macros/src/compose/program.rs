@@ -17,13 +17,23 @@ use crate::graph::{FieldKind, Index, Layout};
 use crate::spec::Activation;
 use crate::suggest::closest;
 
-/// A tensor `[S, width]`: one value of the program (each is written once).
+/// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
+/// program (each is written once).
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub width: usize,
     pub span: Span,
     /// The name it was bound to (or what computed it): scratch buffers are named after it.
     pub hint: String,
+    /// A row per source token (the memory and its projections), not per target token.
+    pub memory: bool,
+}
+
+impl Tensor {
+    /// `[S, 64]` or `[M, 64]`, as messages write shapes.
+    pub fn shape(&self) -> String {
+        format!("[{}, {}]", if self.memory { "M" } else { "S" }, self.width)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +63,17 @@ pub struct AttentionNode {
     pub window: Option<usize>,
     /// Rotary positions on queries and keys: `(theta, rotary_dims)`.
     pub rope: Option<(f64, usize)>,
+}
+
+/// Cross-attention: queries `q` over keys `k` and values `v` projected from the memory.
+#[derive(Clone, PartialEq, Debug)]
+pub struct CrossNode {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+    pub out: usize,
+    pub heads: usize,
+    pub head_dim: usize,
 }
 
 #[derive(Clone, PartialEq, Debug)]
@@ -102,6 +123,13 @@ pub enum Node {
         out: usize,
     },
     Attention(AttentionNode),
+    Cross(CrossNode),
+    /// `out = input * factor`.
+    Scale {
+        input: usize,
+        out: usize,
+        factor: f64,
+    },
 }
 
 impl Node {
@@ -117,6 +145,8 @@ impl Node {
                 Some((k, v)) => vec![a.q, k, v],
                 None => vec![a.q],
             },
+            Node::Cross(c) => vec![c.q, c.k, c.v],
+            Node::Scale { input, .. } => vec![*input],
         }
     }
 
@@ -129,8 +159,10 @@ impl Node {
             | Node::Norm { out, .. }
             | Node::Add { out, .. }
             | Node::Concat { out, .. }
-            | Node::Slice { out, .. } => *out,
+            | Node::Slice { out, .. }
+            | Node::Scale { out, .. } => *out,
             Node::Attention(a) => a.out,
+            Node::Cross(c) => c.out,
         }
     }
 }
@@ -146,12 +178,21 @@ pub struct Section {
     /// The stream going out (the embeddings' result, the layer's updated `x`), or the tail's
     /// returned value.
     pub output: Option<usize>,
+    /// The encoder's memory as read here (a decoder layer's cross-attention).
+    pub memory: Option<usize>,
 }
 
 impl Section {
     fn tensor(&mut self, width: usize, span: Span, hint: &str) -> usize {
-        self.tensors.push(Tensor { width, span, hint: hint.to_string() });
+        self.tensors.push(Tensor { width, span, hint: hint.to_string(), memory: false });
         self.tensors.len() - 1
+    }
+
+    /// A tensor with a row per source token.
+    fn memory_tensor(&mut self, width: usize, span: Span, hint: &str) -> usize {
+        let t = self.tensor(width, span, hint);
+        self.tensors[t].memory = true;
+        t
     }
 
     /// Whether two evaluations of a loop body have the same structure, ignoring attention windows
@@ -192,11 +233,21 @@ pub struct Program {
     pub ignored: Vec<String>,
 }
 
+/// The encoder's output as a decoder pass sees it: the input's name and the memory's width
+/// (unknown when the encoder pass failed: reads of it then stay silent).
+#[derive(Clone, Copy)]
+pub struct Memory<'a> {
+    pub name: &'a str,
+    pub width: Option<usize>,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Val {
     Tensor(usize),
     Const(Const),
     Input(Index),
+    /// The encoder's output, an input of a decoder pass: read by the layers' cross-attention.
+    Memory,
     /// The result of an expression that already reported an error: uses stay silent.
     Poison,
 }
@@ -250,13 +301,16 @@ struct Interp<'c> {
     section_errors: usize,
     /// The current statement read a value that already failed.
     poisoned: bool,
+    /// The memory a decoder pass reads.
+    memory: Option<Memory<'c>>,
 }
 
 /// Interprets the body of `fn forward`.
-pub fn interpret(
-    cx: &mut Ctxt,
+pub fn interpret<'c>(
+    cx: &'c mut Ctxt,
     dims: &[(syn::Ident, usize)],
     forward: &crate::ast::Forward,
+    memory: Option<Memory<'c>>,
 ) -> Option<Program> {
     let mut it = Interp {
         cx,
@@ -272,6 +326,7 @@ pub fn interpret(
         stmt_errors: 0,
         section_errors: 0,
         poisoned: false,
+        memory,
     };
     number(&forward.body.stmts, &mut it.order, &mut it.declared);
     let mut token_types = false;
@@ -282,12 +337,33 @@ pub fn interpret(
                 token_types = true;
                 it.bind("token_types", Val::Input(Index::TokenType), input.span(), true);
             }
+            name if memory.is_some_and(|m| m.name == name) => {
+                it.bind(name, Val::Memory, input.span(), true);
+            }
             other => {
+                let mut known = INPUTS.to_vec();
+                known.extend(memory.map(|m| m.name));
                 let hint =
-                    closest(other, INPUTS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-                it.cx.error(input.span(), format!("unknown input `{other}`{hint}: a composed model takes `tokens` and optionally `token_types`"));
+                    closest(other, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                let takes = match memory {
+                    Some(m) => format!("`fn {}` takes `tokens`, optionally `token_types`, and `{}` (the output of `fn encode`)", forward.name, m.name),
+                    None if forward.name == "decode" => format!("`fn decode` reads `{other}`, but no `fn encode(tokens) -> {other} {{ … }}` produces it"),
+                    None => "a composed model takes `tokens` and optionally `token_types`".to_string(),
+                };
+                it.cx.error(input.span(), format!("unknown input `{other}`{hint}: {takes}"));
+                // Reads of it in the body stay silent: the input is the one mistake.
+                it.bind(other, Val::Poison, input.span(), true);
             }
         }
+    }
+    if let Some(m) = memory.filter(|m| !forward.inputs.iter().any(|i| i == m.name)) {
+        if !forward.inputs.iter().any(|i| !INPUTS.contains(&i.to_string().as_str())) {
+            it.cx.error(
+                forward.name.span(),
+                format!("`fn {}` reads the encoder's output through cross-attention: take it as an input, `fn {}(tokens, {})`", forward.name, forward.name, m.name),
+            );
+        }
+        it.bind(m.name, Val::Poison, forward.name.span(), true);
     }
     it.bind("positions", Val::Input(Index::Position), forward.name.span(), true);
     if !forward.inputs.iter().any(|i| i == "tokens") {
@@ -502,6 +578,7 @@ impl Interp<'_> {
             Val::Tensor(t) => format!("a tensor [S, {}]", self.cur.tensors[t].width),
             Val::Const(c) => c.describe(),
             Val::Input(_) => "an input's ids".to_string(),
+            Val::Memory => "the encoder's memory".to_string(),
             Val::Poison => "an invalid value".to_string(),
         }
     }
@@ -811,6 +888,9 @@ impl Interp<'_> {
                 if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
                     b.used = true;
                     let (val, section) = (b.val, b.section);
+                    if matches!(val, Val::Memory) {
+                        return Some(self.memory_value(id));
+                    }
                     if matches!(val, Val::Poison) {
                         self.poisoned = true;
                     }
@@ -842,6 +922,11 @@ impl Interp<'_> {
                 let (l, r) = (self.eval(&b.left)?, self.eval(&b.right)?);
                 match (l, r) {
                     (Val::Tensor(a), Val::Tensor(c)) => {
+                        if let Some(m) = [a, c].into_iter().find(|&t| self.cur.tensors[t].memory) {
+                            let shape = self.cur.tensors[m].shape();
+                            self.error(b.op.span(), format!("cannot add {shape}: it has a row per source token, the stream one per target token; the memory only feeds cross-attention's keys and values"));
+                            return Some(Val::Poison);
+                        }
                         let (wa, wc) = (self.cur.tensors[a].width, self.cur.tensors[c].width);
                         if wa != wc {
                             let name = |t: usize| {
@@ -864,6 +949,38 @@ impl Interp<'_> {
                     _ => self.constant(e).map(Val::Const),
                 }
             }
+            Expr::Binary(b) if matches!(b.op, BinOp::Mul(_)) => {
+                let (l, r) = (self.eval(&b.left)?, self.eval(&b.right)?);
+                let factor = |c: Const| match c {
+                    Const::Int(n) => Some(n as f64),
+                    Const::Float(x) => Some(x),
+                    _ => None,
+                };
+                let (input, c) = match (l, r) {
+                    (Val::Tensor(t), Val::Const(c)) | (Val::Const(c), Val::Tensor(t)) => (t, c),
+                    (Val::Poison, _) | (_, Val::Poison) => return Some(Val::Poison),
+                    (Val::Tensor(_), Val::Tensor(_)) => {
+                        self.error(b.op.span(), "a tensor is scaled by a constant (`x * sqrt(d_model)`); two tensors do not multiply");
+                        return Some(Val::Poison);
+                    }
+                    _ => return self.constant(e).map(Val::Const),
+                };
+                let Some(factor) = factor(c) else {
+                    self.error(
+                        b.op.span(),
+                        format!("a tensor is scaled by a number, found {}", c.describe()),
+                    );
+                    return Some(Val::Poison);
+                };
+                if self.cur.tensors[input].memory {
+                    self.error(b.op.span(), "the memory only feeds cross-attention's keys and values");
+                    return Some(Val::Poison);
+                }
+                let width = self.cur.tensors[input].width;
+                let out = self.cur.tensor(width, b.op.span(), "scaled");
+                self.cur.nodes.push(Node::Scale { input, out, factor });
+                Some(Val::Tensor(out))
+            }
             Expr::Call(call) => self.call(call),
             Expr::Lit(_) | Expr::Binary(_) | Expr::Unary(_) | Expr::If(_) => self.constant(e).map(Val::Const),
             other => {
@@ -876,13 +993,37 @@ impl Interp<'_> {
         }
     }
 
+    /// The memory read at `id`: a `[M, width]` tensor of the layer section, made on first read.
+    fn memory_value(&mut self, id: &syn::Ident) -> Val {
+        let Some(Memory { name, width: Some(width) }) = self.memory else {
+            self.poisoned = true;
+            return Val::Poison;
+        };
+        if self.section != 1 {
+            self.error(
+                id.span(),
+                format!("`{id}` is read inside the layer loop, by cross-attention: `attention(q, linear({id}, …), linear({id}, …))`"),
+            );
+            return Val::Poison;
+        }
+        let t = match self.cur.memory {
+            Some(t) => t,
+            None => {
+                let t = self.cur.memory_tensor(width, id.span(), name);
+                self.cur.memory = Some(t);
+                t
+            }
+        };
+        Val::Tensor(t)
+    }
+
     fn call(&mut self, call: &syn::ExprCall) -> Option<Val> {
         let Expr::Path(p) = &*call.func else {
             self.error(call.func.span(), "expected a layer name");
             return None;
         };
         let func = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
-        if func == "Some" {
+        if func == "Some" || func == "sqrt" {
             return self.constant(&Expr::Call(call.clone())).map(Val::Const);
         }
         let span = p.span();
@@ -944,8 +1085,22 @@ impl Interp<'_> {
         Some(result.unwrap_or(Val::Poison))
     }
 
-    /// A positional tensor argument.
+    /// A positional tensor argument with a row per target token.
     fn tensor_arg(&mut self, func: &str, args: &[&Expr], i: usize, span: Span) -> Option<usize> {
+        let t = self.any_tensor_arg(func, args, i, span)?;
+        if self.cur.tensors[t].memory {
+            let shape = self.cur.tensors[t].shape();
+            self.error(
+                args[i].span(),
+                format!("`{func}` cannot read {shape}, a row per source token: the memory is only projected (`linear`) into cross-attention's keys and values"),
+            );
+            return None;
+        }
+        Some(t)
+    }
+
+    /// A positional tensor argument, which may be the memory or a projection of it.
+    fn any_tensor_arg(&mut self, func: &str, args: &[&Expr], i: usize, span: Span) -> Option<usize> {
         let Some(e) = args.get(i) else {
             self.error(span, format!("`{func}` needs a tensor as argument {}", i + 1));
             return None;
@@ -1024,30 +1179,52 @@ impl Interp<'_> {
     }
 
     fn linear(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
-        let input = self.tensor_arg("linear", pos, 0, span)?;
-        let in_width = self.cur.tensors[input].width;
+        let input = self.any_tensor_arg("linear", pos, 0, span)?;
+        let (in_width, memory) = (self.cur.tensors[input].width, self.cur.tensors[input].memory);
         let output = match pos.len() {
             2 => self.size_arg("linear", pos, 1, span, "the output width")?,
             3 => {
                 let declared = self.size_arg("linear", pos, 1, span, "the input width")?;
+                let output = self.size_arg("linear", pos, 2, span, "the output width")?;
                 if declared != in_width {
                     let hint = self.cur.tensors[input].hint.clone();
-                    self.error(
-                        pos[1].span(),
-                        format!("this linear takes [S, {declared}] but `{hint}` is [S, {in_width}]"),
-                    );
+                    let msg = if memory {
+                        format!("cannot project the memory [M, {in_width}] with a [{declared} → {output}] projection: `{hint}` (the output of `fn encode`) is {in_width} wide, so this needs `linear({hint}, {in_width}, {output})`")
+                    } else {
+                        format!("this linear takes [S, {declared}] but `{hint}` is [S, {in_width}]")
+                    };
+                    self.error(pos[1].span(), msg);
                     return None;
                 }
-                self.size_arg("linear", pos, 2, span, "the output width")?
+                output
             }
             _ => {
                 self.error(span, "expected `linear(x, out)` or `linear(x, in, out)`");
                 return None;
             }
         };
-        let bias = self.flag_arg(args, "bias", true)?;
+        // `bias = "name"`: the bias is a tensor of its own under the root (BART's
+        // `final_logits_bias` beside a tied head).
+        let bias_at = match args.named.iter().position(|(n, _, _)| n == "bias") {
+            Some(i) => match args.named[i].1 {
+                Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => {
+                    args.named.remove(i);
+                    Some(super::lower::intern(&s.value()))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let bias = bias_at.is_some() || self.flag_arg(args, "bias", true)?;
         let layout = match args.take("layout") {
-            None => Layout::Torch,
+            None => bias_at.map_or(Layout::Torch, |bias| Layout::BiasAt { bias }),
+            Some(e) if bias_at.is_some() => {
+                self.error(
+                    e.span(),
+                    "a bias stored apart (`bias = \"…\"`) goes with an nn.Linear weight: drop `layout`",
+                );
+                return None;
+            }
             Some(Expr::Path(p)) if p.path.is_ident("torch") => Layout::Torch,
             Some(Expr::Path(p)) if p.path.is_ident("conv1d") => Layout::Conv1d,
             Some(other) => {
@@ -1059,7 +1236,11 @@ impl Interp<'_> {
             }
         };
         let field = self.field(FieldKind::Linear { input: in_width, output, bias, layout }, true);
-        let out = self.cur.tensor(output, span, "linear");
+        let out = if memory {
+            self.cur.memory_tensor(output, span, "linear")
+        } else {
+            self.cur.tensor(output, span, "linear")
+        };
         self.cur.nodes.push(Node::Linear { field, input, out });
         Some(Val::Tensor(out))
     }
@@ -1165,8 +1346,11 @@ impl Interp<'_> {
             }
             3 => {
                 let q = self.tensor_arg("attention", pos, 0, span)?;
-                let k = self.tensor_arg("attention", pos, 1, span)?;
-                let v = self.tensor_arg("attention", pos, 2, span)?;
+                let k = self.any_tensor_arg("attention", pos, 1, span)?;
+                let v = self.any_tensor_arg("attention", pos, 2, span)?;
+                if self.cur.tensors[k].memory || self.cur.tensors[v].memory {
+                    return self.cross_attention(span, pos, (q, k, v), heads, kv_heads, causal, args);
+                }
                 let (wq, wk, wv) =
                     (self.cur.tensors[q].width, self.cur.tensors[k].width, self.cur.tensors[v].width);
                 if wq % heads != 0 {
@@ -1255,6 +1439,64 @@ impl Interp<'_> {
             window,
             rope,
         }));
+        Some(Val::Tensor(out))
+    }
+
+    /// `attention(q, k, v, heads = …)` with keys and values projected from the memory: every
+    /// target token sees every source token.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_attention(
+        &mut self,
+        span: Span,
+        pos: &[&Expr],
+        (q, k, v): (usize, usize, usize),
+        heads: usize,
+        kv_heads: usize,
+        causal: bool,
+        args: &mut Args,
+    ) -> Option<Val> {
+        for (i, t, what) in [(1, k, "keys"), (2, v, "values")] {
+            if !self.cur.tensors[t].memory {
+                let shape = self.cur.tensors[t].shape();
+                self.error(pos[i].span(), format!("cross-attention's {what} come from the memory too (`linear(memory, …)`), found {shape}, a row per target token"));
+                return None;
+            }
+        }
+        if causal {
+            self.error(span, "cross-attention sees every source token: drop `causal`");
+            return None;
+        }
+        if kv_heads != heads {
+            self.error(span, "cross-attention has as many key/value heads as query heads");
+            return None;
+        }
+        for name in ["window", "rope", "rotary_dims"] {
+            if let Some(e) = args.take(name) {
+                self.error(
+                    e.span(),
+                    format!("cross-attention takes no `{name}`: sources have no order relative to targets"),
+                );
+                return None;
+            }
+        }
+        let wq = self.cur.tensors[q].width;
+        if !wq.is_multiple_of(heads) {
+            self.error(pos[0].span(), format!("queries [S, {wq}] do not split into {heads} heads"));
+            return None;
+        }
+        let head_dim = wq / heads;
+        for (e, t, what) in [(pos[1], k, "keys"), (pos[2], v, "values")] {
+            let w = self.cur.tensors[t].width;
+            if w != wq {
+                self.error(
+                    e.span(),
+                    format!("{what} are [M, {w}] but {heads} heads of {head_dim} need [M, {wq}]"),
+                );
+                return None;
+            }
+        }
+        let out = self.cur.tensor(wq, span, "context");
+        self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim }));
         Some(Val::Tensor(out))
     }
 

@@ -1,0 +1,52 @@
+// Cross-attention whose key/value projection states a memory width the encoder does not have.
+
+transformer::model! {
+    /// A small composed encoder-decoder.
+    pub struct Model {
+        vocab_size: 100,
+        max_positions: 32,
+        d_model: 64,
+        encoder_width: 128,
+        heads: 4,
+        d_ff: 128,
+        layers: 2,
+        decoder_start: 1,
+    }
+
+    fn encode(tokens) -> memory {
+        let x = embedding(tokens, vocab_size, encoder_width);
+        for layer in 0..layers {
+            let qkv = linear(x, 3 * encoder_width);
+            let context = attention(qkv, heads = heads);
+            #[weights("attention_out", "attention_norm")]
+            x = layer_norm(x + linear(context, encoder_width));
+            #[weights("fc_in", "fc_out", "ffn_norm")]
+            x = layer_norm(x + linear(relu(linear(x, d_ff)), encoder_width));
+        }
+        x
+    }
+
+    fn decode(tokens, memory) -> logits {
+        let x = embedding(tokens, vocab_size, d_model);
+        for layer in 0..layers {
+            let qkv = linear(x, 3 * d_model);
+            let context = attention(qkv, heads = heads, causal);
+            #[weights("attention_out", "attention_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            let q = linear(x, d_model);
+            #[weights = "cross_k"]
+            let k = linear(memory, d_model, d_model);
+            #[weights = "cross_v"]
+            let v = linear(memory, d_model);
+            let context = attention(q, k, v, heads = heads);
+            #[weights("cross_out", "cross_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            #[weights("fc_in", "fc_out", "ffn_norm")]
+            x = layer_norm(x + linear(relu(linear(x, d_ff)), d_model));
+        }
+        #[weights = "lm_head"]
+        linear(x, vocab_size, bias = false)
+    }
+}
+
+fn main() {}
