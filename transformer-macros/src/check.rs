@@ -265,8 +265,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     }
     if let Some(attention) = attention {
         decoder_only_options(&mut cx, attention, heads, kv_heads, &entries);
-        if let Some(windows) = &windows {
-            local::centred_windows_even(&mut cx, windows, attention);
+        if let (Some(_), Some(entry)) = (&windows, entries.get("window")) {
+            local::centred_windows_even(&mut cx, entry, attention);
         }
     }
     let decoder = sections.as_ref().and_then(|sections| {
@@ -325,7 +325,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         heads: heads.ok_or_else(missing)?,
         head_dim: head_dim.ok_or_else(missing)?,
         kv_heads: kv_heads.or(heads).ok_or_else(missing)?,
-        windows: windows.map(|ws| ws.into_iter().map(|(w, _)| w).collect()).unwrap_or_default(),
+        windows: windows.unwrap_or_default(),
         sparse,
         layers: layers.ok_or_else(missing)?,
         d_ff: d_ff.ok_or_else(missing)?,

@@ -1,8 +1,6 @@
 //! Rules of the attention layouts that limit which keys a query sees: local windows (`window`,
 //! one size or one per layer) and block-sparse layouts (`sparse: { … }`).
 
-use proc_macro2::Span;
-
 use super::{keys_known_and_unique, known_name, list, positive_size, Entries, MAX_POSITIONS};
 use crate::ast::{Entry, Value};
 use crate::ctxt::Ctxt;
@@ -13,12 +11,11 @@ const KEY_TILE: usize = 64;
 const SPARSE_KEYS: &[&str] = &["pattern", "block", "stride", "summary"];
 const PATTERNS: &[&str] = &["strided", "fixed"];
 
-/// `window: 8` (every layer) or `window: [8, global, …]` (one per layer), with each window's span.
-pub fn windows(cx: &mut Ctxt, entry: &Entry, layers: Option<usize>) -> Option<Vec<(Option<usize>, Span)>> {
+/// `window: 8` (every layer) or `window: [8, global, …]` (one per layer).
+pub fn windows(cx: &mut Ctxt, entry: &Entry, layers: Option<usize>) -> Option<Vec<Option<usize>>> {
     match &entry.value {
         Value::List { items, span } => {
-            let windows: Vec<_> =
-                items.iter().map(|item| layer_window(cx, item).map(|w| (w, item.span()))).collect();
+            let windows: Vec<_> = items.iter().map(|item| layer_window(cx, item)).collect();
             if let Some(layers) = layers.filter(|&n| n != items.len()) {
                 cx.error(
                     *span,
@@ -33,7 +30,7 @@ pub fn windows(cx: &mut Ctxt, entry: &Entry, layers: Option<usize>) -> Option<Ve
         }
         Value::Int(_) | Value::NegInt { .. } | Value::Float { .. } => {
             let w = positive_size(cx, entry, MAX_POSITIONS)?;
-            Some(vec![(Some(w), entry.value.span()); layers?])
+            Some(vec![Some(w); layers?])
         }
         other => {
             cx.error(
@@ -77,19 +74,22 @@ fn layer_window(cx: &mut Ctxt, item: &Value) -> Option<Option<usize>> {
 }
 
 /// Rule: a bidirectional window is centred on the query (`w / 2` keys on either side, Longformer's
-/// `attention_window`), so each one is even.
-pub fn centred_windows_even(cx: &mut Ctxt, windows: &[(Option<usize>, Span)], attention: Attention) {
+/// `attention_window`), so each one is even. Reported under each written window: the one number,
+/// or each odd entry of a per-layer list.
+pub fn centred_windows_even(cx: &mut Ctxt, entry: &Entry, attention: Attention) {
     if attention != Attention::Bidirectional {
         return;
     }
-    // A repeated single window is reported once.
-    let mut reported = Vec::new();
-    for &(w, span) in windows {
-        if let Some(w) = w.filter(|w| w % 2 == 1) {
-            if !reported.contains(&(w, format!("{span:?}"))) {
-                reported.push((w, format!("{span:?}")));
+    let written = match &entry.value {
+        Value::List { items, .. } => items.iter().collect(),
+        single => vec![single],
+    };
+    for value in written {
+        let Value::Int(lit) = value else { continue };
+        if let Ok(w) = lit.base10_parse::<usize>() {
+            if w % 2 == 1 {
                 cx.error(
-                    span,
+                    lit.span(),
                     format!(
                         "a `bidirectional` window is centred on the query (`w / 2` keys on either side, \
                          as Longformer's `attention_window`), so it must be even: {w} is odd (try {} or {})",

@@ -797,10 +797,7 @@ fn lower_section(
                     ops.push(Op::Rope { field: name, qkv: val(a.q), heads: a.heads, kv_heads: a.kv_heads });
                 }
                 let window = match windows.get(attention_index) {
-                    Some(per_layer) if per_layer.iter().all(|w| *w == per_layer[0]) => {
-                        Window::from_option(per_layer[0])
-                    }
-                    Some(per_layer) => Window::PerLayer(Box::leak(per_layer.clone().into_boxed_slice())),
+                    Some(per_layer) => Window::of_layers(per_layer),
                     None => Window::from_option(a.window),
                 };
                 attention_index += 1;
