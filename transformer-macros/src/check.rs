@@ -274,6 +274,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         seq2seq::decoder(&mut cx, &top, sections, &encoder, weights, vocab_size)
     });
     seq2seq::scheme_fits_the_family(&mut cx, &top, weights, sections.is_some());
+    if let (Some(WeightScheme::T5), None) = (weights, &sections) {
+        t5_alone_is_its_encoder(&mut cx, &entries, attention);
+    }
     match weights {
         Some(WeightScheme::Bert) => bert_layout(&mut cx, &entries, placement, attention),
         Some(WeightScheme::Gpt2) => gpt2_layout(&mut cx, &entries, placement, positions, attention),
@@ -727,6 +730,28 @@ fn vit_layout(
     }
 }
 
+/// Rule: `weights: t5` without `encoder`/`decoder` sections is T5's encoder alone
+/// (`T5EncoderModel`): bidirectional, with no head and no token types.
+fn t5_alone_is_its_encoder(cx: &mut Ctxt, entries: &Entries, attention: Option<Attention>) {
+    if attention == Some(Attention::Causal) {
+        layout_conflict(
+            cx,
+            entries,
+            "attention",
+            "a `weights: t5` model without sections is T5's encoder (`T5EncoderModel`): use `attention: \
+             bidirectional`, or declare `encoder: { … }` and `decoder: { … }` for the whole model",
+        );
+    }
+    for key in ["lm_head", "type_vocab_size"] {
+        if let Some(entry) = entries.get(key) {
+            cx.error(
+                entry.key.span(),
+                format!("T5's encoder alone (`T5EncoderModel`) has no `{key}`: remove it"),
+            );
+        }
+    }
+}
+
 /// Rule: grouped-query attention shares each key/value head among an equal group of query heads,
 /// so `kv_heads` divides `heads`; else name the nearest counts that do.
 fn kv_heads_divide_heads(cx: &mut Ctxt, heads: usize, kv_heads: usize, entry: &Entry) {
@@ -872,8 +897,9 @@ fn positive_number(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<f64> {
     None
 }
 
-/// Rule: LLaMA/Mistral checkpoints are pre-norm causal decoders with RMS norms, rotary positions
-/// and SwiGLU feed-forwards.
+/// Rule: LLaMA/Mistral checkpoints are pre-norm causal decoders with RMS norms, SwiGLU
+/// feed-forwards and no position table: rotary positions, or a score bias (ALiBi as in MPT, or
+/// T5's relative buckets with the table in `model.layers.0.self_attn.relative_attention_bias`).
 fn llama_layout(
     cx: &mut Ctxt,
     entries: &Entries,
@@ -894,14 +920,12 @@ fn llama_layout(
     if norm == Some(NormKind::LayerNorm) {
         conflict(cx, "norm", "`weights: llama` checkpoints use RMS norms: use `norm: rms_norm`");
     }
-    if matches!(
-        positions,
-        Some(Positions::Learned | Positions::Sinusoidal | Positions::Relative { .. } | Positions::Alibi)
-    ) {
+    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal)) {
         conflict(
             cx,
             "positions",
-            "`weights: llama` checkpoints rotate queries and keys: use `positions: rope`",
+            "`weights: llama` checkpoints have no position table: use `positions: rope` (or a score bias: \
+             `alibi`, `relative`)",
         );
     }
     if matches!(activation, Some(a) if a != Activation::SwiGlu) {
@@ -1010,7 +1034,8 @@ fn bloom_layout(
 }
 
 /// Rule: BERT, GPT-2 and ViT checkpoints have LayerNorm, absolute positions, ungated feed-forwards
-/// and one key/value head per query head.
+/// and one key/value head per query head; BERT may instead bias scores by distance (`alibi`,
+/// MosaicBERT: no position table).
 fn classic_layout(
     cx: &mut Ctxt,
     entries: &Entries,
@@ -1034,13 +1059,16 @@ fn classic_layout(
             &format!("`weights: {name}` checkpoints use LayerNorm: use `norm: layer_norm`"),
         );
     }
-    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. } | Positions::Alibi)) {
-        layout_conflict(
-            cx,
-            entries,
-            "positions",
-            &format!("`weights: {name}` checkpoints have absolute positions: use `positions: learned`"),
-        );
+    let alibi_fits = scheme == WeightScheme::Bert;
+    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. }))
+        || (positions == Some(Positions::Alibi) && !alibi_fits)
+    {
+        let message = if alibi_fits {
+            format!("`weights: {name}` checkpoints have absolute positions: use `positions: learned` (or `alibi`, MosaicBERT's distance bias)")
+        } else {
+            format!("`weights: {name}` checkpoints have absolute positions: use `positions: learned`")
+        };
+        layout_conflict(cx, entries, "positions", &message);
     }
     if activation.is_some_and(Activation::is_gated) {
         layout_conflict(

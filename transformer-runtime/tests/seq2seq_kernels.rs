@@ -537,6 +537,27 @@ fn alibi_slopes_match_transformers() {
     }
 }
 
+/// MosaicBERT's bidirectional ALiBi: `−slope · |j − p|` on both sides of the query, and on keys at
+/// or before it the same bits as BLOOM's table.
+#[test]
+fn symmetric_alibi_penalises_distance_both_ways() {
+    let (alibi, symmetric) = (Alibi::new(6, 40), Alibi::symmetric(6, 40));
+    let slopes = Alibi::slopes(6);
+    let (causal, bias) = (alibi.bias(), symmetric.bias());
+    assert_eq!((bias.span, bias.center, bias.table.len()), (79, 39, 6 * 79));
+    for h in 0..6 {
+        for p in 0..40 {
+            for j in 0..40 {
+                let want = -(slopes[h] * (j as f32 - p as f32).abs());
+                assert_eq!(bias.at(h, p, j), want, "head {h}, query {p}, key {j}");
+                if j <= p {
+                    assert_eq!(bias.at(h, p, j).to_bits(), causal.at(h, p, j).to_bits());
+                }
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Self-attention with a bias, full and cached
 // ------------------------------------------------------------------------------------------------

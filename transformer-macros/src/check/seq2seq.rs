@@ -300,7 +300,7 @@ fn token_id(cx: &mut Ctxt, entry: &Entry, vocab: Option<usize>) -> Option<u32> {
 }
 
 /// Rule: encoder-decoder checkpoint formats (`t5`, `bart`, `torch`) go with the two sections,
-/// the single-stack formats without them.
+/// the single-stack formats without them; `t5` alone is T5's encoder (`T5EncoderModel`).
 pub(super) fn scheme_fits_the_family(
     cx: &mut Ctxt,
     top: &Entries,
@@ -310,7 +310,7 @@ pub(super) fn scheme_fits_the_family(
     let Some(scheme) = weights else { return };
     let two_stacks = matches!(scheme, WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch);
     let at = top["weights"].value.span();
-    if two_stacks && !seq2seq {
+    if two_stacks && !seq2seq && scheme != WeightScheme::T5 {
         cx.error(
             at,
             "this checkpoint format is an encoder-decoder model: declare `encoder: { layers: …, attention: \

@@ -3,7 +3,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
-use super::{carve, layer_loop, rt};
+use super::{carve, layer_loop, rt, stack_bias};
 use crate::graph::{Graph, Value};
 use crate::spec::Spec;
 
@@ -21,6 +21,7 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
         carve(spec, scratch_ty, scratch, &[(format_ident!("pooled"), quote!(batch.batch_size() * #d))]);
     let (layer_loop, layer_arg) = layer_loop(&graph.layer);
     let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
+    let (bias_let, bias_arg) = stack_bias(&graph.embeddings, quote!(embeddings)).unzip();
     quote! {
         impl #name {
             /// Last hidden states, one row per token (`batch.rows()` rows, sequence-major), written
@@ -67,8 +68,9 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;
                 #carve
                 self.embeddings.forward(x, batch);
+                #bias_let
                 for #layer_loop {
-                    layer.forward(x, batch, s, #layer_arg &self.threads);
+                    layer.forward(x, batch, #bias_arg s, #layer_arg &self.threads);
                 }
                 #final_norm
                 let pooled = pooled.as_chunks_mut::<#d>().0;

@@ -277,8 +277,11 @@ fn field_load(f: &Field) -> TokenStream {
                 loader, &#name, #heads, #buckets, #max_distance, #bidirectional, #max_positions
             ))
         }
-        FieldKind::Alibi { heads, max_positions } => {
+        FieldKind::Alibi { heads, max_positions, bidirectional: false } => {
             quote!(#rt::layers::position_bias::Alibi::new(#heads, #max_positions))
+        }
+        FieldKind::Alibi { heads, max_positions, bidirectional: true } => {
+            quote!(#rt::layers::position_bias::Alibi::symmetric(#heads, #max_positions))
         }
         FieldKind::Linear { bias, layout: Layout::HeadInterleaved { heads }, .. } => {
             let name = tensor_name(f.weights[0]);

@@ -141,13 +141,14 @@ pub fn lower(
         );
     }
     let decoder = family == Family::Decoder;
+    let bias_table = super::bias::table(cx, program, &attentions, max_positions);
 
     let embeddings =
         lower_section(cx, emb, Role::Embeddings, &[], rope_positions).map(|(fields, ops)| Block {
             suffix: intern(&format!("{side}Embeddings")),
             doc: "Input embeddings, as composed.".into(),
             prefix: "",
-            fields,
+            fields: fields.into_iter().chain(bias_table).collect(),
             ops,
             rooted: true,
             output: None,
@@ -810,8 +811,8 @@ fn lower_section(
                     causal: a.causal,
                     window,
                     sparse: None,
-                    bias: false,
-                    scaled: true,
+                    bias: a.bias.is_some(),
+                    scaled: a.scaled,
                 });
             }
         }

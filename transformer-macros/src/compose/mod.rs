@@ -32,6 +32,7 @@
 //! an error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
 //! (or [`Seq2SeqGraph`]) (fusion, buffers), so codegen — and the generated API — is the same.
 
+mod bias;
 mod constant;
 mod lower;
 mod program;

@@ -63,6 +63,32 @@ pub struct AttentionNode {
     pub window: Option<usize>,
     /// Rotary positions on queries and keys: `(theta, rotary_dims)`.
     pub rope: Option<(f64, usize)>,
+    /// A position bias added to the scores (`bias = alibi` / `bias = relative(…)`), and where
+    /// it was written.
+    pub bias: Option<(BiasArg, At)>,
+    /// Scores are multiplied by `1/sqrt(head_dim)` (`scaled = false`: T5, which folds it into
+    /// its query weights).
+    pub scaled: bool,
+}
+
+/// A source place that compares equal to every other: nodes compare by structure (a layer
+/// evaluated twice must give equal nodes), not by where they were written.
+#[derive(Clone, Copy, Debug)]
+pub struct At(pub Span);
+
+impl PartialEq for At {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The stack's position bias an attention adds to its scores; one table serves every layer.
+#[derive(Clone, PartialEq, Debug)]
+pub enum BiasArg {
+    /// ALiBi's fixed slopes (BLOOM's; `−slope·|j − p|` when bidirectional).
+    Alibi,
+    /// T5's learned buckets; `weights` names the `[buckets, heads]` table (`nn.Embedding`).
+    Relative { buckets: usize, max_distance: usize, weights: String },
 }
 
 /// Cross-attention: queries `q` over keys `k` and values `v` projected from the memory.
@@ -1427,6 +1453,11 @@ impl Interp<'_> {
                 Some((theta, dims))
             }
         };
+        let bias = match args.take("bias") {
+            None => None,
+            Some(e) => Some((self.position_bias(e)?, At(e.span()))),
+        };
+        let scaled = self.flag_arg(args, "scaled", true)?;
         let out = self.cur.tensor(heads * head_dim, span, "context");
         self.cur.nodes.push(Node::Attention(AttentionNode {
             q,
@@ -1438,6 +1469,8 @@ impl Interp<'_> {
             causal,
             window,
             rope,
+            bias,
+            scaled,
         }));
         Some(Val::Tensor(out))
     }
@@ -1470,7 +1503,7 @@ impl Interp<'_> {
             self.error(span, "cross-attention has as many key/value heads as query heads");
             return None;
         }
-        for name in ["window", "rope", "rotary_dims"] {
+        for name in ["window", "rope", "rotary_dims", "bias"] {
             if let Some(e) = args.take(name) {
                 self.error(
                     e.span(),
@@ -1498,6 +1531,101 @@ impl Interp<'_> {
         let out = self.cur.tensor(wq, span, "context");
         self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim }));
         Some(Val::Tensor(out))
+    }
+
+    /// Rule: an attention's `bias` is `alibi` or `relative(buckets = …, max_distance = …,
+    /// weights = "…")`: T5's buckets, an even number (half per direction), at least 4, with
+    /// `max_distance` beyond the exact half (`> buckets / 2`); `weights` names the table's module,
+    /// read once for every layer.
+    fn position_bias(&mut self, e: &Expr) -> Option<BiasArg> {
+        let expected = "`bias` is `alibi` or `relative(buckets = 32, max_distance = 128, weights = \"…\")`";
+        match e {
+            Expr::Path(p) if p.path.is_ident("alibi") => Some(BiasArg::Alibi),
+            Expr::Call(call) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("relative")) => {
+                let (mut buckets, mut max_distance, mut weights) = (None, None, None);
+                for arg in &call.args {
+                    let Expr::Assign(a) = arg else {
+                        self.error(arg.span(), format!("expected `name = value`: {expected}"));
+                        return None;
+                    };
+                    let key = match &*a.left {
+                        Expr::Path(k) => k.path.get_ident().map(ToString::to_string).unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    match key.as_str() {
+                        "buckets" => buckets = Some((self.positive(&a.right, "buckets")?, a.right.span())),
+                        "max_distance" => {
+                            max_distance = Some((self.positive(&a.right, "max_distance")?, a.right.span()))
+                        }
+                        "weights" => match &*a.right {
+                            Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => {
+                                weights = Some(s.value())
+                            }
+                            other => {
+                                self.error(
+                                    other.span(),
+                                    "`weights` is the table's checkpoint name, a string such as \
+                                     \"encoder.block.0.layer.0.SelfAttention.relative_attention_bias\"",
+                                );
+                                return None;
+                            }
+                        },
+                        _ => {
+                            self.error(
+                                a.left.span(),
+                                "`relative` takes `buckets`, `max_distance` and `weights`".to_string(),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                let missing: Vec<&str> = [
+                    ("`buckets`", buckets.is_none()),
+                    ("`max_distance`", max_distance.is_none()),
+                    ("`weights`", weights.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, absent)| absent.then_some(name))
+                .collect();
+                let (Some((buckets, b_span)), Some((max_distance, m_span)), Some(weights)) =
+                    (buckets, max_distance, weights)
+                else {
+                    self.error(
+                        call.span(),
+                        format!(
+                            "`relative` is missing {}: it takes `buckets` and `max_distance` (the checkpoint's \
+                             `relative_attention_num_buckets` and `relative_attention_max_distance`) and \
+                             `weights`, the `[buckets, heads]` table's name",
+                            missing.join(" and ")
+                        ),
+                    );
+                    return None;
+                };
+                if !buckets.is_multiple_of(2) {
+                    self.error(
+                        b_span,
+                        format!("relative buckets are split in half by direction, so their number is even: {buckets} is odd"),
+                    );
+                    return None;
+                }
+                if buckets < 4 || max_distance <= buckets / 2 {
+                    self.error(
+                        m_span,
+                        format!(
+                            "{buckets} relative buckets need `max_distance` above {} (the last exactly-bucketed \
+                             offset) and at least 4 buckets; found {max_distance} (T5 uses 32 buckets up to 128)",
+                            buckets / 2
+                        ),
+                    );
+                    return None;
+                }
+                Some(BiasArg::Relative { buckets, max_distance, weights })
+            }
+            other => {
+                self.error(other.span(), format!("{expected}, found `{}`", quote::quote!(#other)));
+                None
+            }
+        }
     }
 
     /// `concat(a, b, …)`: the tensors side by side.

@@ -86,10 +86,12 @@ pub enum FieldKind {
         rows: usize,
         width: usize,
     },
-    /// ALiBi's fixed per-head slopes, as a table per offset computed at load.
+    /// ALiBi's fixed per-head slopes, as a table per offset computed at load: `slope · (j − p)`
+    /// (BLOOM), or `−slope · |j − p|` when `bidirectional` (MosaicBERT).
     Alibi {
         heads: usize,
         max_positions: usize,
+        bidirectional: bool,
     },
     /// T5's learned bias per head and relative-distance bucket, expanded at load into a table
     /// per offset; shared by every layer of its stack.
@@ -326,6 +328,9 @@ impl Graph {
 
 /// Lowers a validated spec and fuses; widths are checked by [`check_widths`].
 pub fn lower(spec: &Spec) -> Graph {
+    if spec.weights == WeightScheme::T5 {
+        return seq2seq::encoder_only(spec);
+    }
     let names = Names::of(spec.weights);
     let norm = match spec.norm.kind {
         NormKind::LayerNorm => FieldKind::LayerNorm { width: spec.d_model, eps: spec.norm.eps },
@@ -431,11 +436,30 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
             offset: 0,
         });
     }
+    if let Positions::Relative { buckets, max_distance } = spec.positions {
+        fields.push(Field {
+            name: "relative_attention_bias",
+            doc: "Relative position bias per head and distance bucket, shared by every layer.",
+            kind: FieldKind::RelativeBias {
+                heads: spec.heads,
+                buckets,
+                max_distance,
+                bidirectional: spec.attention == Attention::Bidirectional,
+                max_positions: spec.max_positions,
+            },
+            weights: vec![relative_bias_name(spec.weights)],
+            split: vec![],
+        });
+    }
     if spec.positions == Positions::Alibi {
         fields.push(Field {
             name: "alibi",
             doc: "ALiBi score bias per head and offset, shared by every layer.",
-            kind: FieldKind::Alibi { heads: spec.heads, max_positions: spec.max_positions },
+            kind: FieldKind::Alibi {
+                heads: spec.heads,
+                max_positions: spec.max_positions,
+                bidirectional: spec.attention == Attention::Bidirectional,
+            },
             weights: vec![],
             split: vec![],
         });
@@ -537,7 +561,7 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         causal: spec.attention == Attention::Causal,
         window: Window::of_layers(&spec.windows),
         sparse: spec.sparse,
-        relative_bias: spec.positions == Positions::Alibi,
+        relative_bias: matches!(spec.positions, Positions::Alibi | Positions::Relative { .. }),
         scaled: true,
         qkv: Linear { weights: names.qkv.to_vec(), layout: qkv_layout },
         attention_output: names.attention_output,
@@ -1028,6 +1052,16 @@ fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
             Err(format!("norm `{name}` of width {width} applied to [S, {}]", value.width))
         }
         _ => Err(format!("`{name}` is not a norm")),
+    }
+}
+
+/// Where a single-stack scheme keeps a T5-style relative bias table `[buckets, heads]`, relative
+/// to the embeddings block: like T5, in the first layer's self-attention, shared by every layer.
+fn relative_bias_name(scheme: WeightScheme) -> &'static str {
+    match scheme {
+        WeightScheme::Llama => "layers.0.self_attn.relative_attention_bias.weight",
+        // Rejected by `check.rs` for the other single-stack schemes; named as BERT would be.
+        _ => "encoder.layer.0.attention.self.relative_attention_bias.weight",
     }
 }
 

@@ -3,8 +3,8 @@
 //! in each layer reading the encoder's output. Each stack's layer is one generated type.
 
 use super::{
-    fuse, layer_block, Block, CrossPlan, Field, FieldKind, Index, LayerPlan, Layout, Linear, Op, Value,
-    Window,
+    fuse, layer_block, Block, CrossPlan, Field, FieldKind, Graph, Index, LayerPlan, Layout, Linear, Op,
+    Value, Window,
 };
 use crate::spec::{LmHead, NormKind, Positions, Seq2Seq, Spec, Stack as StackDims, WeightScheme};
 
@@ -61,6 +61,25 @@ pub fn lower(spec: &Spec, s2s: &Seq2Seq) -> Seq2SeqGraph {
             }
             ignored
         },
+    }
+}
+
+/// A `weights: t5` model without sections: T5's encoder alone (Hugging Face `T5EncoderModel`,
+/// whose tensors are named as in `T5ForConditionalGeneration`'s encoder), with its relative bias
+/// table read from the first layer and shared by all of them.
+pub fn encoder_only(spec: &Spec) -> Graph {
+    let names = Names::of(spec.weights, spec.activation.is_gated());
+    let encoder = stack(spec, &spec.stack(), &names.encoder, &names, None);
+    Graph {
+        embeddings: encoder.embeddings,
+        layer: encoder.layer,
+        layers: encoder.layers,
+        final_norm: encoder.final_norm,
+        head: None,
+        head_field: "",
+        // `T5EncoderModel` may also save its tied copy of `shared`.
+        ignored: vec!["encoder.embed_tokens.weight"],
+        roots: &[""],
     }
 }
 

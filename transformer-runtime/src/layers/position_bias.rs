@@ -165,6 +165,21 @@ impl Alibi {
         Self { table, heads, span, center }
     }
 
+    /// The table of a bidirectional model (MosaicBERT): `−slope_h · |j − p|`, so keys on either
+    /// side of the query are penalised by their distance. For keys at or before the query
+    /// (`j ≤ p`) it equals [`Alibi::new`]'s table bit for bit (`slope · (−d)` and `−(slope · d)`
+    /// round alike), so a causal model may use either.
+    pub fn symmetric(heads: usize, max_positions: usize) -> Self {
+        let mut alibi = Self::new(heads, max_positions);
+        let center = alibi.center;
+        for row in alibi.table.chunks_exact_mut(alibi.span) {
+            for x in &mut row[center + 1..] {
+                *x = -*x;
+            }
+        }
+        alibi
+    }
+
     /// The per-head slopes of `build_alibi_tensor`: with `c` the largest power of two ≤ `heads`,
     /// `base^1..=base^c` for `base = 2^(−8/c)`, then for the remaining `heads − c` heads the odd
     /// powers `b^1, b^3, …` of `b = 2^(−8/(2c))` (the slopes a model of `2c` heads would have that

@@ -1,7 +1,7 @@
-// A T5 checkpoint is an encoder-decoder: it needs both sections.
+// `weights: t5` without sections is T5's encoder alone, which attends both ways.
 
 transformer::model! {
-    /// A small encoder-decoder with a mistake.
+    /// T5's encoder alone, with a mistake.
     pub struct Model {
         vocab_size: 96,
         max_positions: 64,
@@ -16,9 +16,8 @@ transformer::model! {
         relative_buckets: 8,
         relative_max_distance: 20,
         weights: t5,
-        lm_head: tied,
         layers: 2,
-        attention: bidirectional,
+        attention: causal,
     }
 }
 
