@@ -10,7 +10,8 @@
 //!   `LlamaForCausalLM` with rotary frequencies zeroed and the bias in a 4-D additive mask.
 //!
 //! Every row of every sequence, alone and in one right-padded batch, within 1e-4 (hidden states
-//! for encoders, logits for decoders). The script records that leaving the bias out, one-sided
+//! for encoders, logits for decoders); the decoders' cached steps (a 5-token prompt, then one token
+//! at a time) too. Composed versions (`attention(…, bias = …)`) are bit-identical to the presets. The script records that leaving the bias out, one-sided
 //! ALiBi on the encoder, and buckets of the other direction each move the outputs by 0.5 or more.
 
 use serde::Deserialize;
@@ -352,3 +353,38 @@ fn composed_t5_encoder_is_bit_identical_to_the_preset() {
     assert_eq!(bits(&composed.forward(&batch).unwrap()), bits(&preset.forward(&batch).unwrap()));
     check("t5_encoder", |batch| composed.forward(batch).unwrap());
 }
+
+/// Cached decoding reads the same bias table by offset: a 5-token prompt, then every later token
+/// of each fixture sequence fed one step at a time (teacher-forced), each step's logits against
+/// Hugging Face's row for that position, within 1e-4.
+macro_rules! cached_steps_match {
+    ($test:ident, $model:ty, $fixture:literal) => {
+        #[test]
+        fn $test() {
+            let (path, reference) = fixture($fixture);
+            let model = <$model>::from_safetensors(path).unwrap();
+            let mut ws = transformer::Workspace::new();
+            for (b, s) in reference.sequences.iter().enumerate() {
+                let mut cache = model.new_cache(1);
+                let prompt = Batch::from_sequences(&[&s.input_ids[..5]]).unwrap();
+                let mut last = model.step_into(&prompt, &mut cache, &mut ws).unwrap()[0];
+                let diff = max_abs_diff(&last, &s.hidden[4]);
+                assert!(diff <= 1e-4, "sequence {b} prompt: max |diff| {diff:e}");
+                for p in 5..s.input_ids.len() {
+                    let step = Batch::from_sequences(&[[s.input_ids[p]]]).unwrap();
+                    last = model.step_into(&step, &mut cache, &mut ws).unwrap()[0];
+                    let diff = max_abs_diff(&last, &s.hidden[p]);
+                    assert!(diff <= 1e-4, "sequence {b} step at position {p}: max |diff| {diff:e}");
+                }
+            }
+        }
+    };
+}
+
+cached_steps_match!(llama_alibi_cached_steps_match_hugging_face, LlamaAlibi, "llama_alibi");
+cached_steps_match!(llama_relative_cached_steps_match_hugging_face, LlamaRelative, "llama_relative");
+cached_steps_match!(
+    composed_llama_relative_cached_steps_match_hugging_face,
+    ComposedLlamaRelative,
+    "llama_relative"
+);
