@@ -235,6 +235,63 @@ composed_llama!(
     relative(buckets = 8, max_distance = 20, weights = "model.layers.0.self_attn.relative_attention_bias")
 );
 
+transformer::model! {
+    /// `tests/fixtures/bloom/bloom` as the preset declares it (`tests/decoder_variants_parity.rs`).
+    pub struct Bloom {
+        vocab_size: 320,
+        max_positions: 128,
+        d_model: 64,
+        heads: 4,
+        layers: 2,
+        d_ff: 256,
+        activation: gelu_tanh,
+        norm: layer_norm,
+        norm_eps: 1e-5,
+        norm_placement: pre,
+        positions: alibi,
+        attention: causal,
+        weights: bloom,
+        lm_head: tied,
+    }
+}
+
+transformer::model! {
+    /// BLOOM as composed blocks: ALiBi as an attention argument, the per-head fused QKV as a layout.
+    pub struct ComposedBloom {
+        vocab_size: 320,
+        max_positions: 128,
+        d_model: 64,
+        heads: 4,
+        d_ff: 256,
+        layers: 2,
+    }
+
+    fn forward(tokens) -> logits {
+        #[weights = "transformer.word_embeddings"]
+        let x = embedding(tokens, vocab_size, d_model);
+        #[weights = "transformer.word_embeddings_layernorm"]
+        let x = layer_norm(x, eps = 1e-5);
+        #[weights = "transformer.h.{layer}"]
+        for layer in 0..layers {
+            #[weights = "input_layernorm"]
+            let h = layer_norm(x, eps = 1e-5);
+            #[weights = "self_attention.query_key_value"]
+            let qkv = linear(h, 3 * d_model, layout = per_head(heads));
+            let context = attention(qkv, heads = heads, causal, bias = alibi);
+            #[weights = "self_attention.dense"]
+            x = x + linear(context, d_model);
+            #[weights = "post_attention_layernorm"]
+            let h = layer_norm(x, eps = 1e-5);
+            #[weights("mlp.dense_h_to_4h", "mlp.dense_4h_to_h")]
+            x = x + linear(gelu_tanh(linear(h, d_ff)), d_model);
+        }
+        #[weights = "transformer.ln_f"]
+        let x = layer_norm(x, eps = 1e-5);
+        #[weights = "transformer.word_embeddings"]
+        linear(x, vocab_size, bias = false)
+    }
+}
+
 #[derive(Deserialize)]
 struct Reference {
     sequences: Vec<Sequence>,
@@ -388,3 +445,26 @@ cached_steps_match!(
     ComposedLlamaRelative,
     "llama_relative"
 );
+
+#[test]
+fn composed_bloom_is_bit_identical_to_the_preset() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bloom/bloom/model.safetensors");
+    let (composed, preset) =
+        (ComposedBloom::from_safetensors(&path).unwrap(), Bloom::from_safetensors(&path).unwrap());
+    let prompts: [&[u32]; 3] =
+        [&[5, 17, 300, 2, 9], &[1, 2, 3], &[40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]];
+    let batch = Batch::from_sequences(&prompts).unwrap();
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "logits differ"
+    );
+    let options = transformer::GenerateOptions { max_new_tokens: 24, ..Default::default() };
+    assert_eq!(composed.generate(&prompts, &options).unwrap(), preset.generate(&prompts, &options).unwrap());
+    let (mut c1, mut c2) = (composed.new_cache(3), preset.new_cache(3));
+    let (mut w1, mut w2) = (transformer::Workspace::new(), transformer::Workspace::new());
+    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
+    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
+    assert_eq!(a, b, "cached steps differ");
+}

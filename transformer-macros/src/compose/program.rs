@@ -1253,10 +1253,14 @@ impl Interp<'_> {
             }
             Some(Expr::Path(p)) if p.path.is_ident("torch") => Layout::Torch,
             Some(Expr::Path(p)) if p.path.is_ident("conv1d") => Layout::Conv1d,
+            Some(Expr::Call(call)) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("per_head")) => {
+                self.per_head_layout(call, output)?
+            }
             Some(other) => {
                 self.error(
                     other.span(),
-                    "`layout` is `torch` (nn.Linear, `[out, in]`) or `conv1d` (GPT-2, `[in, out]`)",
+                    "`layout` is `torch` (nn.Linear, `[out, in]`), `conv1d` (GPT-2, `[in, out]`) or \
+                     `per_head(heads)` (BLOOM's and GPT-NeoX's fused QKV, rows `[heads, 3, head_dim]`)",
                 );
                 return None;
             }
@@ -1531,6 +1535,25 @@ impl Interp<'_> {
         let out = self.cur.tensor(wq, span, "context");
         self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim }));
         Some(Val::Tensor(out))
+    }
+
+    /// Rule: `layout = per_head(heads)` is a fused QKV stored with each head's query, key and value
+    /// rows together (`[heads, 3, head_dim]`: BLOOM, GPT-NeoX), reordered at load to `[Q | K | V]`;
+    /// its output splits into `3 × heads` equal parts.
+    fn per_head_layout(&mut self, call: &syn::ExprCall, output: usize) -> Option<Layout> {
+        let [heads_expr] = call.args.iter().collect::<Vec<_>>()[..] else {
+            self.error(call.span(), "`per_head` takes the number of heads: `layout = per_head(heads)`");
+            return None;
+        };
+        let heads = self.positive(heads_expr, "heads")?;
+        if !output.is_multiple_of(3 * heads) {
+            self.error(
+                heads_expr.span(),
+                format!("a per-head fused QKV of {heads} heads has 3 × {heads} equal parts, but {output} outputs do not split into them"),
+            );
+            return None;
+        }
+        Some(Layout::HeadInterleaved { heads })
     }
 
     /// Rule: an attention's `bias` is `alibi` or `relative(buckets = …, max_distance = …,
