@@ -214,14 +214,17 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
             "post-norm chosen here",
         );
     }
+    let scale_embeddings = name(&mut cx, "embedding_scale", EMBEDDING_SCALES).map(|n| n == "sqrt_d_model");
+    let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
     if let (Some(b), Some(entry)) = (buckets, entries.get("relative_buckets")) {
-        relative_buckets_even(&mut cx, b, entry);
+        // An encoder-decoder is checked as its (bidirectional) encoder: its buckets are even.
+        if attention != Some(Attention::Causal) {
+            relative_buckets_even(&mut cx, b, entry);
+        }
         if let (Some(m), Some(max_entry)) = (max_distance, entries.get("relative_max_distance")) {
             relative_buckets_fit(&mut cx, b, m, max_entry);
         }
     }
-    let scale_embeddings = name(&mut cx, "embedding_scale", EMBEDDING_SCALES).map(|n| n == "sqrt_d_model");
-    let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
     let weights = name(&mut cx, "weights", SCHEMES).map(|n| match n {
         "gpt2" => WeightScheme::Gpt2,
         "vit" => WeightScheme::Vit,
@@ -838,8 +841,9 @@ fn relative_buckets_fit(cx: &mut Ctxt, buckets: usize, max_distance: usize, entr
     );
 }
 
-/// Rule: T5 buckets split into two halves (keys before and after the query) in the encoder, so
-/// their number is even.
+/// Rule: T5 buckets split into two halves (keys before and after the query) in a bidirectional
+/// stack (an encoder, and so an encoder-decoder's shared setting), so their number is even; a
+/// causal stack's buckets all count keys before the query.
 fn relative_buckets_even(cx: &mut Ctxt, buckets: usize, entry: &Entry) {
     if !buckets.is_multiple_of(2) {
         cx.error(

@@ -1,7 +1,7 @@
-// T5's relative buckets are split in half by direction: their number is even.
+// In a bidirectional attention T5's relative buckets are split in half by direction: their number is even.
 
 transformer::model! {
-    /// A small composed decoder.
+    /// A small composed encoder.
     pub struct Model {
         vocab_size: 100,
         max_positions: 32,
@@ -11,21 +11,21 @@ transformer::model! {
         layers: 2,
     }
 
-    fn forward(tokens) -> logits {
+    fn forward(tokens) -> hidden {
         let x = embedding(tokens, vocab_size, d_model);
         for layer in 0..layers {
-            let h = layer_norm(x);
-            let qkv = linear(h, 3 * d_model);
-            let context = attention(qkv, heads = heads, causal, bias = relative(buckets = 7, max_distance = 20, weights = "rel"));
+            let qkv = linear(x, 3 * d_model);
+            let context = attention(qkv, heads = heads, bias = relative(buckets = 7, max_distance = 20, weights = "rel"));
             #[weights = "attn_out"]
-            x = x + linear(context, d_model);
-            let h = layer_norm(x);
+            let attention_out = linear(context, d_model);
+            #[weights = "attn_norm"]
+            x = layer_norm(x + attention_out);
             #[weights("fc_in", "fc_out")]
-            x = x + linear(gelu(linear(h, d_ff)), d_model);
+            let ffn_out = linear(gelu(linear(x, d_ff)), d_model);
+            #[weights = "ffn_norm"]
+            x = layer_norm(x + ffn_out);
         }
-        let x = layer_norm(x);
-        #[weights = "lm_head"]
-        linear(x, vocab_size, bias = false)
+        x
     }
 }
 

@@ -1459,7 +1459,7 @@ impl Interp<'_> {
         };
         let bias = match args.take("bias") {
             None => None,
-            Some(e) => Some((self.position_bias(e)?, At(e.span()))),
+            Some(e) => Some((self.position_bias(e, causal)?, At(e.span()))),
         };
         let scaled = self.flag_arg(args, "scaled", true)?;
         let out = self.cur.tensor(heads * head_dim, span, "context");
@@ -1557,10 +1557,11 @@ impl Interp<'_> {
     }
 
     /// Rule: an attention's `bias` is `alibi` or `relative(buckets = …, max_distance = …,
-    /// weights = "…")`: T5's buckets, an even number (half per direction), at least 4, with
+    /// weights = "…")`: T5's buckets, an even number when bidirectional (half per direction; a
+    /// causal attention's all count earlier keys), at least 4, with
     /// `max_distance` beyond the exact half (`> buckets / 2`); `weights` names the table's module,
     /// read once for every layer.
-    fn position_bias(&mut self, e: &Expr) -> Option<BiasArg> {
+    fn position_bias(&mut self, e: &Expr, causal: bool) -> Option<BiasArg> {
         let expected = "`bias` is `alibi` or `relative(buckets = 32, max_distance = 128, weights = \"…\")`";
         match e {
             Expr::Path(p) if p.path.is_ident("alibi") => Some(BiasArg::Alibi),
@@ -1624,7 +1625,7 @@ impl Interp<'_> {
                     );
                     return None;
                 };
-                if !buckets.is_multiple_of(2) {
+                if !causal && !buckets.is_multiple_of(2) {
                     self.error(
                         b_span,
                         format!("relative buckets are split in half by direction, so their number is even: {buckets} is odd"),
