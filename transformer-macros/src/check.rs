@@ -734,7 +734,8 @@ fn vit_layout(
 }
 
 /// Rule: `weights: t5` without `encoder`/`decoder` sections is T5's encoder alone
-/// (`T5EncoderModel`): bidirectional, with no head and no token types.
+/// (`T5EncoderModel`): bidirectional, with no head and no token types; like the encoder-decoder
+/// stacks it is built from, it attends globally with a sequential residual.
 fn t5_alone_is_its_encoder(cx: &mut Ctxt, entries: &Entries, attention: Option<Attention>) {
     if attention == Some(Attention::Causal) {
         layout_conflict(
@@ -752,6 +753,17 @@ fn t5_alone_is_its_encoder(cx: &mut Ctxt, entries: &Entries, attention: Option<A
                 format!("T5's encoder alone (`T5EncoderModel`) has no `{key}`: remove it"),
             );
         }
+    }
+    let parallel = entries.get("residual").filter(|e| matches!(&e.value, Value::Name(n) if n == "parallel"));
+    for entry in ["window", "sparse"].iter().filter_map(|k| entries.get(*k)).chain(parallel) {
+        cx.error(
+            entry.key.span(),
+            format!(
+                "`{}` is not implemented for T5's encoder alone in this version (it lowers through the \
+                 encoder-decoder stack): remove it",
+                entry.key
+            ),
+        );
     }
 }
 
