@@ -1,6 +1,7 @@
 //! The key/value cache of a decoder: per layer and per sequence, the keys and values of every
 //! token seen so far, preallocated for the model's whole context so a decode step only appends.
 
+use crate::layers::additive::AlignmentState;
 use crate::{Batch, Error, Result};
 
 /// Keys and values of `layers × batch` sequences, each with room for `max_positions` rows of
@@ -16,6 +17,9 @@ pub struct KvCache {
     /// Same layout as `keys`.
     values: Vec<f32>,
     lens: Vec<usize>,
+    /// Per layer: a location-sensitive cross-attention's alignments (empty for other models),
+    /// made for the encoded sources on the first step (see [`KvCache::take_alignments`]).
+    alignments: Vec<AlignmentState>,
 }
 
 impl KvCache {
@@ -30,6 +34,7 @@ impl KvCache {
             keys: vec![0.0; n],
             values: vec![0.0; n],
             lens: vec![0; batch],
+            alignments: Vec::new(),
         }
     }
 
@@ -61,6 +66,40 @@ impl KvCache {
     /// Forgets every sequence (keeps the memory).
     pub fn reset(&mut self) {
         self.lens.fill(0);
+    }
+
+    /// Moves out the per-layer alignment states of a location-sensitive cross-attention over
+    /// `sources`, for a step to continue (give them back with
+    /// [`restore_alignments`](Self::restore_alignments)). They are made on the first step (and
+    /// again for new sources once the cache is empty); a sequence with no cached tokens starts
+    /// from zero alignments.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CacheSourcesMismatch`] when the cache holds tokens decoded against sources of
+    /// another padded length.
+    pub fn take_alignments(&mut self, layers: usize, sources: &Batch) -> Result<Vec<AlignmentState>> {
+        let mut states = std::mem::take(&mut self.alignments);
+        let fits = states.len() == layers && states.iter().all(|s| s.fits(sources));
+        if !fits {
+            if let (true, Some(state)) = (self.lens.iter().any(|&n| n > 0), states.first()) {
+                let cached = state.source_len();
+                self.alignments = states;
+                return Err(Error::CacheSourcesMismatch { cached, sources: sources.seq_len() });
+            }
+            states = (0..layers).map(|_| AlignmentState::new(sources)).collect();
+        }
+        for state in &mut states {
+            for (b, _) in self.lens.iter().enumerate().filter(|(_, n)| **n == 0) {
+                state.reset_sequence(b);
+            }
+        }
+        Ok(states)
+    }
+
+    /// Puts back the alignment states a step took with [`take_alignments`](Self::take_alignments).
+    pub fn restore_alignments(&mut self, states: Vec<AlignmentState>) {
+        self.alignments = states;
     }
 
     /// Ends a step: sequence `b` now holds `new[b]` more tokens. Called once after every layer

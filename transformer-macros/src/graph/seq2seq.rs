@@ -3,10 +3,10 @@
 //! in each layer reading the encoder's output. Each stack's layer is one generated type.
 
 use super::{
-    fuse, layer_block, Block, CrossPlan, Field, FieldKind, Index, LayerPlan, Layout, Linear, Op, Value,
-    Window,
+    fuse, layer_block, AdditiveKind, AdditivePlan, Block, CrossPlan, Field, FieldKind, Index, LayerPlan,
+    Layout, Linear, Op, Value, Window,
 };
-use crate::spec::{LmHead, NormKind, Positions, Seq2Seq, Spec, Stack as StackDims, WeightScheme};
+use crate::spec::{CrossKind, LmHead, NormKind, Positions, Seq2Seq, Spec, Stack as StackDims, WeightScheme};
 
 /// One stack.
 #[derive(Clone, Debug)]
@@ -51,7 +51,7 @@ pub fn lower(spec: &Spec, s2s: &Seq2Seq) -> Seq2SeqGraph {
     let dec = &s2s.decoder;
     Seq2SeqGraph {
         encoder: stack(spec, &enc, &names.encoder, &names, None),
-        decoder: stack(spec, dec, &names.decoder, &names, Some(enc.d_model)),
+        decoder: stack(spec, dec, &names.decoder, &names, Some((enc.d_model, s2s.cross))),
         head: head(spec, dec, &names),
         ignored: {
             let mut ignored = names.ignored.to_vec();
@@ -69,8 +69,9 @@ fn stack(
     dims: &StackDims,
     names: &StackNames,
     all: &Names,
-    memory_width: Option<usize>,
+    memory: Option<(usize, CrossKind)>,
 ) -> Stack {
+    let memory_width = memory.map(|(width, _)| width);
     let d = dims.d_model;
     let causal = memory_width.is_some();
     let norm = match spec.norm.kind {
@@ -90,7 +91,10 @@ fn stack(
             Layout::InProj { .. } => (linear(q, in_proj(0)), linear(kv, in_proj(inner))),
             layout => (linear(q, layout), linear(kv, layout)),
         };
-        CrossPlan { memory_width, query, key_value, output, norm }
+        let additive = memory.and_then(|(_, kind)| additive_plan(kind, spec.max_positions));
+        // The additive kinds' output projection maps the context (memory rows) to d_model.
+        let output = if additive.is_some() { ADDITIVE_OUTPUT } else { output };
+        CrossPlan { memory_width, additive, query, key_value, output, norm }
     });
     let relative = matches!(spec.positions, Positions::Relative { .. });
     let plan = LayerPlan {
@@ -148,6 +152,25 @@ fn stack(
             cached: false,
         }),
     }
+}
+
+/// Module names of an additive or location cross-attention in a `weights: torch` decoder layer
+/// (`scripts/reference/additive_seq2seq.py`): `cross_attn` in place of `multihead_attn`, and the
+/// context's projection `cross_out` in place of `multihead_attn.out_proj`.
+const ADDITIVE_MODULE: &str = "cross_attn";
+const ADDITIVE_OUTPUT: &str = "cross_out";
+
+/// The additive or location cross-attention of a decoder layer (none for multi-head).
+fn additive_plan(kind: CrossKind, max_source: usize) -> Option<AdditivePlan> {
+    let kind = match kind {
+        CrossKind::MultiHead => return None,
+        CrossKind::Additive { attention_dim } => AdditiveKind::Bahdanau { attention: attention_dim },
+        CrossKind::Location => AdditiveKind::Location { max_source },
+        CrossKind::LocationSensitive { attention_dim, filters, kernel } => {
+            AdditiveKind::LocationSensitive { attention: attention_dim, filters, kernel }
+        }
+    };
+    Some(AdditivePlan { kind, module: ADDITIVE_MODULE, max_source })
 }
 
 /// Token embeddings (shared by both stacks), optionally scaled, plus positions and a norm where
