@@ -148,19 +148,29 @@ macro_rules! parity_tests {
                 let (model, r) = (model(), reference($name));
                 let mut worst = 0.0f32;
                 for case in &r.cases {
-                    let memory = model.encode(&Batch::from_sequences(&slices(&case.sources)).unwrap()).unwrap();
+                    let memory =
+                        model.encode(&Batch::from_sequences(&slices(&case.sources)).unwrap()).unwrap();
                     let targets = Batch::from_sequences(&slices(&case.targets)).unwrap();
                     let logits = model.logits(&memory, &targets).unwrap();
                     let mut expected = case.logits.iter();
                     for (b, target) in case.targets.iter().enumerate() {
                         for t in 0..target.len() {
                             let row = &logits[b * targets.seq_len() + t];
-                            let diff = max_abs_diff(row, expected.next().expect("a reference row per real row"));
-                            assert!(diff <= TOLERANCE, "{}: sequence {b}, row {t}: max |Δ| = {diff}", case.name);
+                            let diff =
+                                max_abs_diff(row, expected.next().expect("a reference row per real row"));
+                            assert!(
+                                diff <= TOLERANCE,
+                                "{}: sequence {b}, row {t}: max |Δ| = {diff}",
+                                case.name
+                            );
                             worst = worst.max(diff);
                         }
                     }
-                    assert!(expected.next().is_none(), "{}: more reference rows than real target rows", case.name);
+                    assert!(
+                        expected.next().is_none(),
+                        "{}: more reference rows than real target rows",
+                        case.name
+                    );
                 }
                 println!("{}: teacher-forced logits, max |Δ| = {worst:.2e}", $name);
             }
@@ -169,7 +179,8 @@ macro_rules! parity_tests {
             fn greedy_matches_alone_and_batched() {
                 let (model, r) = (model(), reference($name));
                 let g = &r.generation;
-                let options = GenerateOptions { max_new_tokens: g.max_new_tokens, ..GenerateOptions::default() };
+                let options =
+                    GenerateOptions { max_new_tokens: g.max_new_tokens, ..GenerateOptions::default() };
                 for (b, source) in g.sources.iter().enumerate() {
                     let out = model.generate(&[source], &options).unwrap();
                     assert_eq!(out[0], g.alone[b], "source {b} alone");
@@ -192,7 +203,8 @@ macro_rules! parity_tests {
                 // Prefill 3 tokens of each target, then one token per step, then (after a
                 // reset) the whole prefix again as one step: each must equal the full pass.
                 let prefix: Vec<&[u32]> = targets.iter().map(|t| &t[..3]).collect();
-                let first = model.step_into(&memory, &Batch::from_sequences(&prefix).unwrap(), &mut cache, &mut ws);
+                let first =
+                    model.step_into(&memory, &Batch::from_sequences(&prefix).unwrap(), &mut cache, &mut ws);
                 for (b, row) in first.unwrap().iter().enumerate() {
                     let diff = max_abs_diff(row, &full[b * seq + 2]);
                     assert!(diff <= 1e-5, "target {b}, prefill: max |Δ| = {diff}");
@@ -200,7 +212,8 @@ macro_rules! parity_tests {
                 let mut checked = 0;
                 for pos in 3..shortest {
                     let step: Vec<&[u32]> = targets.iter().map(|t| &t[pos..pos + 1]).collect();
-                    let logits = model.step_into(&memory, &Batch::from_sequences(&step).unwrap(), &mut cache, &mut ws);
+                    let logits =
+                        model.step_into(&memory, &Batch::from_sequences(&step).unwrap(), &mut cache, &mut ws);
                     for (b, row) in logits.unwrap().iter().enumerate() {
                         let diff = max_abs_diff(row, &full[b * seq + pos]);
                         assert!(diff <= 1e-5, "target {b}, position {pos}: max |Δ| = {diff}");
@@ -210,7 +223,8 @@ macro_rules! parity_tests {
                 assert!(checked >= 3, "the case must leave steps after the prefill");
                 cache.reset();
                 let whole: Vec<&[u32]> = targets.iter().map(|t| &t[..shortest]).collect();
-                let again = model.step_into(&memory, &Batch::from_sequences(&whole).unwrap(), &mut cache, &mut ws);
+                let again =
+                    model.step_into(&memory, &Batch::from_sequences(&whole).unwrap(), &mut cache, &mut ws);
                 for (b, row) in again.unwrap().iter().enumerate() {
                     let diff = max_abs_diff(row, &full[b * seq + shortest - 1]);
                     assert!(diff <= 1e-5, "target {b}, after a reset: max |Δ| = {diff}");

@@ -32,7 +32,8 @@ const SECTION_KEYS: &[&str] = &[
 ];
 
 /// The decoder-section keys that choose and shape the cross-attention kind.
-const CROSS_KIND_KEYS: &[&str] = &["cross_attention_kind", "attention_dim", "location_filters", "location_kernel"];
+const CROSS_KIND_KEYS: &[&str] =
+    &["cross_attention_kind", "attention_dim", "location_filters", "location_kernel"];
 
 /// Cross-attention kinds.
 const CROSS_KINDS: &[&str] = &["multi_head", "additive", "location", "location_sensitive"];
@@ -253,18 +254,22 @@ fn cross_attention_kind(cx: &mut Ctxt, own: &Entries, weights: Option<WeightSche
     Some(match name {
         "additive" => CrossKind::Additive { attention_dim: attention_dim? },
         "location" => CrossKind::Location,
-        "location_sensitive" => CrossKind::LocationSensitive {
-            attention_dim: attention_dim?,
-            filters: filters?,
-            kernel: kernel?,
-        },
+        "location_sensitive" => {
+            CrossKind::LocationSensitive { attention_dim: attention_dim?, filters: filters?, kernel: kernel? }
+        }
         _ => CrossKind::MultiHead,
     })
 }
 
 /// Rule: a cross-attention kind takes the keys that shape it (`wants`) and no others of
 /// [`CROSS_KIND_KEYS`]. A missing key is reported at the kind; a key of another kind at itself.
-fn kind_keys_fit(cx: &mut Ctxt, own: &Entries, kind: &str, kind_entry: Option<&Entry>, wants: &[&str]) -> bool {
+fn kind_keys_fit(
+    cx: &mut Ctxt,
+    own: &Entries,
+    kind: &str,
+    kind_entry: Option<&Entry>,
+    wants: &[&str],
+) -> bool {
     let mut ok = true;
     let missing: Vec<&str> = wants.iter().copied().filter(|k| !own.contains_key(*k)).collect();
     if let (false, Some(entry)) = (missing.is_empty(), kind_entry) {
@@ -276,7 +281,10 @@ fn kind_keys_fit(cx: &mut Ctxt, own: &Entries, kind: &str, kind_entry: Option<&E
         };
         cx.error(
             entry.value.span(),
-            format!("`cross_attention_kind: {kind}` needs {} in the decoder's section: {what}", list(&missing)),
+            format!(
+                "`cross_attention_kind: {kind}` needs {} in the decoder's section: {what}",
+                list(&missing)
+            ),
         );
         ok = false;
     }
@@ -287,7 +295,9 @@ fn kind_keys_fit(cx: &mut Ctxt, own: &Entries, kind: &str, kind_entry: Option<&E
             } else {
                 "`cross_attention_kind: location_sensitive`"
             };
-            let kind = if kind_entry.is_some() { format!("`{kind}` cross-attention") } else {
+            let kind = if kind_entry.is_some() {
+                format!("`{kind}` cross-attention")
+            } else {
                 "the default `multi_head` cross-attention".to_string()
             };
             cx.error(

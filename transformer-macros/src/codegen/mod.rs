@@ -267,11 +267,17 @@ fn field_load(f: &Field) -> TokenStream {
         FieldKind::Additive { kind, .. } => {
             let name = tensor_name(f.weights[0]);
             match kind {
-                AdditiveKind::Bahdanau { .. } => quote!(#rt::layers::additive::Bahdanau::load(loader, &#name)),
-                AdditiveKind::Location { .. } => quote!(#rt::layers::additive::LuongLocation::load(loader, &#name)),
-                AdditiveKind::LocationSensitive { kernel, .. } => quote!(#rt::layers::additive::LocationSensitive::load(
-                    loader, &#name, #rt::layers::additive::AlignmentChannels::PreviousAndCumulative, #kernel
-                )),
+                AdditiveKind::Bahdanau { .. } => {
+                    quote!(#rt::layers::additive::Bahdanau::load(loader, &#name))
+                }
+                AdditiveKind::Location { .. } => {
+                    quote!(#rt::layers::additive::LuongLocation::load(loader, &#name))
+                }
+                AdditiveKind::LocationSensitive { kernel, .. } => {
+                    quote!(#rt::layers::additive::LocationSensitive::load(
+                        loader, &#name, #rt::layers::additive::AlignmentChannels::PreviousAndCumulative, #kernel
+                    ))
+                }
             }
         }
         FieldKind::Linear { bias, layout: Layout::Torch, .. } if f.weights.len() == 1 => {

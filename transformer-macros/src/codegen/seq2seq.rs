@@ -413,11 +413,13 @@ impl CrossCalls {
         };
         // Luong's location has no keys: its per-layer memory entry is empty.
         let project = match kind {
-            AdditiveKind::Bahdanau { attention } | AdditiveKind::LocationSensitive { attention, .. } => quote!({
-                let mut keys = ::std::vec![[0.0f32; #attention]; hidden.len()];
-                layer.cross_attention.project_memory(hidden, &mut keys, &self.threads);
-                keys.into_flattened()
-            }),
+            AdditiveKind::Bahdanau { attention } | AdditiveKind::LocationSensitive { attention, .. } => {
+                quote!({
+                    let mut keys = ::std::vec![[0.0f32; #attention]; hidden.len()];
+                    layer.cross_attention.project_memory(hidden, &mut keys, &self.threads);
+                    keys.into_flattened()
+                })
+            }
             AdditiveKind::Location { .. } => quote!(::std::vec::Vec::new()),
         };
         let rows = quote!(memory.hidden().as_chunks::<#d>().0, memory.key_values(i), memory.sources(),);

@@ -125,11 +125,12 @@ impl AdditiveKind {
     /// Width of each query row's scratch: its projection, or its location logits.
     pub fn scratch_width(self) -> usize {
         match self {
-            AdditiveKind::Bahdanau { attention } | AdditiveKind::LocationSensitive { attention, .. } => attention,
+            AdditiveKind::Bahdanau { attention } | AdditiveKind::LocationSensitive { attention, .. } => {
+                attention
+            }
             AdditiveKind::Location { max_source } => max_source,
         }
     }
-
 }
 
 /// How a checkpoint stores a linear layer's weight.
@@ -318,7 +319,9 @@ impl Op {
             Op::Activation { value, .. } => vec![value],
             Op::Attention { qkv, output, .. } => vec![qkv, output],
             Op::CrossAttention { q, output, .. } => vec![q, output],
-            Op::AdditiveCross { input, scores, alignments, output, .. } => vec![input, scores, alignments, output],
+            Op::AdditiveCross { input, scores, alignments, output, .. } => {
+                vec![input, scores, alignments, output]
+            }
             Op::Scale { value, .. } => vec![value],
             Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
             Op::Gather { output, .. } => vec![output],
