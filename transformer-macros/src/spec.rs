@@ -63,6 +63,8 @@ pub struct Seq2Seq {
     pub decoder_start: u32,
     /// How the decoder's cross-attention scores the encoder's rows.
     pub cross: CrossKind,
+    /// The decoder's self-attention window per layer (`None`: global; empty: global everywhere).
+    pub decoder_windows: Vec<Option<usize>>,
 }
 
 /// A decoder's cross-attention kind (`cross_attention_kind` in its section).

@@ -7,7 +7,7 @@
 use proc_macro2::Span;
 
 use super::{
-    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, layout_conflict, list,
+    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, layout_conflict, list, local,
     positive_size, Entries, MAX_HEADS, MAX_LAYERS, MAX_WIDTH,
 };
 use crate::ast::{Entry, Value};
@@ -29,6 +29,8 @@ const SECTION_KEYS: &[&str] = &[
     "attention_dim",
     "location_filters",
     "location_kernel",
+    "window",
+    "sparse",
 ];
 
 /// The decoder-section keys that choose and shape the cross-attention kind.
@@ -169,6 +171,11 @@ pub(super) fn decoder(
     let head_dim_given = size(cx, "head_dim", MAX_WIDTH);
     let layers = size(cx, "layers", MAX_LAYERS);
     let d_ff = size(cx, "d_ff", MAX_WIDTH * 16);
+    // The decoder's own window (the encoder's is validated with the encoder's keys).
+    let windows = match own.get("window") {
+        Some(entry) => local::windows(cx, entry, layers),
+        None => Some(Vec::new()),
+    };
     let missing: Vec<&str> =
         ["d_model", "heads", "layers", "d_ff"].into_iter().filter(|k| !entries.contains_key(*k)).collect();
     if !missing.is_empty() {
@@ -206,6 +213,7 @@ pub(super) fn decoder(
         },
         decoder_start: decoder_start?,
         cross,
+        decoder_windows: windows?,
     })
 }
 

@@ -109,6 +109,14 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
     let cross = CrossCalls::of(&graph.decoder.layer, inner, d);
     let (project_memory, memory_args, cached_memory_args) = (&cross.project, &cross.args, &cross.cached_args);
     let (full_state, step_take, step_restore) = (&cross.full_state, &cross.step_take, &cross.step_restore);
+    // Layers whose windows differ take their index.
+    let index = |layer: &Block| layer.per_layer().then(|| quote!(i,));
+    let (enc_index, dec_index) = (index(&graph.encoder.layer), index(&graph.decoder.layer));
+    let enc_loop = if enc_index.is_some() {
+        quote!((i, layer) in self.encoder_layers.iter().enumerate())
+    } else {
+        quote!(layer in &self.encoder_layers)
+    };
     let ignored = &graph.ignored;
     let (heads, head_dim, enc_layers, dec_layers, d_ff, max_pos, start) = (
         spec.heads,
@@ -225,8 +233,8 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 #enc_carve
                 self.encoder_embeddings.forward(x, batch);
                 #enc_bias_let
-                for layer in &self.encoder_layers {
-                    layer.forward(x, batch, #enc_bias_arg s, &self.threads);
+                for #enc_loop {
+                    layer.forward(x, batch, #enc_bias_arg s, #enc_index &self.threads);
                 }
                 #enc_final_run
                 ::core::result::Result::Ok(x)
@@ -272,7 +280,7 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 #dec_bias_let
                 #full_state
                 for (i, layer) in self.decoder_layers.iter().enumerate() {
-                    layer.forward(x, batch, #dec_bias_arg #memory_args s, &self.threads);
+                    layer.forward(x, batch, #dec_bias_arg #memory_args s, #dec_index &self.threads);
                 }
                 #dec_final_run
                 let logits = logits.as_chunks_mut::<#v>().0;

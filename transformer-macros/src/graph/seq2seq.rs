@@ -50,8 +50,15 @@ pub fn lower(spec: &Spec, s2s: &Seq2Seq) -> Seq2SeqGraph {
     let enc = spec.stack();
     let dec = &s2s.decoder;
     Seq2SeqGraph {
-        encoder: stack(spec, &enc, &names.encoder, &names, None),
-        decoder: stack(spec, dec, &names.decoder, &names, Some((enc.d_model, s2s.cross))),
+        encoder: stack(spec, &enc, &names.encoder, &names, None, &spec.windows),
+        decoder: stack(
+            spec,
+            dec,
+            &names.decoder,
+            &names,
+            Some((enc.d_model, s2s.cross)),
+            &s2s.decoder_windows,
+        ),
         head: head(spec, dec, &names),
         ignored: {
             let mut ignored = names.ignored.to_vec();
@@ -70,6 +77,7 @@ fn stack(
     names: &StackNames,
     all: &Names,
     memory: Option<(usize, CrossKind)>,
+    windows: &[Option<usize>],
 ) -> Stack {
     let memory_width = memory.map(|(width, _)| width);
     let d = dims.d_model;
@@ -114,7 +122,7 @@ fn stack(
         rope: None,
         parallel: false,
         causal,
-        window: Window::Global,
+        window: Window::of_layers(windows),
         sparse: None,
         relative_bias: relative,
         // T5 folds the 1/sqrt(head_dim) into its query weights.
