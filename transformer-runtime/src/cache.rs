@@ -152,3 +152,40 @@ impl KvCache {
         self.keys[range.clone()].chunks_mut(per_seq).zip(self.values[range].chunks_mut(per_seq))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(lens: &[usize]) -> Batch {
+        let seqs: Vec<Vec<u32>> = lens.iter().map(|&n| vec![3; n]).collect();
+        Batch::from_sequences(&seqs).expect("valid sources")
+    }
+
+    #[test]
+    fn alignments_are_made_for_the_sources_and_kept_while_decoding() {
+        let mut cache = KvCache::new(2, 2, 8, 4);
+        let first = sources(&[5, 3]);
+        let states = cache.take_alignments(2, &first).unwrap();
+        assert_eq!(states.len(), 2);
+        assert!(states.iter().all(|s| s.fits(&first) && s.previous(1).iter().all(|&a| a == 0.0)));
+        cache.restore_alignments(states);
+        cache.advance(&[1, 1]);
+        let other = sources(&[2, 2]);
+        let err = cache.take_alignments(2, &other).unwrap_err();
+        assert!(matches!(err, Error::CacheSourcesMismatch { cached: 5, sources: 2 }), "{err}");
+        // The failed call kept the states: the first sources still continue.
+        assert!(cache.take_alignments(2, &first).unwrap().iter().all(|s| s.fits(&first)));
+    }
+
+    #[test]
+    fn an_empty_cache_takes_new_sources() {
+        let mut cache = KvCache::new(1, 1, 8, 4);
+        let states = cache.take_alignments(1, &sources(&[5])).unwrap();
+        cache.restore_alignments(states);
+        cache.advance(&[2]);
+        cache.reset();
+        let states = cache.take_alignments(1, &sources(&[2])).unwrap();
+        assert!(states[0].fits(&sources(&[2])));
+    }
+}
