@@ -132,8 +132,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
     let windows = entries.get("window").and_then(|e| local::windows(&mut cx, e, layers));
     let sparse = entries.get("sparse").and_then(|e| local::sparse(&mut cx, e));
-    if sections.is_some() {
-        local::single_stack_only(&mut cx, &entries);
+    if let Some(sections) = &sections {
+        local::windows_per_stack(&mut cx, &top, [&sections.encoder, &sections.decoder]);
     }
     let image_size = size(&mut cx, "image_size", MAX_IMAGE);
     let patch_size = size(&mut cx, "patch_size", MAX_IMAGE);

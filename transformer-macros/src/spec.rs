@@ -61,6 +61,24 @@ pub struct Seq2Seq {
     pub decoder: Stack,
     /// The token every decoded sequence starts from (`decoder_start_token_id`).
     pub decoder_start: u32,
+    /// How the decoder's cross-attention scores the encoder's rows.
+    pub cross: CrossKind,
+    /// The decoder's self-attention window per layer (`None`: global; empty: global everywhere).
+    pub decoder_windows: Vec<Option<usize>>,
+}
+
+/// A decoder's cross-attention kind (`cross_attention_kind` in its section).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CrossKind {
+    /// Scaled dot-product multi-head attention (the default).
+    #[default]
+    MultiHead,
+    /// Bahdanau's `energyᵀ tanh(W_q s + W_k h + b)`, an MLP of width `attention_dim`.
+    Additive { attention_dim: usize },
+    /// Luong's "location": `softmax(W_a s + b_a)` over source positions up to `max_positions`.
+    Location,
+    /// Bahdanau's scores plus convolved previous and cumulative alignments (Tacotron 2).
+    LocationSensitive { attention_dim: usize, filters: usize, kernel: usize },
 }
 
 /// One stack's dims.

@@ -1,6 +1,7 @@
 //! The key/value cache of a decoder: per layer and per sequence, the keys and values of every
 //! token seen so far, preallocated for the model's whole context so a decode step only appends.
 
+use crate::layers::additive::AlignmentState;
 use crate::{Batch, Error, Result};
 
 /// Keys and values of `layers × batch` sequences, each with room for `max_positions` rows of
@@ -16,6 +17,9 @@ pub struct KvCache {
     /// Same layout as `keys`.
     values: Vec<f32>,
     lens: Vec<usize>,
+    /// Per layer: a location-sensitive cross-attention's alignments (empty for other models),
+    /// made for the encoded sources on the first step (see [`KvCache::take_alignments`]).
+    alignments: Vec<AlignmentState>,
 }
 
 impl KvCache {
@@ -30,6 +34,7 @@ impl KvCache {
             keys: vec![0.0; n],
             values: vec![0.0; n],
             lens: vec![0; batch],
+            alignments: Vec::new(),
         }
     }
 
@@ -61,6 +66,40 @@ impl KvCache {
     /// Forgets every sequence (keeps the memory).
     pub fn reset(&mut self) {
         self.lens.fill(0);
+    }
+
+    /// Moves out the per-layer alignment states of a location-sensitive cross-attention over
+    /// `sources`, for a step to continue (give them back with
+    /// [`restore_alignments`](Self::restore_alignments)). They are made on the first step (and
+    /// again for new sources once the cache is empty); a sequence with no cached tokens starts
+    /// from zero alignments.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CacheSourcesMismatch`] when the cache holds tokens decoded against sources of
+    /// another padded length.
+    pub fn take_alignments(&mut self, layers: usize, sources: &Batch) -> Result<Vec<AlignmentState>> {
+        let mut states = std::mem::take(&mut self.alignments);
+        let fits = states.len() == layers && states.iter().all(|s| s.fits(sources));
+        if !fits {
+            if let (true, Some(state)) = (self.lens.iter().any(|&n| n > 0), states.first()) {
+                let cached = state.source_len();
+                self.alignments = states;
+                return Err(Error::CacheSourcesMismatch { cached, sources: sources.seq_len() });
+            }
+            states = (0..layers).map(|_| AlignmentState::new(sources)).collect();
+        }
+        for state in &mut states {
+            for (b, _) in self.lens.iter().enumerate().filter(|(_, n)| **n == 0) {
+                state.reset_sequence(b);
+            }
+        }
+        Ok(states)
+    }
+
+    /// Puts back the alignment states a step took with [`take_alignments`](Self::take_alignments).
+    pub fn restore_alignments(&mut self, states: Vec<AlignmentState>) {
+        self.alignments = states;
     }
 
     /// Ends a step: sequence `b` now holds `new[b]` more tokens. Called once after every layer
@@ -111,5 +150,42 @@ impl KvCache {
         let per_seq = self.max_positions * self.kv_width;
         let range = layer * self.batch * per_seq..(layer + 1) * self.batch * per_seq;
         self.keys[range.clone()].chunks_mut(per_seq).zip(self.values[range].chunks_mut(per_seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(lens: &[usize]) -> Batch {
+        let seqs: Vec<Vec<u32>> = lens.iter().map(|&n| vec![3; n]).collect();
+        Batch::from_sequences(&seqs).expect("valid sources")
+    }
+
+    #[test]
+    fn alignments_are_made_for_the_sources_and_kept_while_decoding() {
+        let mut cache = KvCache::new(2, 2, 8, 4);
+        let first = sources(&[5, 3]);
+        let states = cache.take_alignments(2, &first).unwrap();
+        assert_eq!(states.len(), 2);
+        assert!(states.iter().all(|s| s.fits(&first) && s.previous(1).iter().all(|&a| a == 0.0)));
+        cache.restore_alignments(states);
+        cache.advance(&[1, 1]);
+        let other = sources(&[2, 2]);
+        let err = cache.take_alignments(2, &other).unwrap_err();
+        assert!(matches!(err, Error::CacheSourcesMismatch { cached: 5, sources: 2 }), "{err}");
+        // The failed call kept the states: the first sources still continue.
+        assert!(cache.take_alignments(2, &first).unwrap().iter().all(|s| s.fits(&first)));
+    }
+
+    #[test]
+    fn an_empty_cache_takes_new_sources() {
+        let mut cache = KvCache::new(1, 1, 8, 4);
+        let states = cache.take_alignments(1, &sources(&[5])).unwrap();
+        cache.restore_alignments(states);
+        cache.advance(&[2]);
+        cache.reset();
+        let states = cache.take_alignments(1, &sources(&[2])).unwrap();
+        assert!(states[0].fits(&sources(&[2])));
     }
 }

@@ -60,6 +60,14 @@ pub enum Error {
     #[error("the decoder batch has {targets} sequences but the encoder memory holds {sources} sources: decode one sequence per source, in the same order")]
     MemoryMismatch { sources: usize, targets: usize },
 
+    /// A cached decoding step whose sources are padded to another length than those of the
+    /// cache's earlier steps (a location-sensitive cross-attention carries alignments over them).
+    #[error(
+        "the cache holds steps decoded against sources padded to {cached} positions, this memory's are padded \
+         to {sources}: continue with the memory the cache started with, or reset the cache"
+    )]
+    CacheSourcesMismatch { cached: usize, sources: usize },
+
     /// A generation option outside its range.
     #[error("generation option `{option}` = {value} is invalid: {expected}")]
     BadGenerateOption { option: &'static str, value: String, expected: &'static str },

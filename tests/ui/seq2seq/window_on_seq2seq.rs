@@ -1,4 +1,4 @@
-// Local windows are implemented for single-stack models; an encoder-decoder attends globally.
+// A window at the top level of an encoder-decoder: each stack gives its own in its section.
 
 transformer::model! {
     /// A T5 v1.1-shaped model: gated GELU, head width apart from d_model.

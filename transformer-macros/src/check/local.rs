@@ -187,16 +187,23 @@ fn block_whole_tiles(cx: &mut Ctxt, block: usize, entry: &Entry) {
     }
 }
 
-/// Rule: windows and sparse layouts are implemented for single-stack models in this version.
-pub fn single_stack_only(cx: &mut Ctxt, entries: &Entries) {
-    for key in ["window", "sparse"] {
-        if let Some(e) = entries.get(key) {
+/// Rule: an encoder-decoder gives each stack its own `window` (in its section: the encoder's
+/// centred, the decoder's causal); block-sparse layouts are implemented for single-stack models
+/// in this version.
+pub fn windows_per_stack(cx: &mut Ctxt, top: &Entries, sections: [&Entries; 2]) {
+    if let Some(e) = top.get("window") {
+        cx.error(
+            e.key.span(),
+            "each stack of an encoder-decoder model gives its own `window`: move it into `encoder: { … }` \
+             (centred on each query) and/or `decoder: { … }` (ending at each query)",
+        );
+    }
+    for entries in [top].into_iter().chain(sections) {
+        if let Some(e) = entries.get("sparse") {
             cx.error(
                 e.key.span(),
-                format!(
-                    "`{key}` is implemented for encoder-only and decoder-only models in this version; \
-                     an encoder-decoder model attends globally: remove it"
-                ),
+                "`sparse` is implemented for encoder-only and decoder-only models in this version; \
+                 an encoder-decoder model's stacks attend globally or through a `window`: remove it",
             );
         }
     }

@@ -7,16 +7,43 @@
 use proc_macro2::Span;
 
 use super::{
-    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, layout_conflict, list,
+    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, layout_conflict, list, local,
     positive_size, Entries, MAX_HEADS, MAX_LAYERS, MAX_WIDTH,
 };
 use crate::ast::{Entry, Value};
 use crate::ctxt::Ctxt;
-use crate::spec::{Activation, Attention, NormKind, Placement, Positions, Seq2Seq, Stack, WeightScheme};
+use crate::spec::{
+    Activation, Attention, CrossKind, NormKind, Placement, Positions, Seq2Seq, Stack, WeightScheme,
+};
 
 /// Keys a section may give.
-const SECTION_KEYS: &[&str] =
-    &["layers", "d_model", "heads", "head_dim", "d_ff", "attention", "cross_attention"];
+const SECTION_KEYS: &[&str] = &[
+    "layers",
+    "d_model",
+    "heads",
+    "head_dim",
+    "d_ff",
+    "attention",
+    "cross_attention",
+    "cross_attention_kind",
+    "attention_dim",
+    "location_filters",
+    "location_kernel",
+    "window",
+    "sparse",
+];
+
+/// The decoder-section keys that choose and shape the cross-attention kind.
+const CROSS_KIND_KEYS: &[&str] =
+    &["cross_attention_kind", "attention_dim", "location_filters", "location_kernel"];
+
+/// Cross-attention kinds.
+const CROSS_KINDS: &[&str] = &["multi_head", "additive", "location", "location_sensitive"];
+
+/// Widest additive scoring MLP and most location filters.
+const MAX_ATTENTION_DIM: usize = 1 << 14;
+/// Widest location convolution.
+const MAX_LOCATION_KERNEL: usize = 1 << 10;
 
 /// What a decoder's cross-attention may name as its memory.
 const MEMORIES: &[&str] = &["encoder"];
@@ -122,6 +149,7 @@ pub(super) fn decoder(
             "the encoder has no memory to attend to: `cross_attention` belongs in `decoder: { … }`",
         );
     }
+    cross_kind_keys_belong_to_the_decoder(cx, &sections.encoder);
     if sections.decoder_missing {
         return None;
     }
@@ -129,6 +157,7 @@ pub(super) fn decoder(
     let entries = merged(top, own);
     let attention = decoder_is_causal(cx, own, sections.decoder_span);
     let memory = cross_attention_names_the_encoder(cx, own, sections.decoder_span);
+    let cross = cross_attention_kind(cx, own, weights);
 
     // A decoder value: its section's (validated here), else the top level's (validated with the
     // encoder; re-read silently), else missing.
@@ -142,6 +171,11 @@ pub(super) fn decoder(
     let head_dim_given = size(cx, "head_dim", MAX_WIDTH);
     let layers = size(cx, "layers", MAX_LAYERS);
     let d_ff = size(cx, "d_ff", MAX_WIDTH * 16);
+    // The decoder's own window (the encoder's is validated with the encoder's keys).
+    let windows = match own.get("window") {
+        Some(entry) => local::windows(cx, entry, layers),
+        None => Some(Vec::new()),
+    };
     let missing: Vec<&str> =
         ["d_model", "heads", "layers", "d_ff"].into_iter().filter(|k| !entries.contains_key(*k)).collect();
     if !missing.is_empty() {
@@ -168,6 +202,7 @@ pub(super) fn decoder(
     let decoder_start = top.get("decoder_start").and_then(|e| token_id(cx, e, vocab));
     attention.filter(|a| *a == Attention::Causal)?;
     memory?;
+    let cross = cross?;
     Some(Seq2Seq {
         decoder: Stack {
             d_model: d_model?,
@@ -177,7 +212,145 @@ pub(super) fn decoder(
             d_ff: d_ff?,
         },
         decoder_start: decoder_start?,
+        cross,
+        decoder_windows: windows?,
     })
+}
+
+/// Rule: only a decoder has a cross-attention, so the keys choosing its kind go in
+/// `decoder: { … }`.
+fn cross_kind_keys_belong_to_the_decoder(cx: &mut Ctxt, encoder: &Entries) {
+    for key in CROSS_KIND_KEYS {
+        if let Some(entry) = encoder.get(*key) {
+            cx.error(
+                entry.key.span(),
+                format!("the encoder has no cross-attention: `{key}` belongs in `decoder: {{ … }}`"),
+            );
+        }
+    }
+}
+
+/// Rule: `cross_attention_kind` names a kind (`multi_head` when absent), and each kind is given
+/// exactly the keys that shape it: `attention_dim` for `additive` and `location_sensitive`,
+/// `location_filters` and an odd `location_kernel` for `location_sensitive`; the non-multi-head
+/// kinds load `weights: torch` checkpoints.
+fn cross_attention_kind(cx: &mut Ctxt, own: &Entries, weights: Option<WeightScheme>) -> Option<CrossKind> {
+    let kind_entry = own.get("cross_attention_kind").copied();
+    let name = match kind_entry {
+        Some(entry) => known_name(cx, entry, CROSS_KINDS)?,
+        None => "multi_head",
+    };
+    let wants: &[&str] = match name {
+        "additive" => &["attention_dim"],
+        "location_sensitive" => &["attention_dim", "location_filters", "location_kernel"],
+        _ => &[],
+    };
+    let mut ok = kind_keys_fit(cx, own, name, kind_entry, wants);
+    if let (Some(entry), Some(scheme)) = (kind_entry, weights) {
+        ok &= additive_kinds_load_torch(cx, entry, name, scheme);
+    }
+    let size = |cx: &mut Ctxt, key: &str, max: usize| own.get(key).and_then(|e| positive_size(cx, e, max));
+    let attention_dim = size(cx, "attention_dim", MAX_ATTENTION_DIM);
+    let filters = size(cx, "location_filters", MAX_ATTENTION_DIM);
+    let kernel = size(cx, "location_kernel", MAX_LOCATION_KERNEL);
+    if let (Some(k), Some(entry)) = (kernel, own.get("location_kernel")) {
+        ok &= location_kernel_is_odd(cx, k, entry);
+    }
+    if !ok {
+        return None;
+    }
+    Some(match name {
+        "additive" => CrossKind::Additive { attention_dim: attention_dim? },
+        "location" => CrossKind::Location,
+        "location_sensitive" => {
+            CrossKind::LocationSensitive { attention_dim: attention_dim?, filters: filters?, kernel: kernel? }
+        }
+        _ => CrossKind::MultiHead,
+    })
+}
+
+/// Rule: a cross-attention kind takes the keys that shape it (`wants`) and no others of
+/// [`CROSS_KIND_KEYS`]. A missing key is reported at the kind; a key of another kind at itself.
+fn kind_keys_fit(
+    cx: &mut Ctxt,
+    own: &Entries,
+    kind: &str,
+    kind_entry: Option<&Entry>,
+    wants: &[&str],
+) -> bool {
+    let mut ok = true;
+    let missing: Vec<&str> = wants.iter().copied().filter(|k| !own.contains_key(*k)).collect();
+    if let (false, Some(entry)) = (missing.is_empty(), kind_entry) {
+        let what = if kind == "additive" {
+            "`attention_dim` is the width of the scoring MLP `energyᵀ tanh(W_q s + W_k h + b)`"
+        } else {
+            "`attention_dim` is the scoring MLP's width, `location_filters` the number of convolution \
+             filters over the previous and cumulative alignments, `location_kernel` their (odd) width"
+        };
+        cx.error(
+            entry.value.span(),
+            format!(
+                "`cross_attention_kind: {kind}` needs {} in the decoder's section: {what}",
+                list(&missing)
+            ),
+        );
+        ok = false;
+    }
+    for key in CROSS_KIND_KEYS[1..].iter().filter(|k| !wants.contains(k)) {
+        if let Some(entry) = own.get(*key) {
+            let owners = if *key == "attention_dim" {
+                "`cross_attention_kind: additive` or `location_sensitive`"
+            } else {
+                "`cross_attention_kind: location_sensitive`"
+            };
+            let kind = if kind_entry.is_some() {
+                format!("`{kind}` cross-attention")
+            } else {
+                "the default `multi_head` cross-attention".to_string()
+            };
+            cx.error(
+                entry.key.span(),
+                format!("`{key}` shapes {owners}; {kind} has no such part: remove it"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Rule: the location convolution is centred on each source position, so its width is odd.
+fn location_kernel_is_odd(cx: &mut Ctxt, kernel: usize, entry: &Entry) -> bool {
+    if kernel % 2 == 1 {
+        return true;
+    }
+    cx.error(
+        entry.value.span(),
+        format!(
+            "`location_kernel` must be odd: the convolution is centred on each source position with \
+             (kernel - 1) / 2 zeros each side; use {} or {}",
+            kernel - 1,
+            kernel + 1
+        ),
+    );
+    false
+}
+
+/// Rule: additive and location cross-attention load `weights: torch` checkpoints (an
+/// `nn.Transformer` whose decoder layers hold `cross_attn` and `cross_out` in place of
+/// `multihead_attn`); T5 and BART have no such layers.
+fn additive_kinds_load_torch(cx: &mut Ctxt, entry: &Entry, kind: &str, scheme: WeightScheme) -> bool {
+    if kind == "multi_head" || scheme == WeightScheme::Torch {
+        return true;
+    }
+    let name = if scheme == WeightScheme::T5 { "t5" } else { "bart" };
+    cx.error(
+        entry.value.span(),
+        format!(
+            "`{kind}` cross-attention is loaded from `weights: torch` checkpoints (`cross_attn` and `cross_out` \
+             in each decoder layer); `weights: {name}` checkpoints have multi-head cross-attention only"
+        ),
+    );
+    false
 }
 
 /// Rule: the encoder sees the whole source: `attention: bidirectional`.

@@ -11,7 +11,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::LitStr;
 
-use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window};
+use crate::graph::{self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window};
 use crate::spec::{Activation, Sparse, SparsePattern, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).
@@ -145,12 +145,23 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     let gathers_positions =
         block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
     let uses_batch = block.ops.iter().any(|op| {
-        matches!(op, Op::Gather { .. } | Op::Attention { .. } | Op::Rope { .. } | Op::CrossAttention { .. })
+        matches!(
+            op,
+            Op::Gather { .. }
+                | Op::Attention { .. }
+                | Op::Rope { .. }
+                | Op::CrossAttention { .. }
+                | Op::AdditiveCross { .. }
+        )
     });
     let uses_threads = block.ops.iter().any(|op| {
         matches!(
             op,
-            Op::Linear { .. } | Op::Attention { .. } | Op::Patches { .. } | Op::CrossAttention { .. }
+            Op::Linear { .. }
+                | Op::Attention { .. }
+                | Op::Patches { .. }
+                | Op::CrossAttention { .. }
+                | Op::AdditiveCross { .. }
         )
     });
     let biased = block.ops.iter().any(|op| matches!(op, Op::Attention { bias: true, .. }));
@@ -177,6 +188,12 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     }
     if crosses {
         params.push(quote!(memory_kv: &[f32], memory: &#rt::Batch));
+    }
+    if let Some((kind, m)) = additive_cross(block) {
+        params.push(quote!(memory_rows: &[[f32; #m]], memory_keys: &[f32], memory: &#rt::Batch));
+        if matches!(kind, AdditiveKind::LocationSensitive { .. }) {
+            params.push(quote!(alignment: &mut #rt::layers::additive::AlignmentState));
+        }
     }
     if !block.scratch().is_empty() {
         params.push(quote!(s: &mut #scratch_ty<'_>));
@@ -205,9 +222,28 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     }
 }
 
+/// A block's additive or location cross-attention: its kind and the memory's width.
+pub(crate) fn additive_cross(block: &Block) -> Option<(AdditiveKind, usize)> {
+    block.fields.iter().find_map(|f| match f.kind {
+        FieldKind::Additive { kind, memory, .. } => Some((kind, memory)),
+        _ => None,
+    })
+}
+
 fn field_type(f: &Field) -> TokenStream {
     let rt = rt();
     match f.kind {
+        FieldKind::Additive { kind, query, memory } => match kind {
+            AdditiveKind::Bahdanau { attention } => {
+                quote!(#rt::layers::additive::Bahdanau<#query, #memory, #attention>)
+            }
+            AdditiveKind::Location { max_source } => {
+                quote!(#rt::layers::additive::LuongLocation<#query, #memory, #max_source>)
+            }
+            AdditiveKind::LocationSensitive { attention, filters, .. } => {
+                quote!(#rt::layers::additive::LocationSensitive<#query, #memory, #attention, #filters>)
+            }
+        },
         FieldKind::Linear { input, output, .. } => quote!(#rt::layers::Linear<#input, #output>),
         FieldKind::LayerNorm { width, .. } => quote!(#rt::layers::LayerNorm<#width>),
         FieldKind::RmsNorm { width, .. } => quote!(#rt::layers::norm::RmsNorm<#width>),
@@ -228,6 +264,22 @@ fn tensor_name(relative: &str) -> TokenStream {
 fn field_load(f: &Field) -> TokenStream {
     let rt = rt();
     match f.kind {
+        FieldKind::Additive { kind, .. } => {
+            let name = tensor_name(f.weights[0]);
+            match kind {
+                AdditiveKind::Bahdanau { .. } => {
+                    quote!(#rt::layers::additive::Bahdanau::load(loader, &#name))
+                }
+                AdditiveKind::Location { .. } => {
+                    quote!(#rt::layers::additive::LuongLocation::load(loader, &#name))
+                }
+                AdditiveKind::LocationSensitive { kernel, .. } => {
+                    quote!(#rt::layers::additive::LocationSensitive::load(
+                        loader, &#name, #rt::layers::additive::AlignmentChannels::PreviousAndCumulative, #kernel
+                    ))
+                }
+            }
+        }
         FieldKind::Linear { bias, layout: Layout::Torch, .. } if f.weights.len() == 1 => {
             let name = tensor_name(f.weights[0]);
             quote!(#rt::layers::Linear::load(loader, &#name, #bias))
@@ -459,6 +511,34 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                 quote!(#rt::layers::attention::cross_attention::<#head_dim>(
                     s.#q.as_flattened(), batch, memory_kv, memory, #heads, #scale, s.#o.as_flattened_mut(), threads
                 );)
+            }
+            Op::AdditiveCross { field, input, scores, alignments, output } => {
+                let f = format_ident!("{}", field);
+                let (i, sc, al, o) = (read(block, input), write(block, scores), write(block, alignments), write(block, output));
+                let args = quote!(batch, rows);
+                let call = match block.field(field).map(|f| f.kind) {
+                    Some(FieldKind::Additive { kind: AdditiveKind::Location { .. }, .. }) => {
+                        quote!(self.#f.forward(#i, #args, #sc, alignments, #o, threads);)
+                    }
+                    Some(FieldKind::Additive { kind: AdditiveKind::LocationSensitive { attention, .. }, .. }) => {
+                        let method = match mode {
+                            Mode::Full => quote!(forward),
+                            Mode::Cached => quote!(forward_continued),
+                        };
+                        quote!(self.#f.#method(#i, #args, memory_keys.as_chunks::<#attention>().0, alignment, #sc, alignments, #o, threads);)
+                    }
+                    Some(FieldKind::Additive { kind: AdditiveKind::Bahdanau { attention }, .. }) => {
+                        quote!(self.#f.forward(#i, #args, memory_keys.as_chunks::<#attention>().0, #sc, alignments, #o, threads);)
+                    }
+                    _ => unreachable!("check_widths ensured `{field}` is an additive attention"),
+                };
+                quote! {
+                    {
+                        let rows = #rt::layers::additive::Memory::new(memory_rows, memory);
+                        let alignments = &mut #al.as_flattened_mut()[..batch.rows() * memory.seq_len()];
+                        #call
+                    }
+                }
             }
             Op::Scale { value, factor } => {
                 let (v, f) = (write(block, value), factor as f32);

@@ -7,9 +7,9 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::LitStr;
 
-use super::{block, block_ident, carve_width, rt, scratch_struct, stack_bias};
+use super::{additive_cross, block, block_ident, carve_width, rt, scratch_struct, stack_bias};
 use crate::graph::seq2seq::{Seq2SeqGraph, Stack};
-use crate::graph::{self, Block};
+use crate::graph::{self, AdditiveKind, Block};
 use crate::spec::{Seq2Seq, Spec};
 
 pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream {
@@ -106,6 +106,17 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
             (format_ident!("logits"), quote!(batch.batch_size() * #v)),
         ],
     );
+    let cross = CrossCalls::of(&graph.decoder.layer, inner, d);
+    let (project_memory, memory_args, cached_memory_args) = (&cross.project, &cross.args, &cross.cached_args);
+    let (full_state, step_take, step_restore) = (&cross.full_state, &cross.step_take, &cross.step_restore);
+    // Layers whose windows differ take their index.
+    let index = |layer: &Block| layer.per_layer().then(|| quote!(i,));
+    let (enc_index, dec_index) = (index(&graph.encoder.layer), index(&graph.decoder.layer));
+    let enc_loop = if enc_index.is_some() {
+        quote!((i, layer) in self.encoder_layers.iter().enumerate())
+    } else {
+        quote!(layer in &self.encoder_layers)
+    };
     let ignored = &graph.ignored;
     let (heads, head_dim, enc_layers, dec_layers, d_ff, max_pos, start) = (
         spec.heads,
@@ -222,8 +233,8 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 #enc_carve
                 self.encoder_embeddings.forward(x, batch);
                 #enc_bias_let
-                for layer in &self.encoder_layers {
-                    layer.forward(x, batch, #enc_bias_arg s, &self.threads);
+                for #enc_loop {
+                    layer.forward(x, batch, #enc_bias_arg s, #enc_index &self.threads);
                 }
                 #enc_final_run
                 ::core::result::Result::Ok(x)
@@ -237,11 +248,7 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                     let key_values = self
                         .decoder_layers
                         .iter()
-                        .map(|layer| {
-                            let mut kv = ::std::vec![[0.0f32; 2 * #inner]; hidden.len()];
-                            layer.cross_key_value.forward(hidden, &mut kv, #rt::Activation::Identity, &self.threads);
-                            kv.into_flattened()
-                        })
+                        .map(|layer| #project_memory)
                         .collect();
                     ::core::result::Result::Ok(#rt::EncoderMemory::new(
                         sources.clone(),
@@ -271,8 +278,9 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 #full_carve
                 self.decoder_embeddings.forward(x, batch #full_starts);
                 #dec_bias_let
+                #full_state
                 for (i, layer) in self.decoder_layers.iter().enumerate() {
-                    layer.forward(x, batch, #dec_bias_arg memory.key_values(i), memory.sources(), s, &self.threads);
+                    layer.forward(x, batch, #dec_bias_arg #memory_args s, #dec_index &self.threads);
                 }
                 #dec_final_run
                 let logits = logits.as_chunks_mut::<#v>().0;
@@ -306,9 +314,11 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 #step_carve
                 self.decoder_embeddings.forward(x, batch #step_starts);
                 #dec_bias_let
+                #step_take
                 for (i, layer) in self.decoder_layers.iter().enumerate() {
-                    layer.forward_cached(x, batch, #dec_bias_arg memory.key_values(i), memory.sources(), s, cache, i, &self.threads);
+                    layer.forward_cached(x, batch, #dec_bias_arg #cached_memory_args s, cache, i, &self.threads);
                 }
+                #step_restore
                 let last = last.as_chunks_mut::<#dd>().0;
                 for (b, row) in last.iter_mut().enumerate() {
                     *row = x[b * batch.seq_len() + batch.extent_of(b) - 1];
@@ -373,6 +383,78 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 assert_send_sync::<#name>();
             }
         };
+    }
+}
+
+/// How the model's methods feed the decoder layers' cross-attention.
+struct CrossCalls {
+    /// `encode`: one decoder layer's memory projection (a closure body over `layer`, `hidden`).
+    project: TokenStream,
+    /// The layer arguments after the position bias in `logits_into` (layer `i`).
+    args: TokenStream,
+    /// The same in `step_into`.
+    cached_args: TokenStream,
+    /// Location-sensitive alignments: fresh states for a teacher-forced pass; taken from the
+    /// cache before a step's layers and given back after them.
+    full_state: Option<TokenStream>,
+    step_take: Option<TokenStream>,
+    step_restore: Option<TokenStream>,
+}
+
+impl CrossCalls {
+    /// `inner`: multi-head K/V width per projection; `d`: the encoder's (memory's) width.
+    fn of(layer: &Block, inner: usize, d: usize) -> Self {
+        let rt = rt();
+        let Some((kind, _)) = additive_cross(layer) else {
+            return Self {
+                project: quote!({
+                    let mut kv = ::std::vec![[0.0f32; 2 * #inner]; hidden.len()];
+                    layer.cross_key_value.forward(hidden, &mut kv, #rt::Activation::Identity, &self.threads);
+                    kv.into_flattened()
+                }),
+                args: quote!(memory.key_values(i), memory.sources(),),
+                cached_args: quote!(memory.key_values(i), memory.sources(),),
+                full_state: None,
+                step_take: None,
+                step_restore: None,
+            };
+        };
+        // Luong's location has no keys: its per-layer memory entry is empty.
+        let project = match kind {
+            AdditiveKind::Bahdanau { attention } | AdditiveKind::LocationSensitive { attention, .. } => {
+                quote!({
+                    let mut keys = ::std::vec![[0.0f32; #attention]; hidden.len()];
+                    layer.cross_attention.project_memory(hidden, &mut keys, &self.threads);
+                    keys.into_flattened()
+                })
+            }
+            AdditiveKind::Location { .. } => quote!(::std::vec::Vec::new()),
+        };
+        let rows = quote!(memory.hidden().as_chunks::<#d>().0, memory.key_values(i), memory.sources(),);
+        if !matches!(kind, AdditiveKind::LocationSensitive { .. }) {
+            return Self {
+                project,
+                args: rows.clone(),
+                cached_args: rows,
+                full_state: None,
+                step_take: None,
+                step_restore: None,
+            };
+        }
+        Self {
+            project,
+            args: quote!(#rows &mut alignments[i],),
+            cached_args: quote!(#rows &mut alignments[i],),
+            full_state: Some(quote! {
+                // Each pass starts from zero alignments (the layer resets them).
+                let mut alignments: ::std::vec::Vec<#rt::layers::additive::AlignmentState> =
+                    (0..Self::DECODER_LAYERS).map(|_| #rt::layers::additive::AlignmentState::new(memory.sources())).collect();
+            }),
+            step_take: Some(quote! {
+                let mut alignments = cache.take_alignments(Self::DECODER_LAYERS, memory.sources())?;
+            }),
+            step_restore: Some(quote!(cache.restore_alignments(alignments);)),
+        }
     }
 }
 

@@ -143,6 +143,8 @@ fn join(
     spec.seq2seq = Some(Seq2Seq {
         decoder: StackDims { d_model: dec.d_model, heads, head_dim, layers: dec.graph.layers, d_ff },
         decoder_start: u32::try_from(decoder_start).unwrap_or(0),
+        cross: Default::default(),
+        decoder_windows: Vec::new(),
     });
     // Ignored tensors: each pass's, `{layer}` expanded over its own stack's layers.
     let mut ignored = expand_ignored(&enc.graph.ignored, enc.graph.layers);

@@ -86,6 +86,13 @@ pub enum FieldKind {
         rows: usize,
         width: usize,
     },
+    /// An additive or location cross-attention (`layers::additive`) over `query`-wide decoder
+    /// rows and `memory`-wide encoder rows, loaded under its module's name.
+    Additive {
+        kind: AdditiveKind,
+        query: usize,
+        memory: usize,
+    },
     /// ALiBi's fixed per-head slopes, as a table per offset computed at load: `slope · (j − p)`
     /// (BLOOM), or `−slope · |j − p|` when `bidirectional` (MosaicBERT).
     Alibi {
@@ -102,6 +109,30 @@ pub enum FieldKind {
         bidirectional: bool,
         max_positions: usize,
     },
+}
+
+/// What an additive or location cross-attention scores with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AdditiveKind {
+    /// Bahdanau: an MLP of width `attention`.
+    Bahdanau { attention: usize },
+    /// Luong's "location": one logit per source position up to `max_source`.
+    Location { max_source: usize },
+    /// Bahdanau plus `filters` convolutions of width `kernel` over the previous and cumulative
+    /// alignments.
+    LocationSensitive { attention: usize, filters: usize, kernel: usize },
+}
+
+impl AdditiveKind {
+    /// Width of each query row's scratch: its projection, or its location logits.
+    pub fn scratch_width(self) -> usize {
+        match self {
+            AdditiveKind::Bahdanau { attention } | AdditiveKind::LocationSensitive { attention, .. } => {
+                attention
+            }
+            AdditiveKind::Location { max_source } => max_source,
+        }
+    }
 }
 
 /// How a checkpoint stores a linear layer's weight.
@@ -189,6 +220,11 @@ pub enum Op {
     /// Cross-attention: queries `q` over the encoder memory's keys and values (projected once per
     /// source by the field `kv`, outside the step) into `output`.
     CrossAttention { q: Value, kv: &'static str, output: Value, heads: usize, head_dim: usize, scaled: bool },
+    /// Additive or location cross-attention (the field `field`): each `input` row attends to the
+    /// raw encoder rows (keys projected once per source); `scores` holds its projected query or
+    /// location logits, `alignments` its weights (`[rows, max_source]`, the first
+    /// `rows × source length` used), `output` the context `Σ α_j h_j` (the memory's width).
+    AdditiveCross { field: &'static str, input: Value, scores: Value, alignments: Value, output: Value },
     /// `value *= factor` (scaled embeddings, T5's tied-head rescale).
     Scale { value: Value, factor: f64 },
     /// Rotates the query and key heads of `qkv` in place by their positions.
@@ -237,7 +273,7 @@ pub struct Block {
 }
 
 impl Block {
-    fn field(&self, name: &str) -> Option<&Field> {
+    pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 
@@ -269,6 +305,7 @@ impl Op {
             }
             Op::Activation { value, .. } => value.is_stream(),
             Op::Attention { output, .. } | Op::CrossAttention { output, .. } => output.is_stream(),
+            Op::AdditiveCross { output, .. } => output.is_stream(),
             Op::Scale { value, .. } => value.is_stream(),
             Op::Rope { qkv, .. } => qkv.is_stream(),
             Op::Glu { output, .. } => output.is_stream(),
@@ -284,6 +321,9 @@ impl Op {
             Op::Activation { value, .. } => vec![value],
             Op::Attention { qkv, output, .. } => vec![qkv, output],
             Op::CrossAttention { q, output, .. } => vec![q, output],
+            Op::AdditiveCross { input, scores, alignments, output, .. } => {
+                vec![input, scores, alignments, output]
+            }
             Op::Scale { value, .. } => vec![value],
             Op::Add { stream, sublayer } | Op::AddNorm { stream, sublayer, .. } => vec![stream, sublayer],
             Op::Gather { output, .. } => vec![output],
@@ -590,10 +630,22 @@ pub struct Linear {
 #[derive(Clone, Debug)]
 pub struct CrossPlan {
     pub memory_width: usize,
+    /// An additive or location kind instead of multi-head attention (`query` and `key_value`
+    /// are then unused; `output` projects the context from the memory's width).
+    pub additive: Option<AdditivePlan>,
     pub query: Linear,
     pub key_value: Linear,
     pub output: &'static str,
     pub norm: &'static str,
+}
+
+/// An additive or location cross-attention sublayer: the module (checkpoint name relative to the
+/// layer) and the longest source its alignments cover.
+#[derive(Clone, Copy, Debug)]
+pub struct AdditivePlan {
+    pub kind: AdditiveKind,
+    pub module: &'static str,
+    pub max_source: usize,
 }
 
 /// Everything that decides a layer's fields and ops.
@@ -674,7 +726,24 @@ pub fn layer_block(p: &LayerPlan) -> Block {
         ),
         norm_field("attention_norm", "Norm of the attention sublayer.", p.attention_norm),
     ];
-    if let Some(cross) = &p.cross {
+    if let Some(CrossPlan { additive: Some(additive), memory_width, output, norm, .. }) = &p.cross {
+        fields.push(Field {
+            name: "cross_attention",
+            doc: "Additive or location cross-attention over the encoder's rows.",
+            kind: FieldKind::Additive { kind: additive.kind, query: d, memory: *memory_width },
+            weights: vec![additive.module],
+            split: vec![],
+        });
+        fields.push(linear(
+            "cross_output",
+            "Cross-attention output projection of the context (memory width → d_model).",
+            *memory_width,
+            d,
+            &plain(std::slice::from_ref(output)),
+            vec![],
+        ));
+        fields.push(norm_field("cross_norm", "Norm of the cross-attention sublayer.", norm));
+    } else if let Some(cross) = &p.cross {
         fields.push(linear(
             "cross_query",
             "Cross-attention query projection.",
@@ -758,6 +827,22 @@ pub fn layer_block(p: &LayerPlan) -> Block {
         ops.push(Op::Linear { field: "attention_output", input: context, output: attention_out, act: None });
         ops
     };
+    let additive_attention = |input| {
+        let Some(CrossPlan { additive: Some(additive), memory_width, .. }) = &p.cross else {
+            return Vec::new();
+        };
+        let context = Value { name: "cross_context", width: *memory_width };
+        vec![
+            Op::AdditiveCross {
+                field: "cross_attention",
+                input,
+                scores: Value { name: "cross_scores", width: additive.kind.scratch_width() },
+                alignments: Value { name: "alignments", width: additive.max_source },
+                output: context,
+            },
+            Op::Linear { field: "cross_output", input: context, output: attention_out, act: None },
+        ]
+    };
     let cross_attention = |input| {
         vec![
             Op::Linear { field: "cross_query", input, output: cross_q, act: None },
@@ -790,8 +875,12 @@ pub fn layer_block(p: &LayerPlan) -> Block {
     // Each sublayer with its residual and norm, in the layer's order.
     type Sublayer<'a> = (&'a dyn Fn(Value) -> Vec<Op>, &'static str, Value);
     let mut sublayers: Vec<Sublayer> = vec![(&attention, "attention_norm", attention_out)];
-    if p.cross.is_some() {
-        sublayers.push((&cross_attention, "cross_norm", attention_out));
+    match &p.cross {
+        Some(CrossPlan { additive: Some(_), .. }) => {
+            sublayers.push((&additive_attention, "cross_norm", attention_out));
+        }
+        Some(_) => sublayers.push((&cross_attention, "cross_norm", attention_out)),
+        None => {}
     }
     sublayers.push((&feed_forward, "output_norm", ffn_out));
     let mut ops = Vec::new();
@@ -997,6 +1086,25 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
                 _ => Err(format!("`{kv}` is not a linear layer")),
             }
         }
+        Op::AdditiveCross { field: f, input, scores, output, .. } => match field(f)? {
+            FieldKind::Additive { kind, query, memory }
+                if query == input.width && memory == output.width && kind.scratch_width() == scores.width =>
+            {
+                Ok(())
+            }
+            FieldKind::Additive { kind, query, memory } => Err(format!(
+                "cross-attention `{f}` reads [S, {query}] queries over [M, {memory}] memory rows with [S, {}] \
+                 scores, but is applied to [S, {}] (`{}`) writing [S, {}] (`{}`) with [S, {}] (`{}`)",
+                kind.scratch_width(),
+                input.width,
+                input.name,
+                output.width,
+                output.name,
+                scores.width,
+                scores.name
+            )),
+            _ => Err(format!("`{f}` is not an additive attention")),
+        },
         Op::Scale { .. } => Ok(()),
         Op::Concat { inputs, output } if inputs.iter().map(|v| v.width).sum::<usize>() == output.width => Ok(()),
         Op::Concat { inputs, output } => Err(format!(

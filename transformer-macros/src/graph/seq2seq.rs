@@ -3,10 +3,10 @@
 //! in each layer reading the encoder's output. Each stack's layer is one generated type.
 
 use super::{
-    fuse, layer_block, Block, CrossPlan, Field, FieldKind, Graph, Index, LayerPlan, Layout, Linear, Op,
-    Value, Window,
+    fuse, layer_block, AdditiveKind, AdditivePlan, Block, CrossPlan, Field, FieldKind, Graph, Index,
+    LayerPlan, Layout, Linear, Op, Value, Window,
 };
-use crate::spec::{LmHead, NormKind, Positions, Seq2Seq, Spec, Stack as StackDims, WeightScheme};
+use crate::spec::{CrossKind, LmHead, NormKind, Positions, Seq2Seq, Spec, Stack as StackDims, WeightScheme};
 
 /// One stack.
 #[derive(Clone, Debug)]
@@ -50,8 +50,15 @@ pub fn lower(spec: &Spec, s2s: &Seq2Seq) -> Seq2SeqGraph {
     let enc = spec.stack();
     let dec = &s2s.decoder;
     Seq2SeqGraph {
-        encoder: stack(spec, &enc, &names.encoder, &names, None),
-        decoder: stack(spec, dec, &names.decoder, &names, Some(enc.d_model)),
+        encoder: stack(spec, &enc, &names.encoder, &names, None, &spec.windows),
+        decoder: stack(
+            spec,
+            dec,
+            &names.decoder,
+            &names,
+            Some((enc.d_model, s2s.cross)),
+            &s2s.decoder_windows,
+        ),
         head: head(spec, dec, &names),
         ignored: {
             let mut ignored = names.ignored.to_vec();
@@ -69,7 +76,7 @@ pub fn lower(spec: &Spec, s2s: &Seq2Seq) -> Seq2SeqGraph {
 /// table read from the first layer and shared by all of them.
 pub fn encoder_only(spec: &Spec) -> Graph {
     let names = Names::of(spec.weights, spec.activation.is_gated());
-    let encoder = stack(spec, &spec.stack(), &names.encoder, &names, None);
+    let encoder = stack(spec, &spec.stack(), &names.encoder, &names, None, &spec.windows);
     Graph {
         embeddings: encoder.embeddings,
         layer: encoder.layer,
@@ -88,8 +95,10 @@ fn stack(
     dims: &StackDims,
     names: &StackNames,
     all: &Names,
-    memory_width: Option<usize>,
+    memory: Option<(usize, CrossKind)>,
+    windows: &[Option<usize>],
 ) -> Stack {
+    let memory_width = memory.map(|(width, _)| width);
     let d = dims.d_model;
     let causal = memory_width.is_some();
     let norm = match spec.norm.kind {
@@ -109,7 +118,10 @@ fn stack(
             Layout::InProj { .. } => (linear(q, in_proj(0)), linear(kv, in_proj(inner))),
             layout => (linear(q, layout), linear(kv, layout)),
         };
-        CrossPlan { memory_width, query, key_value, output, norm }
+        let additive = memory.and_then(|(_, kind)| additive_plan(kind, spec.max_positions));
+        // The additive kinds' output projection maps the context (memory rows) to d_model.
+        let output = if additive.is_some() { ADDITIVE_OUTPUT } else { output };
+        CrossPlan { memory_width, additive, query, key_value, output, norm }
     });
     let relative = matches!(spec.positions, Positions::Relative { .. });
     let plan = LayerPlan {
@@ -129,7 +141,7 @@ fn stack(
         rope: None,
         parallel: false,
         causal,
-        window: Window::Global,
+        window: Window::of_layers(windows),
         sparse: None,
         relative_bias: relative,
         // T5 folds the 1/sqrt(head_dim) into its query weights.
@@ -167,6 +179,25 @@ fn stack(
             cached: false,
         }),
     }
+}
+
+/// Module names of an additive or location cross-attention in a `weights: torch` decoder layer
+/// (`scripts/reference/additive_seq2seq.py`): `cross_attn` in place of `multihead_attn`, and the
+/// context's projection `cross_out` in place of `multihead_attn.out_proj`.
+const ADDITIVE_MODULE: &str = "cross_attn";
+const ADDITIVE_OUTPUT: &str = "cross_out";
+
+/// The additive or location cross-attention of a decoder layer (none for multi-head).
+fn additive_plan(kind: CrossKind, max_source: usize) -> Option<AdditivePlan> {
+    let kind = match kind {
+        CrossKind::MultiHead => return None,
+        CrossKind::Additive { attention_dim } => AdditiveKind::Bahdanau { attention: attention_dim },
+        CrossKind::Location => AdditiveKind::Location { max_source },
+        CrossKind::LocationSensitive { attention_dim, filters, kernel } => {
+            AdditiveKind::LocationSensitive { attention: attention_dim, filters, kernel }
+        }
+    };
+    Some(AdditivePlan { kind, module: ADDITIVE_MODULE, max_source })
 }
 
 /// Token embeddings (shared by both stacks), optionally scaled, plus positions and a norm where

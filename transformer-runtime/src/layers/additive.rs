@@ -369,6 +369,26 @@ impl AlignmentState {
         self.data.fill(0.0);
     }
 
+    /// Sequence `b` back to before its first target position.
+    ///
+    /// # Panics
+    ///
+    /// If `b` is not a sequence of the state.
+    pub fn reset_sequence(&mut self, b: usize) {
+        assert!(b < self.batch, "alignment state: sequence {b} of {}", self.batch);
+        self.data[b * 2 * self.seq..(b + 1) * 2 * self.seq].fill(0.0);
+    }
+
+    /// Whether the state has the shape of `sources` (batch size and padded length).
+    pub fn fits(&self, sources: &Batch) -> bool {
+        self.batch == sources.batch_size() && self.seq == sources.seq_len()
+    }
+
+    /// Padded source length the state was made for.
+    pub fn source_len(&self) -> usize {
+        self.seq
+    }
+
     /// Sequence `b`'s alignment of its last attended target row (zeros before any).
     pub fn previous(&self, b: usize) -> &[f32] {
         &self.data[b * 2 * self.seq..][..self.seq]
@@ -431,6 +451,35 @@ impl<const D: usize, const M: usize, const A: usize, const F: usize> LocationSen
         threads: &Threads,
     ) {
         state.reset();
+        self.attend(
+            queries,
+            Targets::Batch(targets),
+            memory,
+            keys,
+            state,
+            scratch,
+            alignments,
+            context,
+            threads,
+        );
+    }
+
+    /// Cached decoding: every real row of the right-padded `targets` (new tokens of each
+    /// sequence) continues `state` where the previous call left it, so a prefix run by
+    /// [`forward`](Self::forward) and then continued row by row, or in several batches, gives
+    /// the alignments of one teacher-forced run.
+    pub fn forward_continued(
+        &self,
+        queries: &[[f32; D]],
+        targets: &Batch,
+        memory: Memory<'_, M>,
+        keys: &[[f32; A]],
+        state: &mut AlignmentState,
+        scratch: &mut [[f32; A]],
+        alignments: &mut [f32],
+        context: &mut [[f32; M]],
+        threads: &Threads,
+    ) {
         self.attend(
             queries,
             Targets::Batch(targets),

@@ -1,0 +1,25 @@
+// The encoder has no cross-attention to shape: `attention_dim` belongs to the decoder.
+
+transformer::model! {
+    /// A small encoder-decoder with a mistake.
+    pub struct Model {
+        vocab_size: 48,
+        max_positions: 32,
+        d_model: 32,
+        heads: 4,
+        d_ff: 48,
+        activation: relu,
+        norm: layer_norm,
+        norm_eps: 1e-5,
+        norm_placement: post,
+        positions: sinusoidal,
+        embedding_scale: sqrt_d_model,
+        weights: torch,
+        lm_head: untied,
+        decoder_start: 1,
+        encoder: { layers: 2, attention: bidirectional, attention_dim: 16 },
+        decoder: { layers: 2, attention: causal, cross_attention: encoder, cross_attention_kind: additive, attention_dim: 16 },
+    }
+}
+
+fn main() {}
