@@ -45,6 +45,25 @@ pub fn padded_length(seq: usize, chunk_lengths: &[usize]) -> usize {
     }
 }
 
+/// `batch` padded on the right to `seq` positions as HF pads it before running a Reformer: pad
+/// token 0 with mask 0 (attention never reads it: masked keys score [`MASK_VALUE`] and padding
+/// hashes to a bucket of its own), the real tokens and mask unchanged. Token types are dropped (a
+/// Reformer has none; generated models reject them before padding).
+///
+/// # Panics
+///
+/// If `seq < batch.seq_len()` (a caller bug: [`padded_length`] never shortens).
+pub fn pad_batch(batch: &Batch, seq: usize) -> Batch {
+    let given = batch.seq_len();
+    assert!(seq >= given, "pad_batch: cannot pad {given} positions to {seq}");
+    let (b, ids, mask) = (batch.batch_size(), batch.ids(), batch.mask());
+    let ids =
+        ndarray::Array2::from_shape_fn((b, seq), |(s, t)| if t < given { ids[s * given + t] } else { 0 });
+    let mask = ndarray::Array2::from_shape_fn((b, seq), |(s, t)| u32::from(t < given && mask[s * given + t]));
+    // Every sequence of a valid batch has a real token, and the shapes agree by construction.
+    Batch::from_padded(ids.view(), mask.view(), None).expect("padding a valid batch keeps it valid")
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
