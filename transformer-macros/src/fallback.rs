@@ -137,6 +137,7 @@ pub fn reformer(input: &ModelInput) -> TokenStream {
             pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }
             pub fn logits_into<'w, #v_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
             pub fn logits<#v_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #v]>> { ::core::unreachable!() }
+            pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> { ::core::unreachable!() }
         }
     }
 }

@@ -241,11 +241,12 @@ fn attn_layers(cx: &mut Ctxt, entry: &Entry, layers: Option<usize>) -> Option<Ve
             Value::Name(n) => {
                 let word = n.to_string();
                 let message = match closest(&word, KINDS) {
-                    Some(k) => format!(
-                        "unknown layer attention `{word}`: did you mean `{k}`? expected {}",
-                        list(KINDS)
-                    ),
-                    None => format!("unknown layer attention `{word}`: expected {}", list(KINDS)),
+                    Some(k) => {
+                        format!(
+                            "unknown layer attention `{word}`: did you mean `{k}`? expected `lsh` or `local`"
+                        )
+                    }
+                    None => format!("unknown layer attention `{word}`: expected `lsh` or `local`"),
                 };
                 cx.error(n.span(), message);
                 None
@@ -330,7 +331,15 @@ fn section<'a>(cx: &mut Ctxt, entry: &'a Entry, keys: &[&str], example: &str) ->
         return None;
     };
     let found = keys_known_and_unique(cx, entries, keys);
-    let missing: Vec<&str> = keys.iter().copied().filter(|k| !found.contains_key(*k)).collect();
+    // A key already suggested for a misspelt one (`bucket` → `buckets`) is not reported again.
+    let suggested: Vec<&str> = entries
+        .iter()
+        .map(|e| e.key.to_string())
+        .filter(|k| !keys.contains(&k.as_str()))
+        .filter_map(|k| closest(&k, keys))
+        .collect();
+    let missing: Vec<&str> =
+        keys.iter().copied().filter(|k| !found.contains_key(*k) && !suggested.contains(k)).collect();
     if !missing.is_empty() {
         cx.error(*span, format!("the `{}` section needs {} (e.g. `{example}`)", entry.key, list(&missing)));
     }
