@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use transformer::{Batch, Error, GenerateOptions, WeightLoader};
+use transformer::{Batch, Error, GenerateOptions, Threads, WeightLoader};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -209,6 +209,20 @@ fn causal_greedy_generation_matches_hf() {
     // Each prompt runs alone: a shorter one beside it changes nothing.
     let alone = causal().generate(&[&greedy.prompt], &options).expect("generation");
     assert_eq!(alone[0], out[0]);
+}
+
+/// Two threads split sequences and heads differently; every output is the same arithmetic.
+#[test]
+fn threads_give_identical_logits() {
+    let (one, two) = (causal(), causal().with_threads(Threads::new(2).expect("a pool of two threads")));
+    for case in reference("causal").cases {
+        let batch = case.batch();
+        assert!(
+            one.logits(&batch).unwrap() == two.logits(&batch).unwrap(),
+            "{}: thread count matters",
+            case.name
+        );
+    }
 }
 
 /// Rotations read from the causal fixture, by tensor name.
