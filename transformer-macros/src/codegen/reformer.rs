@@ -84,6 +84,8 @@ pub fn generate(spec: &Reformer) -> TokenStream {
         pub context: &'a mut [[f32; #d]],
         /// The feed-forward's inner activations, `[rows, D_FF]`.
         pub hidden: &'a mut [[f32; #ff]],
+        /// The chunked attentions' per-head working memory.
+        pub lsh: &'a mut #rt::layers::lsh::LshWorkspace,
     };
     // A causal Reformer generates by recomputing the whole sequence for every token (no cache).
     let generate = spec.causal.then(|| {
@@ -116,6 +118,7 @@ pub fn generate(spec: &Reformer) -> TokenStream {
                 pub lm_head: #rt::layers::Linear<#w, #v>,
                 threads: #rt::Threads,
                 workspaces: #rt::workspace::WorkspacePool,
+                lsh_workspaces: #rt::layers::lsh::LshWorkspacePool,
             }
 
             impl #name {
@@ -157,6 +160,7 @@ pub fn generate(spec: &Reformer) -> TokenStream {
                         lm_head: #rt::layers::Linear::load_with_bias(loader, #HEAD_WEIGHT, #HEAD_BIAS),
                         threads: #rt::Threads::sequential(),
                         workspaces: ::core::default::Default::default(),
+                        lsh_workspaces: ::core::default::Default::default(),
                     }
                 }
 
@@ -181,7 +185,8 @@ pub fn generate(spec: &Reformer) -> TokenStream {
                     if padded > Self::MAX_POSITIONS {
                         return ::core::result::Result::Err(#rt::Error::PaddedTooLong { width, padded, max: Self::MAX_POSITIONS });
                     }
-                    let run = #rt::layers::lsh::pad_batch(batch, padded);
+                    let mut lsh = self.lsh_workspaces.take();
+                    let run = lsh.pad(batch, padded);
                     let rows = run.rows();
                     let [x1, x2, sublayer, normed, projected, context, hidden, wide, logits] = workspace.carve([
                         (rows * #d), (rows * #d), (rows * #d), (rows * #d), (rows * #projected),
@@ -194,6 +199,7 @@ pub fn generate(spec: &Reformer) -> TokenStream {
                         projected,
                         context: context.as_chunks_mut::<#d>().0,
                         hidden: hidden.as_chunks_mut::<#ff>().0,
+                        lsh: &mut lsh,
                     };
                     // Both streams start as the embeddings.
                     self.embeddings.forward(x2, &run);
@@ -201,6 +207,8 @@ pub fn generate(spec: &Reformer) -> TokenStream {
                     for layer in &self.layers {
                         layer.forward(x1, x2, &run, s, &self.threads);
                     }
+                    lsh.recycle(run);
+                    self.lsh_workspaces.put(lsh);
                     let wide = wide.as_chunks_mut::<#w>().0;
                     #rt::layers::lsh::concat_streams(x1, x2, wide);
                     self.final_norm.forward(wide);
@@ -375,8 +383,8 @@ fn attention_blocks(
                     self.layer_norm.forward_into(x, s.normed);
                     let qkv = s.projected[..batch.rows() * #qkv].as_chunks_mut::<#qkv>().0;
                     self.query_key_value.forward(s.normed, qkv, #rt::Activation::Identity, threads);
-                    #rt::layers::lsh::lsh_self_attention::<#hd>(
-                        qkv.as_flattened(), batch, Self::SHAPE, &self.rotations, s.context.as_flattened_mut(), threads,
+                    #rt::layers::lsh::lsh_self_attention_in::<#hd>(
+                        qkv.as_flattened(), batch, Self::SHAPE, &self.rotations, s.context.as_flattened_mut(), threads, s.lsh,
                     );
                     self.output.forward(s.context, s.sublayer, #rt::Activation::Identity, threads);
                 }
@@ -431,8 +439,8 @@ fn attention_blocks(
                     self.layer_norm.forward_into(x, s.normed);
                     let qkv = s.projected[..batch.rows() * #qkv].as_chunks_mut::<#qkv>().0;
                     self.query_key_value.forward(s.normed, qkv, #rt::Activation::Identity, threads);
-                    #rt::layers::lsh::local_self_attention::<#hd>(
-                        qkv.as_flattened(), batch, Self::SHAPE, s.context.as_flattened_mut(), threads,
+                    #rt::layers::lsh::local_self_attention_in::<#hd>(
+                        qkv.as_flattened(), batch, Self::SHAPE, s.context.as_flattened_mut(), threads, s.lsh,
                     );
                     self.output.forward(s.context, s.sublayer, #rt::Activation::Identity, threads);
                 }
