@@ -63,7 +63,11 @@ pub fn generate(spec: &Reformer) -> TokenStream {
     let load_attention = match (load_lsh, load_local) {
         (Some(lsh), Some(local)) => quote!(if Self::LSH_LAYERS[i] { #lsh } else { #local }),
         (Some(only), None) | (None, Some(only)) => only,
-        (None, None) => quote!(::core::unreachable!("a Reformer without attention")),
+        // Validation requires a section for every kind `attn_layers` (never empty) names.
+        (None, None) => {
+            return syn::Error::new(name.span(), "internal: a Reformer without an attention section")
+                .into_compile_error()
+        }
     };
     let layers_doc = format!("The {n_layers} reversible layers, loaded from `{LAYER}.{{i}}`.");
     let rotations_doc = format!(
@@ -105,174 +109,174 @@ pub fn generate(spec: &Reformer) -> TokenStream {
     });
     let scratch_doc = format!("Per-layer scratch buffers of `{name}`, carved from a workspace.");
     quote! {
-            #(#attrs)*
-            #[derive(Debug)]
-            #vis struct #name {
-                /// Token embeddings plus axial positions.
-                pub embeddings: #embeddings_ty,
-                #[doc = #layers_doc]
-                pub layers: ::std::vec::Vec<#layer_ty>,
-                /// LayerNorm over both streams side by side (`reformer.encoder.layer_norm`).
-                pub final_norm: #rt::layers::LayerNorm<#w>,
-                /// From both streams to the vocabulary (`lm_head.decoder.weight`, bias `lm_head.bias`).
-                pub lm_head: #rt::layers::Linear<#w, #v>,
-                threads: #rt::Threads,
-                workspaces: #rt::workspace::WorkspacePool,
-                lsh_workspaces: #rt::layers::lsh::LshWorkspacePool,
+        #(#attrs)*
+        #[derive(Debug)]
+        #vis struct #name {
+            /// Token embeddings plus axial positions.
+            pub embeddings: #embeddings_ty,
+            #[doc = #layers_doc]
+            pub layers: ::std::vec::Vec<#layer_ty>,
+            /// LayerNorm over both streams side by side (`reformer.encoder.layer_norm`).
+            pub final_norm: #rt::layers::LayerNorm<#w>,
+            /// From both streams to the vocabulary (`lm_head.decoder.weight`, bias `lm_head.bias`).
+            pub lm_head: #rt::layers::Linear<#w, #v>,
+            threads: #rt::Threads,
+            workspaces: #rt::workspace::WorkspacePool,
+            lsh_workspaces: #rt::layers::lsh::LshWorkspacePool,
+        }
+
+        impl #name {
+            #(#consts)*
+            /// Which layers attend by LSH (the others attend locally): Hugging Face's `attn_layers`.
+            pub const LSH_LAYERS: [bool; #n_layers] = [#(#lsh_layers),*];
+            /// The chunk lengths of the attention kinds present: inputs are padded to a multiple
+            /// of their least common multiple, as Hugging Face pads them.
+            pub const CHUNK_LENGTHS: &'static [usize] = &[#(#chunk_lengths),*];
+
+            #[doc = #rotations_doc]
+            pub fn from_safetensors(
+                model: impl ::core::convert::AsRef<::std::path::Path>,
+                rotations: impl ::core::convert::AsRef<::std::path::Path>,
+            ) -> #rt::Result<Self> {
+                let mut loader = #rt::WeightLoader::open(model)?;
+                let mut rotations = #rt::WeightLoader::open(rotations)?;
+                let model = Self::load(&mut loader, &mut rotations);
+                loader.finish()?;
+                rotations.finish()?;
+                ::core::result::Result::Ok(model)
             }
 
-            impl #name {
-                #(#consts)*
-                /// Which layers attend by LSH (the others attend locally): Hugging Face's `attn_layers`.
-                pub const LSH_LAYERS: [bool; #n_layers] = [#(#lsh_layers),*];
-                /// The chunk lengths of the attention kinds present: inputs are padded to a multiple
-                /// of their least common multiple, as Hugging Face pads them.
-                pub const CHUNK_LENGTHS: &'static [usize] = &[#(#chunk_lengths),*];
-
-                #[doc = #rotations_doc]
-                pub fn from_safetensors(
-                    model: impl ::core::convert::AsRef<::std::path::Path>,
-                    rotations: impl ::core::convert::AsRef<::std::path::Path>,
-                ) -> #rt::Result<Self> {
-                    let mut loader = #rt::WeightLoader::open(model)?;
-                    let mut rotations = #rt::WeightLoader::open(rotations)?;
-                    let model = Self::load(&mut loader, &mut rotations);
-                    loader.finish()?;
-                    rotations.finish()?;
-                    ::core::result::Result::Ok(model)
+            /// Takes every tensor from `loader` and every LSH layer's rotations from `rotations`
+            /// (both record, rather than stop at, each problem: call `finish()` on both).
+            pub fn load(loader: &mut #rt::WeightLoader, rotations: &mut #rt::WeightLoader) -> Self {
+                Self {
+                    embeddings: #embeddings_ty::load(loader, #EMBEDDINGS),
+                    layers: (0..#n_layers)
+                        .map(|i| {
+                            let attention = ::std::format!("{}.{i}.attention", #LAYER);
+                            #layer_ty {
+                                attention: #load_attention,
+                                feed_forward: #ff_ty::load(loader, &::std::format!("{}.{i}.feed_forward", #LAYER)),
+                            }
+                        })
+                        .collect(),
+                    final_norm: #rt::layers::LayerNorm::load(loader, #FINAL_NORM, Self::NORM_EPS),
+                    lm_head: #rt::layers::Linear::load_with_bias(loader, #HEAD_WEIGHT, #HEAD_BIAS),
+                    threads: #rt::Threads::sequential(),
+                    workspaces: ::core::default::Default::default(),
+                    lsh_workspaces: ::core::default::Default::default(),
                 }
+            }
 
-                /// Takes every tensor from `loader` and every LSH layer's rotations from `rotations`
-                /// (both record, rather than stop at, each problem: call `finish()` on both).
-                pub fn load(loader: &mut #rt::WeightLoader, rotations: &mut #rt::WeightLoader) -> Self {
-                    Self {
-                        embeddings: #embeddings_ty::load(loader, #EMBEDDINGS),
-                        layers: (0..#n_layers)
-                            .map(|i| {
-                                let attention = ::std::format!("{}.{i}.attention", #LAYER);
-                                #layer_ty {
-                                    attention: #load_attention,
-                                    feed_forward: #ff_ty::load(loader, &::std::format!("{}.{i}.feed_forward", #LAYER)),
-                                }
-                            })
-                            .collect(),
-                        final_norm: #rt::layers::LayerNorm::load(loader, #FINAL_NORM, Self::NORM_EPS),
-                        lm_head: #rt::layers::Linear::load_with_bias(loader, #HEAD_WEIGHT, #HEAD_BIAS),
-                        threads: #rt::Threads::sequential(),
-                        workspaces: ::core::default::Default::default(),
-                        lsh_workspaces: ::core::default::Default::default(),
-                    }
-                }
+            /// Uses `threads` for every later forward pass.
+            pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+                self.threads = threads;
+                self
+            }
 
-                /// Uses `threads` for every later forward pass.
-                pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
-                    self.threads = threads;
-                    self
-                }
+            /// The threads forward passes use.
+            pub fn threads(&self) -> &#rt::Threads {
+                &self.threads
+            }
 
-                /// The threads forward passes use.
-                pub fn threads(&self) -> &#rt::Threads {
-                    &self.threads
+            /// Logits for every token of every sequence (`batch.rows()` rows). The batch runs as
+            /// Hugging Face runs it: padded on the right to a multiple of [`Self::CHUNK_LENGTHS`]
+            /// (which changes how tokens are chunked), positions counted from each row's start;
+            /// the padding's rows are dropped from the result.
+            pub fn logits_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#logits_row]> {
+                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
+                let (width, padded) = (batch.seq_len(), #rt::layers::lsh::padded_length(batch.seq_len(), Self::CHUNK_LENGTHS));
+                if padded > Self::MAX_POSITIONS {
+                    return ::core::result::Result::Err(#rt::Error::PaddedTooLong { width, padded, max: Self::MAX_POSITIONS });
                 }
+                let mut lsh = self.lsh_workspaces.take();
+                let run = lsh.pad(batch, padded);
+                let rows = run.rows();
+                let [x1, x2, sublayer, normed, projected, context, hidden, wide, logits] = workspace.carve([
+                    (rows * #d), (rows * #d), (rows * #d), (rows * #d), (rows * #projected),
+                    (rows * #d), (rows * #ff), (rows * #w), (rows * #v),
+                ]);
+                let (x1, x2) = (x1.as_chunks_mut::<#d>().0, x2.as_chunks_mut::<#d>().0);
+                let s = &mut #scratch_ty {
+                    sublayer: sublayer.as_chunks_mut::<#d>().0,
+                    normed: normed.as_chunks_mut::<#d>().0,
+                    projected,
+                    context: context.as_chunks_mut::<#d>().0,
+                    hidden: hidden.as_chunks_mut::<#ff>().0,
+                    lsh: &mut lsh,
+                };
+                // Both streams start as the embeddings.
+                self.embeddings.forward(x2, &run);
+                x1.copy_from_slice(x2);
+                for layer in &self.layers {
+                    layer.forward(x1, x2, &run, s, &self.threads);
+                }
+                lsh.recycle(run);
+                self.lsh_workspaces.put(lsh);
+                let wide = wide.as_chunks_mut::<#w>().0;
+                #rt::layers::lsh::concat_streams(x1, x2, wide);
+                self.final_norm.forward(wide);
+                let logits = logits.as_chunks_mut::<#v>().0;
+                self.lm_head.forward(wide, logits, #rt::Activation::Identity, &self.threads);
+                // Row t of sequence b moves from b·padded + t to b·width + t (never later).
+                for b in 0..batch.batch_size() {
+                    logits.copy_within(b * padded..b * padded + width, b * width);
+                }
+                ::core::result::Result::Ok(&logits[..batch.rows()])
+            }
 
-                /// Logits for every token of every sequence (`batch.rows()` rows). The batch runs as
-                /// Hugging Face runs it: padded on the right to a multiple of [`Self::CHUNK_LENGTHS`]
-                /// (which changes how tokens are chunked), positions counted from each row's start;
-                /// the padding's rows are dropped from the result.
-                pub fn logits_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#logits_row]> {
-                    batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, ::core::option::Option::None)?;
-                    let (width, padded) = (batch.seq_len(), #rt::layers::lsh::padded_length(batch.seq_len(), Self::CHUNK_LENGTHS));
-                    if padded > Self::MAX_POSITIONS {
-                        return ::core::result::Result::Err(#rt::Error::PaddedTooLong { width, padded, max: Self::MAX_POSITIONS });
-                    }
-                    let mut lsh = self.lsh_workspaces.take();
-                    let run = lsh.pad(batch, padded);
-                    let rows = run.rows();
-                    let [x1, x2, sublayer, normed, projected, context, hidden, wide, logits] = workspace.carve([
-                        (rows * #d), (rows * #d), (rows * #d), (rows * #d), (rows * #projected),
-                        (rows * #d), (rows * #ff), (rows * #w), (rows * #v),
-                    ]);
-                    let (x1, x2) = (x1.as_chunks_mut::<#d>().0, x2.as_chunks_mut::<#d>().0);
-                    let s = &mut #scratch_ty {
-                        sublayer: sublayer.as_chunks_mut::<#d>().0,
-                        normed: normed.as_chunks_mut::<#d>().0,
-                        projected,
-                        context: context.as_chunks_mut::<#d>().0,
-                        hidden: hidden.as_chunks_mut::<#ff>().0,
-                        lsh: &mut lsh,
-                    };
-                    // Both streams start as the embeddings.
-                    self.embeddings.forward(x2, &run);
-                    x1.copy_from_slice(x2);
-                    for layer in &self.layers {
-                        layer.forward(x1, x2, &run, s, &self.threads);
-                    }
-                    lsh.recycle(run);
-                    self.lsh_workspaces.put(lsh);
-                    let wide = wide.as_chunks_mut::<#w>().0;
-                    #rt::layers::lsh::concat_streams(x1, x2, wide);
-                    self.final_norm.forward(wide);
-                    let logits = logits.as_chunks_mut::<#v>().0;
-                    self.lm_head.forward(wide, logits, #rt::Activation::Identity, &self.threads);
-                    // Row t of sequence b moves from b·padded + t to b·width + t (never later).
-                    for b in 0..batch.batch_size() {
-                        logits.copy_within(b * padded..b * padded + width, b * width);
-                    }
-                    ::core::result::Result::Ok(&logits[..batch.rows()])
-                }
-
-                /// [`Self::logits_into`] with a workspace kept by the model; returns owned rows.
-                pub fn logits(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#logits_row>> {
-                    self.workspaces.with(|ws| self.logits_into(batch, ws).map(<[_]>::to_vec))
-                }
+            /// [`Self::logits_into`] with a workspace kept by the model; returns owned rows.
+            pub fn logits(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#logits_row>> {
+                self.workspaces.with(|ws| self.logits_into(batch, ws).map(<[_]>::to_vec))
+            }
     #generate        }
 
-            #embeddings
-            #attention
-            #feed_forward
+        #embeddings
+        #attention
+        #feed_forward
 
-            /// One reversible layer: `Y1 = X1 + Attention(X2)`, then `Y2 = X2 + FeedForward(Y1)`.
-            #[derive(Clone, Debug)]
-            #vis struct #layer_ty {
-                pub attention: #attention_ty,
-                pub feed_forward: #ff_ty,
-            }
-
-            impl #layer_ty {
-                /// Updates both streams in place.
-                pub fn forward(
-                    &self,
-                    x1: &mut [[f32; #d]],
-                    x2: &mut [[f32; #d]],
-                    batch: &#rt::Batch,
-                    s: &mut #scratch_ty<'_>,
-                    threads: &#rt::Threads,
-                ) {
-                    self.attention.forward(x2, batch, s, threads);
-                    #rt::layers::residual_add(x1, s.sublayer);
-                    self.feed_forward.forward(x1, s, threads);
-                    #rt::layers::residual_add(x2, s.sublayer);
-                }
-            }
-
-            #[doc = #scratch_doc]
-            #[derive(Debug)]
-            #vis struct #scratch_ty<'a> {
-                #scratch_fields
-            }
-
-            impl #name {
-                /// The LayerNorms' epsilon (`layer_norm_eps`).
-                pub const NORM_EPS: f32 = #eps;
-            }
-
-            const _: () = {
-                fn assert_send_sync<T: ::core::marker::Send + ::core::marker::Sync>() {}
-                fn check() {
-                    assert_send_sync::<#name>();
-                }
-            };
+        /// One reversible layer: `Y1 = X1 + Attention(X2)`, then `Y2 = X2 + FeedForward(Y1)`.
+        #[derive(Clone, Debug)]
+        #vis struct #layer_ty {
+            pub attention: #attention_ty,
+            pub feed_forward: #ff_ty,
         }
+
+        impl #layer_ty {
+            /// Updates both streams in place.
+            pub fn forward(
+                &self,
+                x1: &mut [[f32; #d]],
+                x2: &mut [[f32; #d]],
+                batch: &#rt::Batch,
+                s: &mut #scratch_ty<'_>,
+                threads: &#rt::Threads,
+            ) {
+                self.attention.forward(x2, batch, s, threads);
+                #rt::layers::residual_add(x1, s.sublayer);
+                self.feed_forward.forward(x1, s, threads);
+                #rt::layers::residual_add(x2, s.sublayer);
+            }
+        }
+
+        #[doc = #scratch_doc]
+        #[derive(Debug)]
+        #vis struct #scratch_ty<'a> {
+            #scratch_fields
+        }
+
+        impl #name {
+            /// The LayerNorms' epsilon (`layer_norm_eps`).
+            pub const NORM_EPS: f32 = #eps;
+        }
+
+        const _: () = {
+            fn assert_send_sync<T: ::core::marker::Send + ::core::marker::Sync>() {}
+            fn check() {
+                assert_send_sync::<#name>();
+            }
+        };
+    }
 }
 
 /// `…Embeddings`: `x[row] = word_embeddings[id] + axial(position in the padded row)`.
