@@ -84,7 +84,10 @@ const NORMS: &[&str] = &["layer_norm", "rms_norm"];
 const PLACEMENTS: &[&str] = &["pre", "post"];
 const POSITIONS: &[&str] = &["learned", "sinusoidal", "rope", "relative", "alibi"];
 const ATTENTIONS: &[&str] = &["bidirectional", "causal"];
-const SCHEMES: &[&str] = &["bert", "gpt2", "vit", "llama", "bloom", "neox", "t5", "bart", "torch"];
+/// Weight schemes. A `weights: reformer` model is validated by [`reformer::validate`] and never
+/// reaches this list's users; it is listed so that a misspelling suggests it.
+const SCHEMES: &[&str] =
+    &["bert", "gpt2", "vit", "llama", "bloom", "neox", "t5", "bart", "torch", "reformer"];
 const RESIDUALS: &[&str] = &["sequential", "parallel"];
 const EMBEDDING_SCALES: &[&str] = &["sqrt_d_model", "none"];
 const POOLINGS: &[&str] = &["cls", "mean"];
