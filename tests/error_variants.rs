@@ -5,6 +5,9 @@
 //! `from_safetensors` (a truncated file, a wrong shape, a non-finite value, an unsupported dtype).
 //! Each asserts the variant with its fields AND that its message names the offending value.
 //!
+//! `PaddedTooLong` (a Reformer batch that HF's chunk padding would carry past the position table)
+//! is driven, message included, by `tests/reformer_parity.rs`.
+//!
 //! Image errors: `ImageRead` (a file that is not an image) and `ProcessorShapeMismatch` are driven
 //! here through `transformer::vision`; `PreprocessorConfig`, `UnsupportedResample`,
 //! `ImageSizeMismatch` and `EmptyImage` already are, messages included, by

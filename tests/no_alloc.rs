@@ -76,3 +76,47 @@ fn a_warm_forward_pass_allocates_nothing() {
     assert_eq!(allocations, 0, "warm forward passes allocated {allocations} times");
     assert_eq!(ws.growths(), growths, "the workspace grew after warm-up");
 }
+
+transformer::model! {
+    /// `tests/fixtures/reformer/causal`: LSH and local layers, reversible streams.
+    pub struct Reformer {
+        vocab_size: 320,
+        max_positions: 64,
+        d_model: 64,
+        heads: 2,
+        layers: 4,
+        d_ff: 128,
+        activation: gelu_erf,
+        norm_eps: 1e-12,
+        attention: causal,
+        weights: reformer,
+        attn_layers: [lsh, local, lsh, local],
+        lsh: { chunk: 8, chunks_before: 1, chunks_after: 0, buckets: 4, hashes: 2 },
+        local: { chunk: 8, chunks_before: 1, chunks_after: 0 },
+        axial_positions: { shape: [8, 8], dims: [16, 48] },
+    }
+}
+
+/// A Reformer's forward pass too, HF's padding (27 → 32 positions) and the LSH kernels' per-head
+/// working memory included.
+#[test]
+fn a_warm_reformer_forward_pass_allocates_nothing() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reformer/causal");
+    let model =
+        Reformer::from_safetensors(dir.join("model.safetensors"), dir.join("rotations.safetensors")).unwrap();
+    let long: Vec<u32> = (0..27).map(|i| 3 + i * 7 % 300).collect();
+    let batch = Batch::from_sequences(&[long.clone(), long[..20].to_vec()]).unwrap();
+    let smaller = Batch::from_sequences(&[long[..16].to_vec()]).unwrap();
+    let mut ws = Workspace::new();
+
+    model.logits_into(&batch, &mut ws).unwrap();
+    let growths = ws.growths();
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..3 {
+        model.logits_into(&batch, &mut ws).unwrap();
+        model.logits_into(&smaller, &mut ws).unwrap();
+    }
+    let allocations = ALLOCATIONS.with(Cell::get) - before;
+    assert_eq!(allocations, 0, "warm Reformer forward passes allocated {allocations} times");
+    assert_eq!(ws.growths(), growths, "the workspace grew after warm-up");
+}

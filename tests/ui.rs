@@ -20,5 +20,6 @@ fn ui() {
     t.compile_fail("tests/ui/variants/*.rs");
     t.compile_fail("tests/ui/composed/*.rs");
     t.compile_fail("tests/ui/fallback/*.rs");
+    t.compile_fail("tests/ui/reformer/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }

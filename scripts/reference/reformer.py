@@ -21,7 +21,9 @@ Each directory holds:
                      layer's bucket of every (sequence, head, round, position), and `notes`
                      spelling out the conventions (hashing, sorting, chunk windows, masks and
                      their values, combining the rounds, the reversible layers, axial positions,
-                     HF's automatic padding to a multiple of the chunk length, the LM head).
+                     HF's automatic padding to a multiple of the chunk length, the LM head);
+                     causal only: `greedy`, 40 tokens greedily generated after the first 6 tokens
+                     of the "full" case by full recompute with the same rotations (see greedy()).
 
 Variants:
     causal         ReformerModelWithLMHead, is_decoder=True, attn_layers [lsh, local, lsh,
@@ -91,6 +93,9 @@ MIN_HASH_MARGIN = 1e-3   # min top1 - top2 of [xR, -xR] over real tokens (see mo
 MAX_F32_DRIFT = 2e-5     # max |HF float32 logits - numpy float64 logits|
 MIN_SENSITIVITY = 1e-2   # other rotations / one round must move the logits by at least this
 MIN_ALTERNATIVE = 1e-3   # a wrong convention must move the numpy logits by at least this
+MIN_GREEDY_MARGIN = 1e-3  # min top1 - top2 logit gap of every greedy step
+GREEDY_PROMPT = 6        # causal variant: the "full" case's first 6 tokens are the prompt,
+GREEDY_STEPS = 40        # followed by 40 greedy tokens (padded lengths 8 to 48)
 INJECTION_HASH_SEED = 123
 PAD_ID = 0
 FIRST_ID = 3             # input ids are drawn from [3, vocab): 0 = pad, 2 = eos
@@ -579,6 +584,44 @@ def search_seeds(n):
                 break
 
 
+# ----------------------------------------------------------------------- greedy generation
+
+@torch.no_grad()
+def greedy(res, prompt_case, prompt_len, steps):
+    """Greedy continuation of the first `prompt_len` tokens of a case by full recompute (the only way a
+    Reformer without a cache can match HF: HF's own LSH cache hashes each new token with fresh
+    rotations). Each step runs HF's forward on the whole sequence (HF pads it to its chunk
+    lengths as usual) with the fixture's rotations and takes the argmax of the last row.
+    Cross-checked against HF's generate(do_sample=False, use_cache=False) with the same
+    injected rotations. Records the smallest top1 - top2 logit gap and hashing margin over the
+    steps, so a float32 re-implementation cannot flip a token or a bucket."""
+    model, rotations = res["model"], res["rotations"]
+    case = res["cases"][prompt_case]
+    prompt = list(case["input_ids"][0][:prompt_len])
+    seq, tokens, logit_margin, hash_margin = list(prompt), [], math.inf, math.inf
+    for _ in range(steps):
+        cap = Capture()
+        step = dict(input_ids=[seq], attention_mask=None, lengths=[len(seq)])
+        last = hf_logits(model, step, rotations, cap)[0, len(seq) - 1].double()
+        top2 = torch.topk(last, 2).values
+        logit_margin = min(logit_margin, float(top2[0] - top2[1]))
+        hash_margin = min(hash_margin, cap.margin)
+        tokens.append(int(last.argmax()))
+        seq.append(tokens[-1])
+    with injected(rotations):
+        out = model.generate(torch.tensor([prompt]), do_sample=False, use_cache=False,
+                             max_new_tokens=steps, eos_token_id=None, pad_token_id=PAD_ID)
+    assert out[0, len(prompt):].tolist() == tokens, "HF generate disagrees with the recompute loop"
+    assert logit_margin >= MIN_GREEDY_MARGIN, logit_margin
+    assert hash_margin >= MIN_HASH_MARGIN, hash_margin
+    return {"what": f"greedy continuation of the first {prompt_len} tokens of case {case['name']!r}, "
+                    f"{steps} tokens, "
+                    "each step a full recompute with the fixture's rotations (= HF "
+                    "generate(do_sample=False, use_cache=False) with them injected; checked)",
+            "prompt": prompt, "tokens": tokens, "min_logit_margin": logit_margin,
+            "min_hash_margin": hash_margin}
+
+
 # ----------------------------------------------------------------------------- self-checks
 
 @torch.no_grad()
@@ -828,6 +871,7 @@ def write_fixture(out_root, threads):
             "sensitivity": {"what": "max |logit change| on case 0 (HF, float32)", **sens},
             "alternatives_numpy": {"what": "max |numpy logits with one convention changed - HF| "
                                            "on case 0", **alts},
+            **({"greedy": greedy(res, 0, GREEDY_PROMPT, GREEDY_STEPS)} if cfg.is_decoder else {}),
             "files": {
                 "model.safetensors": {"sha256": sha256(out_dir / "model.safetensors"), "tensors": shapes},
                 "rotations.safetensors": {"sha256": sha256(out_dir / "rotations.safetensors"),

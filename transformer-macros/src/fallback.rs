@@ -115,3 +115,29 @@ fn seq2seq(
         #vis struct #conditioned<'m>(&'m #name);
     }
 }
+
+/// A Reformer's API with unreachable bodies.
+pub fn reformer(input: &ModelInput) -> TokenStream {
+    let (attrs, vis, name) = (&input.attrs, &input.vis, &input.name);
+    let (v_param, v) = width(input, "vocab_size", 10_000_000, quote!(V));
+    let rt = quote!(::transformer::__private);
+    let vocab = int_value(input, "vocab_size").unwrap_or(1);
+    let max_pos = int_value(input, "max_positions").unwrap_or(1);
+    quote! {
+        #(#attrs)*
+        #vis struct #name {}
+
+        #[allow(unused_variables, clippy::all)]
+        impl #name {
+            pub const VOCAB_SIZE: usize = #vocab;
+            pub const MAX_POSITIONS: usize = #max_pos;
+            pub fn from_safetensors(model: impl ::core::convert::AsRef<::std::path::Path>, rotations: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
+            pub fn load(loader: &mut #rt::WeightLoader, rotations: &mut #rt::WeightLoader) -> Self { ::core::unreachable!() }
+            pub fn with_threads(self, threads: #rt::Threads) -> Self { ::core::unreachable!() }
+            pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }
+            pub fn logits_into<'w, #v_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
+            pub fn logits<#v_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #v]>> { ::core::unreachable!() }
+            pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> { ::core::unreachable!() }
+        }
+    }
+}

@@ -43,6 +43,16 @@ fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
             }
         };
     }
+    if check::reformer::declared(&input) {
+        return match check::reformer::validate(&input) {
+            Ok(spec) => codegen::reformer::generate(&spec),
+            Err(errors) => {
+                let dummy = fallback::reformer(&input);
+                let errors = errors.into_compile_error();
+                quote::quote! { #errors #dummy }
+            }
+        };
+    }
     match check::validate(&input) {
         Ok(spec) => match &spec.seq2seq {
             Some(s2s) => {

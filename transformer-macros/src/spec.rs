@@ -289,3 +289,59 @@ pub enum WeightScheme {
     /// `sqrt(d_model)`) and `generator` (the output linear) beside it.
     Torch,
 }
+
+/// A validated Reformer (`weights: reformer`): reversible two-stream layers, each attending by LSH
+/// or locally, axial positions, a final LayerNorm over both streams and an untied LM head.
+pub struct Reformer {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub vocab_size: usize,
+    /// The axial table's positions (`shape[0] · shape[1]`).
+    pub max_positions: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub d_ff: usize,
+    /// Ungated: GELU (erf or tanh) or ReLU.
+    pub activation: Activation,
+    pub eps: f64,
+    /// `ReformerModelWithLMHead` (`is_decoder`): keys after the query are masked.
+    pub causal: bool,
+    /// Each layer's attention, in order.
+    pub layers: Vec<ReformerAttention>,
+    /// The LSH layers' geometry (present exactly when a layer is LSH).
+    pub lsh: Option<ReformerLsh>,
+    /// The local layers' geometry (present exactly when a layer is local).
+    pub local: Option<ReformerLocal>,
+    pub axial_shape: [usize; 2],
+    pub axial_dims: [usize; 2],
+    /// Where `vocab_size` was written: generated logits rows point there.
+    pub vocab_span: Span,
+}
+
+/// The attention of one Reformer layer (HF `attn_layers`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReformerAttention {
+    Lsh,
+    Local,
+}
+
+/// LSH attention's chunking and hashing (HF `lsh_attn_chunk_length`, `lsh_num_chunks_before` /
+/// `_after`, `num_buckets`, `num_hashes`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReformerLsh {
+    pub chunk: usize,
+    pub chunks_before: usize,
+    pub chunks_after: usize,
+    pub buckets: usize,
+    pub hashes: usize,
+}
+
+/// Local attention's chunking (HF `local_attn_chunk_length`, `local_num_chunks_before` / `_after`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReformerLocal {
+    pub chunk: usize,
+    pub chunks_before: usize,
+    pub chunks_after: usize,
+}

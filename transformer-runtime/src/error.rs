@@ -52,6 +52,11 @@ pub enum Error {
     #[error("sequence {sequence} would reach {needed} positions, more than the model's maximum of {max} (prompt plus new tokens must fit)")]
     ContextFull { sequence: usize, needed: usize, max: usize },
 
+    /// A batch that, padded to a multiple of a Reformer's chunk lengths as Hugging Face pads it,
+    /// would be longer than the position table.
+    #[error("the batch is {width} positions wide and this model pads it to {padded} (a multiple of its chunk lengths), more than its maximum of {max} positions: drop trailing padding")]
+    PaddedTooLong { width: usize, padded: usize, max: usize },
+
     /// A cached step needs each sequence's real tokens first and padding after them.
     #[error("sequence {sequence} has padding before a real token; a cached step needs right padding (real tokens first)")]
     NotRightPadded { sequence: usize },

@@ -74,7 +74,7 @@ pub fn generate<M: CausalLm + ?Sized>(
     prompts: &[&[u32]],
     options: &GenerateOptions,
 ) -> Result<Vec<Vec<u32>>> {
-    validate(model, prompts, options)?;
+    validate(model.max_positions(), prompts, options)?;
     let mut run = Run::new(model, prompts.len(), options);
     let mut outputs: Vec<Vec<u32>> =
         prompts.iter().map(|_| Vec::with_capacity(options.max_new_tokens)).collect();
@@ -103,7 +103,7 @@ pub fn stream<'m, M: CausalLm + ?Sized>(
     prompt: &[u32],
     options: &GenerateOptions,
 ) -> Result<TokenStream<'m, M>> {
-    validate(model, &[prompt], options)?;
+    validate(model.max_positions(), &[prompt], options)?;
     Ok(TokenStream { run: Run::new(model, 1, options), prompt: Some(prompt.to_vec()), done: false })
 }
 
@@ -157,8 +157,46 @@ impl<M: CausalLm + ?Sized> Iterator for TokenStream<'_, M> {
     }
 }
 
-/// Checks the options and the prompts against the model before any work.
-fn validate<M: CausalLm + ?Sized>(model: &M, prompts: &[&[u32]], options: &GenerateOptions) -> Result<()> {
+/// Generation for a model without a KV cache (a Reformer): every prompt alone, and every new
+/// token a full recompute of its sequence so far. `last_logits(batch, workspace, row)` runs the
+/// model on `batch` (one sequence, no padding) and writes the logits of its last token into `row`
+/// (`vocab` floats).
+///
+/// Options, errors and sampling are [`generate`]'s (prompt `b` draws from ChaCha8 stream `b`), so
+/// greedy decoding gives what a cached model with the same logits would. Prompts run one at a
+/// time because batching them would pad them, and a Reformer's padded length changes how its
+/// tokens are chunked. Costs a forward pass over the whole sequence per token.
+pub fn generate_by_recompute(
+    vocab: usize,
+    max_positions: usize,
+    prompts: &[&[u32]],
+    options: &GenerateOptions,
+    mut last_logits: impl FnMut(&Batch, &mut Workspace, &mut [f32]) -> Result<()>,
+) -> Result<Vec<Vec<u32>>> {
+    validate(max_positions, prompts, options)?;
+    let (mut workspace, mut row, mut scratch) = (Workspace::new(), vec![0.0; vocab], Vec::new());
+    let mut outputs = Vec::with_capacity(prompts.len());
+    for (b, prompt) in prompts.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        rng.set_stream(b as u64);
+        let mut sequence = prompt.to_vec();
+        let mut out = Vec::with_capacity(options.max_new_tokens);
+        while out.len() < options.max_new_tokens {
+            last_logits(&Batch::from_sequences(&[&sequence])?, &mut workspace, &mut row)?;
+            let token = sample_with(&row, &options.sampling, &mut rng, &mut scratch);
+            out.push(token);
+            sequence.push(token);
+            if options.stop_tokens.contains(&token) {
+                break;
+            }
+        }
+        outputs.push(out);
+    }
+    Ok(outputs)
+}
+
+/// Checks the options and the prompts against the model's positions before any work.
+fn validate(max: usize, prompts: &[&[u32]], options: &GenerateOptions) -> Result<()> {
     let bad = |option, value: String, expected| Err(Error::BadGenerateOption { option, value, expected });
     if options.max_new_tokens == 0 {
         return bad("max_new_tokens", "0".into(), "generate at least 1 token");
@@ -179,7 +217,6 @@ fn validate<M: CausalLm + ?Sized>(model: &M, prompts: &[&[u32]], options: &Gener
     if prompts.is_empty() {
         return Err(Error::EmptyBatch);
     }
-    let max = model.max_positions();
     for (sequence, prompt) in prompts.iter().enumerate() {
         if prompt.is_empty() {
             return Err(Error::EmptySequence { sequence });

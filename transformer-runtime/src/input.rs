@@ -133,6 +133,34 @@ impl Batch {
         Ok(self)
     }
 
+    /// This batch padded on the right to `seq` positions with id 0 and mask 0 (positions from 0,
+    /// token types dropped), built in `reuse`'s storage when given: no allocation once that has
+    /// grown to the shape.
+    pub(crate) fn right_padded(&self, seq: usize, reuse: Option<Batch>) -> Batch {
+        let mut out = reuse.unwrap_or_else(|| Batch {
+            ids: Vec::new(),
+            starts: Vec::new(),
+            type_ids: None,
+            mask: Vec::new(),
+            batch: 0,
+            seq: 0,
+        });
+        let pad = seq.saturating_sub(self.seq);
+        out.ids.clear();
+        out.mask.clear();
+        for b in 0..self.batch {
+            out.ids.extend_from_slice(&self.ids[b * self.seq..(b + 1) * self.seq]);
+            out.ids.extend(std::iter::repeat_n(0, pad));
+            out.mask.extend_from_slice(&self.mask[b * self.seq..(b + 1) * self.seq]);
+            out.mask.extend(std::iter::repeat_n(false, pad));
+        }
+        out.starts.clear();
+        out.starts.resize(self.batch, 0);
+        out.type_ids = None;
+        (out.batch, out.seq) = (self.batch, self.seq + pad);
+        out
+    }
+
     /// Checks every id against a model's sizes; generated models call this before running.
     pub fn validate(&self, vocab: usize, max_positions: usize, type_vocab: Option<usize>) -> Result<()> {
         // Padding ids are looked up too (attention then ignores them), so they must be in range.

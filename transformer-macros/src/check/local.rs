@@ -214,6 +214,7 @@ pub fn attention_hint(word: &str) -> Option<String> {
     let hint = match word {
         "windowed" | "local" | "sliding" => "a local window is its own key: keep `attention: causal` (or `bidirectional`) and add `window: 8`, or one per layer such as `window: [8, global]`",
         "sparse" | "block_sparse" => "a block-sparse layout is its own key: keep `attention: causal` (or `bidirectional`) and add `sparse: { pattern: strided, block: 64, stride: 4 }`",
+        "lsh" | "reformer" => "LSH attention is a layer kind of the Reformer preset: declare `weights: reformer`, list each layer's kind in `attn_layers: [lsh, local, …]` and give an `lsh: { … }` section",
         "grouped_query" | "multi_query" => "grouped-query attention is `kv_heads`: keep `attention: causal` and add `kv_heads: 2` (1 for multi-query)",
         _ => return None,
     };

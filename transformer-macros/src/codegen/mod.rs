@@ -4,6 +4,7 @@
 
 mod decoder;
 mod encoder;
+pub mod reformer;
 pub mod seq2seq;
 mod vision;
 

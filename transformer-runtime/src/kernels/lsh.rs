@@ -140,6 +140,8 @@ pub struct LshScratch {
     values: Vec<f32>,
     slot_out: Vec<f32>,
     slot_lse: Vec<f32>,
+    /// One position's projections in one round (`buckets / 2`).
+    rotated: Vec<f32>,
     window: Window,
 }
 
@@ -174,6 +176,20 @@ pub fn lsh_buckets<const HD: usize>(
     buckets: usize,
     out: &mut [u32],
 ) {
+    lsh_buckets_with(qk, valid, rotations, hashes, buckets, out, &mut Vec::new());
+}
+
+/// [`lsh_buckets`] with the projections' buffer `y` reused (no allocation once it holds
+/// `buckets / 2` floats).
+fn lsh_buckets_with<const HD: usize>(
+    qk: &[[f32; HD]],
+    valid: &[bool],
+    rotations: &[f32],
+    hashes: usize,
+    buckets: usize,
+    out: &mut [u32],
+    y: &mut Vec<f32>,
+) {
     let (seq, half) = (qk.len(), buckets / 2);
     assert_eq!(valid.len(), seq, "LSH buckets: {} mask flags for {seq} positions", valid.len());
     assert_eq!(
@@ -183,7 +199,7 @@ pub fn lsh_buckets<const HD: usize>(
     );
     assert_eq!(out.len(), hashes * seq, "LSH buckets: output is not hashes × positions");
     let pad = u32::try_from(buckets).expect("bucket count fits u32");
-    let mut y = vec![0.0f32; half];
+    let y = sized(y, half);
     for (t, x) in qk.iter().enumerate() {
         for r in 0..hashes {
             out[r * seq + t] = if valid[t] {
@@ -194,7 +210,7 @@ pub fn lsh_buckets<const HD: usize>(
                         *acc += xd * w;
                     }
                 }
-                argmax_signed(&y)
+                argmax_signed(y)
             } else {
                 pad
             };
@@ -254,14 +270,25 @@ pub fn lsh_attention<const HD: usize>(
         (1, seq, 0, 0)
     };
     let slots = rounds * seq;
-    let LshScratch { buckets, counts, slot_pos, slot_of, queries, keys, values, slot_out, slot_lse, window } =
-        scratch;
+    let LshScratch {
+        buckets,
+        counts,
+        slot_pos,
+        slot_of,
+        queries,
+        keys,
+        values,
+        slot_out,
+        slot_lse,
+        rotated,
+        window,
+    } = scratch;
 
     // Hash and stably sort each round by bucket (counting sort; ties keep position order).
     let slot_pos = sized(slot_pos, slots);
     if chunked {
         let buckets = sized(buckets, slots);
-        lsh_buckets(qk, valid, rotations, rounds, shape.buckets, buckets);
+        lsh_buckets_with(qk, valid, rotations, rounds, shape.buckets, buckets, rotated);
         let counts = sized(counts, shape.buckets + 1);
         for r in 0..rounds {
             let round = &buckets[r * seq..(r + 1) * seq];

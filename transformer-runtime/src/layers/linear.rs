@@ -156,6 +156,18 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
         }
     }
 
+    /// Loads the tensor `weight` (`[OUT, IN]`) with the bias stored under another name, `bias`
+    /// (`[OUT]`): Reformer's head, whose bias `lm_head.bias` is saved beside
+    /// `lm_head.decoder.weight`.
+    pub fn load_with_bias(loader: &mut WeightLoader, weight: &str, bias: &str) -> Self {
+        let weight = loader.take(weight, &[OUT, IN]);
+        let bias = loader.take(bias, &[OUT]);
+        Self {
+            weight: PackedB::from_fn(GemmIsa::detected(), IN, OUT, |i, o| weight[o * IN + i]),
+            bias: Some(bias),
+        }
+    }
+
     /// From a `[IN, OUT]` row-major matrix (already transposed) and an optional bias; for tests and
     /// weights built in code.
     pub fn from_parts(weight_t: Vec<f32>, bias: Option<Vec<f32>>) -> Self {

@@ -45,6 +45,20 @@ pub fn padded_length(seq: usize, chunk_lengths: &[usize]) -> usize {
     }
 }
 
+/// `batch` padded on the right to `seq` positions as HF pads it before running a Reformer: pad
+/// token 0 with mask 0 (attention never reads it: masked keys score [`MASK_VALUE`] and padding
+/// hashes to a bucket of its own), the real tokens and mask unchanged, positions from 0. Token
+/// types are dropped (a Reformer has none; generated models reject them before padding).
+/// [`LshWorkspace::pad`] does the same without allocating.
+///
+/// # Panics
+///
+/// If `seq < batch.seq_len()` (a caller bug: [`padded_length`] never shortens).
+pub fn pad_batch(batch: &Batch, seq: usize) -> Batch {
+    assert!(seq >= batch.seq_len(), "pad_batch: cannot pad {} positions to {seq}", batch.seq_len());
+    batch.right_padded(seq, None)
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
@@ -53,32 +67,107 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// One head of sequence `b`'s rows, gathered from rows of `stride` floats at column `offset`.
-fn gather_head<const HD: usize>(data: &[f32], stride: usize, offset: usize, out: &mut Vec<[f32; HD]>) {
+/// One head of a sequence's rows (rows of `stride` floats, the head at column `offset`), gathered
+/// into `out` as rows of `HD` (no allocation once `out` has grown to them).
+fn gather_head<'o, const HD: usize>(
+    data: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &'o mut Vec<f32>,
+) -> &'o [[f32; HD]] {
     out.clear();
-    out.extend(data.chunks_exact(stride).map(|row| {
-        let mut x = [0.0; HD];
-        x.copy_from_slice(&row[offset..offset + HD]);
-        x
-    }));
+    for row in data.chunks_exact(stride) {
+        out.extend_from_slice(&row[offset..offset + HD]);
+    }
+    out.as_chunks::<HD>().0
 }
 
-/// Runs `head(h, out_h)` for every head of one sequence (in parallel when there are threads to
-/// spare), each filling `seq` rows of `HD`, then interleaves the heads into `ctx_seq`'s rows of
-/// `heads·HD`.
-fn per_head<const HD: usize>(
-    ctx_seq: &mut [f32],
-    heads: usize,
-    threads: &Threads,
-    head: impl Fn(usize, &mut [[f32; HD]]) + Send + Sync,
-) {
-    let width = heads * HD;
-    let seq = ctx_seq.len() / width;
-    let mut by_head = vec![0.0f32; heads * seq * HD];
-    threads.for_each_chunk(&mut by_head, seq * HD, |h, out| head(h, out.as_chunks_mut::<HD>().0));
-    for (h, rows) in by_head.chunks_exact(seq * HD).enumerate() {
-        for (ctx_row, row) in ctx_seq.chunks_exact_mut(width).zip(rows.chunks_exact(HD)) {
-            ctx_row[h * HD..(h + 1) * HD].copy_from_slice(row);
+/// Reusable working memory of [`lsh_self_attention_in`] and [`local_self_attention_in`]: one
+/// scratch per (sequence, head) task, the heads' outputs before they are interleaved, and a padded
+/// batch's storage. It only grows, so after the first call at a batch shape (or a smaller one) the
+/// attention allocates nothing.
+#[derive(Debug, Default)]
+pub struct LshWorkspace {
+    tasks: Vec<HeadTask>,
+    /// `[batch, heads, seq, HD]`.
+    by_head: Vec<f32>,
+    /// The storage of the last padded batch ([`Self::pad`], [`Self::recycle`]).
+    padded: Option<Batch>,
+}
+
+/// The [`LshWorkspace`]s a model keeps, one per concurrent caller (like
+/// [`WorkspacePool`](crate::workspace::WorkspacePool)).
+#[derive(Debug, Default)]
+pub struct LshWorkspacePool {
+    free: std::sync::Mutex<Vec<LshWorkspace>>,
+}
+
+impl LshWorkspacePool {
+    /// A workspace from the pool, or a new one.
+    pub fn take(&self) -> LshWorkspace {
+        // Workspaces hold no state between calls that a panic could leave half-valid, so a
+        // poisoned lock is still usable.
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+    }
+
+    /// Returns a workspace for later calls.
+    pub fn put(&self, workspace: LshWorkspace) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(workspace);
+    }
+}
+
+/// One (sequence, head)'s gathered rows and kernel scratch.
+#[derive(Debug, Default)]
+struct HeadTask {
+    scratch: LshScratch,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl LshWorkspace {
+    /// [`pad_batch`] in the storage of the batch last given back with [`Self::recycle`].
+    ///
+    /// # Panics
+    ///
+    /// If `seq < batch.seq_len()`.
+    pub fn pad(&mut self, batch: &Batch, seq: usize) -> Batch {
+        assert!(seq >= batch.seq_len(), "pad: cannot pad {} positions to {seq}", batch.seq_len());
+        batch.right_padded(seq, self.padded.take())
+    }
+
+    /// Keeps a batch from [`Self::pad`] for the next call to reuse.
+    pub fn recycle(&mut self, padded: Batch) {
+        self.padded = Some(padded);
+    }
+
+    /// Runs `head(b, h, task, out_h)` for every (sequence `b`, head `h`) in parallel, each
+    /// filling `seq` rows of `HD`, then interleaves the heads into `ctx`'s rows of `heads·HD`.
+    fn per_head<const HD: usize>(
+        &mut self,
+        ctx: &mut [f32],
+        batch: &Batch,
+        heads: usize,
+        threads: &Threads,
+        head: impl Fn(usize, usize, &mut HeadTask, &mut [[f32; HD]]) + Send + Sync,
+    ) {
+        let (seq, width, n) = (batch.seq_len(), heads * HD, batch.batch_size() * heads);
+        if self.tasks.len() < n {
+            self.tasks.resize_with(n, HeadTask::default);
+        }
+        if self.by_head.len() < n * seq * HD {
+            self.by_head.resize(n * seq * HD, 0.0);
+        }
+        let by_head = &mut self.by_head[..n * seq * HD];
+        threads.for_each_chunk_pair(by_head, seq * HD, &mut self.tasks[..n], 1, |i, out, task| {
+            head(i / heads, i % heads, &mut task[0], out.as_chunks_mut::<HD>().0);
+        });
+        for (i, rows) in by_head.chunks_exact(seq * HD).enumerate() {
+            let (b, h) = (i / heads, i % heads);
+            let ctx_seq = &mut ctx[b * seq * width..(b + 1) * seq * width];
+            for (ctx_row, row) in ctx_seq.chunks_exact_mut(width).zip(rows.chunks_exact(HD)) {
+                ctx_row[h * HD..(h + 1) * HD].copy_from_slice(row);
+            }
         }
     }
 }
@@ -100,8 +189,8 @@ fn check_buffers(what: &str, qkv: &[f32], stride: usize, ctx_len: usize, width: 
 /// positions are indices in the batch row. `batch.seq_len()` must be at most `shape.chunk` or a
 /// multiple of it: pad the input as HF does ([`padded_length`]).
 ///
-/// Sequences run in parallel, and the heads of each sequence too. Allocates per-head working
-/// memory (`O(hashes · seq · HD)`) on every call.
+/// Sequences and heads run in parallel. Allocates its working memory (`O(hashes · seq · HD)` per
+/// head) on every call; [`lsh_self_attention_in`] reuses it.
 ///
 /// # Panics
 ///
@@ -115,6 +204,25 @@ pub fn lsh_self_attention<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
+    lsh_self_attention_in::<HD>(qkv, batch, shape, rotations, ctx, threads, &mut LshWorkspace::default());
+}
+
+/// [`lsh_self_attention`] with its working memory in `workspace` (nothing allocated once it has
+/// grown to the batch shape). Sequences and heads run in parallel; the results do not depend on
+/// the thread count.
+///
+/// # Panics
+///
+/// As [`lsh_self_attention`].
+pub fn lsh_self_attention_in<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: LshShape,
+    rotations: &[f32],
+    ctx: &mut [f32],
+    threads: &Threads,
+    workspace: &mut LshWorkspace,
+) {
     shape.check();
     let (seq, width) = (batch.seq_len(), shape.heads * HD);
     check_buffers("LSH attention", qkv, 2 * width, ctx.len(), width, batch);
@@ -126,16 +234,13 @@ pub fn lsh_self_attention<const HD: usize>(
         rotations.len(),
         shape.rotations_shape(HD)
     );
-    threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
+    workspace.per_head::<HD>(ctx, batch, shape.heads, threads, |b, h, task, out| {
         let qkv_seq = &qkv[b * seq * 2 * width..(b + 1) * seq * 2 * width];
-        let valid = batch.mask_of(b);
-        per_head::<HD>(ctx_seq, shape.heads, threads, |h, out| {
-            let (mut qk, mut v) = (Vec::with_capacity(seq), Vec::with_capacity(seq));
-            gather_head::<HD>(qkv_seq, 2 * width, h * HD, &mut qk);
-            gather_head::<HD>(qkv_seq, 2 * width, width + h * HD, &mut v);
-            let rot = &rotations[h * per_head_rot..(h + 1) * per_head_rot];
-            lsh_attention(&qk, &v, valid, rot, &shape, &mut LshScratch::default(), out);
-        });
+        let HeadTask { scratch, q, v, .. } = task;
+        let qk = gather_head::<HD>(qkv_seq, 2 * width, h * HD, q);
+        let v = gather_head::<HD>(qkv_seq, 2 * width, width + h * HD, v);
+        let rot = &rotations[h * per_head_rot..(h + 1) * per_head_rot];
+        lsh_attention(qk, v, batch.mask_of(b), rot, &shape, scratch, out);
     });
 }
 
@@ -156,13 +261,13 @@ pub fn lsh_self_attention_buckets<const HD: usize>(
     assert_eq!(rotations.len(), shape.rotations_len(HD), "LSH buckets: rotations of the wrong length");
     assert_eq!(out.len(), batch.rows() * shape.heads * shape.hashes, "LSH buckets: output does not fit");
     let per_head_rot = shape.rotations_len(HD) / shape.heads;
-    let mut qk = Vec::with_capacity(seq);
+    let mut gathered = Vec::with_capacity(seq * HD);
     for (b, out_seq) in out.chunks_exact_mut(shape.heads * shape.hashes * seq).enumerate() {
         let qkv_seq = &qkv[b * seq * 2 * width..(b + 1) * seq * 2 * width];
         for (h, out_head) in out_seq.chunks_exact_mut(shape.hashes * seq).enumerate() {
-            gather_head::<HD>(qkv_seq, 2 * width, h * HD, &mut qk);
+            let qk = gather_head::<HD>(qkv_seq, 2 * width, h * HD, &mut gathered);
             let rot = &rotations[h * per_head_rot..(h + 1) * per_head_rot];
-            lsh_buckets(&qk, batch.mask_of(b), rot, shape.hashes, shape.buckets, out_head);
+            lsh_buckets(qk, batch.mask_of(b), rot, shape.hashes, shape.buckets, out_head);
         }
     }
 }
@@ -179,19 +284,33 @@ pub fn local_self_attention<const HD: usize>(
     ctx: &mut [f32],
     threads: &Threads,
 ) {
+    local_self_attention_in::<HD>(qkv, batch, shape, ctx, threads, &mut LshWorkspace::default());
+}
+
+/// [`local_self_attention`] with its working memory in `workspace`, as
+/// [`lsh_self_attention_in`].
+///
+/// # Panics
+///
+/// As [`local_self_attention`].
+pub fn local_self_attention_in<const HD: usize>(
+    qkv: &[f32],
+    batch: &Batch,
+    shape: LocalShape,
+    ctx: &mut [f32],
+    threads: &Threads,
+    workspace: &mut LshWorkspace,
+) {
     shape.check();
     let (seq, width) = (batch.seq_len(), shape.heads * HD);
     check_buffers("local attention", qkv, 3 * width, ctx.len(), width, batch);
-    threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
+    workspace.per_head::<HD>(ctx, batch, shape.heads, threads, |b, h, task, out| {
         let qkv_seq = &qkv[b * seq * 3 * width..(b + 1) * seq * 3 * width];
-        let valid = batch.mask_of(b);
-        per_head::<HD>(ctx_seq, shape.heads, threads, |h, out| {
-            let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
-            gather_head::<HD>(qkv_seq, 3 * width, h * HD, &mut q);
-            gather_head::<HD>(qkv_seq, 3 * width, width + h * HD, &mut k);
-            gather_head::<HD>(qkv_seq, 3 * width, 2 * width + h * HD, &mut v);
-            local_attention(&q, &k, &v, valid, &shape, &mut LshScratch::default(), out);
-        });
+        let HeadTask { scratch, q, k, v } = task;
+        let q = gather_head::<HD>(qkv_seq, 3 * width, h * HD, q);
+        let k = gather_head::<HD>(qkv_seq, 3 * width, width + h * HD, k);
+        let v = gather_head::<HD>(qkv_seq, 3 * width, 2 * width + h * HD, v);
+        local_attention(q, k, v, batch.mask_of(b), &shape, scratch, out);
     });
 }
 

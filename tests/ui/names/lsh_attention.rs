@@ -1,4 +1,4 @@
-// An attention kind the grammar reserves but this version does not implement yet.
+// LSH attention as an attention direction: it is a layer kind of the Reformer preset.
 
 transformer::model! {
     /// A MiniLM-sized encoder with one mistake.

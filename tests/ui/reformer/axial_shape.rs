@@ -1,0 +1,23 @@
+// The axial table has 8 x 16 = 128 positions, not `max_positions`.
+
+transformer::model! {
+    /// A small causal Reformer with one mistake.
+    pub struct Model {
+        vocab_size: 320,
+        max_positions: 64,
+        d_model: 64,
+        heads: 2,
+        layers: 4,
+        d_ff: 128,
+        activation: gelu_erf,
+        norm_eps: 1e-12,
+        attention: causal,
+        weights: reformer,
+        attn_layers: [lsh, local, lsh, local],
+        lsh: { chunk: 8, chunks_before: 1, chunks_after: 0, buckets: 4, hashes: 2 },
+        local: { chunk: 8, chunks_before: 1, chunks_after: 0 },
+        axial_positions: { shape: [8, 16], dims: [16, 48] },
+    }
+}
+
+fn main() {}
