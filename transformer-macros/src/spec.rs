@@ -271,3 +271,29 @@ pub enum WeightScheme {
     /// `sqrt(d_model)`) and `generator` (the output linear) beside it.
     Torch,
 }
+
+/// How a composed encoder pools its per-token states into one row per sequence.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pool {
+    /// `mean_pool`: the mean over the sequence's real tokens (padding excluded).
+    Mean,
+    /// `max_pool`: the element-wise maximum over the real tokens.
+    Max,
+    /// `cls`: the first token's state.
+    Cls,
+}
+
+/// One named output of a composed encoder written `-> (states, embedding)`.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub name: proc_macro2::Ident,
+    pub kind: OutputKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OutputKind {
+    /// The final per-token states (one row per token).
+    States,
+    /// A pooled vector per sequence, L2-normalised when `normalize` is set.
+    Pooled { pool: Pool, normalize: bool },
+}

@@ -427,6 +427,7 @@ fn lower_section(
                     span: tensors[a.q].span,
                     hint: "qkv".into(),
                     memory: false,
+                    pooled: false,
                 });
                 let qkv = tensors.len() - 1;
                 let mut a = a.clone();
@@ -730,6 +731,11 @@ fn lower_section(
             }
             Node::Act { out, act, .. } => ops.push(Op::Activation { value: val(out), act }),
             Node::Scale { out, factor, .. } => ops.push(Op::Scale { value: val(out), factor }),
+            Node::Pool { out, .. } | Node::Normalize { out, .. } => {
+                // `program::interpret` moves pooling out of the tail into the outputs.
+                cx.error(tensors[out].span, "pooling is written after the layers, as an output");
+                return None;
+            }
             Node::Cross(ref c) => {
                 if on_stream[c.q] || on_stream[c.out] {
                     cx.error(tensors[c.out].span, "cross-attention reads projected queries and writes its context into scratch, not the stream: project the stream first");
@@ -848,6 +854,8 @@ fn chain(
         Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => {
             Some(vec![t])
         }
-        Node::Glu { .. } | Node::Attention(_) | Node::Cross(_) => None,
+        Node::Glu { .. } | Node::Attention(_) | Node::Cross(_) | Node::Pool { .. } | Node::Normalize { .. } => {
+            None
+        }
     }
 }

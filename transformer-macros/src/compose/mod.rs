@@ -45,7 +45,9 @@ use crate::ast::{Forward, ModelInput, Value};
 use crate::ctxt::Ctxt;
 use crate::graph::seq2seq::Seq2SeqGraph;
 use crate::graph::Graph;
-use crate::spec::{Activation, Attention, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::spec::{
+    Activation, Attention, Norm, NormKind, Output, Placement, Positions, Spec, WeightScheme,
+};
 use crate::suggest::closest;
 use constant::Const;
 use lower::Family;
@@ -54,6 +56,8 @@ use lower::Family;
 pub enum Composed {
     /// `fn forward`: one stack (an encoder or a causal decoder).
     Stack(Spec, Box<Graph>),
+    /// `fn forward(tokens) -> (states, embedding)`: an encoder returning the named outputs.
+    Outputs(Spec, Box<Graph>, Vec<Output>),
     /// `fn encode` + `fn decode`: an encoder-decoder.
     Seq2Seq(Spec, Box<Seq2SeqGraph>),
 }
@@ -66,9 +70,10 @@ pub fn expand(input: &ModelInput, first: &Forward) -> Result<Composed, syn::Erro
     let mut cx = Ctxt::new();
     let dims = dims(&mut cx, input);
     match passes(&mut cx, first, &input.functions) {
-        Passes::Forward(forward) => {
-            stack(cx, input, dims, forward).map(|(s, g)| Composed::Stack(s, Box::new(g)))
-        }
+        Passes::Forward(forward) => stack(cx, input, dims, forward).map(|(s, g, outputs)| match outputs {
+            Some(outputs) => Composed::Outputs(s, Box::new(g), outputs),
+            None => Composed::Stack(s, Box::new(g)),
+        }),
         Passes::Seq2Seq { encode, decode } => {
             seq2seq::expand(cx, input, dims, encode, decode).map(|(s, g)| Composed::Seq2Seq(s, Box::new(g)))
         }
@@ -126,14 +131,15 @@ fn passes<'a>(cx: &mut Ctxt, first: &'a Forward, functions: &'a [Forward]) -> Pa
     }
 }
 
-/// A single stack: `fn forward(tokens) -> logits | hidden`.
+/// A single stack: `fn forward(tokens) -> logits | hidden | (…)`; the outputs of a tuple.
 fn stack(
     mut cx: Ctxt,
     input: &ModelInput,
     dims: Dims,
     forward: &Forward,
-) -> Result<(Spec, Graph), syn::Error> {
+) -> Result<(Spec, Graph, Option<Vec<Output>>), syn::Error> {
     let family = match forward.output.to_string().as_str() {
+        _ if !forward.tuple.is_empty() => Some(Family::Encoder),
         "logits" => Some(Family::Decoder),
         "hidden" => Some(Family::Encoder),
         other => {
@@ -146,8 +152,8 @@ fn stack(
     };
     let program = program::interpret(&mut cx, &dims, forward, None);
     let dim = |name: &str| dim(&dims, name);
-    let lowered = match (program, family) {
-        (Some(p), Some(f)) => lower::lower(&mut cx, &p, f, dim("max_positions"), forward.output.span(), ""),
+    let lowered = match (&program, family) {
+        (Some(p), Some(f)) => lower::lower(&mut cx, p, f, dim("max_positions"), forward.output.span(), ""),
         _ => None,
     };
     cx.check()?;
@@ -182,7 +188,8 @@ fn stack(
     if family == Family::Decoder {
         spec.attention = Attention::Causal;
     }
-    Ok((spec, l.graph))
+    let outputs = program.map(|p| p.outputs).filter(|o| !o.is_empty());
+    Ok((spec, l.graph, outputs))
 }
 
 fn dim(dims: &Dims, name: &str) -> Option<usize> {

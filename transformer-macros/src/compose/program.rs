@@ -14,7 +14,7 @@ use syn::{Attribute, BinOp, Expr, LitStr, Pat, Stmt, Token};
 use super::constant::{self, Const};
 use crate::ctxt::Ctxt;
 use crate::graph::{FieldKind, Index, Layout};
-use crate::spec::Activation;
+use crate::spec::{Activation, Output, OutputKind, Pool};
 use crate::suggest::closest;
 
 /// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
@@ -27,12 +27,21 @@ pub struct Tensor {
     pub hint: String,
     /// A row per source token (the memory and its projections), not per target token.
     pub memory: bool,
+    /// A row per sequence (`mean_pool(x)`, …), not per token.
+    pub pooled: bool,
 }
 
 impl Tensor {
-    /// `[S, 64]` or `[M, 64]`, as messages write shapes.
+    /// `[S, 64]`, `[M, 64]` or `[B, 64]` (pooled), as messages write shapes.
     pub fn shape(&self) -> String {
-        format!("[{}, {}]", if self.memory { "M" } else { "S" }, self.width)
+        let rows = if self.memory {
+            "M"
+        } else if self.pooled {
+            "B"
+        } else {
+            "S"
+        };
+        format!("[{rows}, {}]", self.width)
     }
 }
 
@@ -130,6 +139,17 @@ pub enum Node {
         out: usize,
         factor: f64,
     },
+    /// One row per sequence from the per-token `input` (after the layers only).
+    Pool {
+        input: usize,
+        out: usize,
+        pool: Pool,
+    },
+    /// L2 normalisation of each pooled row.
+    Normalize {
+        input: usize,
+        out: usize,
+    },
 }
 
 impl Node {
@@ -146,7 +166,9 @@ impl Node {
                 None => vec![a.q],
             },
             Node::Cross(c) => vec![c.q, c.k, c.v],
-            Node::Scale { input, .. } => vec![*input],
+            Node::Scale { input, .. } | Node::Pool { input, .. } | Node::Normalize { input, .. } => {
+                vec![*input]
+            }
         }
     }
 
@@ -160,7 +182,9 @@ impl Node {
             | Node::Add { out, .. }
             | Node::Concat { out, .. }
             | Node::Slice { out, .. }
-            | Node::Scale { out, .. } => *out,
+            | Node::Scale { out, .. }
+            | Node::Pool { out, .. }
+            | Node::Normalize { out, .. } => *out,
             Node::Attention(a) => a.out,
             Node::Cross(c) => c.out,
         }
@@ -184,7 +208,7 @@ pub struct Section {
 
 impl Section {
     fn tensor(&mut self, width: usize, span: Span, hint: &str) -> usize {
-        self.tensors.push(Tensor { width, span, hint: hint.to_string(), memory: false });
+        self.tensors.push(Tensor { width, span, hint: hint.to_string(), memory: false, pooled: false });
         self.tensors.len() - 1
     }
 
@@ -231,6 +255,8 @@ pub struct Program {
     pub token_types: bool,
     /// Checkpoint tensors to ignore (`{i}`: each layer).
     pub ignored: Vec<String>,
+    /// `-> (states, embedding)`: each named output (the pooling nodes are not in `tail`).
+    pub outputs: Vec<Output>,
 }
 
 /// The encoder's output as a decoder pass sees it: the input's name and the memory's width
@@ -277,6 +303,10 @@ const FUNCTIONS: &[&str] = &[
     "concat",
     "slice",
     "split",
+    "mean_pool",
+    "max_pool",
+    "cls",
+    "normalize",
 ];
 const INPUTS: &[&str] = &["tokens", "token_types"];
 
@@ -328,6 +358,13 @@ pub fn interpret<'c>(
         poisoned: false,
         memory,
     };
+    if !forward.tuple.is_empty() && forward.name != "forward" {
+        it.cx.error(
+            forward.output.span(),
+            format!("`fn {}` returns one tensor; a tuple of outputs (per-token states and pooled vectors) is an encoder's `fn forward`", forward.name),
+        );
+        return None;
+    }
     number(&forward.body.stmts, &mut it.order, &mut it.declared);
     let mut token_types = false;
     for input in &forward.inputs {
@@ -418,7 +455,7 @@ pub fn interpret<'c>(
     for (n, stmt) in stmts[loop_at + 1..].iter().enumerate() {
         let last = loop_at + 1 + n == stmts.len() - 1;
         match stmt {
-            Stmt::Expr(e, None) if last => {
+            Stmt::Expr(e, None) if last && forward.tuple.is_empty() => {
                 it.at = it.order.get(&(stmt as *const Stmt)).copied().unwrap_or(it.at);
                 it.stmt_errors = it.cx.len();
                 it.poisoned = false;
@@ -428,6 +465,15 @@ pub fn interpret<'c>(
             }
             _ => it.stmt(stmt, false),
         }
+    }
+    if !forward.tuple.is_empty() {
+        let (output, outputs) = it.tuple_outputs(&forward.tuple)?;
+        it.cur.output = Some(output);
+        it.unused_in_section(2);
+        let mut tail = std::mem::take(&mut it.cur);
+        // Pooling runs in the generated API, after the graph's blocks.
+        tail.nodes.retain(|n| !matches!(n, Node::Pool { .. } | Node::Normalize { .. }));
+        return Some(Program { embeddings, repeat, tail, token_types, ignored, outputs });
     }
     let output = match result {
         Some(Val::Tensor(t)) => t,
@@ -453,7 +499,29 @@ pub fn interpret<'c>(
     it.cur.output = Some(output);
     it.unused_in_section(2);
     let tail = std::mem::take(&mut it.cur);
-    Some(Program { embeddings, repeat, tail, token_types, ignored })
+    Some(Program { embeddings, repeat, tail, token_types, ignored, outputs: Vec::new() })
+}
+
+/// Methods the generated API already has: an output named like one would shadow it.
+const TAKEN_METHODS: &[&str] =
+    &["load", "from_safetensors", "with_threads", "threads", "outputs", "outputs_into"];
+
+/// Rule: each output of `-> (a, b, …)` is named once (it becomes a field and a method).
+fn outputs_unique(cx: &mut Ctxt, names: &[syn::Ident]) {
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            cx.error(name.span(), format!("`{name}` is listed twice among the outputs: each output is one field of the generated `…Outputs` and one method, so name each once"));
+        }
+    }
+}
+
+/// Rule: an output is not named like a method the generated type already has.
+fn outputs_not_methods(cx: &mut Ctxt, names: &[syn::Ident]) {
+    for name in names {
+        if TAKEN_METHODS.contains(&name.to_string().as_str()) {
+            cx.error(name.span(), format!("an output named `{name}` would shadow the generated method `{name}`: rename it (the generated type has {})", TAKEN_METHODS.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")));
+        }
+    }
 }
 
 /// Numbers the statements in source order (the loop body after the `for`) and lists the names
@@ -922,6 +990,10 @@ impl Interp<'_> {
                 let (l, r) = (self.eval(&b.left)?, self.eval(&b.right)?);
                 match (l, r) {
                     (Val::Tensor(a), Val::Tensor(c)) => {
+                        if let Some(p) = [a, c].into_iter().find(|&t| self.cur.tensors[t].pooled) {
+                            self.pooled_read("+", b.op.span(), p);
+                            return Some(Val::Poison);
+                        }
                         if let Some(m) = [a, c].into_iter().find(|&t| self.cur.tensors[t].memory) {
                             let shape = self.cur.tensors[m].shape();
                             self.error(b.op.span(), format!("cannot add {shape}: it has a row per source token, the stream one per target token; the memory only feeds cross-attention's keys and values"));
@@ -974,6 +1046,10 @@ impl Interp<'_> {
                 };
                 if self.cur.tensors[input].memory {
                     self.error(b.op.span(), "the memory only feeds cross-attention's keys and values");
+                    return Some(Val::Poison);
+                }
+                if self.cur.tensors[input].pooled {
+                    self.pooled_read("*", b.op.span(), input);
                     return Some(Val::Poison);
                 }
                 let width = self.cur.tensors[input].width;
@@ -1056,6 +1132,8 @@ impl Interp<'_> {
             }
             "attention" => self.attention(span, &positional, &mut args),
             "concat" => self.concat(span, &positional),
+            "mean_pool" | "max_pool" | "cls" => self.pool(&func, span, &positional),
+            "normalize" => self.normalize(span, &positional),
             "slice" => self.slice(span, &positional),
             "split" => {
                 self.error(
@@ -1106,6 +1184,10 @@ impl Interp<'_> {
             return None;
         };
         match self.eval(e)? {
+            Val::Tensor(t) if self.cur.tensors[t].pooled => {
+                self.pooled_read(func, e.span(), t);
+                None
+            }
             Val::Tensor(t) => Some(t),
             Val::Poison => None,
             other => {
@@ -1114,6 +1196,181 @@ impl Interp<'_> {
                 None
             }
         }
+    }
+
+    /// Rule: a pooled tensor (a row per sequence) is only normalised or returned; layers read
+    /// per-token tensors.
+    fn pooled_read(&mut self, func: &str, span: Span, t: usize) {
+        let (shape, hint) = (self.cur.tensors[t].shape(), self.cur.tensors[t].hint.clone());
+        self.error(
+            span,
+            format!("`{func}` reads per-token tensors, but `{hint}` is pooled, {shape} (a row per sequence): a pooled vector is only normalised (`normalize`) or returned"),
+        );
+    }
+
+    /// A positional tensor argument of a pooling call, pooled or not.
+    fn pool_arg(&mut self, func: &str, args: &[&Expr], span: Span) -> Option<usize> {
+        let [e] = args else {
+            self.error(span, format!("`{func}` takes one tensor: `{func}(x)`"));
+            return None;
+        };
+        match self.eval(e)? {
+            Val::Tensor(t) => Some(t),
+            Val::Poison => None,
+            other => {
+                let d = self.describe(other);
+                self.error(e.span(), format!("`{func}` needs a tensor here, found {d}"));
+                None
+            }
+        }
+    }
+
+    /// `mean_pool(x)` (over each sequence's real tokens), `max_pool(x)`, `cls(x)` (the first
+    /// token): one row per sequence, after the layers.
+    fn pool(&mut self, func: &str, span: Span, pos: &[&Expr]) -> Option<Val> {
+        let input = self.pool_arg(func, pos, span)?;
+        if !self.pool_after_layers(func, span) || !self.pool_reads_per_token(func, pos[0].span(), input) {
+            return None;
+        }
+        let pool = match func {
+            "mean_pool" => Pool::Mean,
+            "max_pool" => Pool::Max,
+            _ => Pool::Cls,
+        };
+        let width = self.cur.tensors[input].width;
+        let out = self.cur.tensor(width, span, func);
+        self.cur.tensors[out].pooled = true;
+        self.cur.nodes.push(Node::Pool { input, out, pool });
+        Some(Val::Tensor(out))
+    }
+
+    /// Rule: pooling reads the final states, so it is written after the layer loop.
+    fn pool_after_layers(&mut self, func: &str, span: Span) -> bool {
+        if self.section != 2 {
+            self.error(span, format!("`{func}` pools the final states into an output: write it after the layer loop"));
+            return false;
+        }
+        true
+    }
+
+    /// Rule: a pooling call reads a per-token tensor (a row per token), not one already pooled.
+    fn pool_reads_per_token(&mut self, func: &str, span: Span, input: usize) -> bool {
+        let t = &self.cur.tensors[input];
+        if t.pooled || t.memory {
+            let (shape, hint) = (t.shape(), t.hint.clone());
+            let what = if t.pooled { "already pooled (a row per sequence): pool once" } else { "the encoder's memory" };
+            self.error(span, format!("`{func}` pools per-token states [S, w] into a row per sequence, but `{hint}` is {shape}, {what}"));
+            return false;
+        }
+        true
+    }
+
+    /// `normalize(v)`: each pooled row divided by its L2 norm (PyTorch's `F.normalize`).
+    fn normalize(&mut self, span: Span, pos: &[&Expr]) -> Option<Val> {
+        let input = self.pool_arg("normalize", pos, span)?;
+        if !self.normalize_reads_pool(span, pos[0].span(), input) {
+            return None;
+        }
+        let width = self.cur.tensors[input].width;
+        let out = self.cur.tensor(width, span, "normalize");
+        self.cur.tensors[out].pooled = true;
+        self.cur.nodes.push(Node::Normalize { input, out });
+        Some(Val::Tensor(out))
+    }
+
+    /// Rule: `normalize` L2-normalises a pooled vector, once: its input is a pooling call's
+    /// result.
+    fn normalize_reads_pool(&mut self, span: Span, arg: Span, input: usize) -> bool {
+        let pooled_by = self.cur.nodes.iter().find(|n| n.out() == input);
+        match pooled_by {
+            Some(Node::Pool { .. }) => true,
+            Some(Node::Normalize { .. }) => {
+                self.error(span, "this vector is already normalised: normalise once");
+                false
+            }
+            _ => {
+                let shape = self.cur.tensors[input].shape();
+                self.error(arg, format!("`normalize` L2-normalises a pooled vector, found {shape}: pool first, e.g. `normalize(mean_pool(x))`"));
+                false
+            }
+        }
+    }
+
+    /// The outputs of `-> (a, b, …)`, each a tensor bound after the layers: per-token states or
+    /// a pooled (and perhaps normalised) vector. Returns the final per-token tensor, which the
+    /// tail computes, and the outputs.
+    fn tuple_outputs(&mut self, names: &[syn::Ident]) -> Option<(usize, Vec<Output>)> {
+        let errors = self.cx.len();
+        outputs_unique(self.cx, names);
+        outputs_not_methods(self.cx, names);
+        let mut found: Vec<(syn::Ident, usize)> = Vec::new();
+        for name in names {
+            let key = name.to_string();
+            let binding = self.scope.iter_mut().rev().find(|b| b.name == key);
+            match binding.map(|b| {
+                b.used = true;
+                (b.val, b.section)
+            }) {
+                Some((Val::Tensor(t), 2)) => found.push((name.clone(), t)),
+                Some((Val::Poison, _)) => {}
+                Some((Val::Tensor(_), _)) => self.error(name.span(), format!("`{key}` is computed before or inside the layers; an output is the final states (`let {key} = x;` after the loop) or a pooling of them")),
+                _ => self.output_produced(name),
+            }
+        }
+        if self.cx.len() > errors {
+            return None;
+        }
+        self.pooled_from_final_states(&found)
+    }
+
+    /// Rule: every output of a tuple is bound by a `let` in the body.
+    fn output_produced(&mut self, name: &syn::Ident) {
+        self.error(
+            name.span(),
+            format!("the forward pass never produces `{name}`: bind it after the layers, e.g. `let {name} = x;` (the final states) or `let {name} = normalize(mean_pool(x));`"),
+        );
+    }
+
+    /// Rule: a tuple has at most one per-token output (the final states), and every pooled
+    /// output pools that same tensor (the states after the final norm, if any).
+    fn pooled_from_final_states(&mut self, found: &[(syn::Ident, usize)]) -> Option<(usize, Vec<Output>)> {
+        let mut states: Option<(usize, &syn::Ident)> = None;
+        let mut outputs = Vec::new();
+        let mut sources: Vec<(usize, Span)> = Vec::new();
+        for (name, t) in found {
+            let kind = if self.cur.tensors[*t].pooled {
+                let def = |t: usize| self.cur.nodes.iter().find(|n| n.out() == t).cloned();
+                let (pool, normalize, source, span) = match def(*t) {
+                    Some(Node::Normalize { input, .. }) => match def(input) {
+                        Some(Node::Pool { input: src, pool, .. }) => (pool, true, src, self.cur.tensors[input].span),
+                        _ => return None,
+                    },
+                    Some(Node::Pool { input: src, pool, .. }) => (pool, false, src, self.cur.tensors[*t].span),
+                    _ => return None,
+                };
+                sources.push((source, span));
+                OutputKind::Pooled { pool, normalize }
+            } else {
+                match states {
+                    Some((s, first)) if s != *t => {
+                        self.error(name.span(), format!("`{name}` and `{first}` are both per-token outputs: a composed encoder returns one, the final states (pool them for the others)"));
+                        return None;
+                    }
+                    _ => states = Some((*t, name)),
+                }
+                OutputKind::States
+            };
+            outputs.push(Output { name: name.clone(), kind });
+        }
+        let last = states.map(|(t, _)| t).or(sources.first().map(|(s, _)| *s))?;
+        for &(source, span) in &sources {
+            if source != last {
+                let (hint, want) = (self.cur.tensors[source].hint.clone(), self.cur.tensors[last].hint.clone());
+                self.error(span, format!("this pools `{hint}`, but the outputs are computed from the final states `{want}`: pool `{want}`"));
+                return None;
+            }
+        }
+        Some((last, outputs))
     }
 
     /// A positional size argument (≥ 1).
