@@ -1,7 +1,7 @@
 //! Validation: one pass over every key, one named function per rule, every error collected.
 //! Encoder-decoder models' sections and cross-stack rules are in [`seq2seq`].
 
-mod local;
+pub mod local;
 mod seq2seq;
 
 use std::collections::HashMap;

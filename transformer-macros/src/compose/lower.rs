@@ -815,7 +815,7 @@ fn lower_section(
                     head_dim: a.head_dim,
                     causal: a.causal,
                     window,
-                    sparse: None,
+                    sparse: a.sparse,
                     bias: false,
                     scaled: true,
                 });

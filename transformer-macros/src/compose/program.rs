@@ -14,7 +14,7 @@ use syn::{Attribute, BinOp, Expr, LitStr, Pat, Stmt, Token};
 use super::constant::{self, Const};
 use crate::ctxt::Ctxt;
 use crate::graph::{FieldKind, Index, Layout};
-use crate::spec::{Activation, Output, OutputKind, Pool};
+use crate::spec::{Activation, Output, OutputKind, Pool, Sparse, SparsePattern};
 use crate::suggest::closest;
 
 /// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
@@ -70,6 +70,8 @@ pub struct AttentionNode {
     pub head_dim: usize,
     pub causal: bool,
     pub window: Option<usize>,
+    /// A block-sparse layout the scores also obey (the same in every layer).
+    pub sparse: Option<Sparse>,
     /// Rotary positions on queries and keys: `(theta, rotary_dims)`.
     pub rope: Option<(f64, usize)>,
 }
@@ -1634,24 +1636,8 @@ impl Interp<'_> {
                 return None;
             }
         };
-        let window = match args.take("window") {
-            None => None,
-            Some(e) => match self.constant(e)? {
-                Const::Int(w) | Const::Opt(Some(w)) if w >= 1 => Some(w as usize),
-                Const::Opt(None) => None,
-                other => {
-                    self.error(
-                        e.span(),
-                        format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()),
-                    );
-                    return None;
-                }
-            },
-        };
-        if window.is_some() && !causal {
-            self.error(span, "a sliding window needs `causal` attention");
-            return None;
-        }
+        let window = self.window_arg(args, causal)?;
+        let sparse = self.sparse_arg(args)?;
         let rope = match args.take("rope") {
             None => None,
             Some(e) => {
@@ -1694,9 +1680,102 @@ impl Interp<'_> {
             head_dim,
             causal,
             window,
+            sparse,
             rope,
         }));
         Some(Val::Tensor(out))
+    }
+
+    /// `window = N` (or `Some(N)` / `None`, e.g. chosen by the layer index): causal, the `N` keys
+    /// ending at the query; bidirectional, centred on it (`N / 2` keys on either side, so `N` is
+    /// even: the presets' rule).
+    fn window_arg(&mut self, args: &mut Args, causal: bool) -> Option<Option<usize>> {
+        let Some(e) = args.take("window") else { return Some(None) };
+        let window = match self.constant(e)? {
+            Const::Int(w) | Const::Opt(Some(w)) if w >= 1 => Some(w as usize),
+            Const::Opt(None) => None,
+            other => {
+                self.error(
+                    e.span(),
+                    format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()),
+                );
+                return None;
+            }
+        };
+        if let (Some(w), false, false) = (window, causal, self.quiet) {
+            let errors = self.cx.len();
+            crate::check::local::centred_window_even(self.cx, w, e.span());
+            if self.cx.len() > errors {
+                return None;
+            }
+        }
+        Some(window)
+    }
+
+    /// `sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4,
+    /// summary = 1)`: the Sparse Transformer's block layouts, checked by the presets' rules.
+    fn sparse_arg(&mut self, args: &mut Args) -> Option<Option<Sparse>> {
+        let Some(e) = args.take("sparse") else { return Some(None) };
+        let layout = "`sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4, summary = 1)`";
+        let Expr::Call(call) = e else {
+            self.error(e.span(), format!("expected a block-sparse layout: {layout}"));
+            return None;
+        };
+        let pattern = match &*call.func {
+            Expr::Path(p) if p.path.is_ident("strided") || p.path.is_ident("fixed") => p.path.get_ident().map(ToString::to_string),
+            other => {
+                self.error(other.span(), format!("the layouts are `strided` and `fixed`: {layout}"));
+                return None;
+            }
+        };
+        let fixed = pattern.as_deref() == Some("fixed");
+        let mut sizes: Vec<(String, usize, Span)> = Vec::new();
+        for arg in &call.args {
+            let Expr::Assign(a) = arg else {
+                self.error(arg.span(), format!("name each size: {layout}"));
+                return None;
+            };
+            let name = match &*a.left {
+                Expr::Path(p) => p.path.get_ident().map(ToString::to_string).unwrap_or_default(),
+                _ => String::new(),
+            };
+            let known: &[&str] = if fixed { &["block", "stride", "summary"] } else { &["block", "stride"] };
+            if !known.contains(&name.as_str()) || sizes.iter().any(|(n, _, _)| *n == name) {
+                let what = if name == "summary" { "`summary` belongs to `fixed(…)`" } else { "unknown or repeated size" };
+                self.error(a.left.span(), format!("{what}: {layout}"));
+                return None;
+            }
+            let value = self.positive(&a.right, &name)?;
+            sizes.push((name, value, a.right.span()));
+        }
+        let size = |name: &str| sizes.iter().find(|(n, _, _)| n == name).map(|&(_, v, s)| (v, s));
+        let needed: &[&str] = if fixed { &["block", "stride", "summary"] } else { &["block", "stride"] };
+        if let Some(missing) = needed.iter().find(|n| size(n).is_none()) {
+            self.error(call.span(), format!("the layout needs `{missing}`: {layout}"));
+            return None;
+        }
+        let (Some((block, block_at)), Some((stride, stride_at))) = (size("block"), size("stride")) else {
+            return None;
+        };
+        if self.quiet {
+            return None;
+        }
+        let errors = self.cx.len();
+        crate::check::local::block_whole_tiles(self.cx, block, block_at);
+        crate::check::local::stride_not_dense(self.cx, stride, stride_at);
+        let pattern = match size("summary") {
+            Some((summary, at)) => {
+                if stride >= 2 {
+                    crate::check::local::summary_below_stride(self.cx, summary, stride, at);
+                }
+                SparsePattern::Fixed { summary }
+            }
+            None => SparsePattern::Strided,
+        };
+        if self.cx.len() > errors {
+            return None;
+        }
+        Some(Some(Sparse { pattern, block, stride }))
     }
 
     /// `attention(q, k, v, heads = …)` with keys and values projected from the memory: every
