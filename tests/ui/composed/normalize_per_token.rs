@@ -17,9 +17,9 @@ transformer::model! {
         for layer in 0..layers {
             let qkv = linear(x, 3 * d_model);
             let context = attention(qkv, heads = heads);
-            #[weights = "attn_out"]
+            #[weights("attn_out", "attn_norm")]
             x = layer_norm(x + linear(context, d_model));
-            #[weights("fc_in", "fc_out")]
+            #[weights("fc_in", "fc_out", "ffn_norm")]
             x = layer_norm(x + linear(gelu(linear(x, d_ff)), d_model));
         }
         let states = x;

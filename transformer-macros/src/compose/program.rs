@@ -1203,11 +1203,21 @@ impl Interp<'_> {
     /// Rule: a pooled tensor (a row per sequence) is only normalised or returned; layers read
     /// per-token tensors.
     fn pooled_read(&mut self, func: &str, span: Span, t: usize) {
-        let (shape, hint) = (self.cur.tensors[t].shape(), self.cur.tensors[t].hint.clone());
+        let (shape, hint) = (self.cur.tensors[t].shape(), self.written(t));
         self.error(
             span,
             format!("`{func}` reads per-token tensors, but `{hint}` is pooled, {shape} (a row per sequence): a pooled vector is only normalised (`normalize`) or returned"),
         );
+    }
+
+    /// How a message names tensor `t`: its `let` name, or the call that computed it (`cls(…)`).
+    fn written(&self, t: usize) -> String {
+        let hint = &self.cur.tensors[t].hint;
+        if FUNCTIONS.contains(&hint.as_str()) {
+            format!("{hint}(…)")
+        } else {
+            hint.clone()
+        }
     }
 
     /// A positional tensor argument of a pooling call, pooled or not.
@@ -1259,7 +1269,7 @@ impl Interp<'_> {
     fn pool_reads_per_token(&mut self, func: &str, span: Span, input: usize) -> bool {
         let t = &self.cur.tensors[input];
         if t.pooled || t.memory {
-            let (shape, hint) = (t.shape(), t.hint.clone());
+            let (shape, hint) = (t.shape(), self.written(input));
             let what = if t.pooled { "already pooled (a row per sequence): pool once" } else { "the encoder's memory" };
             self.error(span, format!("`{func}` pools per-token states [S, w] into a row per sequence, but `{hint}` is {shape}, {what}"));
             return false;
