@@ -335,6 +335,8 @@ struct Interp<'c> {
     poisoned: bool,
     /// The memory a decoder pass reads.
     memory: Option<Memory<'c>>,
+    /// A pass of an encoder-decoder (`fn encode` / `fn decode`), not `fn forward`.
+    seq2seq: bool,
 }
 
 /// Interprets the body of `fn forward`.
@@ -359,6 +361,7 @@ pub fn interpret<'c>(
         section_errors: 0,
         poisoned: false,
         memory,
+        seq2seq: forward.name != "forward",
     };
     if !forward.tuple.is_empty() && forward.name != "forward" {
         it.cx.error(
@@ -1722,10 +1725,23 @@ impl Interp<'_> {
         Some(window)
     }
 
+    /// Rule: block-sparse layouts are implemented for single-stack models (as the presets'
+    /// `sparse`); an encoder-decoder's attentions are dense.
+    fn sparse_single_stack(&mut self, span: Span) -> bool {
+        if self.seq2seq {
+            self.error(span, "`sparse = …` is implemented for encoder-only and decoder-only models (`fn forward`) in this version; an encoder-decoder attends densely: remove it");
+            return false;
+        }
+        true
+    }
+
     /// `sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4,
     /// summary = 1)`: the Sparse Transformer's block layouts, checked by the presets' rules.
     fn sparse_arg(&mut self, args: &mut Args) -> Option<Option<Sparse>> {
         let Some(e) = args.take("sparse") else { return Some(None) };
+        if !self.sparse_single_stack(e.span()) {
+            return None;
+        }
         let layout = "`sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4, summary = 1)`";
         let Expr::Call(call) = e else {
             self.error(e.span(), format!("expected a block-sparse layout: {layout}"));

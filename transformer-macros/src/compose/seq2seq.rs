@@ -89,7 +89,6 @@ fn join(
         if l.graph.layer.per_layer() {
             cx.error(layer_span(l), format!("attention windows that vary by layer are not supported in an encoder-decoder's {side} yet"));
         }
-        sparse_single_stack(&mut cx, l, side);
     }
     if enc.vocab_size != dec.vocab_size {
         cx.error(
@@ -176,14 +175,3 @@ fn expand_ignored(names: &[&'static str], layers: usize) -> Vec<&'static str> {
         .collect()
 }
 
-/// Rule: block-sparse layouts are implemented for single-stack models (as the presets'
-/// `sparse`); an encoder-decoder's attentions are dense.
-fn sparse_single_stack(cx: &mut Ctxt, l: &Lowered, side: &str) {
-    let sparse = l.graph.layer.ops.iter().any(|op| matches!(op, Op::Attention { sparse: Some(_), .. }));
-    if sparse {
-        cx.error(
-            l.loop_span,
-            format!("`sparse = …` is implemented for encoder-only and decoder-only models in this version; an encoder-decoder's {side} attends densely: remove it"),
-        );
-    }
-}
