@@ -203,9 +203,16 @@ fn composed_outputs_are_the_presets_states_and_embeddings_bit_for_bit() {
     let mut ws = Workspace::new();
     let out = composed.outputs_into(&batch, &mut ws).unwrap();
     assert_eq!(bits(out.states), bits(&preset.forward(&batch).unwrap()), "states differ from the preset's");
-    assert_eq!(bits(out.embedding), bits(&preset.embed(&batch).unwrap()), "embeddings differ from the preset's");
+    assert_eq!(
+        bits(out.embedding),
+        bits(&preset.embed(&batch).unwrap()),
+        "embeddings differ from the preset's"
+    );
     assert_eq!(out.states.len(), batch.rows());
-    assert_eq!((out.embedding.len(), out.first.len(), out.peak.len()), (texts.len(), texts.len(), texts.len()));
+    assert_eq!(
+        (out.embedding.len(), out.first.len(), out.peak.len()),
+        (texts.len(), texts.len(), texts.len())
+    );
     let seq = batch.seq_len();
     for b in 0..texts.len() {
         let rows = &out.states[b * seq..(b + 1) * seq];
@@ -213,7 +220,8 @@ fn composed_outputs_are_the_presets_states_and_embeddings_bit_for_bit() {
         assert_eq!(out.first[b], rows[0], "cls of sequence {b} is not its row 0");
         // `max_pool`: the element-wise maximum over the real tokens only (padding excluded).
         let real = &rows[..batch.len_of(b)];
-        let peak: Vec<f32> = (0..384).map(|j| real.iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max)).collect();
+        let peak: Vec<f32> =
+            (0..384).map(|j| real.iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max)).collect();
         assert_eq!(out.peak[b].to_vec(), peak, "max_pool of sequence {b}");
     }
     assert!(

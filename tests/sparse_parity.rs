@@ -111,7 +111,11 @@ fn composed_sparse_is_bit_identical_to_the_preset() {
         Strided::from_safetensors(load("sparse/strided")).unwrap(),
         ComposedStrided::from_safetensors(load("sparse/strided")).unwrap(),
     );
-    assert_eq!(bits(&composed.logits(&batch).unwrap()), bits(&preset.logits(&batch).unwrap()), "strided logits");
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "strided logits"
+    );
     let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
     let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
     let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
@@ -121,5 +125,9 @@ fn composed_sparse_is_bit_identical_to_the_preset() {
         Fixed::from_safetensors(load("sparse/fixed")).unwrap(),
         ComposedFixed::from_safetensors(load("sparse/fixed")).unwrap(),
     );
-    assert_eq!(bits(&composed.logits(&batch).unwrap()), bits(&preset.logits(&batch).unwrap()), "fixed logits");
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "fixed logits"
+    );
 }

@@ -174,8 +174,10 @@ fn bits(rows: &[[f32; 384]]) -> Vec<u32> {
 fn composed_windows_are_bit_identical_to_the_presets() {
     let ids: Vec<Vec<u32>> = config("window16").sequences.into_iter().map(|s| s.input_ids).collect();
     let batch = Batch::from_sequences(&ids).unwrap();
-    let (preset, composed) =
-        (Window16::from_safetensors(weights()).unwrap(), ComposedWindow16::from_safetensors(weights()).unwrap());
+    let (preset, composed) = (
+        Window16::from_safetensors(weights()).unwrap(),
+        ComposedWindow16::from_safetensors(weights()).unwrap(),
+    );
     assert_eq!(bits(&composed.forward(&batch).unwrap()), bits(&preset.forward(&batch).unwrap()));
     assert_eq!(bits(&composed.embed(&batch).unwrap()), bits(&preset.embed(&batch).unwrap()));
     let (preset, composed) =

@@ -80,7 +80,8 @@ pub fn methods(
         }
     });
     let list = outputs.iter().map(|o| format!("`{}`", o.name)).collect::<Vec<_>>().join(", ");
-    let struct_doc = format!("The outputs of [`{name}`] for one batch ({list}), borrowed from the workspace.");
+    let struct_doc =
+        format!("The outputs of [`{name}`] for one batch ({list}), borrowed from the workspace.");
     quote! {
         #[doc = #struct_doc]
         #vis struct #outputs_ty<'w> {
@@ -110,7 +111,9 @@ pub fn methods(
 /// The doc line of an output's field.
 fn describe(o: &Output) -> String {
     match o.kind {
-        OutputKind::States => "The final states: one row per token (`batch.rows()` rows, sequence-major).".into(),
+        OutputKind::States => {
+            "The final states: one row per token (`batch.rows()` rows, sequence-major).".into()
+        }
         OutputKind::Pooled { pool, normalize } => {
             let pooled = match pool {
                 Pool::Mean => "The mean of each sequence's real (unpadded) states",

@@ -854,8 +854,10 @@ fn chain(
         Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => {
             Some(vec![t])
         }
-        Node::Glu { .. } | Node::Attention(_) | Node::Cross(_) | Node::Pool { .. } | Node::Normalize { .. } => {
-            None
-        }
+        Node::Glu { .. }
+        | Node::Attention(_)
+        | Node::Cross(_)
+        | Node::Pool { .. }
+        | Node::Normalize { .. } => None,
     }
 }

@@ -45,9 +45,7 @@ use crate::ast::{Forward, ModelInput, Value};
 use crate::ctxt::Ctxt;
 use crate::graph::seq2seq::Seq2SeqGraph;
 use crate::graph::Graph;
-use crate::spec::{
-    Activation, Attention, Norm, NormKind, Output, Placement, Positions, Spec, WeightScheme,
-};
+use crate::spec::{Activation, Attention, Norm, NormKind, Output, Placement, Positions, Spec, WeightScheme};
 use crate::suggest::closest;
 use constant::Const;
 use lower::Family;

@@ -1262,7 +1262,10 @@ impl Interp<'_> {
     /// Rule: pooling reads the final states, so it is written after the layer loop.
     fn pool_after_layers(&mut self, func: &str, span: Span) -> bool {
         if self.section != 2 {
-            self.error(span, format!("`{func}` pools the final states into an output: write it after the layer loop"));
+            self.error(
+                span,
+                format!("`{func}` pools the final states into an output: write it after the layer loop"),
+            );
             return false;
         }
         true
@@ -1273,7 +1276,11 @@ impl Interp<'_> {
         let t = &self.cur.tensors[input];
         if t.pooled || t.memory {
             let (shape, hint) = (t.shape(), self.written(input));
-            let what = if t.pooled { "already pooled (a row per sequence): pool once" } else { "the encoder's memory" };
+            let what = if t.pooled {
+                "already pooled (a row per sequence): pool once"
+            } else {
+                "the encoder's memory"
+            };
             self.error(span, format!("`{func}` pools per-token states [S, w] into a row per sequence, but `{hint}` is {shape}, {what}"));
             return false;
         }
@@ -1357,10 +1364,14 @@ impl Interp<'_> {
                 let def = |t: usize| self.cur.nodes.iter().find(|n| n.out() == t).cloned();
                 let (pool, normalize, source, span) = match def(*t) {
                     Some(Node::Normalize { input, .. }) => match def(input) {
-                        Some(Node::Pool { input: src, pool, .. }) => (pool, true, src, self.cur.tensors[input].span),
+                        Some(Node::Pool { input: src, pool, .. }) => {
+                            (pool, true, src, self.cur.tensors[input].span)
+                        }
                         _ => return None,
                     },
-                    Some(Node::Pool { input: src, pool, .. }) => (pool, false, src, self.cur.tensors[*t].span),
+                    Some(Node::Pool { input: src, pool, .. }) => {
+                        (pool, false, src, self.cur.tensors[*t].span)
+                    }
                     _ => return None,
                 };
                 sources.push((source, span));
@@ -1380,7 +1391,8 @@ impl Interp<'_> {
         let last = states.map(|(t, _)| t).or(sources.first().map(|(s, _)| *s))?;
         for &(source, span) in &sources {
             if source != last {
-                let (hint, want) = (self.cur.tensors[source].hint.clone(), self.cur.tensors[last].hint.clone());
+                let (hint, want) =
+                    (self.cur.tensors[source].hint.clone(), self.cur.tensors[last].hint.clone());
                 self.error(span, format!("this pools `{hint}`, but the outputs are computed from the final states `{want}`: pool `{want}`"));
                 return None;
             }
@@ -1748,7 +1760,9 @@ impl Interp<'_> {
             return None;
         };
         let pattern = match &*call.func {
-            Expr::Path(p) if p.path.is_ident("strided") || p.path.is_ident("fixed") => p.path.get_ident().map(ToString::to_string),
+            Expr::Path(p) if p.path.is_ident("strided") || p.path.is_ident("fixed") => {
+                p.path.get_ident().map(ToString::to_string)
+            }
             other => {
                 self.error(other.span(), format!("the layouts are `strided` and `fixed`: {layout}"));
                 return None;
@@ -1767,7 +1781,11 @@ impl Interp<'_> {
             };
             let known: &[&str] = if fixed { &["block", "stride", "summary"] } else { &["block", "stride"] };
             if !known.contains(&name.as_str()) || sizes.iter().any(|(n, _, _)| *n == name) {
-                let what = if name == "summary" { "`summary` belongs to `fixed(…)`" } else { "unknown or repeated size" };
+                let what = if name == "summary" {
+                    "`summary` belongs to `fixed(…)`"
+                } else {
+                    "unknown or repeated size"
+                };
                 self.error(a.left.span(), format!("{what}: {layout}"));
                 return None;
             }

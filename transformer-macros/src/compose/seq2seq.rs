@@ -174,4 +174,3 @@ fn expand_ignored(names: &[&'static str], layers: usize) -> Vec<&'static str> {
         })
         .collect()
 }
-
