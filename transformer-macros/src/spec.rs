@@ -104,7 +104,7 @@ impl Spec {
 }
 
 /// An image input cut into square patches, each patch a token.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ImageInput {
     pub image_size: usize,
     pub patch_size: usize,

@@ -138,6 +138,7 @@ fn stack(
 ) -> Result<(Spec, Graph, Option<Vec<Output>>), syn::Error> {
     let family = match forward.output.to_string().as_str() {
         _ if !forward.tuple.is_empty() => Some(Family::Encoder),
+        "logits" if forward.inputs.iter().any(|i| i == "image") => Some(Family::Image),
         "logits" => Some(Family::Decoder),
         "hidden" => Some(Family::Encoder),
         other => {
@@ -162,11 +163,16 @@ fn stack(
     let (heads, kv_heads, head_dim) = l.attention;
     // The standard consts come from the graph; a declared dim of the same name must agree.
     let mut cx = Ctxt::new();
+    let image = l.image.is_some();
     agree(
         &mut cx,
         &dims,
         &[
-            ("vocab_size", Some(l.vocab_size)),
+            ("vocab_size", Some(l.vocab_size).filter(|_| !image)),
+            ("image_size", l.image.map(|(i, _)| i.image_size)),
+            ("patch_size", l.image.map(|(i, _)| i.patch_size)),
+            ("channels", l.image.map(|(i, _)| i.channels)),
+            ("labels", l.image.map(|(_, c)| c.labels)),
             ("max_positions", l.max_positions),
             ("type_vocab_size", l.type_vocab_size),
             ("d_model", Some(l.d_model)),
@@ -185,6 +191,14 @@ fn stack(
     spec.layers = l.graph.layers;
     if family == Family::Decoder {
         spec.attention = Attention::Causal;
+    }
+    if let Some((image, classifier)) = l.image {
+        spec.image = Some(image);
+        spec.classifier = Some(classifier);
+        // Logits rows are as wide as the label set: generated row types point at `labels`.
+        if let Some((ident, _)) = dims.iter().find(|(n, _)| n == "labels") {
+            spec.vocab_span = ident.span();
+        }
     }
     let outputs = program.map(|p| p.outputs).filter(|o| !o.is_empty());
     Ok((spec, l.graph, outputs))

@@ -14,7 +14,7 @@ use syn::{Attribute, BinOp, Expr, LitStr, Pat, Stmt, Token};
 use super::constant::{self, Const};
 use crate::ctxt::Ctxt;
 use crate::graph::{FieldKind, Index, Layout};
-use crate::spec::{Activation, Output, OutputKind, Pool, Sparse, SparsePattern};
+use crate::spec::{Activation, ImageInput, Output, OutputKind, Pool, Sparse, SparsePattern};
 use crate::suggest::closest;
 
 /// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
@@ -152,12 +152,22 @@ pub enum Node {
         input: usize,
         out: usize,
     },
+    /// Images → rows: each image's patches projected (`proj`, a Conv2d-layout linear), the class
+    /// token (`cls`) in front, positions (`pos`) added (Hugging Face's `ViTEmbeddings`).
+    Patches {
+        image: ImageInput,
+        proj: usize,
+        cls: Option<usize>,
+        pos: usize,
+        out: usize,
+    },
 }
 
 impl Node {
     pub fn inputs(&self) -> Vec<usize> {
         match self {
             Node::Gather { acc, .. } => acc.iter().copied().collect(),
+            Node::Patches { .. } => vec![],
             Node::Linear { input, .. } | Node::Act { input, .. } | Node::Glu { input, .. } => vec![*input],
             Node::Norm { input, .. } => vec![*input],
             Node::Add { a, b, .. } => vec![*a, *b],
@@ -186,7 +196,8 @@ impl Node {
             | Node::Slice { out, .. }
             | Node::Scale { out, .. }
             | Node::Pool { out, .. }
-            | Node::Normalize { out, .. } => *out,
+            | Node::Normalize { out, .. }
+            | Node::Patches { out, .. } => *out,
             Node::Attention(a) => a.out,
             Node::Cross(c) => c.out,
         }
@@ -274,6 +285,8 @@ enum Val {
     Tensor(usize),
     Const(Const),
     Input(Index),
+    /// `image` of `fn forward(image)`: read by `patch_embedding`.
+    Image,
     /// The encoder's output, an input of a decoder pass: read by the layers' cross-attention.
     Memory,
     /// The result of an expression that already reported an error: uses stay silent.
@@ -309,8 +322,9 @@ const FUNCTIONS: &[&str] = &[
     "max_pool",
     "cls",
     "normalize",
+    "patch_embedding",
 ];
-const INPUTS: &[&str] = &["tokens", "token_types"];
+const INPUTS: &[&str] = &["tokens", "token_types", "image"];
 
 struct Interp<'c> {
     cx: &'c mut Ctxt,
@@ -337,6 +351,8 @@ struct Interp<'c> {
     memory: Option<Memory<'c>>,
     /// A pass of an encoder-decoder (`fn encode` / `fn decode`), not `fn forward`.
     seq2seq: bool,
+    /// The pass reads images (`fn forward(image)`): its head may project a pooled vector.
+    image: bool,
 }
 
 /// Interprets the body of `fn forward`.
@@ -362,6 +378,7 @@ pub fn interpret<'c>(
         poisoned: false,
         memory,
         seq2seq: forward.name != "forward",
+        image: false,
     };
     if !forward.tuple.is_empty() && forward.name != "forward" {
         it.cx.error(
@@ -375,6 +392,10 @@ pub fn interpret<'c>(
     for input in &forward.inputs {
         match input.to_string().as_str() {
             "tokens" => it.bind("tokens", Val::Input(Index::Token), input.span(), true),
+            "image" if forward.name == "forward" => {
+                it.image = true;
+                it.bind("image", Val::Image, input.span(), true);
+            }
             "token_types" => {
                 token_types = true;
                 it.bind("token_types", Val::Input(Index::TokenType), input.span(), true);
@@ -390,7 +411,7 @@ pub fn interpret<'c>(
                 let takes = match memory {
                     Some(m) => format!("`fn {}` takes `tokens`, optionally `token_types`, and `{}` (the output of `fn encode`)", forward.name, m.name),
                     None if forward.name == "decode" => format!("`fn decode` reads `{other}`, but no `fn encode(tokens) -> {other} {{ … }}` produces it"),
-                    None => "a composed model takes `tokens` and optionally `token_types`".to_string(),
+                    None => "a composed model takes `tokens` and optionally `token_types`, or `image`".to_string(),
                 };
                 it.cx.error(input.span(), format!("unknown input `{other}`{hint}: {takes}"));
                 // Reads of it in the body stay silent: the input is the one mistake.
@@ -408,7 +429,7 @@ pub fn interpret<'c>(
         it.bind(m.name, Val::Poison, forward.name.span(), true);
     }
     it.bind("positions", Val::Input(Index::Position), forward.name.span(), true);
-    if !forward.inputs.iter().any(|i| i == "tokens") {
+    if !forward.inputs.iter().any(|i| i == "tokens" || (i == "image" && forward.name == "forward")) {
         it.cx.error(forward.name.span(), "a composed model takes `tokens`: `fn forward(tokens) -> …`");
     }
     let ignored = forward_attrs(it.cx, &forward.attrs);
@@ -651,6 +672,7 @@ impl Interp<'_> {
             Val::Tensor(t) => format!("a tensor [S, {}]", self.cur.tensors[t].width),
             Val::Const(c) => c.describe(),
             Val::Input(_) => "an input's ids".to_string(),
+            Val::Image => "the input images".to_string(),
             Val::Memory => "the encoder's memory".to_string(),
             Val::Poison => "an invalid value".to_string(),
         }
@@ -1139,6 +1161,7 @@ impl Interp<'_> {
             "concat" => self.concat(span, &positional),
             "mean_pool" | "max_pool" | "cls" => self.pool(&func, span, &positional),
             "normalize" => self.normalize(span, &positional),
+            "patch_embedding" => self.patch_embedding(span, &positional, &mut args),
             "slice" => self.slice(span, &positional),
             "split" => {
                 self.error(
@@ -1238,6 +1261,62 @@ impl Interp<'_> {
                 None
             }
         }
+    }
+
+    /// `patch_embedding(image, width, size = 224, patch = 16, channels = 3, class_token = true)`:
+    /// each image cut into `patch × patch` squares, each square projected to `width` (a
+    /// `Conv2d(kernel = stride = patch)` checkpoint weight), the class token prepended when
+    /// `class_token`, and learned positions added (one row per patch, plus the class token's).
+    /// Weighted parts, innermost first: the projection, the class token (if any), the positions.
+    fn patch_embedding(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
+        let form = "`patch_embedding(image, width, size = …, patch = …, channels = …, class_token = true)`";
+        let (Some(image_expr), 2) = (pos.first(), pos.len()) else {
+            self.error(span, format!("expected {form}"));
+            return None;
+        };
+        match self.eval(image_expr)? {
+            Val::Image => {}
+            Val::Poison => return None,
+            other => {
+                let d = self.describe(other);
+                self.error(image_expr.span(), format!("`patch_embedding` reads the input `image`, found {d}"));
+                return None;
+            }
+        }
+        if self.section != 0 {
+            self.error(span, "`patch_embedding` turns the images into the stream: write it before the layer loop");
+            return None;
+        }
+        let width = self.size_arg("patch_embedding", pos, 1, span, "the width")?;
+        let mut named = |it: &mut Self, name: &str| -> Option<(usize, Span)> {
+            let Some(e) = args.take(name) else {
+                it.error(span, format!("`patch_embedding` needs `{name} = …`: {form}"));
+                return None;
+            };
+            Some((it.positive(e, name)?, e.span()))
+        };
+        let (image_size, patch, channels) = (named(self, "size"), named(self, "patch"), named(self, "channels"));
+        let ((image_size, _), (patch_size, patch_at), (channels, _)) = (image_size?, patch?, channels?);
+        let class_token = self.flag_arg(args, "class_token", false)?;
+        if !crate::check::patch_divides_image(self.cx, image_size, patch_size, patch_at) {
+            return None;
+        }
+        let image = ImageInput { image_size, patch_size, channels };
+        let rows = image.patches() + usize::from(class_token);
+        let proj = self.field(
+            FieldKind::Linear {
+                input: image.patch_width(),
+                output: width,
+                bias: true,
+                layout: Layout::Conv2d { channels, patch: patch_size },
+            },
+            true,
+        );
+        let cls = class_token.then(|| self.field(FieldKind::Embedding { rows: 1, width, batched: true }, true));
+        let pos_field = self.field(FieldKind::Embedding { rows, width, batched: true }, true);
+        let out = self.cur.tensor(width, span, "patch_embedding");
+        self.cur.nodes.push(Node::Patches { image, proj, cls, pos: pos_field, out });
+        Some(Val::Tensor(out))
     }
 
     /// `mean_pool(x)` (over each sequence's real tokens), `max_pool(x)`, `cls(x)` (the first
@@ -1463,8 +1542,14 @@ impl Interp<'_> {
     }
 
     fn linear(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
-        let input = self.any_tensor_arg("linear", pos, 0, span)?;
+        // An image classifier's head projects the pooled states (`linear(cls(x), labels)`).
+        let input = if self.image && self.section == 2 && !pos.is_empty() {
+            self.pool_arg("linear", &pos[..1], span)?
+        } else {
+            self.any_tensor_arg("linear", pos, 0, span)?
+        };
         let (in_width, memory) = (self.cur.tensors[input].width, self.cur.tensors[input].memory);
+        let pooled = self.cur.tensors[input].pooled;
         let output = match pos.len() {
             2 => self.size_arg("linear", pos, 1, span, "the output width")?,
             3 => {
@@ -1525,6 +1610,7 @@ impl Interp<'_> {
         } else {
             self.cur.tensor(output, span, "linear")
         };
+        self.cur.tensors[out].pooled = pooled;
         self.cur.nodes.push(Node::Linear { field, input, out });
         Some(Val::Tensor(out))
     }
