@@ -333,7 +333,8 @@ fn lower_classifier(
         );
         return None;
     };
-    let pooling = pooling_fits_class_token(cx, pool, class_token, tail.tensors[states].span)?;
+    let pooled_at = tail.nodes[n - 2].out();
+    let pooling = pooling_fits_class_token(cx, pool, class_token, tail.tensors[pooled_at].span)?;
     let mut rest = tail.clone();
     rest.nodes.truncate(n - 2);
     rest.output = Some(states);

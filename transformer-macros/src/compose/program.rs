@@ -459,7 +459,10 @@ pub fn interpret<'c>(
         _ => None,
     });
     let Some(stream_in) = stream_in else {
-        it.cx.error(for_loop.span(), format!("`{carried}` must be a tensor before the layers"));
+        // A stream whose expression failed was reported there.
+        if !matches!(it.lookup_quiet(&carried), Some(Val::Poison)) {
+            it.cx.error(for_loop.span(), format!("`{carried}` must be a tensor before the layers"));
+        }
         return None;
     };
     let width = it.cur.tensors[stream_in].width;
@@ -707,7 +710,7 @@ impl Interp<'_> {
                 if let Expr::Path(p) = &*a.left {
                     if let Some(id) = p.path.get_ident() {
                         let name = id.to_string();
-                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_)))
+                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_) | Val::Poison))
                             && !assigned.contains(&name)
                         {
                             assigned.push(name);
