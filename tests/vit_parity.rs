@@ -223,9 +223,16 @@ macro_rules! bit_identical {
             let images: Vec<Box<[[[f32; $side]; $side]; 3]>> =
                 r.pixel_values.iter().map(|p| image::<$side>(p)).collect();
             let refs: Vec<&[[[f32; $side]; $side]; 3]> = images.iter().map(|i| &**i).collect();
-            assert_eq!(bits(&composed.classify(&refs).unwrap()), bits(&preset.classify(&refs).unwrap()), "logits");
+            assert_eq!(
+                bits(&composed.classify(&refs).unwrap()),
+                bits(&preset.classify(&refs).unwrap()),
+                "logits"
+            );
             let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
-            let (ours, theirs) = (composed.forward_into(&refs, &mut w1).unwrap(), preset.forward_into(&refs, &mut w2).unwrap());
+            let (ours, theirs) = (
+                composed.forward_into(&refs, &mut w1).unwrap(),
+                preset.forward_into(&refs, &mut w2).unwrap(),
+            );
             assert_eq!(bits(ours), bits(theirs), "hidden states");
         }
     };

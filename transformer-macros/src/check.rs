@@ -244,8 +244,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     });
     let image = match (image_size, patch_size, channels) {
         (Some(image_size), Some(patch_size), Some(channels)) => {
-            Some(ImageInput { image_size, patch_size, channels })
-                .filter(|_| patch_divides_image(&mut cx, image_size, patch_size, entries["patch_size"].value.span()))
+            Some(ImageInput { image_size, patch_size, channels }).filter(|_| {
+                patch_divides_image(&mut cx, image_size, patch_size, entries["patch_size"].value.span())
+            })
         }
         _ => None,
     };

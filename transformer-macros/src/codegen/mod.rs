@@ -707,7 +707,8 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
         .map(|(name, value)| (name.to_string().to_uppercase(), *value, format!("The declared dim `{name}`.")))
         // An image model's API defines these itself (the composed pass made them agree).
         .filter(|(n, _, _)| {
-            spec.image.is_none() || !["IMAGE_SIZE", "PATCH_SIZE", "CHANNELS", "PATCHES", "LABELS"].contains(&n.as_str())
+            spec.image.is_none()
+                || !["IMAGE_SIZE", "PATCH_SIZE", "CHANNELS", "PATCHES", "LABELS"].contains(&n.as_str())
         })
         .collect();
     let consts = standard

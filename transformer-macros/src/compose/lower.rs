@@ -13,8 +13,8 @@ use proc_macro2::Span;
 
 use super::program::{FieldDef, Node, Program, Section};
 use crate::ctxt::Ctxt;
-use crate::spec::{Classifier, ImageInput, Pool, Pooling};
 use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window, STREAM};
+use crate::spec::{Classifier, ImageInput, Pool, Pooling};
 
 /// A `'static` copy of a name built at expansion time; the graph's names are `&'static str`
 /// because the presets' are literals. Each distinct name is leaked once per process.
@@ -188,7 +188,9 @@ pub fn lower(
         });
     let tail = match (family, patches) {
         (Family::Image, Some((_, cls))) => lower_classifier(cx, &program.tail, cls, rope_positions),
-        _ => lower_tail(cx, &program.tail, family, vocab_size, rope_positions, side).map(|(n, h)| (n, h, None)),
+        _ => {
+            lower_tail(cx, &program.tail, family, vocab_size, rope_positions, side).map(|(n, h)| (n, h, None))
+        }
     };
     if let Some(b) = &embeddings {
         if let Some(v) = b.scratch().first() {
@@ -776,7 +778,9 @@ fn lower_section(
                 Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => {
                     vec![*field]
                 }
-                Node::Patches { proj, cls, pos, .. } => [Some(*proj), *cls, Some(*pos)].into_iter().flatten().collect(),
+                Node::Patches { proj, cls, pos, .. } => {
+                    [Some(*proj), *cls, Some(*pos)].into_iter().flatten().collect()
+                }
                 Node::Cross(_) => cross_field.into_iter().collect(),
                 _ => vec![],
             };

@@ -1282,12 +1282,18 @@ impl Interp<'_> {
             Val::Poison => return None,
             other => {
                 let d = self.describe(other);
-                self.error(image_expr.span(), format!("`patch_embedding` reads the input `image`, found {d}"));
+                self.error(
+                    image_expr.span(),
+                    format!("`patch_embedding` reads the input `image`, found {d}"),
+                );
                 return None;
             }
         }
         if self.section != 0 {
-            self.error(span, "`patch_embedding` turns the images into the stream: write it before the layer loop");
+            self.error(
+                span,
+                "`patch_embedding` turns the images into the stream: write it before the layer loop",
+            );
             return None;
         }
         let width = self.size_arg("patch_embedding", pos, 1, span, "the width")?;
@@ -1298,7 +1304,8 @@ impl Interp<'_> {
             };
             Some((it.positive(e, name)?, e.span()))
         };
-        let (image_size, patch, channels) = (named(self, "size"), named(self, "patch"), named(self, "channels"));
+        let (image_size, patch, channels) =
+            (named(self, "size"), named(self, "patch"), named(self, "channels"));
         let ((image_size, _), (patch_size, patch_at), (channels, _)) = (image_size?, patch?, channels?);
         let class_token = self.flag_arg(args, "class_token", false)?;
         if !crate::check::patch_divides_image(self.cx, image_size, patch_size, patch_at) {
@@ -1315,7 +1322,8 @@ impl Interp<'_> {
             },
             true,
         );
-        let cls = class_token.then(|| self.field(FieldKind::Embedding { rows: 1, width, batched: true }, true));
+        let cls =
+            class_token.then(|| self.field(FieldKind::Embedding { rows: 1, width, batched: true }, true));
         let pos_field = self.field(FieldKind::Embedding { rows, width, batched: true }, true);
         let out = self.cur.tensor(width, span, "patch_embedding");
         self.cur.nodes.push(Node::Patches { image, proj, cls, pos: pos_field, out });
