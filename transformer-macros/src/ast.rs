@@ -65,6 +65,12 @@ impl Parse for Forward {
             let names;
             let parens = syn::parenthesized!(names in input);
             let tuple: Vec<Ident> = names.parse_terminated(Ident::parse, Token![,])?.into_iter().collect();
+            if tuple.is_empty() {
+                return Err(syn::Error::new(
+                    parens.span.join(),
+                    "expected the outputs' names, e.g. `-> (states, embedding)`",
+                ));
+            }
             (Ident::new("outputs", parens.span.join()), tuple)
         } else {
             (input.parse()?, Vec::new())

@@ -843,7 +843,7 @@ fn lower_section(
             }),
             Node::Pool { out, .. } | Node::Normalize { out, .. } => {
                 // `program::interpret` moves pooling out of the tail into the outputs.
-                cx.error(tensors[out].span, "pooling is written after the layers, as an output");
+                cx.error(tensors[out].span, "a pooled vector is a named output: return a tuple, e.g. `-> (states, embedding)` with `let embedding = normalize(mean_pool(x));`");
                 return None;
             }
             Node::Cross(ref c) => {

@@ -525,6 +525,11 @@ pub fn interpret<'c>(
             return None;
         }
     };
+    if it.cur.tensors[output].pooled && !it.image {
+        let (span, what) = (it.cur.tensors[output].span, forward.output.to_string());
+        it.cx.error(span, format!("`-> {what}` is one row per token, but this is pooled (a row per sequence): name the outputs, e.g. `-> (states, embedding)` with `let states = x;` and `let embedding = normalize(mean_pool(x));`"));
+        return None;
+    }
     it.cur.output = Some(output);
     it.unused_in_section(2);
     let tail = std::mem::take(&mut it.cur);
