@@ -27,6 +27,11 @@
 //! memory` and `fn decode(tokens, memory) -> logits`, whose layers read the memory through
 //! `attention(q, linear(memory, …), linear(memory, …), heads = …)` (see [`seq2seq`]).
 //!
+//! An encoder may name its outputs, `fn forward(tokens) -> (states, embedding)`, pooling the final
+//! states with `mean_pool` / `max_pool` / `cls` (and `normalize`); an image classifier takes
+//! `fn forward(image) -> logits`, embeds with `patch_embedding(image, …)` and ends with
+//! `linear(cls(x), labels)` (see [`program`]).
+//!
 //! Phases, mirroring the presets': [`dims`] evaluates the struct's entries as named dims;
 //! [`program`] interprets each body into sections of nodes with inferred widths (every mismatch
 //! an error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
