@@ -89,8 +89,8 @@ pub fn methods(
         }
 
         impl #name {
-            /// Every output for `batch`, written into `workspace`: after the first call at a batch
-            /// shape, no allocation.
+            /// Every output for `batch`, written into `workspace` (its buffers are reused by the
+            /// next call).
             pub fn outputs_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<#outputs_ty<'w>> {
                 batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;
                 #carve
