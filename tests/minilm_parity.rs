@@ -11,6 +11,63 @@ use transformer::{Batch, Threads, Workspace};
 #[path = "../examples/common/minilm.rs"]
 mod minilm;
 
+transformer::model! {
+    /// all-MiniLM-L6-v2 as composed blocks returning the outputs it names: the final states, the
+    /// sentence embedding (sentence-transformers' mean pooling + Normalize), the `[CLS]` state and
+    /// the max-pooled states.
+    pub struct MiniLmOutputs {
+        vocab_size: 30522,
+        max_positions: 512,
+        type_vocab_size: 2,
+        d_model: 384,
+        heads: 12,
+        d_ff: 4 * d_model,
+        layers: 6,
+    }
+
+    #[weights(ignore = ["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"])]
+    fn forward(tokens, token_types) -> (states, embedding, first, peak) {
+        #[weights = "embeddings.word_embeddings"]
+        let x = embedding(tokens, vocab_size, d_model);
+        #[weights = "embeddings.position_embeddings"]
+        let x = x + embedding(positions, max_positions, d_model);
+        #[weights = "embeddings.token_type_embeddings"]
+        let x = x + embedding(token_types, type_vocab_size, d_model);
+        #[weights = "embeddings.LayerNorm"]
+        let x = layer_norm(x, eps = 1e-12);
+        #[weights = "encoder.layer.{layer}"]
+        for layer in 0..layers {
+            #[weights = "attention.self.query"]
+            let q = linear(x, d_model);
+            #[weights = "attention.self.key"]
+            let k = linear(x, d_model);
+            #[weights = "attention.self.value"]
+            let v = linear(x, d_model);
+            #[weights = "attention.output.dense"]
+            let attention_out = linear(attention(q, k, v, heads = heads), d_model);
+            #[weights = "attention.output.LayerNorm"]
+            x = layer_norm(x + attention_out, eps = 1e-12);
+            #[weights("intermediate.dense", "output.dense")]
+            let ffn_out = linear(gelu(linear(x, d_ff)), d_model);
+            #[weights = "output.LayerNorm"]
+            x = layer_norm(x + ffn_out, eps = 1e-12);
+        }
+        let states = x;
+        let embedding = normalize(mean_pool(states));
+        let first = cls(states);
+        let peak = max_pool(states);
+    }
+}
+
+fn composed_outputs() -> MiniLmOutputs {
+    MiniLmOutputs::from_safetensors(minilm::model_dir().join("model.safetensors"))
+        .expect("the composed MiniLM loads the real checkpoint")
+}
+
+fn bits(rows: &[[f32; 384]]) -> Vec<u32> {
+    rows.iter().flatten().map(|v| v.to_bits()).collect()
+}
+
 #[derive(Deserialize)]
 struct Reference {
     sentences: Vec<Sentence>,
@@ -135,4 +192,67 @@ fn threads_do_not_change_the_result() {
     let two = minilm::load().with_threads(Threads::new(2).unwrap()).forward(&batch).unwrap();
     // Row blocks and query blocks split the same arithmetic, so results agree bit for bit.
     assert!(one == two, "1-thread and 2-thread hidden states differ");
+}
+
+#[test]
+fn composed_outputs_are_the_presets_states_and_embeddings_bit_for_bit() {
+    let (preset, composed) = (minilm::load(), composed_outputs());
+    let reference = reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(|s| s.text.as_str()).collect();
+    let batch = minilm::encode(&minilm::tokenizer().unwrap(), &texts).unwrap();
+    let mut ws = Workspace::new();
+    let out = composed.outputs_into(&batch, &mut ws).unwrap();
+    assert_eq!(bits(out.states), bits(&preset.forward(&batch).unwrap()), "states differ from the preset's");
+    assert_eq!(
+        bits(out.embedding),
+        bits(&preset.embed(&batch).unwrap()),
+        "embeddings differ from the preset's"
+    );
+    assert_eq!(out.states.len(), batch.rows());
+    assert_eq!(
+        (out.embedding.len(), out.first.len(), out.peak.len()),
+        (texts.len(), texts.len(), texts.len())
+    );
+    let seq = batch.seq_len();
+    for b in 0..texts.len() {
+        let rows = &out.states[b * seq..(b + 1) * seq];
+        // `cls`: the first token's state, exactly.
+        assert_eq!(out.first[b], rows[0], "cls of sequence {b} is not its row 0");
+        // `max_pool`: the element-wise maximum over the real tokens only (padding excluded).
+        let real = &rows[..batch.len_of(b)];
+        let peak: Vec<f32> =
+            (0..384).map(|j| real.iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max)).collect();
+        assert_eq!(out.peak[b].to_vec(), peak, "max_pool of sequence {b}");
+    }
+    assert!(
+        (0..texts.len()).any(|b| batch.len_of(b) < seq),
+        "the batch is padded, so pooling must exclude padding"
+    );
+    // The owned per-output methods return the same rows.
+    assert_eq!(bits(&composed.embedding(&batch).unwrap()), bits(&preset.embed(&batch).unwrap()));
+}
+
+#[test]
+fn composed_outputs_match_sentence_transformers() {
+    let model = composed_outputs();
+    let pb = reference().padded_batch;
+    let to_array = |rows: &Vec<Vec<u32>>| {
+        Array2::from_shape_vec((rows.len(), rows[0].len()), rows.concat()).expect("rectangular fixture")
+    };
+    let (ids, mask, types) =
+        (to_array(&pb.input_ids), to_array(&pb.attention_mask), to_array(&pb.token_type_ids));
+    let batch = Batch::from_padded(ids.view(), mask.view(), Some(types.view())).unwrap();
+    let embeddings = model.embedding(&batch).unwrap();
+    for (b, theirs) in pb.embeddings.iter().enumerate() {
+        assert_close(&format!("composed embedding of {:?}", pb.texts[b]), &embeddings[b], theirs);
+    }
+    for s in reference().sentences.iter().filter(|s| s.token_embeddings.is_some()) {
+        let batch =
+            Batch::from_sequences(&[&s.input_ids]).unwrap().with_token_types(&[&s.token_type_ids]).unwrap();
+        let states = model.states(&batch).unwrap();
+        for (i, (ours, theirs)) in states.iter().zip(s.token_embeddings.iter().flatten()).enumerate() {
+            let diff = max_abs_diff(ours, theirs);
+            assert!(diff <= 1e-4, "composed state {i} of {:?}: max |diff| {diff:e}", s.text);
+        }
+    }
 }

@@ -40,3 +40,94 @@ sparse_llama!(Fixed, { pattern: fixed, block: 64, stride: 2, summary: 1 });
 
 decoder_parity_tests!(strided, Strided, "sparse/strided");
 decoder_parity_tests!(fixed, Fixed, "sparse/fixed");
+
+/// The same LLaMA written as composed blocks, the layout an argument of its attention.
+macro_rules! composed_sparse_llama {
+    ($name:ident, $($layout:tt)*) => {
+        transformer::model! {
+            pub struct $name {
+                vocab_size: 96,
+                max_positions: 512,
+                d_model: 64,
+                heads: 4,
+                kv_heads: 2,
+                head_dim: d_model / heads,
+                d_ff: 128,
+                layers: 2,
+            }
+
+            fn forward(tokens) -> logits {
+                #[weights = "model.embed_tokens"]
+                let x = embedding(tokens, vocab_size, d_model);
+                #[weights = "model.layers.{layer}"]
+                for layer in 0..layers {
+                    #[weights = "input_layernorm"]
+                    let h = rms_norm(x, eps = 1e-6);
+                    #[weights = "self_attn.q_proj"]
+                    let q = linear(h, heads * head_dim, bias = false);
+                    #[weights = "self_attn.k_proj"]
+                    let k = linear(h, kv_heads * head_dim, bias = false);
+                    #[weights = "self_attn.v_proj"]
+                    let v = linear(h, kv_heads * head_dim, bias = false);
+                    let context = attention(q, k, v, heads = heads, kv_heads = kv_heads, causal,
+                                            rope = 10000.0, sparse = $($layout)*);
+                    #[weights = "self_attn.o_proj"]
+                    x = x + linear(context, d_model, bias = false);
+                    #[weights = "post_attention_layernorm"]
+                    let h = rms_norm(x, eps = 1e-6);
+                    #[weights("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+                    let ffn_out = linear(swiglu(concat(linear(h, d_ff, bias = false), linear(h, d_ff, bias = false))), d_model, bias = false);
+                    x = x + ffn_out;
+                }
+                #[weights = "model.norm"]
+                let x = rms_norm(x, eps = 1e-6);
+                let lm_head = linear(x, vocab_size, bias = false);
+                lm_head
+            }
+        }
+    };
+}
+
+composed_sparse_llama!(ComposedStrided, strided(block = 64, stride = 2));
+composed_sparse_llama!(ComposedFixed, fixed(block = 64, stride = 2, summary = 1));
+
+decoder_parity_tests!(composed_strided, ComposedStrided, "sparse/strided");
+decoder_parity_tests!(composed_fixed, ComposedFixed, "sparse/fixed");
+
+fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
+    rows.iter().flat_map(|r| r.as_ref().iter().map(|v| v.to_bits())).collect()
+}
+
+/// Composed block-sparse attention lowers to the presets' graph: logits and cached steps are the
+/// presets', bit for bit.
+#[test]
+fn composed_sparse_is_bit_identical_to_the_preset() {
+    use transformer::{Batch, Workspace};
+    let prompts: Vec<Vec<u32>> =
+        decoder_parity::reference("sparse/strided").prompts.into_iter().map(|p| p.ids).collect();
+    let batch = Batch::from_sequences(&prompts).unwrap();
+    let load = |fixture: &str| decoder_parity::dir(fixture).join("model.safetensors");
+    let (preset, composed) = (
+        Strided::from_safetensors(load("sparse/strided")).unwrap(),
+        ComposedStrided::from_safetensors(load("sparse/strided")).unwrap(),
+    );
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "strided logits"
+    );
+    let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
+    let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
+    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
+    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
+    assert_eq!(a, b, "strided cached steps");
+    let (preset, composed) = (
+        Fixed::from_safetensors(load("sparse/fixed")).unwrap(),
+        ComposedFixed::from_safetensors(load("sparse/fixed")).unwrap(),
+    );
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "fixed logits"
+    );
+}

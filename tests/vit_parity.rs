@@ -146,6 +146,101 @@ macro_rules! parity_tests {
 parity_tests!(small, Small, "small", 32);
 parity_tests!(odd, Odd, "odd", 30);
 
+/// The same ViTs as composed blocks: `patch_embedding` is Hugging Face's `ViTEmbeddings`
+/// (projection, class token, positions), the head a linear of the pooled final states.
+macro_rules! composed_vit {
+    ($name:ident, { $($dims:tt)* }, eps = $eps:literal, class_token = $cls:literal, $pool:ident,
+     $embedding_weights:tt) => {
+        transformer::model! {
+            pub struct $name { $($dims)* }
+
+            fn forward(image) -> logits {
+                #[weights $embedding_weights]
+                let x = patch_embedding(image, d_model, size = image_size, patch = patch_size,
+                                        channels = channels, class_token = $cls);
+                #[weights = "vit.encoder.layer.{layer}"]
+                for layer in 0..layers {
+                    #[weights = "layernorm_before"]
+                    let h = layer_norm(x, eps = $eps);
+                    #[weights = "attention.attention.query"]
+                    let q = linear(h, d_model);
+                    #[weights = "attention.attention.key"]
+                    let k = linear(h, d_model);
+                    #[weights = "attention.attention.value"]
+                    let v = linear(h, d_model);
+                    #[weights = "attention.output.dense"]
+                    x = x + linear(attention(q, k, v, heads = heads), d_model);
+                    #[weights = "layernorm_after"]
+                    let h = layer_norm(x, eps = $eps);
+                    #[weights("intermediate.dense", "output.dense")]
+                    x = x + linear(gelu(linear(h, d_ff)), d_model);
+                }
+                #[weights = "vit.layernorm"]
+                let x = layer_norm(x, eps = $eps);
+                #[weights = "classifier"]
+                linear($pool(x), labels)
+            }
+        }
+    };
+}
+
+composed_vit!(
+    ComposedSmall,
+    { image_size: 32, patch_size: 8, channels: 3, d_model: 64, heads: 4, d_ff: 128, layers: 2, labels: 10 },
+    eps = 1e-12, class_token = true, cls,
+    ("vit.embeddings.patch_embeddings.projection", "vit.embeddings.cls_token", "vit.embeddings.position_embeddings")
+);
+composed_vit!(
+    ComposedOdd,
+    { image_size: 30, patch_size: 6, channels: 3, d_model: 48, heads: 12, d_ff: 136, layers: 3, labels: 7 },
+    eps = 1e-6, class_token = true, cls,
+    ("vit.embeddings.patch_embeddings.projection", "vit.embeddings.cls_token", "vit.embeddings.position_embeddings")
+);
+composed_vit!(
+    ComposedMean,
+    { image_size: 32, patch_size: 8, channels: 3, d_model: 64, heads: 4, d_ff: 128, layers: 2, labels: 5 },
+    eps = 1e-12, class_token = false, mean_pool,
+    ("vit.embeddings.patch_embeddings.projection", "vit.embeddings.position_embeddings")
+);
+
+parity_tests!(composed_small, ComposedSmall, "small", 32);
+parity_tests!(composed_odd, ComposedOdd, "odd", 30);
+
+fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
+    rows.iter().flat_map(|r| r.as_ref().iter().map(|v| v.to_bits())).collect()
+}
+
+/// Composed ViTs lower to the preset's graph: logits and hidden states bit for bit, on the
+/// fixtures' images.
+macro_rules! bit_identical {
+    ($test:ident, $preset:ident, $composed:ident, $name:literal, $side:literal) => {
+        #[test]
+        fn $test() {
+            let path = fixture(concat!($name, "/model.safetensors"));
+            let (preset, composed) =
+                ($preset::from_safetensors(&path).unwrap(), $composed::from_safetensors(&path).unwrap());
+            let r = json::<Reference>(concat!($name, "/reference.json"));
+            let images: Vec<Box<[[[f32; $side]; $side]; 3]>> =
+                r.pixel_values.iter().map(|p| image::<$side>(p)).collect();
+            let refs: Vec<&[[[f32; $side]; $side]; 3]> = images.iter().map(|i| &**i).collect();
+            assert_eq!(
+                bits(&composed.classify(&refs).unwrap()),
+                bits(&preset.classify(&refs).unwrap()),
+                "logits"
+            );
+            let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
+            let (ours, theirs) = (
+                composed.forward_into(&refs, &mut w1).unwrap(),
+                preset.forward_into(&refs, &mut w2).unwrap(),
+            );
+            assert_eq!(bits(ours), bits(theirs), "hidden states");
+        }
+    };
+}
+
+bit_identical!(composed_small_is_bit_identical_to_the_preset, Small, ComposedSmall, "small", 32);
+bit_identical!(composed_odd_is_bit_identical_to_the_preset, Odd, ComposedOdd, "odd", 30);
+
 #[test]
 fn a_processor_for_another_resolution_is_an_error() {
     let processor = ImageProcessor::from_json_file(fixture("odd/preprocessor_config.json")).unwrap();
@@ -205,3 +300,5 @@ fn mean_pooling_matches_a_reference_built_from_transformers_modules() {
         assert!(diff <= 1e-4, "hidden state {row}: max |diff| {diff:e}");
     }
 }
+
+bit_identical!(composed_mean_is_bit_identical_to_the_preset, Mean, ComposedMean, "mean", 32);

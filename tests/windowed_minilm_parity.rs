@@ -41,6 +41,57 @@ macro_rules! windowed_minilm {
 windowed_minilm!(Window16, 16);
 windowed_minilm!(Mixed, [16, global, 16, global, 16, global]);
 
+/// The same models composed: the window is an argument of the composed attention.
+macro_rules! composed_windowed_minilm {
+    ($name:ident, $($window:tt)*) => {
+        transformer::model! {
+            pub struct $name {
+                vocab_size: 30522,
+                max_positions: 512,
+                type_vocab_size: 2,
+                d_model: 384,
+                heads: 12,
+                d_ff: 1536,
+                layers: 6,
+            }
+
+            #[weights(ignore = ["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"])]
+            fn forward(tokens, token_types) -> hidden {
+                #[weights = "embeddings.word_embeddings"]
+                let x = embedding(tokens, vocab_size, d_model);
+                #[weights = "embeddings.position_embeddings"]
+                let x = x + embedding(positions, max_positions, d_model);
+                #[weights = "embeddings.token_type_embeddings"]
+                let x = x + embedding(token_types, type_vocab_size, d_model);
+                #[weights = "embeddings.LayerNorm"]
+                let x = layer_norm(x, eps = 1e-12);
+                #[weights = "encoder.layer.{layer}"]
+                for layer in 0..layers {
+                    #[weights = "attention.self.query"]
+                    let q = linear(x, d_model);
+                    #[weights = "attention.self.key"]
+                    let k = linear(x, d_model);
+                    #[weights = "attention.self.value"]
+                    let v = linear(x, d_model);
+                    let context = attention(q, k, v, heads = heads, window = $($window)*);
+                    #[weights = "attention.output.dense"]
+                    let attention_out = linear(context, d_model);
+                    #[weights = "attention.output.LayerNorm"]
+                    x = layer_norm(x + attention_out, eps = 1e-12);
+                    #[weights("intermediate.dense", "output.dense")]
+                    let ffn_out = linear(gelu(linear(x, d_ff)), d_model);
+                    #[weights = "output.LayerNorm"]
+                    x = layer_norm(x + ffn_out, eps = 1e-12);
+                }
+                x
+            }
+        }
+    };
+}
+
+composed_windowed_minilm!(ComposedWindow16, 16);
+composed_windowed_minilm!(ComposedMixed, if layer % 2 == 0 { Some(16) } else { None });
+
 #[derive(Deserialize)]
 struct Reference {
     configs: BTreeMap<String, Config>,
@@ -111,3 +162,25 @@ macro_rules! parity {
 
 parity!(window16, Window16, "window16");
 parity!(mixed, Mixed, "mixed");
+parity!(composed_window16, ComposedWindow16, "window16");
+parity!(composed_mixed, ComposedMixed, "mixed");
+
+fn bits(rows: &[[f32; 384]]) -> Vec<u32> {
+    rows.iter().flatten().map(|v| v.to_bits()).collect()
+}
+
+/// Composed centred windows lower to the presets' graph: the same kernels in the same order.
+#[test]
+fn composed_windows_are_bit_identical_to_the_presets() {
+    let ids: Vec<Vec<u32>> = config("window16").sequences.into_iter().map(|s| s.input_ids).collect();
+    let batch = Batch::from_sequences(&ids).unwrap();
+    let (preset, composed) = (
+        Window16::from_safetensors(weights()).unwrap(),
+        ComposedWindow16::from_safetensors(weights()).unwrap(),
+    );
+    assert_eq!(bits(&composed.forward(&batch).unwrap()), bits(&preset.forward(&batch).unwrap()));
+    assert_eq!(bits(&composed.embed(&batch).unwrap()), bits(&preset.embed(&batch).unwrap()));
+    let (preset, composed) =
+        (Mixed::from_safetensors(weights()).unwrap(), ComposedMixed::from_safetensors(weights()).unwrap());
+    assert_eq!(bits(&composed.forward(&batch).unwrap()), bits(&preset.forward(&batch).unwrap()));
+}

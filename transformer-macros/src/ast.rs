@@ -45,7 +45,10 @@ pub struct Forward {
     pub attrs: Vec<Attribute>,
     pub name: Ident,
     pub inputs: Vec<Ident>,
+    /// `-> hidden`; for a tuple, `outputs` spanned over its parentheses.
     pub output: Ident,
+    /// `-> (states, embedding)`: each named output (empty for a single output).
+    pub tuple: Vec<Ident>,
     pub body: syn::Block,
 }
 
@@ -58,9 +61,22 @@ impl Parse for Forward {
         syn::parenthesized!(args in input);
         let inputs = args.parse_terminated(Ident::parse, Token![,])?.into_iter().collect();
         input.parse::<Token![->]>()?;
-        let output: Ident = input.parse()?;
+        let (output, tuple) = if input.peek(syn::token::Paren) {
+            let names;
+            let parens = syn::parenthesized!(names in input);
+            let tuple: Vec<Ident> = names.parse_terminated(Ident::parse, Token![,])?.into_iter().collect();
+            if tuple.is_empty() {
+                return Err(syn::Error::new(
+                    parens.span.join(),
+                    "expected the outputs' names, e.g. `-> (states, embedding)`",
+                ));
+            }
+            (Ident::new("outputs", parens.span.join()), tuple)
+        } else {
+            (input.parse()?, Vec::new())
+        };
         let body: syn::Block = input.parse()?;
-        Ok(Forward { attrs, name, inputs, output, body })
+        Ok(Forward { attrs, name, inputs, output, tuple, body })
     }
 }
 

@@ -1,12 +1,13 @@
 //! Validation: one pass over every key, one named function per rule, every error collected.
 //! Encoder-decoder models' sections and cross-stack rules are in [`seq2seq`].
 
-mod local;
+pub mod local;
 pub mod reformer;
 mod seq2seq;
 
 use std::collections::HashMap;
 
+use proc_macro2::Span;
 use syn::Ident;
 
 use crate::ast::{Entry, ModelInput, Value};
@@ -247,8 +248,9 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     });
     let image = match (image_size, patch_size, channels) {
         (Some(image_size), Some(patch_size), Some(channels)) => {
-            Some(ImageInput { image_size, patch_size, channels })
-                .filter(|_| patch_divides_image(&mut cx, image_size, patch_size, entries["patch_size"]))
+            Some(ImageInput { image_size, patch_size, channels }).filter(|_| {
+                patch_divides_image(&mut cx, image_size, patch_size, entries["patch_size"].value.span())
+            })
         }
         _ => None,
     };
@@ -462,7 +464,8 @@ fn keys_fit_the_input(cx: &mut Ctxt, entries: &HashMap<String, &Entry>, is_image
 
 /// Rule: patches tile the image: `image_size` is a multiple of `patch_size`; else name the
 /// nearest patch sizes that divide it.
-fn patch_divides_image(cx: &mut Ctxt, image_size: usize, patch_size: usize, patch_entry: &Entry) -> bool {
+/// `span` is the written patch size (a preset's entry, a composed `patch = …`).
+pub fn patch_divides_image(cx: &mut Ctxt, image_size: usize, patch_size: usize, span: Span) -> bool {
     if image_size.is_multiple_of(patch_size) {
         return true;
     }
@@ -470,7 +473,7 @@ fn patch_divides_image(cx: &mut Ctxt, image_size: usize, patch_size: usize, patc
     let above = (patch_size + 1..=image_size).find(|&p| image_size.is_multiple_of(p));
     let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
     cx.error(
-        patch_entry.value.span(),
+        span,
         format!(
             "patches of {patch_size} do not tile an image of {image_size} ({image_size} / {patch_size} is not whole); \
              the nearest patch sizes that divide {image_size} are {}",

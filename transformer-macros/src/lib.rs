@@ -29,6 +29,9 @@ fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
     if let Some(first) = input.functions.first() {
         return match compose::expand(&input, first) {
             Ok(compose::Composed::Stack(spec, graph)) => codegen::generate(&spec, &graph),
+            Ok(compose::Composed::Outputs(spec, graph, outputs)) => {
+                codegen::generate_with_outputs(&spec, &graph, &outputs)
+            }
             Ok(compose::Composed::Seq2Seq(spec, graph)) => match &spec.seq2seq {
                 Some(s2s) => codegen::seq2seq::generate(&spec, s2s, &graph),
                 None => {

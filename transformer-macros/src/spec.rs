@@ -122,7 +122,7 @@ impl Spec {
 }
 
 /// An image input cut into square patches, each patch a token.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ImageInput {
     pub image_size: usize,
     pub patch_size: usize,
@@ -344,4 +344,30 @@ pub struct ReformerLocal {
     pub chunk: usize,
     pub chunks_before: usize,
     pub chunks_after: usize,
+}
+
+/// How a composed encoder pools its per-token states into one row per sequence.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pool {
+    /// `mean_pool`: the mean over the sequence's real tokens (padding excluded).
+    Mean,
+    /// `max_pool`: the element-wise maximum over the real tokens.
+    Max,
+    /// `cls`: the first token's state.
+    Cls,
+}
+
+/// One named output of a composed encoder written `-> (states, embedding)`.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub name: proc_macro2::Ident,
+    pub kind: OutputKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OutputKind {
+    /// The final per-token states (one row per token).
+    States,
+    /// A pooled vector per sequence, L2-normalised when `normalize` is set.
+    Pooled { pool: Pool, normalize: bool },
 }

@@ -16,7 +16,7 @@ use transformer_runtime::kernels::attention::{
 use transformer_runtime::kernels::exp_f32;
 use transformer_runtime::kernels::gemm::matmul;
 use transformer_runtime::kernels::norm::{add_layer_norm, layer_norm};
-use transformer_runtime::kernels::pooling::{l2_normalize, mean_pool};
+use transformer_runtime::kernels::pooling::{l2_normalize, max_pool, mean_pool};
 use transformer_runtime::layers::attention::{cached_causal_attention, causal_self_attention};
 use transformer_runtime::{Batch, KvCache, Threads};
 
@@ -1355,4 +1355,42 @@ fn l2_normalize_tiny_vector_uses_1e12_floor() {
 #[should_panic(expected = "mean_pool: 2 rows but 1 mask flags")]
 fn mean_pool_rejects_mask_mismatch() {
     mean_pool(&[[0.0f32; 3]; 2], &[true], &mut [0.0; 3]);
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `max_pool` is exact: the element-wise maximum of the flagged rows, zeros if none.
+    #[test]
+    fn max_pool_is_the_maximum_of_the_real_rows(
+        (rows, valid) in (1usize..12).prop_flat_map(|n| (
+            prop::collection::vec(prop::array::uniform::<_, 5>(-100.0f32..100.0), n),
+            prop::collection::vec(any::<bool>(), n),
+        )),
+    ) {
+        let mut out = [f32::NAN; 5];
+        max_pool(&rows, &valid, &mut out);
+        for i in 0..5 {
+            let want = rows.iter().zip(&valid).filter(|(_, &v)| v).map(|(r, _)| r[i]).reduce(f32::max).unwrap_or(0.0);
+            prop_assert_eq!(out[i], want, "elem {}", i);
+        }
+    }
+}
+
+/// `cls` pooling reads each sequence's first real row: row 0 of a right-padded sequence, the row
+/// after the padding of a left-padded one; mean and max skip the padding.
+#[test]
+fn pooling_skips_padding_on_either_side() {
+    use transformer_runtime::layers::pooling::{pool, Pooling};
+    let ids = ndarray::array![[1u32, 2, 3], [0, 4, 5]];
+    let mask = ndarray::array![[1u32, 1, 0], [0, 1, 1]];
+    let batch = Batch::from_padded(ids.view(), mask.view(), None).unwrap();
+    let hidden = [[1.0f32, -1.0], [3.0, -3.0], [99.0, 99.0], [99.0, 99.0], [5.0, -5.0], [7.0, -7.0]];
+    let mut out = [[f32::NAN; 2]; 2];
+    pool(&hidden, &batch, Pooling::Cls, &mut out);
+    assert_eq!(out, [[1.0, -1.0], [5.0, -5.0]]);
+    pool(&hidden, &batch, Pooling::Mean, &mut out);
+    assert_eq!(out, [[2.0, -2.0], [6.0, -6.0]]);
+    pool(&hidden, &batch, Pooling::Max, &mut out);
+    assert_eq!(out, [[3.0, -1.0], [7.0, -5.0]]);
 }

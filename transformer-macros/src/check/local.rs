@@ -2,6 +2,8 @@
 //! one size or one per layer) and block-sparse layouts (`sparse: { … }`).
 
 use super::{keys_known_and_unique, known_name, list, positive_size, Entries, MAX_POSITIONS};
+use proc_macro2::Span;
+
 use crate::ast::{Entry, Value};
 use crate::ctxt::Ctxt;
 use crate::spec::{Attention, Sparse, SparsePattern};
@@ -87,18 +89,24 @@ pub fn centred_windows_even(cx: &mut Ctxt, entry: &Entry, attention: Attention) 
     for value in written {
         let Value::Int(lit) = value else { continue };
         if let Ok(w) = lit.base10_parse::<usize>() {
-            if w % 2 == 1 {
-                cx.error(
-                    lit.span(),
-                    format!(
-                        "a `bidirectional` window is centred on the query (`w / 2` keys on either side, \
-                         as Longformer's `attention_window`), so it must be even: {w} is odd (try {} or {})",
-                        w - 1,
-                        w + 1
-                    ),
-                );
-            }
+            centred_window_even(cx, w, lit.span());
         }
+    }
+}
+
+/// [`centred_windows_even`] for one window `w` written at `span` (a preset's entry, a composed
+/// attention's `window = …`).
+pub fn centred_window_even(cx: &mut Ctxt, w: usize, span: Span) {
+    if w % 2 == 1 {
+        cx.error(
+            span,
+            format!(
+                "a `bidirectional` window is centred on the query (`w / 2` keys on either side, \
+                 as Longformer's `attention_window`), so it must be even: {w} is odd (try {} or {})",
+                w - 1,
+                w + 1
+            ),
+        );
     }
 }
 
@@ -125,12 +133,10 @@ pub fn sparse(cx: &mut Ctxt, entry: &Entry) -> Option<Sparse> {
     let stride = keys.get("stride").and_then(|e| positive_size(cx, e, MAX_POSITIONS));
     let summary = keys.get("summary").and_then(|e| positive_size(cx, e, MAX_POSITIONS));
     if let (Some(b), Some(entry)) = (block, keys.get("block")) {
-        block_whole_tiles(cx, b, entry);
+        block_whole_tiles(cx, b, entry.value.span());
     }
     if let (Some(s), Some(entry)) = (stride, keys.get("stride")) {
-        if s < 2 {
-            cx.error(entry.value.span(), "a stride of 1 makes every block visible: leave `sparse` out for dense attention, or use a stride of 2 or more");
-        }
+        stride_not_dense(cx, s, entry.value.span());
     }
     match (pattern, keys.get("summary")) {
         (Some("strided"), Some(e)) => {
@@ -142,15 +148,7 @@ pub fn sparse(cx: &mut Ctxt, entry: &Entry) -> Option<Sparse> {
         ),
         (Some("fixed"), Some(e)) => {
             if let (Some(c), Some(l)) = (summary, stride.filter(|&l| l >= 2)) {
-                if c >= l {
-                    cx.error(
-                        e.value.span(),
-                        format!(
-                            "`summary` must be below `stride` ({l}): with {c} summary blocks per group of {l} \
-                             every block is visible and attention is dense"
-                        ),
-                    );
-                }
+                summary_below_stride(cx, c, l, e.value.span());
             }
         }
         _ => {}
@@ -171,14 +169,37 @@ fn about(key: &str) -> &'static str {
     }
 }
 
+/// Rule: a stride of 2 or more (with 1 every block is visible: dense attention). `span` is the
+/// written stride.
+pub fn stride_not_dense(cx: &mut Ctxt, stride: usize, span: Span) {
+    if stride < 2 {
+        cx.error(span, "a stride of 1 makes every block visible: leave `sparse` out for dense attention, or use a stride of 2 or more");
+    }
+}
+
+/// Rule: the fixed pattern's `summary` blocks per group are fewer than the group's `stride`
+/// blocks (otherwise every block is visible). `span` is the written summary.
+pub fn summary_below_stride(cx: &mut Ctxt, summary: usize, stride: usize, span: Span) {
+    if summary >= stride {
+        cx.error(
+            span,
+            format!(
+                "`summary` must be below `stride` ({stride}): with {summary} summary blocks per group of {stride} \
+                 every block is visible and attention is dense"
+            ),
+        );
+    }
+}
+
 /// Rule: a block is a whole number of the kernel's 64-key tiles, so no tile straddles two blocks.
-fn block_whole_tiles(cx: &mut Ctxt, block: usize, entry: &Entry) {
+/// `span` is the written block size.
+pub fn block_whole_tiles(cx: &mut Ctxt, block: usize, span: Span) {
     if !block.is_multiple_of(KEY_TILE) {
         let below = block / KEY_TILE * KEY_TILE;
         let suggestion =
             if below == 0 { format!("{KEY_TILE}") } else { format!("{below} or {}", below + KEY_TILE) };
         cx.error(
-            entry.value.span(),
+            span,
             format!(
                 "a sparse block is a whole number of the attention kernel's {KEY_TILE}-key tiles (so a \
                  tile never straddles two blocks): {block} is not; try {suggestion}"

@@ -4,6 +4,7 @@
 
 mod decoder;
 mod encoder;
+mod outputs;
 pub mod reformer;
 pub mod seq2seq;
 mod vision;
@@ -13,7 +14,7 @@ use quote::{format_ident, quote};
 use syn::LitStr;
 
 use crate::graph::{self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window};
-use crate::spec::{Activation, Sparse, SparsePattern, Spec};
+use crate::spec::{Activation, Output, Sparse, SparsePattern, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).
 fn rt() -> TokenStream {
@@ -21,6 +22,15 @@ fn rt() -> TokenStream {
 }
 
 pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
+    generate_family(spec, graph, None)
+}
+
+/// A composed encoder written `-> (states, embedding, …)`: the API returns those outputs.
+pub fn generate_with_outputs(spec: &Spec, graph: &Graph, outputs: &[Output]) -> TokenStream {
+    generate_family(spec, graph, Some(outputs))
+}
+
+fn generate_family(spec: &Spec, graph: &Graph, outputs: Option<&[Output]>) -> TokenStream {
     if let Err(e) = graph::check_widths(graph.blocks(), spec.d_model_span) {
         return e.into_compile_error();
     }
@@ -31,7 +41,9 @@ pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
     let scratch_def = scratch_struct(spec, &scratch_ty, &scratch_values);
     let model_struct = model_struct(spec, graph);
     let common = common_methods(spec, graph);
-    let family = if spec.image.is_some() {
+    let family = if let Some(outputs) = outputs {
+        outputs::methods(spec, graph, &scratch_ty, &scratch_values, outputs)
+    } else if spec.image.is_some() {
         vision::methods(spec, graph, &scratch_ty, &scratch_values)
     } else if spec.is_decoder() {
         decoder::methods(spec, graph, &scratch_ty, &scratch_values)
@@ -777,6 +789,11 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
         .iter()
         .flatten()
         .map(|(name, value)| (name.to_string().to_uppercase(), *value, format!("The declared dim `{name}`.")))
+        // An image model's API defines these itself (the composed pass made them agree).
+        .filter(|(n, _, _)| {
+            spec.image.is_none()
+                || !["IMAGE_SIZE", "PATCH_SIZE", "CHANNELS", "PATCHES", "LABELS"].contains(&n.as_str())
+        })
         .collect();
     let consts = standard
         .iter()

@@ -14,6 +14,7 @@ use proc_macro2::Span;
 use super::program::{FieldDef, Node, Program, Section};
 use crate::ctxt::Ctxt;
 use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window, STREAM};
+use crate::spec::{Classifier, ImageInput, Pool, Pooling};
 
 /// A `'static` copy of a name built at expansion time; the graph's names are `&'static str`
 /// because the presets' are literals. Each distinct name is leaked once per process.
@@ -39,6 +40,8 @@ pub enum Family {
     Encoder,
     /// `-> logits`: a causal language model with a KV cache and generation.
     Decoder,
+    /// `fn forward(image) -> logits`: an image classifier (label logits of the pooled states).
+    Image,
 }
 
 /// What lowering learned about the model, for the spec.
@@ -52,6 +55,8 @@ pub struct Lowered {
     pub attention: (usize, usize, usize),
     /// The layer loop (`for`), where errors about the layers as a whole go.
     pub loop_span: Span,
+    /// Image classifiers: the images the patches are cut from, and the head.
+    pub image: Option<(ImageInput, Classifier)>,
 }
 
 /// A field after fusion: one or more checkpoint parts.
@@ -85,14 +90,26 @@ pub fn lower(
             _ => None,
         })
     };
-    let Some(vocab_size) = table(Index::Token) else {
+    let patches = emb.nodes.iter().find_map(|n| match *n {
+        Node::Patches { image, cls, .. } => Some((image, cls.is_some())),
+        _ => None,
+    });
+    let vocab_size = if family == Family::Image { patches.map(|_| 1) } else { table(Index::Token) };
+    let Some(vocab_size) = vocab_size else {
+        if family == Family::Image {
+            cx.error(out_span, "an image model cuts its input into patches before the layers: `let x = patch_embedding(image, d_model, size = …, patch = …, channels = …, class_token = true);`");
+            return None;
+        }
         cx.error(
             out_span,
             "embed the tokens before the layers: `let x = embedding(tokens, vocab_size, d_model);`",
         );
         return None;
     };
-    let max_positions = table(Index::Position).or(max_positions_dim);
+    let max_positions = match patches {
+        Some((image, cls)) => Some(image.patches() + usize::from(cls)),
+        None => table(Index::Position).or(max_positions_dim),
+    };
     let type_vocab_size = table(Index::TokenType);
     if program.token_types && type_vocab_size.is_none() {
         cx.error(out_span, "`token_types` is an input but never embedded: `embedding(token_types, type_vocab_size, d_model)`");
@@ -115,6 +132,9 @@ pub fn lower(
         }
         Family::Decoder if attentions.len() > 1 => {
             cx.error(program.repeat.span, "a decoder layer has one attention (one KV cache entry per layer)");
+        }
+        Family::Image if causal => {
+            cx.error(program.repeat.span, "an image classifier's patches see each other: drop `causal`");
         }
         Family::Encoder if causal => {
             cx.error(
@@ -167,7 +187,12 @@ pub fn lower(
                 cached: decoder,
             }
         });
-    let tail = lower_tail(cx, &program.tail, family, vocab_size, rope_positions, side);
+    let tail = match (family, patches) {
+        (Family::Image, Some((_, cls))) => lower_classifier(cx, &program.tail, cls, rope_positions),
+        _ => {
+            lower_tail(cx, &program.tail, family, vocab_size, rope_positions, side).map(|(n, h)| (n, h, None))
+        }
+    };
     if let Some(b) = &embeddings {
         if let Some(v) = b.scratch().first() {
             let span = emb.tensors.iter().find(|t| t.hint == v.name).map_or(out_span, |t| t.span);
@@ -177,14 +202,14 @@ pub fn lower(
     if cx.len() > errors {
         return None;
     }
-    let (final_norm, head) = tail?;
+    let (final_norm, head, classifier) = tail?;
     let graph = Graph {
         embeddings: embeddings?,
         layer: layer?,
         layers: program.repeat.count,
         final_norm,
         head,
-        head_field: "lm_head",
+        head_field: if classifier.is_some() { "classifier" } else { "lm_head" },
         ignored: program.ignored.iter().map(|n| intern(&n.replace("{layer}", "{i}"))).collect(),
         roots: &[""],
     };
@@ -196,6 +221,7 @@ pub fn lower(
         d_model,
         attention: (first.heads, first.kv_heads, first.head_dim),
         loop_span: program.repeat.span,
+        image: patches.map(|(image, _)| image).zip(classifier),
     })
 }
 
@@ -238,7 +264,7 @@ fn lower_tail(
             );
             return None;
         }
-        (Family::Encoder, _) => (tail.clone(), None),
+        (Family::Encoder | Family::Image, _) => (tail.clone(), None),
     };
     let (fields, ops) = lower_section(cx, &body, Role::Tail, &[], rope_positions)?;
     let only_norm = match ops.as_slice() {
@@ -283,6 +309,79 @@ fn lower_tail(
         }
     });
     Some((final_norm, head))
+}
+
+/// An image classifier's tail: at most a final norm, then `linear(cls(x), labels)` (with a class
+/// token) or `linear(mean_pool(x), labels)` (without), the presets' two ViT heads.
+fn lower_classifier(
+    cx: &mut Ctxt,
+    tail: &Section,
+    class_token: bool,
+    rope_positions: usize,
+) -> Option<(Option<Block>, Option<Block>, Option<Classifier>)> {
+    let result = tail.output?;
+    let n = tail.nodes.len();
+    let head = match tail.nodes.get(n.wrapping_sub(2)..) {
+        Some([Node::Pool { input: states, out: pooled, pool }, Node::Linear { field, input, out }])
+            if *out == result && input == pooled =>
+        {
+            Some((*states, *pool, *field))
+        }
+        _ => None,
+    };
+    let Some((states, pool, field)) = head else {
+        cx.error(
+            tail.tensors[result].span,
+            "an image classifier ends with its head over the pooled states: `linear(cls(x), labels)` (with a class token) or `linear(mean_pool(x), labels)`",
+        );
+        return None;
+    };
+    let pooled_at = tail.nodes[n - 2].out();
+    let pooling = pooling_fits_class_token(cx, pool, class_token, tail.tensors[pooled_at].span)?;
+    let mut rest = tail.clone();
+    rest.nodes.truncate(n - 2);
+    rest.output = Some(states);
+    let (final_norm, _) = lower_tail(cx, &rest, Family::Image, 0, rope_positions, "")?;
+    let f = lfield(&tail.fields[field]);
+    let labels = tail.tensors[result].width;
+    let logits = Value { name: "logits", width: labels };
+    let head = Block {
+        suffix: "Classifier",
+        doc: "Pooled hidden state to label logits.".into(),
+        prefix: "",
+        fields: vec![to_field("classifier", &f)],
+        ops: vec![Op::Linear {
+            field: "classifier",
+            input: Value::stream(tail.tensors[states].width),
+            output: logits,
+            act: None,
+        }],
+        rooted: true,
+        output: Some(logits),
+        cached: false,
+    };
+    Some((final_norm, Some(head), Some(Classifier { labels, pooling })))
+}
+
+/// Rule: an image classifier pools by the class token exactly when `patch_embedding` prepends
+/// one (`cls(x)` with `class_token = true`; `mean_pool(x)` without), as ViT's two heads do.
+fn pooling_fits_class_token(cx: &mut Ctxt, pool: Pool, class_token: bool, span: Span) -> Option<Pooling> {
+    match (pool, class_token) {
+        (Pool::Cls, true) => Some(Pooling::Cls),
+        (Pool::Mean, false) => Some(Pooling::Mean),
+        (Pool::Cls, false) => {
+            cx.error(span, "`cls(x)` reads the class token, but `patch_embedding` prepends none: add `class_token = true`, or pool with `mean_pool(x)`");
+            None
+        }
+        (Pool::Mean, true) => {
+            cx.error(span, "with a class token an image classifier pools by it (`cls(x)`); `mean_pool(x)` goes with `patch_embedding` without `class_token`");
+            None
+        }
+        (Pool::Max, _) => {
+            cx.error(span, "an image classifier pools with `cls(x)` (with a class token) or `mean_pool(x)`");
+            None
+        }
+    }
 }
 
 fn lfield(f: &FieldDef) -> LField {
@@ -428,6 +527,7 @@ fn lower_section(
                     span: tensors[a.q].span,
                     hint: "qkv".into(),
                     memory: false,
+                    pooled: false,
                 });
                 let qkv = tensors.len() - 1;
                 let mut a = a.clone();
@@ -675,15 +775,20 @@ fn lower_section(
     let used_fields: Vec<usize> = {
         let mut u: Vec<usize> = Vec::new();
         for node in &nodes {
-            let f = match node {
+            let fs: Vec<usize> = match node {
                 Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => {
-                    Some(*field)
+                    vec![*field]
                 }
-                Node::Cross(_) => cross_field,
-                _ => None,
+                Node::Patches { proj, cls, pos, .. } => {
+                    [Some(*proj), *cls, Some(*pos)].into_iter().flatten().collect()
+                }
+                Node::Cross(_) => cross_field.into_iter().collect(),
+                _ => vec![],
             };
-            if let Some(f) = f.filter(|f| !u.contains(f)) {
-                u.push(f);
+            for f in fs {
+                if !u.contains(&f) {
+                    u.push(f);
+                }
             }
         }
         u
@@ -731,6 +836,17 @@ fn lower_section(
             }
             Node::Act { out, act, .. } => ops.push(Op::Activation { value: val(out), act }),
             Node::Scale { out, factor, .. } => ops.push(Op::Scale { value: val(out), factor }),
+            Node::Patches { image, proj, cls, pos, .. } => ops.push(Op::Patches {
+                image,
+                patches: fname(proj),
+                class_token: cls.map(fname),
+                positions: fname(pos),
+            }),
+            Node::Pool { out, .. } | Node::Normalize { out, .. } => {
+                // `program::interpret` moves pooling out of the tail into the outputs.
+                cx.error(tensors[out].span, "a pooled vector is a named output: return a tuple, e.g. `-> (states, embedding)` with `let embedding = normalize(mean_pool(x));`");
+                return None;
+            }
             Node::Cross(ref c) => {
                 if on_stream[c.q] || on_stream[c.out] {
                     cx.error(tensors[c.out].span, "cross-attention reads projected queries and writes its context into scratch, not the stream: project the stream first");
@@ -810,7 +926,7 @@ fn lower_section(
                     head_dim: a.head_dim,
                     causal: a.causal,
                     window,
-                    sparse: None,
+                    sparse: a.sparse,
                     bias: a.bias.is_some(),
                     scaled: a.scaled,
                 });
@@ -846,9 +962,15 @@ fn chain(
         Node::Norm { input: i, .. } => extend(i).or(Some(vec![t])),
         Node::Act { input: i, .. } | Node::Scale { input: i, .. } => extend(i),
         Node::Gather { acc: Some(a), .. } => extend(a),
-        Node::Gather { acc: None, .. } | Node::Linear { .. } | Node::Concat { .. } | Node::Slice { .. } => {
-            Some(vec![t])
-        }
-        Node::Glu { .. } | Node::Attention(_) | Node::Cross(_) => None,
+        Node::Gather { acc: None, .. }
+        | Node::Linear { .. }
+        | Node::Concat { .. }
+        | Node::Slice { .. }
+        | Node::Patches { .. } => Some(vec![t]),
+        Node::Glu { .. }
+        | Node::Attention(_)
+        | Node::Cross(_)
+        | Node::Pool { .. }
+        | Node::Normalize { .. } => None,
     }
 }

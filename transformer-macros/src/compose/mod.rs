@@ -27,6 +27,11 @@
 //! memory` and `fn decode(tokens, memory) -> logits`, whose layers read the memory through
 //! `attention(q, linear(memory, …), linear(memory, …), heads = …)` (see [`seq2seq`]).
 //!
+//! An encoder may name its outputs, `fn forward(tokens) -> (states, embedding)`, pooling the final
+//! states with `mean_pool` / `max_pool` / `cls` (and `normalize`); an image classifier takes
+//! `fn forward(image) -> logits`, embeds with `patch_embedding(image, …)` and ends with
+//! `linear(cls(x), labels)` (see [`program`]).
+//!
 //! Phases, mirroring the presets': [`dims`] evaluates the struct's entries as named dims;
 //! [`program`] interprets each body into sections of nodes with inferred widths (every mismatch
 //! an error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
@@ -46,7 +51,7 @@ use crate::ast::{Forward, ModelInput, Value};
 use crate::ctxt::Ctxt;
 use crate::graph::seq2seq::Seq2SeqGraph;
 use crate::graph::Graph;
-use crate::spec::{Activation, Attention, Norm, NormKind, Placement, Positions, Spec, WeightScheme};
+use crate::spec::{Activation, Attention, Norm, NormKind, Output, Placement, Positions, Spec, WeightScheme};
 use crate::suggest::closest;
 use constant::Const;
 use lower::Family;
@@ -55,6 +60,8 @@ use lower::Family;
 pub enum Composed {
     /// `fn forward`: one stack (an encoder or a causal decoder).
     Stack(Spec, Box<Graph>),
+    /// `fn forward(tokens) -> (states, embedding)`: an encoder returning the named outputs.
+    Outputs(Spec, Box<Graph>, Vec<Output>),
     /// `fn encode` + `fn decode`: an encoder-decoder.
     Seq2Seq(Spec, Box<Seq2SeqGraph>),
 }
@@ -67,9 +74,10 @@ pub fn expand(input: &ModelInput, first: &Forward) -> Result<Composed, syn::Erro
     let mut cx = Ctxt::new();
     let dims = dims(&mut cx, input);
     match passes(&mut cx, first, &input.functions) {
-        Passes::Forward(forward) => {
-            stack(cx, input, dims, forward).map(|(s, g)| Composed::Stack(s, Box::new(g)))
-        }
+        Passes::Forward(forward) => stack(cx, input, dims, forward).map(|(s, g, outputs)| match outputs {
+            Some(outputs) => Composed::Outputs(s, Box::new(g), outputs),
+            None => Composed::Stack(s, Box::new(g)),
+        }),
         Passes::Seq2Seq { encode, decode } => {
             seq2seq::expand(cx, input, dims, encode, decode).map(|(s, g)| Composed::Seq2Seq(s, Box::new(g)))
         }
@@ -127,14 +135,16 @@ fn passes<'a>(cx: &mut Ctxt, first: &'a Forward, functions: &'a [Forward]) -> Pa
     }
 }
 
-/// A single stack: `fn forward(tokens) -> logits | hidden`.
+/// A single stack: `fn forward(tokens) -> logits | hidden | (…)`; the outputs of a tuple.
 fn stack(
     mut cx: Ctxt,
     input: &ModelInput,
     dims: Dims,
     forward: &Forward,
-) -> Result<(Spec, Graph), syn::Error> {
+) -> Result<(Spec, Graph, Option<Vec<Output>>), syn::Error> {
     let family = match forward.output.to_string().as_str() {
+        _ if !forward.tuple.is_empty() => Some(Family::Encoder),
+        "logits" if forward.inputs.iter().any(|i| i == "image") => Some(Family::Image),
         "logits" => Some(Family::Decoder),
         "hidden" => Some(Family::Encoder),
         other => {
@@ -147,8 +157,8 @@ fn stack(
     };
     let program = program::interpret(&mut cx, &dims, forward, None);
     let dim = |name: &str| dim(&dims, name);
-    let lowered = match (program, family) {
-        (Some(p), Some(f)) => lower::lower(&mut cx, &p, f, dim("max_positions"), forward.output.span(), ""),
+    let lowered = match (&program, family) {
+        (Some(p), Some(f)) => lower::lower(&mut cx, p, f, dim("max_positions"), forward.output.span(), ""),
         _ => None,
     };
     cx.check()?;
@@ -159,11 +169,16 @@ fn stack(
     let (heads, kv_heads, head_dim) = l.attention;
     // The standard consts come from the graph; a declared dim of the same name must agree.
     let mut cx = Ctxt::new();
+    let image = l.image.is_some();
     agree(
         &mut cx,
         &dims,
         &[
-            ("vocab_size", Some(l.vocab_size)),
+            ("vocab_size", Some(l.vocab_size).filter(|_| !image)),
+            ("image_size", l.image.map(|(i, _)| i.image_size)),
+            ("patch_size", l.image.map(|(i, _)| i.patch_size)),
+            ("channels", l.image.map(|(i, _)| i.channels)),
+            ("labels", l.image.map(|(_, c)| c.labels)),
             ("max_positions", l.max_positions),
             ("type_vocab_size", l.type_vocab_size),
             ("d_model", Some(l.d_model)),
@@ -183,7 +198,16 @@ fn stack(
     if family == Family::Decoder {
         spec.attention = Attention::Causal;
     }
-    Ok((spec, l.graph))
+    if let Some((image, classifier)) = l.image {
+        spec.image = Some(image);
+        spec.classifier = Some(classifier);
+        // Logits rows are as wide as the label set: generated row types point at `labels`.
+        if let Some((ident, _)) = dims.iter().find(|(n, _)| n == "labels") {
+            spec.vocab_span = ident.span();
+        }
+    }
+    let outputs = program.map(|p| p.outputs).filter(|o| !o.is_empty());
+    Ok((spec, l.graph, outputs))
 }
 
 fn dim(dims: &Dims, name: &str) -> Option<usize> {

@@ -14,7 +14,7 @@ use syn::{Attribute, BinOp, Expr, LitStr, Pat, Stmt, Token};
 use super::constant::{self, Const};
 use crate::ctxt::Ctxt;
 use crate::graph::{FieldKind, Index, Layout};
-use crate::spec::Activation;
+use crate::spec::{Activation, ImageInput, Output, OutputKind, Pool, Sparse, SparsePattern};
 use crate::suggest::closest;
 
 /// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
@@ -27,12 +27,21 @@ pub struct Tensor {
     pub hint: String,
     /// A row per source token (the memory and its projections), not per target token.
     pub memory: bool,
+    /// A row per sequence (`mean_pool(x)`, …), not per token.
+    pub pooled: bool,
 }
 
 impl Tensor {
-    /// `[S, 64]` or `[M, 64]`, as messages write shapes.
+    /// `[S, 64]`, `[M, 64]` or `[B, 64]` (pooled), as messages write shapes.
     pub fn shape(&self) -> String {
-        format!("[{}, {}]", if self.memory { "M" } else { "S" }, self.width)
+        let rows = if self.memory {
+            "M"
+        } else if self.pooled {
+            "B"
+        } else {
+            "S"
+        };
+        format!("[{rows}, {}]", self.width)
     }
 }
 
@@ -61,6 +70,8 @@ pub struct AttentionNode {
     pub head_dim: usize,
     pub causal: bool,
     pub window: Option<usize>,
+    /// A block-sparse layout the scores also obey (the same in every layer).
+    pub sparse: Option<Sparse>,
     /// Rotary positions on queries and keys: `(theta, rotary_dims)`.
     pub rope: Option<(f64, usize)>,
     /// A position bias added to the scores (`bias = alibi` / `bias = relative(…)`), and where
@@ -156,12 +167,33 @@ pub enum Node {
         out: usize,
         factor: f64,
     },
+    /// One row per sequence from the per-token `input` (after the layers only).
+    Pool {
+        input: usize,
+        out: usize,
+        pool: Pool,
+    },
+    /// L2 normalisation of each pooled row.
+    Normalize {
+        input: usize,
+        out: usize,
+    },
+    /// Images → rows: each image's patches projected (`proj`, a Conv2d-layout linear), the class
+    /// token (`cls`) in front, positions (`pos`) added (Hugging Face's `ViTEmbeddings`).
+    Patches {
+        image: ImageInput,
+        proj: usize,
+        cls: Option<usize>,
+        pos: usize,
+        out: usize,
+    },
 }
 
 impl Node {
     pub fn inputs(&self) -> Vec<usize> {
         match self {
             Node::Gather { acc, .. } => acc.iter().copied().collect(),
+            Node::Patches { .. } => vec![],
             Node::Linear { input, .. } | Node::Act { input, .. } | Node::Glu { input, .. } => vec![*input],
             Node::Norm { input, .. } => vec![*input],
             Node::Add { a, b, .. } => vec![*a, *b],
@@ -172,7 +204,9 @@ impl Node {
                 None => vec![a.q],
             },
             Node::Cross(c) => vec![c.q, c.k, c.v],
-            Node::Scale { input, .. } => vec![*input],
+            Node::Scale { input, .. } | Node::Pool { input, .. } | Node::Normalize { input, .. } => {
+                vec![*input]
+            }
         }
     }
 
@@ -186,7 +220,10 @@ impl Node {
             | Node::Add { out, .. }
             | Node::Concat { out, .. }
             | Node::Slice { out, .. }
-            | Node::Scale { out, .. } => *out,
+            | Node::Scale { out, .. }
+            | Node::Pool { out, .. }
+            | Node::Normalize { out, .. }
+            | Node::Patches { out, .. } => *out,
             Node::Attention(a) => a.out,
             Node::Cross(c) => c.out,
         }
@@ -210,7 +247,7 @@ pub struct Section {
 
 impl Section {
     fn tensor(&mut self, width: usize, span: Span, hint: &str) -> usize {
-        self.tensors.push(Tensor { width, span, hint: hint.to_string(), memory: false });
+        self.tensors.push(Tensor { width, span, hint: hint.to_string(), memory: false, pooled: false });
         self.tensors.len() - 1
     }
 
@@ -257,6 +294,8 @@ pub struct Program {
     pub token_types: bool,
     /// Checkpoint tensors to ignore (`{i}`: each layer).
     pub ignored: Vec<String>,
+    /// `-> (states, embedding)`: each named output (the pooling nodes are not in `tail`).
+    pub outputs: Vec<Output>,
 }
 
 /// The encoder's output as a decoder pass sees it: the input's name and the memory's width
@@ -272,6 +311,8 @@ enum Val {
     Tensor(usize),
     Const(Const),
     Input(Index),
+    /// `image` of `fn forward(image)`: read by `patch_embedding`.
+    Image,
     /// The encoder's output, an input of a decoder pass: read by the layers' cross-attention.
     Memory,
     /// The result of an expression that already reported an error: uses stay silent.
@@ -303,8 +344,13 @@ const FUNCTIONS: &[&str] = &[
     "concat",
     "slice",
     "split",
+    "mean_pool",
+    "max_pool",
+    "cls",
+    "normalize",
+    "patch_embedding",
 ];
-const INPUTS: &[&str] = &["tokens", "token_types"];
+const INPUTS: &[&str] = &["tokens", "token_types", "image"];
 
 struct Interp<'c> {
     cx: &'c mut Ctxt,
@@ -329,6 +375,10 @@ struct Interp<'c> {
     poisoned: bool,
     /// The memory a decoder pass reads.
     memory: Option<Memory<'c>>,
+    /// A pass of an encoder-decoder (`fn encode` / `fn decode`), not `fn forward`.
+    seq2seq: bool,
+    /// The pass reads images (`fn forward(image)`): its head may project a pooled vector.
+    image: bool,
 }
 
 /// Interprets the body of `fn forward`.
@@ -353,12 +403,25 @@ pub fn interpret<'c>(
         section_errors: 0,
         poisoned: false,
         memory,
+        seq2seq: forward.name != "forward",
+        image: false,
     };
+    if !forward.tuple.is_empty() && forward.name != "forward" {
+        it.cx.error(
+            forward.output.span(),
+            format!("`fn {}` returns one tensor; a tuple of outputs (per-token states and pooled vectors) is an encoder's `fn forward`", forward.name),
+        );
+        return None;
+    }
     number(&forward.body.stmts, &mut it.order, &mut it.declared);
     let mut token_types = false;
     for input in &forward.inputs {
         match input.to_string().as_str() {
             "tokens" => it.bind("tokens", Val::Input(Index::Token), input.span(), true),
+            "image" if forward.name == "forward" => {
+                it.image = true;
+                it.bind("image", Val::Image, input.span(), true);
+            }
             "token_types" => {
                 token_types = true;
                 it.bind("token_types", Val::Input(Index::TokenType), input.span(), true);
@@ -374,7 +437,7 @@ pub fn interpret<'c>(
                 let takes = match memory {
                     Some(m) => format!("`fn {}` takes `tokens`, optionally `token_types`, and `{}` (the output of `fn encode`)", forward.name, m.name),
                     None if forward.name == "decode" => format!("`fn decode` reads `{other}`, but no `fn encode(tokens) -> {other} {{ … }}` produces it"),
-                    None => "a composed model takes `tokens` and optionally `token_types`".to_string(),
+                    None => "a composed model takes `tokens` and optionally `token_types`, or `image`".to_string(),
                 };
                 it.cx.error(input.span(), format!("unknown input `{other}`{hint}: {takes}"));
                 // Reads of it in the body stay silent: the input is the one mistake.
@@ -392,7 +455,7 @@ pub fn interpret<'c>(
         it.bind(m.name, Val::Poison, forward.name.span(), true);
     }
     it.bind("positions", Val::Input(Index::Position), forward.name.span(), true);
-    if !forward.inputs.iter().any(|i| i == "tokens") {
+    if !forward.inputs.iter().any(|i| i == "tokens" || (i == "image" && forward.name == "forward")) {
         it.cx.error(forward.name.span(), "a composed model takes `tokens`: `fn forward(tokens) -> …`");
     }
     let ignored = forward_attrs(it.cx, &forward.attrs);
@@ -422,7 +485,10 @@ pub fn interpret<'c>(
         _ => None,
     });
     let Some(stream_in) = stream_in else {
-        it.cx.error(for_loop.span(), format!("`{carried}` must be a tensor before the layers"));
+        // A stream whose expression failed was reported there.
+        if !matches!(it.lookup_quiet(&carried), Some(Val::Poison)) {
+            it.cx.error(for_loop.span(), format!("`{carried}` must be a tensor before the layers"));
+        }
         return None;
     };
     let width = it.cur.tensors[stream_in].width;
@@ -444,7 +510,7 @@ pub fn interpret<'c>(
     for (n, stmt) in stmts[loop_at + 1..].iter().enumerate() {
         let last = loop_at + 1 + n == stmts.len() - 1;
         match stmt {
-            Stmt::Expr(e, None) if last => {
+            Stmt::Expr(e, None) if last && forward.tuple.is_empty() => {
                 it.at = it.order.get(&(stmt as *const Stmt)).copied().unwrap_or(it.at);
                 it.stmt_errors = it.cx.len();
                 it.poisoned = false;
@@ -454,6 +520,15 @@ pub fn interpret<'c>(
             }
             _ => it.stmt(stmt, false),
         }
+    }
+    if !forward.tuple.is_empty() {
+        let (output, outputs) = it.tuple_outputs(&forward.tuple)?;
+        it.cur.output = Some(output);
+        it.unused_in_section(2);
+        let mut tail = std::mem::take(&mut it.cur);
+        // Pooling runs in the generated API, after the graph's blocks.
+        tail.nodes.retain(|n| !matches!(n, Node::Pool { .. } | Node::Normalize { .. }));
+        return Some(Program { embeddings, repeat, tail, token_types, ignored, outputs });
     }
     let output = match result {
         Some(Val::Tensor(t)) => t,
@@ -476,10 +551,37 @@ pub fn interpret<'c>(
             return None;
         }
     };
+    if it.cur.tensors[output].pooled && !it.image {
+        let (span, what) = (it.cur.tensors[output].span, forward.output.to_string());
+        it.cx.error(span, format!("`-> {what}` is one row per token, but this is pooled (a row per sequence): name the outputs, e.g. `-> (states, embedding)` with `let states = x;` and `let embedding = normalize(mean_pool(x));`"));
+        return None;
+    }
     it.cur.output = Some(output);
     it.unused_in_section(2);
     let tail = std::mem::take(&mut it.cur);
-    Some(Program { embeddings, repeat, tail, token_types, ignored })
+    Some(Program { embeddings, repeat, tail, token_types, ignored, outputs: Vec::new() })
+}
+
+/// Methods the generated API already has: an output named like one would shadow it.
+const TAKEN_METHODS: &[&str] =
+    &["load", "from_safetensors", "with_threads", "threads", "outputs", "outputs_into"];
+
+/// Rule: each output of `-> (a, b, …)` is named once (it becomes a field and a method).
+fn outputs_unique(cx: &mut Ctxt, names: &[syn::Ident]) {
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            cx.error(name.span(), format!("`{name}` is listed twice among the outputs: each output is one field of the generated `…Outputs` and one method, so name each once"));
+        }
+    }
+}
+
+/// Rule: an output is not named like a method the generated type already has.
+fn outputs_not_methods(cx: &mut Ctxt, names: &[syn::Ident]) {
+    for name in names {
+        if TAKEN_METHODS.contains(&name.to_string().as_str()) {
+            cx.error(name.span(), format!("an output named `{name}` would shadow the generated method `{name}`: rename it (the generated type has {})", TAKEN_METHODS.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")));
+        }
+    }
 }
 
 /// Numbers the statements in source order (the loop body after the `for`) and lists the names
@@ -604,6 +706,7 @@ impl Interp<'_> {
             Val::Tensor(t) => format!("a tensor [S, {}]", self.cur.tensors[t].width),
             Val::Const(c) => c.describe(),
             Val::Input(_) => "an input's ids".to_string(),
+            Val::Image => "the input images".to_string(),
             Val::Memory => "the encoder's memory".to_string(),
             Val::Poison => "an invalid value".to_string(),
         }
@@ -638,7 +741,7 @@ impl Interp<'_> {
                 if let Expr::Path(p) = &*a.left {
                     if let Some(id) = p.path.get_ident() {
                         let name = id.to_string();
-                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_)))
+                        if matches!(self.lookup_quiet(&name), Some(Val::Tensor(_) | Val::Poison))
                             && !assigned.contains(&name)
                         {
                             assigned.push(name);
@@ -948,6 +1051,10 @@ impl Interp<'_> {
                 let (l, r) = (self.eval(&b.left)?, self.eval(&b.right)?);
                 match (l, r) {
                     (Val::Tensor(a), Val::Tensor(c)) => {
+                        if let Some(p) = [a, c].into_iter().find(|&t| self.cur.tensors[t].pooled) {
+                            self.pooled_read("+", b.op.span(), p);
+                            return Some(Val::Poison);
+                        }
                         if let Some(m) = [a, c].into_iter().find(|&t| self.cur.tensors[t].memory) {
                             let shape = self.cur.tensors[m].shape();
                             self.error(b.op.span(), format!("cannot add {shape}: it has a row per source token, the stream one per target token; the memory only feeds cross-attention's keys and values"));
@@ -1000,6 +1107,10 @@ impl Interp<'_> {
                 };
                 if self.cur.tensors[input].memory {
                     self.error(b.op.span(), "the memory only feeds cross-attention's keys and values");
+                    return Some(Val::Poison);
+                }
+                if self.cur.tensors[input].pooled {
+                    self.pooled_read("*", b.op.span(), input);
                     return Some(Val::Poison);
                 }
                 let width = self.cur.tensors[input].width;
@@ -1082,6 +1193,9 @@ impl Interp<'_> {
             }
             "attention" => self.attention(span, &positional, &mut args),
             "concat" => self.concat(span, &positional),
+            "mean_pool" | "max_pool" | "cls" => self.pool(&func, span, &positional),
+            "normalize" => self.normalize(span, &positional),
+            "patch_embedding" => self.patch_embedding(span, &positional, &mut args),
             "slice" => self.slice(span, &positional),
             "split" => {
                 self.error(
@@ -1132,6 +1246,10 @@ impl Interp<'_> {
             return None;
         };
         match self.eval(e)? {
+            Val::Tensor(t) if self.cur.tensors[t].pooled => {
+                self.pooled_read(func, e.span(), t);
+                None
+            }
             Val::Tensor(t) => Some(t),
             Val::Poison => None,
             other => {
@@ -1140,6 +1258,267 @@ impl Interp<'_> {
                 None
             }
         }
+    }
+
+    /// Rule: a pooled tensor (a row per sequence) is only normalised or returned; layers read
+    /// per-token tensors.
+    fn pooled_read(&mut self, func: &str, span: Span, t: usize) {
+        let (shape, hint) = (self.cur.tensors[t].shape(), self.written(t));
+        self.error(
+            span,
+            format!("`{func}` reads per-token tensors, but `{hint}` is pooled, {shape} (a row per sequence): a pooled vector is only normalised (`normalize`) or returned"),
+        );
+    }
+
+    /// How a message names tensor `t`: its `let` name, or the call that computed it (`cls(…)`).
+    fn written(&self, t: usize) -> String {
+        let hint = &self.cur.tensors[t].hint;
+        if FUNCTIONS.contains(&hint.as_str()) {
+            format!("{hint}(…)")
+        } else {
+            hint.clone()
+        }
+    }
+
+    /// A positional tensor argument of a pooling call, pooled or not.
+    fn pool_arg(&mut self, func: &str, args: &[&Expr], span: Span) -> Option<usize> {
+        let [e] = args else {
+            self.error(span, format!("`{func}` takes one tensor: `{func}(x)`"));
+            return None;
+        };
+        match self.eval(e)? {
+            Val::Tensor(t) => Some(t),
+            Val::Poison => None,
+            other => {
+                let d = self.describe(other);
+                self.error(e.span(), format!("`{func}` needs a tensor here, found {d}"));
+                None
+            }
+        }
+    }
+
+    /// `patch_embedding(image, width, size = 224, patch = 16, channels = 3, class_token = true)`:
+    /// each image cut into `patch × patch` squares, each square projected to `width` (a
+    /// `Conv2d(kernel = stride = patch)` checkpoint weight), the class token prepended when
+    /// `class_token`, and learned positions added (one row per patch, plus the class token's).
+    /// Weighted parts, innermost first: the projection, the class token (if any), the positions.
+    fn patch_embedding(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
+        let form = "`patch_embedding(image, width, size = …, patch = …, channels = …, class_token = true)`";
+        let (Some(image_expr), 2) = (pos.first(), pos.len()) else {
+            self.error(span, format!("expected {form}"));
+            return None;
+        };
+        match self.eval(image_expr)? {
+            Val::Image => {}
+            Val::Poison => return None,
+            other => {
+                let d = self.describe(other);
+                self.error(
+                    image_expr.span(),
+                    format!("`patch_embedding` reads the input `image`, found {d}"),
+                );
+                return None;
+            }
+        }
+        if self.section != 0 {
+            self.error(
+                span,
+                "`patch_embedding` turns the images into the stream: write it before the layer loop",
+            );
+            return None;
+        }
+        let width = self.size_arg("patch_embedding", pos, 1, span, "the width")?;
+        let mut named = |it: &mut Self, name: &str| -> Option<(usize, Span)> {
+            let Some(e) = args.take(name) else {
+                it.error(span, format!("`patch_embedding` needs `{name} = …`: {form}"));
+                return None;
+            };
+            Some((it.positive(e, name)?, e.span()))
+        };
+        let (image_size, patch, channels) =
+            (named(self, "size"), named(self, "patch"), named(self, "channels"));
+        let ((image_size, _), (patch_size, patch_at), (channels, _)) = (image_size?, patch?, channels?);
+        let class_token = self.flag_arg(args, "class_token", false)?;
+        if !crate::check::patch_divides_image(self.cx, image_size, patch_size, patch_at) {
+            return None;
+        }
+        let image = ImageInput { image_size, patch_size, channels };
+        let rows = image.patches() + usize::from(class_token);
+        let proj = self.field(
+            FieldKind::Linear {
+                input: image.patch_width(),
+                output: width,
+                bias: true,
+                layout: Layout::Conv2d { channels, patch: patch_size },
+            },
+            true,
+        );
+        let cls =
+            class_token.then(|| self.field(FieldKind::Embedding { rows: 1, width, batched: true }, true));
+        let pos_field = self.field(FieldKind::Embedding { rows, width, batched: true }, true);
+        let out = self.cur.tensor(width, span, "patch_embedding");
+        self.cur.nodes.push(Node::Patches { image, proj, cls, pos: pos_field, out });
+        Some(Val::Tensor(out))
+    }
+
+    /// `mean_pool(x)` (over each sequence's real tokens), `max_pool(x)`, `cls(x)` (the first
+    /// token): one row per sequence, after the layers.
+    fn pool(&mut self, func: &str, span: Span, pos: &[&Expr]) -> Option<Val> {
+        let input = self.pool_arg(func, pos, span)?;
+        if !self.pool_after_layers(func, span) || !self.pool_reads_per_token(func, pos[0].span(), input) {
+            return None;
+        }
+        let pool = match func {
+            "mean_pool" => Pool::Mean,
+            "max_pool" => Pool::Max,
+            _ => Pool::Cls,
+        };
+        let width = self.cur.tensors[input].width;
+        let out = self.cur.tensor(width, span, func);
+        self.cur.tensors[out].pooled = true;
+        self.cur.nodes.push(Node::Pool { input, out, pool });
+        Some(Val::Tensor(out))
+    }
+
+    /// Rule: pooling reads the final states, so it is written after the layer loop.
+    fn pool_after_layers(&mut self, func: &str, span: Span) -> bool {
+        if self.section != 2 {
+            self.error(
+                span,
+                format!("`{func}` pools the final states into an output: write it after the layer loop"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Rule: a pooling call reads a per-token tensor (a row per token), not one already pooled.
+    fn pool_reads_per_token(&mut self, func: &str, span: Span, input: usize) -> bool {
+        let t = &self.cur.tensors[input];
+        if t.pooled || t.memory {
+            let (shape, hint) = (t.shape(), self.written(input));
+            let what = if t.pooled {
+                "already pooled (a row per sequence): pool once"
+            } else {
+                "the encoder's memory"
+            };
+            self.error(span, format!("`{func}` pools per-token states [S, w] into a row per sequence, but `{hint}` is {shape}, {what}"));
+            return false;
+        }
+        true
+    }
+
+    /// `normalize(v)`: each pooled row divided by its L2 norm (PyTorch's `F.normalize`).
+    fn normalize(&mut self, span: Span, pos: &[&Expr]) -> Option<Val> {
+        let input = self.pool_arg("normalize", pos, span)?;
+        if !self.normalize_reads_pool(span, pos[0].span(), input) {
+            return None;
+        }
+        let width = self.cur.tensors[input].width;
+        let out = self.cur.tensor(width, span, "normalize");
+        self.cur.tensors[out].pooled = true;
+        self.cur.nodes.push(Node::Normalize { input, out });
+        Some(Val::Tensor(out))
+    }
+
+    /// Rule: `normalize` L2-normalises a pooled vector, once: its input is a pooling call's
+    /// result.
+    fn normalize_reads_pool(&mut self, span: Span, arg: Span, input: usize) -> bool {
+        let pooled_by = self.cur.nodes.iter().find(|n| n.out() == input);
+        match pooled_by {
+            Some(Node::Pool { .. }) => true,
+            Some(Node::Normalize { .. }) => {
+                self.error(span, "this vector is already normalised: normalise once");
+                false
+            }
+            _ => {
+                let shape = self.cur.tensors[input].shape();
+                self.error(arg, format!("`normalize` L2-normalises a pooled vector, found {shape}: pool first, e.g. `normalize(mean_pool(x))`"));
+                false
+            }
+        }
+    }
+
+    /// The outputs of `-> (a, b, …)`, each a tensor bound after the layers: per-token states or
+    /// a pooled (and perhaps normalised) vector. Returns the final per-token tensor, which the
+    /// tail computes, and the outputs.
+    fn tuple_outputs(&mut self, names: &[syn::Ident]) -> Option<(usize, Vec<Output>)> {
+        let errors = self.cx.len();
+        outputs_unique(self.cx, names);
+        outputs_not_methods(self.cx, names);
+        let mut found: Vec<(syn::Ident, usize)> = Vec::new();
+        for name in names {
+            let key = name.to_string();
+            let binding = self.scope.iter_mut().rev().find(|b| b.name == key);
+            match binding.map(|b| {
+                b.used = true;
+                (b.val, b.section)
+            }) {
+                Some((Val::Tensor(t), 2)) => found.push((name.clone(), t)),
+                Some((Val::Poison, _)) => {}
+                Some((Val::Tensor(_), _)) => self.error(name.span(), format!("`{key}` is computed before or inside the layers; an output is the final states (`let {key} = x;` after the loop) or a pooling of them")),
+                _ => self.output_produced(name),
+            }
+        }
+        if self.cx.len() > errors {
+            return None;
+        }
+        self.pooled_from_final_states(&found)
+    }
+
+    /// Rule: every output of a tuple is bound by a `let` in the body.
+    fn output_produced(&mut self, name: &syn::Ident) {
+        self.error(
+            name.span(),
+            format!("the forward pass never produces `{name}`: bind it after the layers, e.g. `let {name} = x;` (the final states) or `let {name} = normalize(mean_pool(x));`"),
+        );
+    }
+
+    /// Rule: a tuple has at most one per-token output (the final states), and every pooled
+    /// output pools that same tensor (the states after the final norm, if any).
+    fn pooled_from_final_states(&mut self, found: &[(syn::Ident, usize)]) -> Option<(usize, Vec<Output>)> {
+        let mut states: Option<(usize, &syn::Ident)> = None;
+        let mut outputs = Vec::new();
+        let mut sources: Vec<(usize, Span)> = Vec::new();
+        for (name, t) in found {
+            let kind = if self.cur.tensors[*t].pooled {
+                let def = |t: usize| self.cur.nodes.iter().find(|n| n.out() == t).cloned();
+                let (pool, normalize, source, span) = match def(*t) {
+                    Some(Node::Normalize { input, .. }) => match def(input) {
+                        Some(Node::Pool { input: src, pool, .. }) => {
+                            (pool, true, src, self.cur.tensors[input].span)
+                        }
+                        _ => return None,
+                    },
+                    Some(Node::Pool { input: src, pool, .. }) => {
+                        (pool, false, src, self.cur.tensors[*t].span)
+                    }
+                    _ => return None,
+                };
+                sources.push((source, span));
+                OutputKind::Pooled { pool, normalize }
+            } else {
+                match states {
+                    Some((s, first)) if s != *t => {
+                        self.error(name.span(), format!("`{name}` and `{first}` are both per-token outputs: a composed encoder returns one, the final states (pool them for the others)"));
+                        return None;
+                    }
+                    _ => states = Some((*t, name)),
+                }
+                OutputKind::States
+            };
+            outputs.push(Output { name: name.clone(), kind });
+        }
+        let last = states.map(|(t, _)| t).or(sources.first().map(|(s, _)| *s))?;
+        for &(source, span) in &sources {
+            if source != last {
+                let (hint, want) =
+                    (self.cur.tensors[source].hint.clone(), self.cur.tensors[last].hint.clone());
+                self.error(span, format!("this pools `{hint}`, but the outputs are computed from the final states `{want}`: pool `{want}`"));
+                return None;
+            }
+        }
+        Some((last, outputs))
     }
 
     /// A positional size argument (≥ 1).
@@ -1205,8 +1584,14 @@ impl Interp<'_> {
     }
 
     fn linear(&mut self, span: Span, pos: &[&Expr], args: &mut Args) -> Option<Val> {
-        let input = self.any_tensor_arg("linear", pos, 0, span)?;
+        // An image classifier's head projects the pooled states (`linear(cls(x), labels)`).
+        let input = if self.image && self.section == 2 && !pos.is_empty() {
+            self.pool_arg("linear", &pos[..1], span)?
+        } else {
+            self.any_tensor_arg("linear", pos, 0, span)?
+        };
         let (in_width, memory) = (self.cur.tensors[input].width, self.cur.tensors[input].memory);
+        let pooled = self.cur.tensors[input].pooled;
         let output = match pos.len() {
             2 => self.size_arg("linear", pos, 1, span, "the output width")?,
             3 => {
@@ -1271,6 +1656,7 @@ impl Interp<'_> {
         } else {
             self.cur.tensor(output, span, "linear")
         };
+        self.cur.tensors[out].pooled = pooled;
         self.cur.nodes.push(Node::Linear { field, input, out });
         Some(Val::Tensor(out))
     }
@@ -1407,24 +1793,8 @@ impl Interp<'_> {
                 return None;
             }
         };
-        let window = match args.take("window") {
-            None => None,
-            Some(e) => match self.constant(e)? {
-                Const::Int(w) | Const::Opt(Some(w)) if w >= 1 => Some(w as usize),
-                Const::Opt(None) => None,
-                other => {
-                    self.error(
-                        e.span(),
-                        format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()),
-                    );
-                    return None;
-                }
-            },
-        };
-        if window.is_some() && !causal {
-            self.error(span, "a sliding window needs `causal` attention");
-            return None;
-        }
+        let window = self.window_arg(args, causal)?;
+        let sparse = self.sparse_arg(args)?;
         let rope = match args.take("rope") {
             None => None,
             Some(e) => {
@@ -1472,11 +1842,123 @@ impl Interp<'_> {
             head_dim,
             causal,
             window,
+            sparse,
             rope,
             bias,
             scaled,
         }));
         Some(Val::Tensor(out))
+    }
+
+    /// `window = N` (or `Some(N)` / `None`, e.g. chosen by the layer index): causal, the `N` keys
+    /// ending at the query; bidirectional, centred on it (`N / 2` keys on either side, so `N` is
+    /// even: the presets' rule).
+    fn window_arg(&mut self, args: &mut Args, causal: bool) -> Option<Option<usize>> {
+        let Some(e) = args.take("window") else { return Some(None) };
+        let window = match self.constant(e)? {
+            Const::Int(w) | Const::Opt(Some(w)) if w >= 1 => Some(w as usize),
+            Const::Opt(None) => None,
+            other => {
+                self.error(
+                    e.span(),
+                    format!("`window` is a number of keys ≥ 1 (or `None`), found {}", other.describe()),
+                );
+                return None;
+            }
+        };
+        if let (Some(w), false, false) = (window, causal, self.quiet) {
+            let errors = self.cx.len();
+            crate::check::local::centred_window_even(self.cx, w, e.span());
+            if self.cx.len() > errors {
+                return None;
+            }
+        }
+        Some(window)
+    }
+
+    /// Rule: block-sparse layouts are implemented for single-stack models (as the presets'
+    /// `sparse`); an encoder-decoder's attentions are dense.
+    fn sparse_single_stack(&mut self, span: Span) -> bool {
+        if self.seq2seq {
+            self.error(span, "`sparse = …` is implemented for encoder-only and decoder-only models (`fn forward`) in this version; an encoder-decoder attends densely: remove it");
+            return false;
+        }
+        true
+    }
+
+    /// `sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4,
+    /// summary = 1)`: the Sparse Transformer's block layouts, checked by the presets' rules.
+    fn sparse_arg(&mut self, args: &mut Args) -> Option<Option<Sparse>> {
+        let Some(e) = args.take("sparse") else { return Some(None) };
+        if !self.sparse_single_stack(e.span()) {
+            return None;
+        }
+        let layout = "`sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4, summary = 1)`";
+        let Expr::Call(call) = e else {
+            self.error(e.span(), format!("expected a block-sparse layout: {layout}"));
+            return None;
+        };
+        let pattern = match &*call.func {
+            Expr::Path(p) if p.path.is_ident("strided") || p.path.is_ident("fixed") => {
+                p.path.get_ident().map(ToString::to_string)
+            }
+            other => {
+                self.error(other.span(), format!("the layouts are `strided` and `fixed`: {layout}"));
+                return None;
+            }
+        };
+        let fixed = pattern.as_deref() == Some("fixed");
+        let mut sizes: Vec<(String, usize, Span)> = Vec::new();
+        for arg in &call.args {
+            let Expr::Assign(a) = arg else {
+                self.error(arg.span(), format!("name each size: {layout}"));
+                return None;
+            };
+            let name = match &*a.left {
+                Expr::Path(p) => p.path.get_ident().map(ToString::to_string).unwrap_or_default(),
+                _ => String::new(),
+            };
+            let known: &[&str] = if fixed { &["block", "stride", "summary"] } else { &["block", "stride"] };
+            if !known.contains(&name.as_str()) || sizes.iter().any(|(n, _, _)| *n == name) {
+                let what = if name == "summary" {
+                    "`summary` belongs to `fixed(…)`"
+                } else {
+                    "unknown or repeated size"
+                };
+                self.error(a.left.span(), format!("{what}: {layout}"));
+                return None;
+            }
+            let value = self.positive(&a.right, &name)?;
+            sizes.push((name, value, a.right.span()));
+        }
+        let size = |name: &str| sizes.iter().find(|(n, _, _)| n == name).map(|&(_, v, s)| (v, s));
+        let needed: &[&str] = if fixed { &["block", "stride", "summary"] } else { &["block", "stride"] };
+        if let Some(missing) = needed.iter().find(|n| size(n).is_none()) {
+            self.error(call.span(), format!("the layout needs `{missing}`: {layout}"));
+            return None;
+        }
+        let (Some((block, block_at)), Some((stride, stride_at))) = (size("block"), size("stride")) else {
+            return None;
+        };
+        if self.quiet {
+            return None;
+        }
+        let errors = self.cx.len();
+        crate::check::local::block_whole_tiles(self.cx, block, block_at);
+        crate::check::local::stride_not_dense(self.cx, stride, stride_at);
+        let pattern = match size("summary") {
+            Some((summary, at)) => {
+                if stride >= 2 {
+                    crate::check::local::summary_below_stride(self.cx, summary, stride, at);
+                }
+                SparsePattern::Fixed { summary }
+            }
+            None => SparsePattern::Strided,
+        };
+        if self.cx.len() > errors {
+            return None;
+        }
+        Some(Some(Sparse { pattern, block, stride }))
     }
 
     /// `attention(q, k, v, heads = …)` with keys and values projected from the memory: every

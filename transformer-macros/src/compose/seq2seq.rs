@@ -23,7 +23,7 @@ pub fn expand(
     encode: Option<&Forward>,
     decode: &Forward,
 ) -> Result<(Spec, Seq2SeqGraph), syn::Error> {
-    if decode.output != "logits" {
+    if decode.output != "logits" && decode.tuple.is_empty() {
         cx.error(
             decode.output.span(),
             format!(
@@ -33,7 +33,8 @@ pub fn expand(
         );
     }
     let encoded = encode.and_then(|e| program::interpret(&mut cx, &dims, e, None));
-    let memory_name = encode.map(|e| e.output.to_string());
+    // A tuple (an error of its own) still names the memory the decoder reads: its first name.
+    let memory_name = encode.map(|e| e.tuple.first().unwrap_or(&e.output).to_string());
     let memory = memory_name.as_deref().map(|name| Memory {
         name,
         width: encoded.as_ref().and_then(|p| p.tail.output.map(|t| p.tail.tensors[t].width)),

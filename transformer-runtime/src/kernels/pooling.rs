@@ -24,6 +24,23 @@ pub fn mean_pool<const D: usize>(rows: &[[f32; D]], valid: &[bool], out: &mut [f
     }
 }
 
+/// Element-wise maximum of the rows whose flag is true (sentence-transformers' `max` pooling, which
+/// sets padding to -1e9 first); zeros if none.
+pub fn max_pool<const D: usize>(rows: &[[f32; D]], valid: &[bool], out: &mut [f32; D]) {
+    assert_eq!(rows.len(), valid.len(), "max_pool: {} rows but {} mask flags", rows.len(), valid.len());
+    let mut real = rows.iter().zip(valid).filter(|(_, &v)| v).map(|(row, _)| row);
+    let Some(first) = real.next() else {
+        out.fill(0.0);
+        return;
+    };
+    *out = *first;
+    for row in real {
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = o.max(x);
+        }
+    }
+}
+
 /// In-place L2 normalisation with PyTorch F.normalize semantics: v / max(||v||, 1e-12).
 pub fn l2_normalize<const D: usize>(v: &mut [f32; D]) {
     // Runs once per embedding, so f64 costs nothing and removes both overflow (|x| > 1.8e19

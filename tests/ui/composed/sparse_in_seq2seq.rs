@@ -1,0 +1,48 @@
+// A block-sparse layout in an encoder-decoder (implemented for single stacks only).
+
+transformer::model! {
+    /// A small composed encoder-decoder.
+    pub struct Model {
+        vocab_size: 100,
+        max_positions: 32,
+        d_model: 64,
+        heads: 4,
+        d_ff: 128,
+        layers: 2,
+        decoder_start: 1,
+    }
+
+    fn encode(tokens) -> memory {
+        let x = embedding(tokens, vocab_size, d_model);
+        for layer in 0..layers {
+            let qkv = linear(x, 3 * d_model);
+            let context = attention(qkv, heads = heads, sparse = strided(block = 64, stride = 2));
+            #[weights("attention_out", "attention_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            #[weights("fc_in", "fc_out", "ffn_norm")]
+            x = layer_norm(x + linear(relu(linear(x, d_ff)), d_model));
+        }
+        x
+    }
+
+    fn decode(tokens, memory) -> logits {
+        let x = embedding(tokens, vocab_size, d_model);
+        for layer in 0..layers {
+            let qkv = linear(x, 3 * d_model);
+            let context = attention(qkv, heads = heads, causal);
+            #[weights("attention_out", "attention_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            let cross_q = linear(x, d_model);
+            let cross_k = linear(memory, d_model);
+            let cross_v = linear(memory, d_model);
+            #[weights("cross_out", "cross_norm")]
+            x = layer_norm(x + linear(attention(cross_q, cross_k, cross_v, heads = heads), d_model));
+            #[weights("fc_in", "fc_out", "ffn_norm")]
+            x = layer_norm(x + linear(relu(linear(x, d_ff)), d_model));
+        }
+        #[weights = "lm_head"]
+        linear(x, vocab_size, bias = false)
+    }
+}
+
+fn main() {}
