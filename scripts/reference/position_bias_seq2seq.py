@@ -15,7 +15,9 @@ position_bias_families.py); for nn.Transformer as the layers' float `mask` / `tg
 [batch * heads, q, k], which nn.MultiheadAttention adds to the scores. Padded source keys get
 float32 min (and the cross-attention its usual key padding mask).
 
-Configs: bart_relative, bart_alibi, torch_relative, torch_alibi. Relative: 8 buckets,
+Configs: bart_relative, bart_alibi, torch_relative, torch_alibi, and t5_alibi: seq2seq.py's `t5`
+(v1.1, 2 + 3 layers) with both stacks' relative tables zeroed (then layer 0's position bias is
+exactly the mask it is given, which the hooks replace by ALiBi; tables left out of the file). Relative: 8 buckets,
 max_distance 20, one random [buckets, heads] table per stack, stored as
 `[model.]{encoder,decoder}.layers.0.self_attn.relative_attention_bias.weight` (BART: `model.`;
 torch: `transformer.`). ALiBi: slopes from transformers' BLOOM code, encoder
@@ -51,10 +53,19 @@ NEW = 12
 
 
 def build(family):
-    name = "bart" if family == "bart" else "transformer"
+    name = {"bart": "bart", "t5": "t5"}.get(family, "transformer")
     spec = seq2seq.CONFIGS[name]
     model = seq2seq.build_model(name, spec, spec["seed"])
-    if family == "bart":
+    if family == "t5":
+        # T5's own bias table, zeroed, adds exact zeros: layer 0's position_bias is then the mask
+        # it is given, which carries ALiBi (`checks` shows leaving it out moves the logits).
+        for stack in (model.encoder, model.decoder):
+            stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight.zero_()
+        omit = ["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]
+        root = ""
+    elif family == "bart":
         for stack in (model.model.encoder, model.model.decoder):
             stack.embed_positions.weight.zero_()
             probe = stack.embed_positions(torch.zeros(1, 64, dtype=torch.long))
@@ -84,9 +95,11 @@ def runner(family, spec, model, enc_bias, dec_bias):
         tgt, _ = fam.right_pad(targets, pad)
         enc = masks(enc_bias, [len(s) for s in sources], causal=False)
         dec = masks(dec_bias, [len(t) for t in targets], causal=True)
-        if family == "bart":
-            hooks = fam.layer_hooks(model.model.encoder.layers, enc)
-            hooks += fam.layer_hooks(model.model.decoder.layers, dec)
+        if family in ("bart", "t5"):
+            stacks = (model.model.encoder.layers, model.model.decoder.layers) if family == "bart" else (
+                model.encoder.block, model.decoder.block)
+            hooks = fam.layer_hooks(stacks[0], enc)
+            hooks += fam.layer_hooks(stacks[1], dec)
             try:
                 out = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, use_cache=False,
                             output_hidden_states=False)
@@ -188,15 +201,15 @@ def main():
     # mask holding float32 min (torch 2.9.1); the regular path is the documented math.
     torch.backends.mha.set_fastpath_enabled(False)
     with torch.inference_mode():
-        for family in ("bart", "torch"):
-            for kind in ("relative", "alibi"):
-                state, doc = config(family, kind)
-                out = fam.OUT / f"{family}_{kind}"
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir(parents=True)
-                safetensors.torch.save_file(state, out / "model.safetensors")
-                (out / "reference.json").write_text(json.dumps(doc) + "\n")
-                print(out.name, json.dumps(doc["checks"]))
+        for family, kind in (("bart", "relative"), ("bart", "alibi"), ("torch", "relative"), ("torch", "alibi"),
+                             ("t5", "alibi")):
+            state, doc = config(family, kind)
+            out = fam.OUT / f"{family}_{kind}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            safetensors.torch.save_file(state, out / "model.safetensors")
+            (out / "reference.json").write_text(json.dumps(doc) + "\n")
+            print(out.name, json.dumps(doc["checks"]))
 
 
 if __name__ == "__main__":
