@@ -8,6 +8,14 @@
 //! - `weights: llama, positions: alibi` (MPT-like) and `positions: relative` (T5's unidirectional
 //!   buckets, table at `model.layers.0.self_attn.relative_attention_bias.weight`): the reference is
 //!   `LlamaForCausalLM` with rotary frequencies zeroed and the bias in a 4-D additive mask.
+//! - `weights: gpt2` and `weights: neox` with `positions: alibi` and `positions: relative` (tables
+//!   at `transformer.h.0.attn.relative_attention_bias.weight` and
+//!   `gpt_neox.layers.0.attention.relative_attention_bias.weight`), and `weights: bert` with
+//!   `positions: relative` (bidirectional buckets, table at `embeddings.relative_attention_bias.weight`),
+//!   from `scripts/reference/position_bias_more.py`: `GPT2LMHeadModel` with `wpe` zeroed,
+//!   `GPTNeoXForCausalLM` with rotary frequencies zeroed (both checked: shifted positions give
+//!   bit-identical logits), `BertModel` with its position table zeroed, each given the bias as a
+//!   4-D additive mask; the decoders' greedy continuations (by full recompute in Hugging Face) too.
 //!
 //! Every row of every sequence, alone and in one right-padded batch, within 1e-4 (hidden states
 //! for encoders, logits for decoders); the decoders' cached steps (a 5-token prompt, then one token
@@ -292,9 +300,95 @@ transformer::model! {
     }
 }
 
+macro_rules! gpt2 {
+    ($name:ident, $($positions:tt)*) => {
+        transformer::model! {
+            /// A GPT-2 decoder whose positions are a score bias instead of `wpe`.
+            pub struct $name {
+                vocab_size: 96,
+                max_positions: 64,
+                d_model: 32,
+                heads: 4,
+                layers: 2,
+                d_ff: 64,
+                activation: gelu_tanh,
+                norm: layer_norm,
+                norm_eps: 1e-5,
+                norm_placement: pre,
+                $($positions)*
+                attention: causal,
+                weights: gpt2,
+                lm_head: tied,
+            }
+        }
+    };
+}
+
+gpt2!(Gpt2Alibi, positions: alibi,);
+gpt2!(Gpt2Relative, positions: relative, relative_buckets: 8, relative_max_distance: 20,);
+
+macro_rules! neox {
+    ($name:ident, $($positions:tt)*) => {
+        transformer::model! {
+            /// A GPT-NeoX decoder (parallel residual) whose positions are a score bias instead of
+            /// rotations.
+            pub struct $name {
+                vocab_size: 96,
+                max_positions: 64,
+                d_model: 64,
+                heads: 4,
+                layers: 2,
+                d_ff: 128,
+                activation: gelu_erf,
+                norm: layer_norm,
+                norm_eps: 1e-5,
+                norm_placement: pre,
+                $($positions)*
+                residual: parallel,
+                attention: causal,
+                weights: neox,
+                lm_head: untied,
+            }
+        }
+    };
+}
+
+neox!(NeoXAlibi, positions: alibi,);
+neox!(NeoXRelative, positions: relative, relative_buckets: 8, relative_max_distance: 20,);
+
+transformer::model! {
+    /// A BERT encoder with T5's bidirectional relative buckets instead of a position table.
+    pub struct BertRelative {
+        vocab_size: 96,
+        max_positions: 64,
+        type_vocab_size: 2,
+        d_model: 32,
+        heads: 4,
+        layers: 2,
+        d_ff: 48,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 1e-12,
+        norm_placement: post,
+        positions: relative,
+        relative_buckets: 8,
+        relative_max_distance: 20,
+        attention: bidirectional,
+        weights: bert,
+    }
+}
+
 #[derive(Deserialize)]
 struct Reference {
     sequences: Vec<Sequence>,
+    /// Decoders from `position_bias_more.py`: Hugging Face's greedy continuation of a prompt.
+    greedy: Option<Greedy>,
+}
+
+#[derive(Deserialize)]
+struct Greedy {
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +453,58 @@ fn llama_with_relative_buckets_matches_llama_given_the_bias() {
     let model = LlamaRelative::from_safetensors(fixture("llama_relative").0).expect("weights load");
     check("llama_relative", |batch| model.logits(batch).unwrap());
 }
+
+#[test]
+fn gpt2_with_alibi_matches_gpt2_given_the_bias() {
+    let model = Gpt2Alibi::from_safetensors(fixture("gpt2_alibi").0).expect("weights load");
+    check("gpt2_alibi", |batch| model.logits(batch).unwrap());
+}
+
+#[test]
+fn gpt2_with_relative_buckets_matches_gpt2_given_the_bias() {
+    let model = Gpt2Relative::from_safetensors(fixture("gpt2_relative").0).expect("weights load");
+    check("gpt2_relative", |batch| model.logits(batch).unwrap());
+}
+
+#[test]
+fn neox_with_alibi_matches_neox_given_the_bias() {
+    let model = NeoXAlibi::from_safetensors(fixture("neox_alibi").0).expect("weights load");
+    check("neox_alibi", |batch| model.logits(batch).unwrap());
+}
+
+#[test]
+fn neox_with_relative_buckets_matches_neox_given_the_bias() {
+    let model = NeoXRelative::from_safetensors(fixture("neox_relative").0).expect("weights load");
+    check("neox_relative", |batch| model.logits(batch).unwrap());
+}
+
+#[test]
+fn bert_with_relative_buckets_matches_bert_model_given_the_bias() {
+    let model = BertRelative::from_safetensors(fixture("bert_relative").0).expect("weights load");
+    check("bert_relative", |batch| model.forward(batch).unwrap());
+}
+
+/// Greedy generation (prefill, then cached steps) gives Hugging Face's greedy tokens, each of
+/// which it chose by recomputing the whole prefix.
+macro_rules! greedy_matches {
+    ($test:ident, $model:ty, $fixture:literal) => {
+        #[test]
+        fn $test() {
+            let (path, reference) = fixture($fixture);
+            let model = <$model>::from_safetensors(path).unwrap();
+            let greedy = reference.greedy.expect("decoder fixtures record a greedy continuation");
+            let options =
+                transformer::GenerateOptions { max_new_tokens: greedy.tokens.len(), ..Default::default() };
+            let ours = model.generate(&[greedy.prompt.as_slice()], &options).unwrap();
+            assert_eq!(ours[0], greedy.tokens);
+        }
+    };
+}
+
+greedy_matches!(gpt2_alibi_greedy_matches_hugging_face, Gpt2Alibi, "gpt2_alibi");
+greedy_matches!(gpt2_relative_greedy_matches_hugging_face, Gpt2Relative, "gpt2_relative");
+greedy_matches!(neox_alibi_greedy_matches_hugging_face, NeoXAlibi, "neox_alibi");
+greedy_matches!(neox_relative_greedy_matches_hugging_face, NeoXRelative, "neox_relative");
 
 fn bits<const W: usize>(rows: &[[f32; W]]) -> Vec<u32> {
     rows.iter().flatten().map(|v| v.to_bits()).collect()
@@ -440,6 +586,10 @@ macro_rules! cached_steps_match {
 
 cached_steps_match!(llama_alibi_cached_steps_match_hugging_face, LlamaAlibi, "llama_alibi");
 cached_steps_match!(llama_relative_cached_steps_match_hugging_face, LlamaRelative, "llama_relative");
+cached_steps_match!(gpt2_alibi_cached_steps_match_hugging_face, Gpt2Alibi, "gpt2_alibi");
+cached_steps_match!(gpt2_relative_cached_steps_match_hugging_face, Gpt2Relative, "gpt2_relative");
+cached_steps_match!(neox_alibi_cached_steps_match_hugging_face, NeoXAlibi, "neox_alibi");
+cached_steps_match!(neox_relative_cached_steps_match_hugging_face, NeoXRelative, "neox_relative");
 cached_steps_match!(
     composed_llama_relative_cached_steps_match_hugging_face,
     ComposedLlamaRelative,
@@ -467,4 +617,191 @@ fn composed_bloom_is_bit_identical_to_the_preset() {
     let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
     let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
     assert_eq!(a, b, "cached steps differ");
+}
+
+/// Encoder-decoders (`weights: bart`, `weights: torch`, and `t5` with ALiBi) with a score bias per
+/// stack in place of their own positions: encoder bidirectional, decoder causal, cross-attention
+/// unbiased (`scripts/reference/position_bias_seq2seq.py`: `BartForConditionalGeneration`,
+/// `torch.nn.Transformer` and `T5ForConditionalGeneration` with positions zeroed and the bias in
+/// each self-attention's mask).
+mod seq2seq {
+    use super::*;
+    use transformer::{EncoderMemory, GenerateOptions, Workspace};
+
+    macro_rules! bart {
+        ($name:ident, $($positions:tt)*) => {
+            transformer::model! {
+                /// `tests/fixtures/seq2seq/bart`'s shape, biased instead of positioned.
+                pub struct $name {
+                    vocab_size: 120,
+                    max_positions: 64,
+                    d_model: 32,
+                    heads: 4,
+                    d_ff: 48,
+                    activation: gelu_erf,
+                    norm: layer_norm,
+                    norm_eps: 1e-5,
+                    norm_placement: post,
+                    $($positions)*
+                    embedding_scale: sqrt_d_model,
+                    weights: bart,
+                    lm_head: tied,
+                    decoder_start: 2,
+                    encoder: { layers: 2, attention: bidirectional },
+                    decoder: { layers: 2, attention: causal, cross_attention: encoder },
+                }
+            }
+        };
+    }
+
+    bart!(BartAlibi, positions: alibi,);
+    bart!(BartRelative, positions: relative, relative_buckets: 8, relative_max_distance: 20,);
+
+    macro_rules! paper {
+        ($name:ident, $($positions:tt)*) => {
+            transformer::model! {
+                /// `tests/fixtures/seq2seq/transformer`'s shape, biased instead of positioned.
+                pub struct $name {
+                    vocab_size: 100,
+                    max_positions: 64,
+                    d_model: 32,
+                    heads: 4,
+                    d_ff: 48,
+                    activation: relu,
+                    norm: layer_norm,
+                    norm_eps: 1e-5,
+                    norm_placement: post,
+                    $($positions)*
+                    embedding_scale: sqrt_d_model,
+                    weights: torch,
+                    lm_head: untied,
+                    decoder_start: 1,
+                    encoder: { layers: 2, attention: bidirectional },
+                    decoder: { layers: 2, attention: causal, cross_attention: encoder },
+                }
+            }
+        };
+    }
+
+    paper!(TorchAlibi, positions: alibi,);
+    paper!(TorchRelative, positions: relative, relative_buckets: 8, relative_max_distance: 20,);
+
+    transformer::model! {
+        /// `tests/fixtures/seq2seq/t5` (v1.1, 2 + 3 layers) with ALiBi instead of its buckets.
+        pub struct T5Alibi {
+            vocab_size: 96,
+            max_positions: 64,
+            d_model: 32,
+            heads: 4,
+            head_dim: 12,
+            d_ff: 40,
+            activation: geglu_tanh,
+            norm: rms_norm,
+            norm_eps: 1e-6,
+            norm_placement: pre,
+            positions: alibi,
+            weights: t5,
+            lm_head: untied,
+            decoder_start: 0,
+            encoder: { layers: 2, attention: bidirectional },
+            decoder: { layers: 3, attention: causal, cross_attention: encoder },
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Reference {
+        sources: Vec<Vec<u32>>,
+        encoder_hidden: Vec<Vec<Vec<f32>>>,
+        decoder_inputs: Vec<Vec<u32>>,
+        decoder_logits: Vec<Vec<Vec<f32>>>,
+        greedy: Vec<Vec<u32>>,
+    }
+
+    fn reference(name: &str) -> (std::path::PathBuf, Reference) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bias").join(name);
+        let text = std::fs::read_to_string(dir.join("reference.json")).expect("fixture present");
+        (dir.join("model.safetensors"), serde_json::from_str(&text).expect("fixture parses"))
+    }
+
+    fn assert_rows(label: &str, ours: &[f32], theirs: &[Vec<f32>]) -> f32 {
+        let theirs: Vec<f32> = theirs.iter().flatten().copied().collect();
+        let diff = max_abs_diff(ours, &theirs);
+        assert!(diff <= 1e-4, "{label}: max |diff| {diff:e}");
+        diff
+    }
+
+    /// Encoder rows and teacher-forced logits, each source alone and both as one right-padded
+    /// batch, within 1e-4; cached decoding (3-token prefill, then one token per step) equal to
+    /// the full recompute within 1e-5; 12 greedy tokens per source as Hugging Face / PyTorch
+    /// chose them by full recompute.
+    macro_rules! seq2seq_matches {
+        ($test:ident, $model:ident, $fixture:literal) => {
+            #[test]
+            fn $test() {
+                let (path, r) = reference($fixture);
+                let model = $model::from_safetensors(path).expect("weights load");
+                let sources: Vec<&[u32]> = r.sources.iter().map(Vec::as_slice).collect();
+                let targets: Vec<&[u32]> = r.decoder_inputs.iter().map(Vec::as_slice).collect();
+                let memory = model.encode(&Batch::from_sequences(&sources).unwrap()).unwrap();
+                let target_batch = Batch::from_sequences(&targets).unwrap();
+                let full = model.logits(&memory, &target_batch).unwrap();
+                let (width, seq) = (memory.sources().seq_len(), target_batch.seq_len());
+                let mut worst = 0.0f32;
+                for b in 0..sources.len() {
+                    let (n, t) = (sources[b].len(), targets[b].len());
+                    let alone: EncoderMemory =
+                        model.encode(&Batch::from_sequences(&[sources[b]]).unwrap()).unwrap();
+                    let hidden = model.encoder_hidden(&alone).as_flattened();
+                    worst =
+                        worst.max(assert_rows(&format!("source {b} alone"), hidden, &r.encoder_hidden[b]));
+                    let rows = &model.encoder_hidden(&memory)[b * width..b * width + n];
+                    let label = format!("source {b} batched");
+                    worst = worst.max(assert_rows(&label, rows.as_flattened(), &r.encoder_hidden[b]));
+                    let logits =
+                        model.logits(&alone, &Batch::from_sequences(&[targets[b]]).unwrap()).unwrap();
+                    let label = format!("target {b} alone");
+                    worst = worst.max(assert_rows(&label, logits.as_flattened(), &r.decoder_logits[b]));
+                    let rows = &full[b * seq..b * seq + t];
+                    let label = format!("target {b} batched");
+                    worst = worst.max(assert_rows(&label, rows.as_flattened(), &r.decoder_logits[b]));
+                    let options = GenerateOptions { max_new_tokens: r.greedy[b].len(), ..Default::default() };
+                    assert_eq!(
+                        model.generate(&[sources[b]], &options).unwrap()[0],
+                        r.greedy[b],
+                        "greedy {b}"
+                    );
+                }
+                println!("{}: max |diff| {worst:e}", $fixture);
+                let mut cache = model.new_cache(targets.len());
+                let mut ws = Workspace::new();
+                let prefix: Vec<&[u32]> = targets.iter().map(|t| &t[..3]).collect();
+                let first =
+                    model.step_into(&memory, &Batch::from_sequences(&prefix).unwrap(), &mut cache, &mut ws);
+                for (b, row) in first.unwrap().iter().enumerate() {
+                    let diff = max_abs_diff(row, &full[b * seq + 2]);
+                    assert!(diff <= 1e-5, "target {b} prefill: max |diff| {diff:e}");
+                }
+                let shortest = targets.iter().map(|t| t.len()).min().unwrap();
+                for pos in 3..shortest {
+                    let step: Vec<&[u32]> = targets.iter().map(|t| &t[pos..pos + 1]).collect();
+                    let logits =
+                        model.step_into(&memory, &Batch::from_sequences(&step).unwrap(), &mut cache, &mut ws);
+                    for (b, row) in logits.unwrap().iter().enumerate() {
+                        let diff = max_abs_diff(row, &full[b * seq + pos]);
+                        assert!(diff <= 1e-5, "target {b} step at {pos}: max |diff| {diff:e}");
+                    }
+                }
+            }
+        };
+    }
+
+    seq2seq_matches!(bart_with_alibi_matches_bart_given_the_bias, BartAlibi, "bart_alibi");
+    seq2seq_matches!(bart_with_relative_buckets_matches_bart_given_the_bias, BartRelative, "bart_relative");
+    seq2seq_matches!(torch_with_alibi_matches_nn_transformer_given_the_bias, TorchAlibi, "torch_alibi");
+    seq2seq_matches!(t5_with_alibi_matches_t5_given_the_bias, T5Alibi, "t5_alibi");
+    seq2seq_matches!(
+        torch_with_relative_buckets_matches_nn_transformer_given_the_bias,
+        TorchRelative,
+        "torch_relative"
+    );
 }

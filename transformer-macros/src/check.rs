@@ -716,6 +716,7 @@ fn vit_layout(
             "`weights: vit` checkpoints learn their positions: use `positions: learned`",
         );
     }
+    vit_positions_stay_learned(cx, entries, positions);
     if attention == Some(Attention::Causal) {
         layout_conflict(
             cx,
@@ -976,8 +977,10 @@ fn rotary_dims_fit(cx: &mut Ctxt, rotary_dims: usize, head_dim: usize, entry: &E
     );
 }
 
-/// Rule: GPT-NeoX checkpoints are LayerNorm causal decoders with rotary positions (partial:
-/// `rotary_dims`); `residual: parallel` matches `use_parallel_residual: true`, their default.
+/// Rule: GPT-NeoX checkpoints are LayerNorm causal decoders with no position table: rotary
+/// positions (partial: `rotary_dims`), or a score bias (ALiBi, or T5's relative buckets with the
+/// table in `gpt_neox.layers.0.attention.relative_attention_bias`); `residual: parallel` matches
+/// `use_parallel_residual: true`, their default.
 fn neox_layout(
     cx: &mut Ctxt,
     entries: &Entries,
@@ -989,11 +992,12 @@ fn neox_layout(
     if norm == Some(NormKind::RmsNorm) {
         conflict(cx, "norm", "`weights: neox` checkpoints use LayerNorm: use `norm: layer_norm`");
     }
-    if positions.is_some_and(|p| !matches!(p, Positions::Rope { .. })) {
+    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal)) {
         conflict(
             cx,
             "positions",
-            "`weights: neox` checkpoints rotate queries and keys: use `positions: rope`",
+            "`weights: neox` checkpoints have no position table: use `positions: rope` (or a score bias: \
+             `alibi`, `relative`)",
         );
     }
     if attention == Some(Attention::Bidirectional) {
@@ -1048,9 +1052,10 @@ fn bloom_layout(
     }
 }
 
-/// Rule: BERT, GPT-2 and ViT checkpoints have LayerNorm, absolute positions, ungated feed-forwards
-/// and one key/value head per query head; BERT may instead bias scores by distance (`alibi`,
-/// MosaicBERT: no position table).
+/// Rule: BERT, GPT-2 and ViT checkpoints have LayerNorm, ungated feed-forwards and one key/value
+/// head per query head. Their positions are a learned table, or for BERT and GPT-2 a score bias in
+/// its place (ALiBi, as in MosaicBERT; T5's relative buckets); rotary positions need no table but
+/// these checkpoints' attention does not rotate.
 fn classic_layout(
     cx: &mut Ctxt,
     entries: &Entries,
@@ -1074,16 +1079,17 @@ fn classic_layout(
             &format!("`weights: {name}` checkpoints use LayerNorm: use `norm: layer_norm`"),
         );
     }
-    let alibi_fits = scheme == WeightScheme::Bert;
-    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. }))
-        || (positions == Some(Positions::Alibi) && !alibi_fits)
-    {
-        let message = if alibi_fits {
-            format!("`weights: {name}` checkpoints have absolute positions: use `positions: learned` (or `alibi`, MosaicBERT's distance bias)")
-        } else {
-            format!("`weights: {name}` checkpoints have absolute positions: use `positions: learned`")
-        };
-        layout_conflict(cx, entries, "positions", &message);
+    // ViT's positions: `vit_positions_stay_learned`.
+    if scheme != WeightScheme::Vit && matches!(positions, Some(Positions::Rope { .. })) {
+        layout_conflict(
+            cx,
+            entries,
+            "positions",
+            &format!(
+                "`weights: {name}` checkpoints do not rotate queries and keys: use `positions: learned` \
+                 (or a score bias: `alibi`, `relative`)"
+            ),
+        );
     }
     if activation.is_some_and(Activation::is_gated) {
         layout_conflict(
@@ -1099,6 +1105,22 @@ fn classic_layout(
         if h != kv && entries.contains_key("kv_heads") {
             layout_conflict(cx, entries, "kv_heads", &format!("`weights: {name}` checkpoints have one key/value head per query head: use `kv_heads: {h}` or leave it out"));
         }
+    }
+}
+
+/// Rule: ViT adds a learned position per patch. Distance biases (ALiBi, T5's buckets) and
+/// rotations measure a 1-D distance, and over patches in raster order that distance puts the
+/// patch below a neighbour a whole row away: no ViT checkpoint positions patches so.
+fn vit_positions_stay_learned(cx: &mut Ctxt, entries: &Entries, positions: Option<Positions>) {
+    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. } | Positions::Alibi)) {
+        layout_conflict(
+            cx,
+            entries,
+            "positions",
+            "`weights: vit` checkpoints learn a position per patch: use `positions: learned` (1-D \
+             distance biases and rotations over patches in raster order would put vertical neighbours a \
+             whole row apart)",
+        );
     }
 }
 

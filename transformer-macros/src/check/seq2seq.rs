@@ -513,7 +513,9 @@ pub(super) struct Choices {
 /// Rule: each encoder-decoder format fixes its norms, positions, feed-forward and head:
 /// T5 is pre-norm RMS with relative buckets and no embedding scale; BART post-norm LayerNorm with
 /// learned positions and a tied head; `torch.nn.Transformer` (as in the paper) post-norm with
-/// sinusoidal positions, embeddings scaled by `sqrt(d_model)` and an untied `generator`.
+/// sinusoidal positions, embeddings scaled by `sqrt(d_model)` and an untied `generator`. Any of
+/// them may bias self-attention scores instead (`alibi`, or T5's `relative` buckets with the table
+/// in each stack's first layer); none rotates queries and keys.
 pub(super) fn layout(cx: &mut Ctxt, entries: &Entries, scheme: WeightScheme, c: &Choices) {
     let (name, pre, norm, positions) = match scheme {
         WeightScheme::T5 => ("t5", true, NormKind::RmsNorm, "relative"),
@@ -534,14 +536,18 @@ pub(super) fn layout(cx: &mut Ctxt, entries: &Entries, scheme: WeightScheme, c: 
         conflict(cx, "norm", format!("`weights: {name}` checkpoints use `norm: {want}`"));
     }
     let positions_fit = match c.positions {
-        None => true,
-        Some(Positions::Relative { .. }) => positions == "relative",
+        None | Some(Positions::Relative { .. } | Positions::Alibi) => true,
         Some(Positions::Learned) => positions == "learned",
         Some(Positions::Sinusoidal) => positions == "sinusoidal",
-        Some(Positions::Rope { .. } | Positions::Alibi) => false,
+        Some(Positions::Rope { .. }) => false,
     };
     if !positions_fit {
-        conflict(cx, "positions", format!("`weights: {name}` checkpoints use `positions: {positions}`"));
+        let or = if positions == "relative" { "`alibi`" } else { "a score bias: `alibi`, `relative`" };
+        conflict(
+            cx,
+            "positions",
+            format!("`weights: {name}` checkpoints use `positions: {positions}` (or {or})"),
+        );
     }
     let activation_fits = match (scheme, c.activation) {
         (_, None) => true,

@@ -1164,12 +1164,17 @@ fn norm_fits(name: &str, kind: FieldKind, value: Value) -> Result<(), String> {
 }
 
 /// Where a single-stack scheme keeps a T5-style relative bias table `[buckets, heads]`, relative
-/// to the embeddings block: like T5, in the first layer's self-attention, shared by every layer.
+/// to the embeddings block: like T5, in the first layer's self-attention, shared by every layer
+/// (`model.layers.0.self_attn…`, `[transformer.]h.0.attn…`, `[gpt_neox.]layers.0.attention…`);
+/// BERT's embeddings block sits under `embeddings.`, so its table takes the position table's place
+/// there (`embeddings.relative_attention_bias.weight`).
 fn relative_bias_name(scheme: WeightScheme) -> &'static str {
     match scheme {
         WeightScheme::Llama => "layers.0.self_attn.relative_attention_bias.weight",
-        // Rejected by `check.rs` for the other single-stack schemes; named as BERT would be.
-        _ => "encoder.layer.0.attention.self.relative_attention_bias.weight",
+        WeightScheme::Gpt2 => "h.0.attn.relative_attention_bias.weight",
+        WeightScheme::NeoX => "layers.0.attention.relative_attention_bias.weight",
+        // BERT; `check.rs` rejects relative positions on ViT.
+        _ => "relative_attention_bias.weight",
     }
 }
 

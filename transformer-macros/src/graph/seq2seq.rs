@@ -123,7 +123,7 @@ fn stack(
         let output = if additive.is_some() { ADDITIVE_OUTPUT } else { output };
         CrossPlan { memory_width, additive, query, key_value, output, norm }
     });
-    let relative = matches!(spec.positions, Positions::Relative { .. });
+    let relative = matches!(spec.positions, Positions::Relative { .. } | Positions::Alibi);
     let plan = LayerPlan {
         d,
         heads: dims.heads,
@@ -201,7 +201,8 @@ fn additive_plan(kind: CrossKind, max_source: usize) -> Option<AdditivePlan> {
 }
 
 /// Token embeddings (shared by both stacks), optionally scaled, plus positions and a norm where
-/// the format has them, and T5's relative bias table for the stack's layers.
+/// the format has them, and the stack's score bias (T5's relative bias table, or ALiBi) for its
+/// layers' self-attention (cross-attention stays unbiased, as in T5).
 fn embeddings(spec: &Spec, dims: &StackDims, names: &StackNames, norm: FieldKind, causal: bool) -> Block {
     let d = dims.d_model;
     let x = Value::stream(d);
@@ -269,7 +270,19 @@ fn embeddings(spec: &Spec, dims: &StackDims, names: &StackNames, norm: FieldKind
             weights: vec![names.relative_bias.expect("relative positions have a name")],
             split: vec![],
         }),
-        Positions::Rope { .. } | Positions::Alibi => {}
+        // Encoder: MosaicBERT's symmetric `−slope·|j − p|`; decoder: BLOOM's `slope·(j − p)`.
+        Positions::Alibi => fields.push(Field {
+            name: "alibi",
+            doc: "ALiBi score bias per head and offset, shared by the stack's layers.",
+            kind: FieldKind::Alibi {
+                heads: dims.heads,
+                max_positions: spec.max_positions,
+                bidirectional: !causal,
+            },
+            weights: vec![],
+            split: vec![],
+        }),
+        Positions::Rope { .. } => {}
     }
     if let Some(norm_name) = names.embeddings_norm {
         fields.push(Field {
@@ -433,12 +446,12 @@ impl Names {
             },
             // Hugging Face `BartForConditionalGeneration`.
             WeightScheme::Bart => {
-                let stack = |prefix_layers, positions, norm, cross| StackNames {
+                let stack = |prefix_layers, positions, norm, relative_bias, cross| StackNames {
                     tokens: "model.shared",
                     positions: Some(positions),
                     position_offset: 2,
                     embeddings_norm: Some(norm),
-                    relative_bias: None,
+                    relative_bias: Some(relative_bias),
                     layer: prefix_layers,
                     qkv: &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
                     attention_output: "self_attn.out_proj",
@@ -454,12 +467,14 @@ impl Names {
                         "model.encoder.layers.{i}",
                         "model.encoder.embed_positions",
                         "model.encoder.layernorm_embedding",
+                        "model.encoder.layers.0.self_attn.relative_attention_bias.weight",
                         None,
                     ),
                     decoder: stack(
                         "model.decoder.layers.{i}",
                         "model.decoder.embed_positions",
                         "model.decoder.layernorm_embedding",
+                        "model.decoder.layers.0.self_attn.relative_attention_bias.weight",
                         Some((
                             &["encoder_attn.q_proj"],
                             &["encoder_attn.k_proj", "encoder_attn.v_proj"],
@@ -478,12 +493,12 @@ impl Names {
             }
             // `torch.nn.Transformer` as `transformer`, beside `embedding` and `generator`.
             _ => {
-                let stack = |layer, final_norm, cross, output_norm| StackNames {
+                let stack = |layer, final_norm, relative_bias, cross, output_norm| StackNames {
                     tokens: "embedding",
                     positions: None,
                     position_offset: 0,
                     embeddings_norm: None,
-                    relative_bias: None,
+                    relative_bias: Some(relative_bias),
                     layer,
                     qkv: &["self_attn.in_proj"],
                     attention_output: "self_attn.out_proj",
@@ -498,12 +513,14 @@ impl Names {
                     encoder: stack(
                         "transformer.encoder.layers.{i}",
                         "transformer.encoder.norm",
+                        "transformer.encoder.layers.0.self_attn.relative_attention_bias.weight",
                         None,
                         "norm2",
                     ),
                     decoder: stack(
                         "transformer.decoder.layers.{i}",
                         "transformer.decoder.norm",
+                        "transformer.decoder.layers.0.self_attn.relative_attention_bias.weight",
                         Some((
                             &["multihead_attn.in_proj"],
                             &["multihead_attn.in_proj"],

@@ -1,4 +1,4 @@
-// BERT checkpoints have a position table, or (MosaicBERT) ALiBi; T5's buckets are not offered.
+// BERT checkpoints' attention does not rotate: `positions: rope` is an error (a table or a score bias fits).
 
 transformer::model! {
     /// A small BERT-shaped encoder with one mistake.
@@ -13,9 +13,8 @@ transformer::model! {
         norm: layer_norm,
         norm_eps: 1e-12,
         norm_placement: post,
-        positions: relative,
-        relative_buckets: 8,
-        relative_max_distance: 20,
+        positions: rope,
+        rope_theta: 10000.0,
         attention: bidirectional,
         weights: bert,
     }

@@ -1,7 +1,7 @@
-// GPT-2 checkpoints learn their positions: ALiBi is for BLOOM, LLaMA-style and BERT layouts.
+// GPT-NeoX checkpoints have no position table: `positions: learned` is an error (rope or a score bias fits).
 
 transformer::model! {
-    /// A small GPT-2-shaped decoder with one mistake.
+    /// A small GPT-NeoX-shaped decoder with one mistake.
     pub struct Model {
         vocab_size: 320,
         max_positions: 128,
@@ -9,14 +9,15 @@ transformer::model! {
         heads: 4,
         layers: 2,
         d_ff: 256,
-        activation: gelu_tanh,
+        activation: gelu_erf,
         norm: layer_norm,
         norm_eps: 1e-5,
         norm_placement: pre,
-        positions: alibi,
+        positions: learned,
+        residual: parallel,
         attention: causal,
-        weights: gpt2,
-        lm_head: tied,
+        weights: neox,
+        lm_head: untied,
     }
 }
 
