@@ -214,7 +214,8 @@ pub enum Positions {
         /// Leading dims of each head that rotate (the head width unless partial rotary).
         rotary_dims: usize,
     },
-    /// ALiBi (BLOOM): a fixed per-head linear bias `slope_h · (key − query)` on the scores.
+    /// ALiBi (BLOOM): a fixed per-head linear bias `slope_h · (key − query)` on the scores
+    /// (`−slope_h · |key − query|` in a bidirectional stack, as in MosaicBERT).
     Alibi,
     /// T5's learned per-head bias over bucketed relative distances, in every self-attention.
     Relative {
