@@ -26,7 +26,8 @@ Configs (random weights from a fixed seed):
 Each reference.json is written as position_bias_families.py writes its own (three sequences, rows
 alone; a right-padded batch asserted equal within 1e-5; `checks` records how far the outputs move
 without the bias and under the other bucket direction / one-sided ALiBi). Decoders also get
-`greedy`: 12 tokens after the first 5 of sequence 0, each the argmax of a full recompute.
+`greedy`: 12 tokens after the first 5 of sequence 0, each the argmax of a full recompute
+(`checks.greedy_min_margin`: the smallest top-1 minus top-2 logit among them, asserted > 1e-3).
 
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/position_bias_more.py
@@ -107,9 +108,15 @@ def causal_lm(build, bias_of_width, extra=None):
                                     for s, r in zip(seqs, rows)),
     }
     # Greedy by full recompute: the argmax of the last row, appended, 12 times.
-    tokens = list(seqs[0][:PROMPT])
+    tokens, margin = list(seqs[0][:PROMPT]), float("inf")
     for _ in range(NEW):
-        tokens.append(int(run([tokens])[0, -1].argmax()))
+        row = run([tokens])[0, -1]
+        top = torch.topk(row, 2).values
+        margin = min(margin, float(top[0] - top[1]))
+        tokens.append(int(row.argmax()))
+    # Ties closer than the 1e-4 tolerance would make the greedy test depend on rounding.
+    assert margin > 1e-3, margin
+    checks["greedy_min_margin"] = margin
     base_extra["greedy"] = {"prompt": tokens[:PROMPT], "tokens": tokens[PROMPT:]}
     return model, seqs, rows, run, checks, "logits", base_extra
 
