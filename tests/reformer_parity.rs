@@ -401,8 +401,11 @@ fn composed_reformers_are_the_presets() {
     assert_eq!(ComposedCausalReformer::MAX_POSITIONS, 64);
     assert_eq!(ComposedMaskedReformer::CHUNK_LENGTHS, MaskedReformer::CHUNK_LENGTHS);
     let d = dir("causal");
-    let composed = ComposedCausalReformer::from_safetensors(d.join("model.safetensors"), d.join("rotations.safetensors"))
-        .expect("the causal fixture loads into the composed model");
+    let composed = ComposedCausalReformer::from_safetensors(
+        d.join("model.safetensors"),
+        d.join("rotations.safetensors"),
+    )
+    .expect("the causal fixture loads into the composed model");
     let preset = causal();
     for case in reference("causal").cases {
         let (ours, theirs) = (composed.logits(&case.batch()).unwrap(), preset.logits(&case.batch()).unwrap());
@@ -417,10 +420,14 @@ fn composed_reformers_are_the_presets() {
     assert_eq!(out[0], greedy.tokens);
 
     let d = dir("bidirectional");
-    let composed = ComposedMaskedReformer::from_safetensors(d.join("model.safetensors"), d.join("rotations.safetensors"))
-        .expect("the bidirectional fixture loads into the composed model");
-    let preset = MaskedReformer::from_safetensors(d.join("model.safetensors"), d.join("rotations.safetensors"))
-        .expect("the bidirectional fixture loads");
+    let composed = ComposedMaskedReformer::from_safetensors(
+        d.join("model.safetensors"),
+        d.join("rotations.safetensors"),
+    )
+    .expect("the bidirectional fixture loads into the composed model");
+    let preset =
+        MaskedReformer::from_safetensors(d.join("model.safetensors"), d.join("rotations.safetensors"))
+            .expect("the bidirectional fixture loads");
     for case in reference("bidirectional").cases {
         let (ours, theirs) = (composed.logits(&case.batch()).unwrap(), preset.logits(&case.batch()).unwrap());
         assert!(ours == theirs, "bidirectional/{}: composed differs from the preset", case.name);

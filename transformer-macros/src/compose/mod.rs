@@ -78,7 +78,10 @@ pub fn reformer(input: &ModelInput) -> Result<crate::spec::Reformer, syn::Error>
     let forward = input.functions.iter().find(|f| f.name == "forward").or(input.functions.first());
     match forward {
         Some(forward) => reformer::expand(input, forward),
-        None => Err(syn::Error::new(input.name.span(), "a composed Reformer writes `fn forward(tokens) -> logits`")),
+        None => Err(syn::Error::new(
+            input.name.span(),
+            "a composed Reformer writes `fn forward(tokens) -> logits`",
+        )),
     }
 }
 

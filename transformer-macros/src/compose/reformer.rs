@@ -57,7 +57,8 @@ const FUNCTIONS: &[&str] = &[
     "concat",
 ];
 /// The supported form, quoted by the structural errors.
-const LAYER_FORM: &str = "`x1 = x1 + lsh_attention(layer_norm(x2, eps = …), heads = …, …);` (or `local_attention(…)`) \
+const LAYER_FORM: &str =
+    "`x1 = x1 + lsh_attention(layer_norm(x2, eps = …), heads = …, …);` (or `local_attention(…)`) \
      then `x2 = x2 + linear(gelu(linear(layer_norm(x1, eps = …), d_ff)), d_model);`";
 const MAX_NEIGHBOURS: i128 = 64;
 const MAX_HASHES: i128 = 64;
@@ -95,15 +96,32 @@ struct AttentionCall {
 /// What computed a tensor.
 #[derive(Debug)]
 enum Op {
-    Embedding { vocab: usize },
-    Axial { shape: [usize; 2], dims: [usize; 2] },
+    Embedding {
+        vocab: usize,
+    },
+    Axial {
+        shape: [usize; 2],
+        dims: [usize; 2],
+    },
     /// A stream as it enters a layer (or the tail): 1 or 2.
     Stream(u8),
     Add(Rc<Tensor>, Rc<Tensor>),
-    Norm { eps: f64, input: Rc<Tensor> },
-    Linear { input: Rc<Tensor>, bias: bool },
-    Act { act: Activation, input: Rc<Tensor> },
-    Attention { call: AttentionCall, input: Rc<Tensor> },
+    Norm {
+        eps: f64,
+        input: Rc<Tensor>,
+    },
+    Linear {
+        input: Rc<Tensor>,
+        bias: bool,
+    },
+    Act {
+        act: Activation,
+        input: Rc<Tensor>,
+    },
+    Attention {
+        call: AttentionCall,
+        input: Rc<Tensor>,
+    },
     Concat(Rc<Tensor>, Rc<Tensor>),
 }
 
@@ -165,7 +183,8 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<Reformer, syn::Er
         ],
     );
     cx.check()?;
-    let vocab_span = dims.iter().find(|(n, _)| n == "vocab_size").map_or(forward.output.span(), |(n, _)| n.span());
+    let vocab_span =
+        dims.iter().find(|(n, _)| n == "vocab_size").map_or(forward.output.span(), |(n, _)| n.span());
     Ok(Reformer {
         attrs: input.attrs.clone(),
         vis: input.vis.clone(),
@@ -182,7 +201,10 @@ fn one_forward_pass(cx: &mut Ctxt, input: &ModelInput) {
         if f.name != "forward" {
             cx.error(
                 f.name.span(),
-                format!("a composed Reformer writes one pass, `fn forward(tokens) -> logits`: remove `fn {}`", f.name),
+                format!(
+                    "a composed Reformer writes one pass, `fn forward(tokens) -> logits`: remove `fn {}`",
+                    f.name
+                ),
             );
         }
     }
@@ -192,10 +214,16 @@ fn one_forward_pass(cx: &mut Ctxt, input: &ModelInput) {
 /// `ReformerForMaskedLM`).
 fn reformer_outputs_logits(cx: &mut Ctxt, forward: &Forward) {
     if forward.output != "logits" || !forward.tuple.is_empty() {
-        cx.error(forward.output.span(), "a composed Reformer returns its head's `logits`: `fn forward(tokens) -> logits`");
+        cx.error(
+            forward.output.span(),
+            "a composed Reformer returns its head's `logits`: `fn forward(tokens) -> logits`",
+        );
     }
     if forward.inputs.len() != 1 || forward.inputs[0] != "tokens" {
-        cx.error(forward.name.span(), "a composed Reformer reads only the token ids: `fn forward(tokens) -> logits`");
+        cx.error(
+            forward.name.span(),
+            "a composed Reformer reads only the token ids: `fn forward(tokens) -> logits`",
+        );
     }
 }
 
@@ -245,7 +273,12 @@ impl Interp<'_> {
         self.scope[0].used = true;
         let stmts = &forward.body.stmts;
         let Some(loop_at) = stmts.iter().position(|s| matches!(s, Stmt::Expr(Expr::ForLoop(_), _))) else {
-            self.error(forward.body.brace_token.span.join(), format!("a composed Reformer repeats its layers: `for layer in 0..layers {{ {LAYER_FORM} }}`"));
+            self.error(
+                forward.body.brace_token.span.join(),
+                format!(
+                    "a composed Reformer repeats its layers: `for layer in 0..layers {{ {LAYER_FORM} }}`"
+                ),
+            );
             return None;
         };
         let mut streams = None;
@@ -273,7 +306,10 @@ impl Interp<'_> {
         for (n, stmt) in stmts[loop_at + 1..].iter().enumerate() {
             match stmt {
                 Stmt::Expr(e, None) if loop_at + 1 + n == stmts.len() - 1 => result = self.eval(e),
-                Stmt::Expr(Expr::ForLoop(f), _) => self.error(f.for_token.span, "one repeated block per model: merge the loops (layers may vary by index)"),
+                Stmt::Expr(Expr::ForLoop(f), _) => self.error(
+                    f.for_token.span,
+                    "one repeated block per model: merge the loops (layers may vary by index)",
+                ),
                 _ => self.let_stmt(stmt),
             }
         }
@@ -308,36 +344,75 @@ impl Interp<'_> {
         let errors = self.cx.len();
         let first = &layers[0];
         for layer in &layers {
-            same_across_layers(self, "layer_norm `eps`", eps.0, eps.1, layer.eps.0, layer.eps.1);
-            same_across_layers(self, "layer_norm `eps`", eps.0, eps.1, layer.ff_eps.0, layer.ff_eps.1);
-            same_across_layers(self, "feed-forward activation", first.act.0, first.act.1, layer.act.0, layer.act.1);
+            let e = |x: f64| format!("{x:e}");
+            same_across_layers(self, "layer_norm `eps`", e(eps.0), eps.1, e(layer.eps.0), layer.eps.1);
+            same_across_layers(self, "layer_norm `eps`", e(eps.0), eps.1, e(layer.ff_eps.0), layer.ff_eps.1);
+            same_across_layers(
+                self,
+                "feed-forward activation",
+                activation_name(first.act.0),
+                first.act.1,
+                activation_name(layer.act.0),
+                layer.act.1,
+            );
             same_across_layers(self, "`d_ff`", first.d_ff.0, first.d_ff.1, layer.d_ff.0, layer.d_ff.1);
-            same_across_layers(self, "heads", first.attention.heads, first.attention.span, layer.attention.heads, layer.attention.span);
-            same_across_layers(self, "direction (`causal`)", first.attention.causal, first.attention.span, layer.attention.causal, layer.attention.span);
+            same_across_layers(
+                self,
+                "heads",
+                first.attention.heads,
+                first.attention.span,
+                layer.attention.heads,
+                layer.attention.span,
+            );
+            same_across_layers(
+                self,
+                "attention direction",
+                direction(first.attention.causal),
+                first.attention.span,
+                direction(layer.attention.causal),
+                layer.attention.span,
+            );
         }
         let of_kind = |kind| layers.iter().map(|l| l.attention).filter(move |a| a.kind == kind);
         for kind in [ReformerAttention::Lsh, ReformerAttention::Local] {
             if let Some(one) = of_kind(kind).next() {
                 for other in of_kind(kind) {
-                    let geometry = |a: AttentionCall| (a.chunk, a.chunks_before, a.chunks_after, a.hashing);
-                    same_across_layers(self, "chunking and hashing", geometry(one), one.span, geometry(other), other.span);
+                    same_across_layers(
+                        self,
+                        "chunking and hashing",
+                        geometry(one),
+                        one.span,
+                        geometry(other),
+                        other.span,
+                    );
                 }
             }
         }
         let max_positions = shape[0] * shape[1];
         let chunks: Vec<AttentionCall> =
-            [of_kind(ReformerAttention::Lsh).next(), of_kind(ReformerAttention::Local).next()].into_iter().flatten().collect();
+            [of_kind(ReformerAttention::Lsh).next(), of_kind(ReformerAttention::Local).next()]
+                .into_iter()
+                .flatten()
+                .collect();
         padding_stays_in_the_table(self, max_positions, &chunks);
         if self.cx.len() > errors {
             return None;
         }
         let lsh = of_kind(ReformerAttention::Lsh).next().map(|a| {
             let (buckets, hashes) = a.hashing.unwrap_or((2, 1));
-            ReformerLsh { chunk: a.chunk, chunks_before: a.chunks_before, chunks_after: a.chunks_after, buckets, hashes }
+            ReformerLsh {
+                chunk: a.chunk,
+                chunks_before: a.chunks_before,
+                chunks_after: a.chunks_after,
+                buckets,
+                hashes,
+            }
         });
-        let local = of_kind(ReformerAttention::Local)
-            .next()
-            .map(|a| ReformerLocal { chunk: a.chunk, chunks_before: a.chunks_before, chunks_after: a.chunks_after });
+        let local = of_kind(ReformerAttention::Local).next().map(|a| ReformerLocal {
+            chunk: a.chunk,
+            chunks_before: a.chunks_before,
+            chunks_after: a.chunks_after,
+        });
         Some(Reformer {
             max_positions,
             activation: first.act.0,
@@ -371,7 +446,7 @@ impl Interp<'_> {
             Expr::Tuple(t) => t.elems.iter().map(|e| self.eval(e)).collect(),
             _ => Vec::new(),
         };
-        streams_start_equal(self, stmt.span(), &names, &values)
+        streams_start_equal(self, init.expr.span(), &names, &values)
             .map(|t| ([names[0].0.clone(), names[1].0.clone()], t))
     }
 
@@ -382,7 +457,8 @@ impl Interp<'_> {
                 let val = self.eval(&init.expr).unwrap_or(Val::Poison);
                 self.bind(&p.ident.to_string(), val, p.ident.span());
             }
-            other => self.error(other.span(), "expected `let name = …;` (or the streams' `let (x1, x2) = (x, x);`)"),
+            other => self
+                .error(other.span(), "expected `let name = …;` (or the streams' `let (x1, x2) = (x, x);`)"),
         }
     }
 
@@ -394,7 +470,10 @@ impl Interp<'_> {
             .map(|b| (b.name.clone(), b.span))
             .collect();
         for (name, span) in unused {
-            self.error(span, format!("`{name}` is computed but never used (prefix it with `_` if that is meant)"));
+            self.error(
+                span,
+                format!("`{name}` is computed but never used (prefix it with `_` if that is meant)"),
+            );
         }
     }
 
@@ -454,7 +533,10 @@ impl Interp<'_> {
                 [Some(first), Some(second)] => reversible_layer(self, &first, &second, streams),
                 _ => {
                     if self.cx.len() == errors {
-                        self.error(for_loop.for_token.span, format!("each layer updates both streams, in order: {LAYER_FORM}"));
+                        self.error(
+                            for_loop.for_token.span,
+                            format!("each layer updates both streams, in order: {LAYER_FORM}"),
+                        );
                     }
                     None
                 }
@@ -485,7 +567,10 @@ impl Interp<'_> {
                 }
             },
             other => {
-                self.error(other.span(), format!("expected `let name = …;` or a stream's update: {LAYER_FORM}"));
+                self.error(
+                    other.span(),
+                    format!("expected `let name = …;` or a stream's update: {LAYER_FORM}"),
+                );
                 return None;
             }
         };
@@ -541,12 +626,25 @@ impl Interp<'_> {
                 let name = p.path.get_ident().map(ToString::to_string).unwrap_or_default();
                 if let Some(b) = self.scope.iter_mut().rev().find(|b| b.name == name) {
                     b.used = true;
+                    // A stream read here is reported here (its messages point at this use).
+                    if let Val::Tensor(t) = &b.val {
+                        if let Op::Stream(s) = t.op {
+                            return Some(Val::Tensor(Rc::new(Tensor {
+                                op: Op::Stream(s),
+                                width: t.width,
+                                span: p.span(),
+                            })));
+                        }
+                    }
                     return Some(b.val.clone());
                 }
                 if let Some(v) = self.dim(&name) {
                     return Some(Val::Const(Const::Int(v as i128)));
                 }
-                self.error(p.span(), format!("cannot find `{name}`: not an input, a `let` before this use, or a dim"));
+                self.error(
+                    p.span(),
+                    format!("cannot find `{name}`: not an input, a `let` before this use, or a dim"),
+                );
                 Some(Val::Poison)
             }
             Expr::Binary(b) if matches!(b.op, BinOp::Add(_)) => {
@@ -554,14 +652,22 @@ impl Interp<'_> {
                 match (l, r) {
                     (Some(Val::Tensor(l)), Some(Val::Tensor(r))) => {
                         if l.width != r.width {
-                            self.error(b.op.span(), format!("cannot add [S, {}] and [S, {}]: `+` adds tensors of one width", l.width, r.width));
+                            self.error(
+                                b.op.span(),
+                                format!(
+                                    "cannot add [S, {}] and [S, {}]: `+` adds tensors of one width",
+                                    l.width, r.width
+                                ),
+                            );
                             return Some(Val::Poison);
                         }
                         let width = l.width;
                         self.tensor(Op::Add(l, r), width, b.op.span())
                     }
                     (Some(Val::Const(_)), Some(Val::Const(_))) => self.constant(e).map(Val::Const),
-                    (Some(Val::Poison), _) | (_, Some(Val::Poison)) | (None, _) | (_, None) => Some(Val::Poison),
+                    (Some(Val::Poison), _) | (_, Some(Val::Poison)) | (None, _) | (_, None) => {
+                        Some(Val::Poison)
+                    }
                     _ => {
                         self.error(b.op.span(), "`+` adds two tensors of one width");
                         Some(Val::Poison)
@@ -572,7 +678,13 @@ impl Interp<'_> {
                 let cond = match self.constant(&i.cond) {
                     Some(Const::Bool(b)) => b,
                     Some(other) => {
-                        self.error(i.cond.span(), format!("a layer chooses by a constant condition such as `layer % 2 == 0`, found {}", other.describe()));
+                        self.error(
+                            i.cond.span(),
+                            format!(
+                                "a layer chooses by a constant condition such as `layer % 2 == 0`, found {}",
+                                other.describe()
+                            ),
+                        );
                         return Some(Val::Poison);
                     }
                     None => return Some(Val::Poison),
@@ -614,9 +726,11 @@ impl Interp<'_> {
         for arg in &call.args {
             match arg {
                 Expr::Assign(a) => match &*a.left {
-                    Expr::Path(k) if k.path.get_ident().is_some() => {
-                        args.named.push((k.path.get_ident().map(ToString::to_string).unwrap_or_default(), &*a.right, k.span()))
-                    }
+                    Expr::Path(k) if k.path.get_ident().is_some() => args.named.push((
+                        k.path.get_ident().map(ToString::to_string).unwrap_or_default(),
+                        &*a.right,
+                        k.span(),
+                    )),
                     other => self.error(other.span(), "expected `name = value`"),
                 },
                 Expr::Path(k) if k.path.is_ident("causal") => args.causal = Some(k.span()),
@@ -632,19 +746,31 @@ impl Interp<'_> {
             "gelu" | "gelu_tanh" | "relu" => self.activation(&func, span, &mut args),
             "concat" => self.concat(span, &mut args),
             other => {
-                let hint = crate::suggest::closest(other, FUNCTIONS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-                self.error(span, format!("unknown layer `{other}`{hint}: a composed Reformer uses {}", FUNCTIONS.join(", ")));
+                let hint = crate::suggest::closest(other, FUNCTIONS)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.error(
+                    span,
+                    format!(
+                        "unknown layer `{other}`{hint}: a composed Reformer uses {}",
+                        FUNCTIONS.join(", ")
+                    ),
+                );
                 return Some(Val::Poison);
             }
         };
-        for (name, _, at) in &args.named {
-            self.error(*at, format!("`{func}` takes no argument `{name}`"));
-        }
-        if let Some(at) = args.causal {
-            self.error(at, format!("`{func}` takes no flag `causal`"));
-        }
-        if args.extra {
-            self.error(span, format!("`{func}` takes fewer positional arguments"));
+        // A call that failed stopped before reading all its arguments: only a complete one has
+        // leftovers to report.
+        if result.is_some() {
+            for (name, _, at) in &args.named {
+                self.error(*at, format!("`{func}` takes no argument `{name}`"));
+            }
+            if let Some(at) = args.causal {
+                self.error(at, format!("`{func}` takes no flag `causal`"));
+            }
+            if args.extra {
+                self.error(span, format!("`{func}` takes fewer positional arguments"));
+            }
         }
         Some(result.unwrap_or(Val::Poison))
     }
@@ -674,7 +800,10 @@ impl Interp<'_> {
         match self.constant(e)? {
             Const::Int(n) if (1..=max).contains(&n) => Some((n as usize, e.span())),
             other => {
-                self.error(e.span(), format!("{what} is a whole number from 1 to {max}, found {}", other.describe()));
+                self.error(
+                    e.span(),
+                    format!("{what} is a whole number from 1 to {max}, found {}", other.describe()),
+                );
                 None
             }
         }
@@ -689,7 +818,13 @@ impl Interp<'_> {
         match self.constant(e)? {
             Const::Int(n @ 0..=MAX_NEIGHBOURS) => Some(n as usize),
             other => {
-                self.error(e.span(), format!("`{what}` is a number of neighbour chunks from 0 to {MAX_NEIGHBOURS}, found {}", other.describe()));
+                self.error(
+                    e.span(),
+                    format!(
+                        "`{what}` is a number of neighbour chunks from 0 to {MAX_NEIGHBOURS}, found {}",
+                        other.describe()
+                    ),
+                );
                 None
             }
         }
@@ -700,7 +835,10 @@ impl Interp<'_> {
         let form = "`embedding(tokens, vocab_size, d_model)`";
         let tokens = args.positional.first().copied();
         if !matches!(tokens.map(|t| self.eval(t)), Some(Some(Val::Tokens))) {
-            self.error(tokens.map_or(span, Spanned::span), format!("`embedding` looks up the input `tokens`: {form}"));
+            self.error(
+                tokens.map_or(span, Spanned::span),
+                format!("`embedding` looks up the input `tokens`: {form}"),
+            );
             return None;
         }
         let (vocab, _) = self.size(args.positional.get(1).copied(), span, "the vocabulary size", 1 << 24)?;
@@ -825,7 +963,8 @@ impl Interp<'_> {
     fn linear(&mut self, span: Span, args: &mut Args) -> Option<Val> {
         let form = "`linear(x, out)`";
         let input = self.tensor_arg(args, 0, span, form)?;
-        let (out, _) = self.size(args.positional.get(1).copied(), span, &format!("the output width ({form})"), 1 << 24)?;
+        let (out, _) =
+            self.size(args.positional.get(1).copied(), span, &format!("the output width ({form})"), 1 << 24)?;
         args.extra = args.positional.len() > 2;
         let bias = match args.take("bias") {
             None => true,
@@ -899,7 +1038,9 @@ fn no_weight_attributes(it: &mut Interp, forward: &Forward) {
     fn attrs(stmt: &Stmt) -> Vec<&syn::Attribute> {
         match stmt {
             Stmt::Local(l) => l.attrs.iter().collect(),
-            Stmt::Expr(Expr::ForLoop(f), _) => f.attrs.iter().chain(f.body.stmts.iter().flat_map(attrs)).collect(),
+            Stmt::Expr(Expr::ForLoop(f), _) => {
+                f.attrs.iter().chain(f.body.stmts.iter().flat_map(attrs)).collect()
+            }
             Stmt::Expr(Expr::Assign(a), _) => a.attrs.iter().chain(leftmost_attrs(&a.left)).collect(),
             Stmt::Expr(Expr::Call(c), _) => c.attrs.iter().chain(leftmost_attrs(&c.func)).collect(),
             _ => Vec::new(),
@@ -913,7 +1054,7 @@ fn no_weight_attributes(it: &mut Interp, forward: &Forward) {
     }
     for attr in forward.attrs.iter().chain(forward.body.stmts.iter().flat_map(attrs)) {
         it.error(
-            attr.span(),
+            attr.path().span(),
             "a composed Reformer reads Hugging Face's Reformer tensor names (`reformer.embeddings.word_embeddings`, \
              `reformer.encoder.layers.{i}.attention.self_attention.query_key`, …, `lm_head.decoder`), as the preset \
              does: remove this attribute",
@@ -986,7 +1127,10 @@ fn reversible_layer(
         }
     };
     let Some(attn) = residual(&first.0, 1) else {
-        it.error(first.1, format!("`{s1}` is updated as its old value plus the attention over `{s2}`: {LAYER_FORM}"));
+        it.error(
+            first.1,
+            format!("`{s1}` is updated as its old value plus the attention over `{s2}`: {LAYER_FORM}"),
+        );
         return None;
     };
     let Op::Attention { call, input } = &attn.op else {
@@ -1030,20 +1174,37 @@ fn reversible_layer(
         } else {
             format!("the feed-forward reads the updated first stream `{s1}` (`Y2 = X2 + FeedForward(Y1)`): {LAYER_FORM}")
         };
-        it.error(y1.span, message);
+        it.error(normed.span, message);
         return None;
     }
-    Some(Layer { attention: *call, eps, ff_eps: (*ff_eps, normed.span), act: (*act, hidden.span), d_ff: (inner.width, inner.span) })
+    Some(Layer {
+        attention: *call,
+        eps,
+        ff_eps: (*ff_eps, normed.span),
+        act: (*act, hidden.span),
+        d_ff: (inner.width, inner.span),
+    })
 }
 
 /// Rule: an attention sublayer reads the layer norm of the other stream as it entered the layer
 /// (`Attention(LayerNorm(X2))`). Returns the norm's eps.
-fn normed_stream(it: &mut Interp, t: &Tensor, stream: u8, streams: &[String; 2], what: &str) -> Option<(f64, Span)> {
+fn normed_stream(
+    it: &mut Interp,
+    t: &Tensor,
+    stream: u8,
+    streams: &[String; 2],
+    what: &str,
+) -> Option<(f64, Span)> {
     let name = &streams[usize::from(stream - 1)];
     match &t.op {
         Op::Norm { eps, input } if stream_of(input) == Some(stream) => Some((*eps, t.span)),
         Op::Norm { input, .. } => {
-            it.error(input.span, format!("{what} `layer_norm({name}, …)`, the other stream as it entered the layer: {LAYER_FORM}"));
+            it.error(
+                input.span,
+                format!(
+                    "{what} `layer_norm({name}, …)`, the other stream as it entered the layer: {LAYER_FORM}"
+                ),
+            );
             None
         }
         _ => {
@@ -1085,7 +1246,13 @@ fn concat_same_widths(it: &mut Interp, span: Span, a: &Tensor, b: &Tensor) -> bo
     if a.width == b.width {
         return true;
     }
-    it.error(span, format!("`concat` joins the two streams, which are one width: found [S, {}] and [S, {}]", a.width, b.width));
+    it.error(
+        span,
+        format!(
+            "`concat` joins the two streams, which are one width: found [S, {}] and [S, {}]",
+            a.width, b.width
+        ),
+    );
     false
 }
 
@@ -1111,12 +1278,51 @@ fn buckets_even(it: &mut Interp, buckets: usize, at: Span) {
 /// Rule: what the preset takes once (norm eps, activation, `d_ff`, heads, direction, each kind's
 /// chunking and hashing) is the same in every layer and sublayer; the error sits on the one that
 /// differs, with the first.
-fn same_across_layers<T: PartialEq + std::fmt::Debug>(it: &mut Interp, what: &str, first: T, first_at: Span, other: T, at: Span) {
+fn same_across_layers<T: PartialEq + std::fmt::Display>(
+    it: &mut Interp,
+    what: &str,
+    first: T,
+    first_at: Span,
+    other: T,
+    at: Span,
+) {
     if first == other {
         return;
     }
-    it.error(at, format!("this {what} differs from the first layer's ({other:?} here, {first:?} there): a Reformer's layers share it"));
-    it.error(first_at, format!("the first layer's {what}"));
+    it.error(
+        at,
+        format!(
+            "this {what} ({other}) differs from the first layer's ({first}): a Reformer's layers share one"
+        ),
+    );
+    it.error(first_at, format!("the first layer's {what} ({first}) is given here"));
+}
+
+/// How messages name an activation.
+fn activation_name(act: Activation) -> &'static str {
+    match act {
+        Activation::GeluErf => "`gelu`",
+        Activation::GeluTanh => "`gelu_tanh`",
+        _ => "`relu`",
+    }
+}
+
+/// How messages name a direction.
+fn direction(causal: bool) -> &'static str {
+    if causal {
+        "`causal`"
+    } else {
+        "bidirectional"
+    }
+}
+
+/// How messages name an attention's chunking and hashing.
+fn geometry(a: AttentionCall) -> String {
+    let hashing = a.hashing.map(|(b, h)| format!(", buckets = {b}, hashes = {h}")).unwrap_or_default();
+    format!(
+        "chunk = {}, chunks_before = {}, chunks_after = {}{hashing}",
+        a.chunk, a.chunks_before, a.chunks_after
+    )
 }
 
 /// Rule: inputs are padded to a multiple of the chunk lengths' least common multiple, so the
