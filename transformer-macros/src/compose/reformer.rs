@@ -60,6 +60,9 @@ const FUNCTIONS: &[&str] = &[
 const LAYER_FORM: &str =
     "`x1 = x1 + lsh_attention(layer_norm(x2, eps = …), heads = …, …);` (or `local_attention(…)`) \
      then `x2 = x2 + linear(gelu(linear(layer_norm(x1, eps = …), d_ff)), d_model);`";
+/// The presets' bounds (`check.rs`): they catch typos.
+const MAX_POSITIONS: usize = 1 << 20;
+const MAX_VOCAB: i128 = 10_000_000;
 const MAX_NEIGHBOURS: i128 = 64;
 const MAX_HASHES: i128 = 64;
 const MAX_BUCKETS: i128 = 1 << 16;
@@ -163,6 +166,7 @@ pub fn expand(input: &ModelInput, forward: &Forward) -> Result<Reformer, syn::Er
     let dims = dims(&mut cx, input);
     one_forward_pass(&mut cx, input);
     reformer_outputs_logits(&mut cx, forward);
+    reformer_reads_tokens(&mut cx, forward);
     let mut it = Interp { cx: &mut cx, dims: dims.clone(), scope: Vec::new(), quiet: false };
     let model = it.body(forward);
     cx.check()?;
@@ -210,8 +214,7 @@ fn one_forward_pass(cx: &mut Ctxt, input: &ModelInput) {
     }
 }
 
-/// Rule: a Reformer reads `tokens` and returns `logits` (HF's `ReformerModelWithLMHead` /
-/// `ReformerForMaskedLM`).
+/// Rule: a Reformer returns `logits` (HF's `ReformerModelWithLMHead` / `ReformerForMaskedLM`).
 fn reformer_outputs_logits(cx: &mut Ctxt, forward: &Forward) {
     if forward.output != "logits" || !forward.tuple.is_empty() {
         cx.error(
@@ -219,11 +222,16 @@ fn reformer_outputs_logits(cx: &mut Ctxt, forward: &Forward) {
             "a composed Reformer returns its head's `logits`: `fn forward(tokens) -> logits`",
         );
     }
-    if forward.inputs.len() != 1 || forward.inputs[0] != "tokens" {
-        cx.error(
-            forward.name.span(),
-            "a composed Reformer reads only the token ids: `fn forward(tokens) -> logits`",
-        );
+}
+
+/// Rule: a Reformer reads the token ids and nothing else (no token types, no images).
+fn reformer_reads_tokens(cx: &mut Ctxt, forward: &Forward) {
+    let message = "a composed Reformer reads only the token ids: `fn forward(tokens) -> logits`";
+    for input in forward.inputs.iter().filter(|i| *i != "tokens") {
+        cx.error(input.span(), message);
+    }
+    if !forward.inputs.iter().any(|i| i == "tokens") {
+        cx.error(forward.name.span(), message);
     }
 }
 
@@ -296,6 +304,11 @@ impl Interp<'_> {
         let embeddings = embeddings_are_tokens_plus_axial(self, &start);
         let Stmt::Expr(Expr::ForLoop(for_loop), _) = &stmts[loop_at] else { return None };
         let layers = self.layers(for_loop, &names);
+        // The streams' starting values are read by the first layer.
+        for b in self.scope.iter_mut().filter(|b| names.contains(&b.name)) {
+            b.used = true;
+        }
+        self.unused_from(1);
         // The tail reads both streams as they leave the last layer.
         for (i, name) in names.iter().enumerate() {
             let t = Tensor { op: Op::Stream(i as u8 + 1), width: start.width, span: for_loop.for_token.span };
@@ -464,6 +477,10 @@ impl Interp<'_> {
 
     /// Reports the names bound from `from` on that nothing read.
     fn unused_from(&mut self, from: usize) {
+        // After an error, a value may be unread only because the failed expression stopped.
+        if self.cx.len() > 0 {
+            return;
+        }
         let unused: Vec<(String, Span)> = self.scope[from..]
             .iter()
             .filter(|b| !b.used && !b.name.starts_with('_') && matches!(b.val, Val::Tensor(_)))
@@ -841,7 +858,8 @@ impl Interp<'_> {
             );
             return None;
         }
-        let (vocab, _) = self.size(args.positional.get(1).copied(), span, "the vocabulary size", 1 << 24)?;
+        let (vocab, _) =
+            self.size(args.positional.get(1).copied(), span, "the vocabulary size", MAX_VOCAB)?;
         let (width, _) = self.size(args.positional.get(2).copied(), span, "the width", 1 << 16)?;
         args.extra = args.positional.len() > 3;
         self.tensor(Op::Embedding { vocab }, width, span)
@@ -871,6 +889,9 @@ impl Interp<'_> {
         let shape = pair(self, "shape");
         let dims = pair(self, "dims");
         let (shape, dims) = (shape?, dims?);
+        if !axial_table_fits(self, shape, span) {
+            return None;
+        }
         self.tensor(Op::Axial { shape, dims }, dims[0] + dims[1], span)
     }
 
@@ -1352,4 +1373,21 @@ fn padding_stays_in_the_table(it: &mut Interp, max_positions: usize, calls: &[At
             it.error(c.chunk_span, format!("the chunk lengths' least common multiple, {lcm}, does not divide the axial table's {max_positions} positions"));
         }
     }
+}
+
+/// Rule: the axial table's `shape[0] · shape[1]` positions stay within the presets' bound on
+/// `max_positions`.
+fn axial_table_fits(it: &mut Interp, shape: [usize; 2], span: Span) -> bool {
+    let positions = shape[0].saturating_mul(shape[1]);
+    if positions <= MAX_POSITIONS {
+        return true;
+    }
+    it.error(
+        span,
+        format!(
+            "axial positions of shape [{}, {}] make {positions} positions, more than {MAX_POSITIONS}",
+            shape[0], shape[1]
+        ),
+    );
+    false
 }
