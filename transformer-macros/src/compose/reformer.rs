@@ -356,50 +356,22 @@ impl Interp<'_> {
     ) -> Option<Reformer> {
         let errors = self.cx.len();
         let first = &layers[0];
-        for layer in &layers {
-            let e = |x: f64| format!("{x:e}");
-            same_across_layers(self, "layer_norm `eps`", e(eps.0), eps.1, e(layer.eps.0), layer.eps.1);
-            same_across_layers(self, "layer_norm `eps`", e(eps.0), eps.1, e(layer.ff_eps.0), layer.ff_eps.1);
-            same_across_layers(
-                self,
-                "feed-forward activation",
-                activation_name(first.act.0),
-                first.act.1,
-                activation_name(layer.act.0),
-                layer.act.1,
-            );
-            same_across_layers(self, "`d_ff`", first.d_ff.0, first.d_ff.1, layer.d_ff.0, layer.d_ff.1);
-            same_across_layers(
-                self,
-                "heads",
-                first.attention.heads,
-                first.attention.span,
-                layer.attention.heads,
-                layer.attention.span,
-            );
-            same_across_layers(
-                self,
-                "attention direction",
-                direction(first.attention.causal),
-                first.attention.span,
-                direction(layer.attention.causal),
-                layer.attention.span,
-            );
-        }
+        let e = |x: f64| format!("{x:e}");
+        let eps_everywhere = layers
+            .iter()
+            .flat_map(|l| [(e(l.eps.0), l.eps.1), (e(l.ff_eps.0), l.ff_eps.1)])
+            .chain([(e(eps.0), eps.1)]);
+        same_across_layers(self, "layer_norm `eps`", eps_everywhere);
+        let act = layers.iter().map(|l| (activation_name(l.act.0), l.act.1));
+        same_across_layers(self, "feed-forward activation", act);
+        same_across_layers(self, "`d_ff`", layers.iter().map(|l| l.d_ff));
+        let heads = layers.iter().map(|l| (l.attention.heads, l.attention.span));
+        same_across_layers(self, "heads", heads);
+        let directions = layers.iter().map(|l| (direction(l.attention.causal), l.attention.span));
+        same_across_layers(self, "attention direction", directions);
         let of_kind = |kind| layers.iter().map(|l| l.attention).filter(move |a| a.kind == kind);
         for kind in [ReformerAttention::Lsh, ReformerAttention::Local] {
-            if let Some(one) = of_kind(kind).next() {
-                for other in of_kind(kind) {
-                    same_across_layers(
-                        self,
-                        "chunking and hashing",
-                        geometry(one),
-                        one.span,
-                        geometry(other),
-                        other.span,
-                    );
-                }
-            }
+            same_across_layers(self, "chunking and hashing", of_kind(kind).map(|a| (geometry(a), a.span)));
         }
         let max_positions = shape[0] * shape[1];
         let chunks: Vec<AttentionCall> =
@@ -1297,26 +1269,21 @@ fn buckets_even(it: &mut Interp, buckets: usize, at: Span) {
 }
 
 /// Rule: what the preset takes once (norm eps, activation, `d_ff`, heads, direction, each kind's
-/// chunking and hashing) is the same in every layer and sublayer; the error sits on the one that
-/// differs, with the first.
+/// chunking and hashing) is the same in every layer and sublayer (and the final norm); the error
+/// sits on the first that differs, with the first layer's.
 fn same_across_layers<T: PartialEq + std::fmt::Display>(
     it: &mut Interp,
     what: &str,
-    first: T,
-    first_at: Span,
-    other: T,
-    at: Span,
+    mut values: impl Iterator<Item = (T, Span)>,
 ) {
-    if first == other {
-        return;
+    let Some((first, first_at)) = values.next() else { return };
+    if let Some((other, at)) = values.find(|(v, _)| *v != first) {
+        it.error(
+            at,
+            format!("this {what} ({other}) differs from the first layer's ({first}): a Reformer's layers share one"),
+        );
+        it.error(first_at, format!("the first layer's {what} ({first}) is given here"));
     }
-    it.error(
-        at,
-        format!(
-            "this {what} ({other}) differs from the first layer's ({first}): a Reformer's layers share one"
-        ),
-    );
-    it.error(first_at, format!("the first layer's {what} ({first}) is given here"));
 }
 
 /// How messages name an activation.
@@ -1347,31 +1314,17 @@ fn geometry(a: AttentionCall) -> String {
 }
 
 /// Rule: inputs are padded to a multiple of the chunk lengths' least common multiple, so the
-/// position table (`shape[0] · shape[1]` rows) is such a multiple.
+/// position table (`shape[0] · shape[1]` rows) is such a multiple: each chunk length divides it
+/// (then so does their least common multiple).
 fn padding_stays_in_the_table(it: &mut Interp, max_positions: usize, calls: &[AttentionCall]) {
-    let gcd = |mut a: usize, mut b: usize| {
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    };
-    let lcm = calls.iter().fold(1usize, |acc, c| acc / gcd(acc, c.chunk) * c.chunk);
-    if max_positions.is_multiple_of(lcm) {
-        return;
-    }
-    for call in calls.iter().filter(|c| !max_positions.is_multiple_of(c.chunk) || calls.len() == 1) {
+    for call in calls.iter().filter(|c| !max_positions.is_multiple_of(c.chunk)) {
         it.error(
             call.chunk_span,
             format!(
-                "inputs are padded to a multiple of the chunk lengths ({lcm}), so the axial table's {max_positions} positions must be one: a chunk of {} does not fit (try one dividing {max_positions})",
+                "inputs are padded to a multiple of each chunk length, so a chunk divides the axial table's {max_positions} positions: {} does not (try one dividing {max_positions})",
                 call.chunk
             ),
         );
-    }
-    if calls.iter().all(|c| max_positions.is_multiple_of(c.chunk)) {
-        if let Some(c) = calls.last() {
-            it.error(c.chunk_span, format!("the chunk lengths' least common multiple, {lcm}, does not divide the axial table's {max_positions} positions"));
-        }
     }
 }
 
