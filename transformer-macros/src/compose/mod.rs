@@ -32,6 +32,9 @@
 //! `fn forward(image) -> logits`, embeds with `patch_embedding(image, …)` and ends with
 //! `linear(cls(x), labels)` (see [`program`]).
 //!
+//! A body calling `lsh_attention`, `local_attention` or `axial_positions` is a two-stream
+//! reversible Reformer, recognised as the Reformer preset's spec (see [`reformer`]).
+//!
 //! Phases, mirroring the presets': [`dims`] evaluates the struct's entries as named dims;
 //! [`program`] interprets each body into sections of nodes with inferred widths (every mismatch
 //! an error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
