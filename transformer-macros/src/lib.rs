@@ -27,7 +27,7 @@ pub fn model(input: TokenStream) -> TokenStream {
 
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
     if compose::is_reformer(&input) {
-        return match compose::reformer(&input) {
+        return match compose::expand_reformer(&input) {
             Ok(spec) => codegen::reformer::generate(&spec),
             Err(errors) => {
                 let dummy = fallback::reformer(&input);

@@ -33,7 +33,7 @@
 //! `linear(cls(x), labels)` (see [`program`]).
 //!
 //! A body calling `lsh_attention`, `local_attention` or `axial_positions` is a two-stream
-//! reversible Reformer, recognised as the Reformer preset's spec (see [`reformer`]).
+//! reversible Reformer, recognised as the Reformer preset's spec (see [`mod@reformer`]).
 //!
 //! Phases, mirroring the presets': [`dims`] evaluates the struct's entries as named dims;
 //! [`program`] interprets each body into sections of nodes with inferred widths (every mismatch
@@ -71,13 +71,13 @@ pub enum Composed {
 }
 
 /// Whether the model is a composed Reformer (its `fn forward` calls `lsh_attention`,
-/// `local_attention` or `axial_positions`): [`reformer`] validates it instead of [`expand`].
+/// `local_attention` or `axial_positions`): [`expand_reformer`] validates it instead of [`expand`].
 pub fn is_reformer(input: &ModelInput) -> bool {
     input.functions.iter().any(reformer::declared)
 }
 
-/// Validates a composed Reformer and recognises the preset's spec in it (see [`reformer`]).
-pub fn reformer(input: &ModelInput) -> Result<crate::spec::Reformer, syn::Error> {
+/// Validates a composed Reformer and recognises the preset's spec in it (see [`mod@reformer`]).
+pub fn expand_reformer(input: &ModelInput) -> Result<crate::spec::Reformer, syn::Error> {
     let forward = input.functions.iter().find(|f| f.name == "forward").or(input.functions.first());
     match forward {
         Some(forward) => reformer::expand(input, forward),
