@@ -63,6 +63,7 @@ const LAYER_FORM: &str =
 /// The presets' bounds (`check.rs`): they catch typos.
 const MAX_POSITIONS: usize = 1 << 20;
 const MAX_VOCAB: i128 = 10_000_000;
+const MAX_LAYERS: i128 = 1024;
 const MAX_NEIGHBOURS: i128 = 64;
 const MAX_HASHES: i128 = 64;
 const MAX_BUCKETS: i128 = 1 << 16;
@@ -477,9 +478,16 @@ impl Interp<'_> {
                 let start = r.start.as_deref().map(|e| self.constant(e));
                 let end = r.end.as_deref().map(|e| self.constant(e));
                 match (start, end) {
-                    (Some(Some(Const::Int(0))), Some(Some(Const::Int(n)))) if n >= 1 => n as usize,
+                    (Some(Some(Const::Int(0))), Some(Some(Const::Int(n))))
+                        if (1..=MAX_LAYERS).contains(&n) =>
+                    {
+                        n as usize
+                    }
                     _ => {
-                        self.error(r.span(), "expected `0..n` with a whole number of layers n ≥ 1");
+                        self.error(
+                            r.span(),
+                            format!("expected `0..n` with a whole number of layers from 1 to {MAX_LAYERS}"),
+                        );
                         return None;
                     }
                 }
