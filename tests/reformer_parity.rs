@@ -80,6 +80,63 @@ transformer::model! {
     }
 }
 
+transformer::model! {
+    /// The causal fixture written as its forward pass: `CausalReformer` composed (LSH on even
+    /// layers, local attention on odd ones).
+    struct ComposedCausalReformer {
+        vocab_size: 320,
+        d_model: 64,
+        heads: 2,
+        layers: 4,
+        d_ff: 2 * d_model,
+    }
+
+    fn forward(tokens) -> logits {
+        let x = embedding(tokens, vocab_size, d_model) + axial_positions(shape = [8, 8], dims = [16, 48]);
+        let (x1, x2) = (x, x);
+        for layer in 0..layers {
+            let h = layer_norm(x2, eps = 1e-12);
+            x1 = x1 + if layer % 2 == 0 {
+                lsh_attention(h, heads = heads, chunk = 8, chunks_before = 1, chunks_after = 0, buckets = 4, hashes = 2, causal)
+            } else {
+                local_attention(h, heads = heads, chunk = 8, chunks_before = 1, chunks_after = 0, causal)
+            };
+            x2 = x2 + linear(gelu(linear(layer_norm(x1, eps = 1e-12), d_ff)), d_model);
+        }
+        let x = layer_norm(concat(x1, x2), eps = 1e-12);
+        linear(x, vocab_size)
+    }
+}
+
+transformer::model! {
+    /// The bidirectional fixture written as its forward pass: `MaskedReformer` composed (local
+    /// attention in layer 0, LSH after).
+    struct ComposedMaskedReformer {
+        vocab_size: 320,
+        max_positions: 64,
+        d_model: 64,
+        heads: 2,
+        layers: 3,
+        d_ff: 128,
+    }
+
+    fn forward(tokens) -> logits {
+        let x = embedding(tokens, vocab_size, d_model) + axial_positions(shape = [8, 8], dims = [16, 48]);
+        let (x1, x2) = (x, x);
+        for layer in 0..layers {
+            let attended = if layer == 0 {
+                local_attention(layer_norm(x2, eps = 1e-12), heads = heads, chunk = 4, chunks_before = 2, chunks_after = 1)
+            } else {
+                lsh_attention(layer_norm(x2, eps = 1e-12), heads = heads, chunk = 8, chunks_before = 1, chunks_after = 1, buckets = 8, hashes = 3)
+            };
+            x1 = x1 + attended;
+            let hidden = gelu(linear(layer_norm(x1, eps = 1e-12), d_ff));
+            x2 = x2 + linear(hidden, d_model);
+        }
+        linear(layer_norm(concat(x1, x2), eps = 1e-12), vocab_size)
+    }
+}
+
 fn dir(variant: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reformer").join(variant)
 }
@@ -333,4 +390,49 @@ fn padding_past_the_table_is_an_error() {
     let fits = Batch::from_padded(ids.slice(ndarray::s![.., ..64]), mask.slice(ndarray::s![.., ..64]), None)
         .expect("a batch");
     assert_eq!(causal().logits(&fits).expect("64 positions fit").len(), 64);
+}
+
+/// The composed Reformers are the presets: the same constants, and on every fixture case logits
+/// equal bit for bit (hence within 1e-4 of HF); the composed causal model generates HF's greedy
+/// tokens.
+#[test]
+fn composed_reformers_are_the_presets() {
+    assert_eq!(ComposedCausalReformer::CHUNK_LENGTHS, CausalReformer::CHUNK_LENGTHS);
+    assert_eq!(ComposedCausalReformer::MAX_POSITIONS, 64);
+    assert_eq!(ComposedMaskedReformer::CHUNK_LENGTHS, MaskedReformer::CHUNK_LENGTHS);
+    let d = dir("causal");
+    let composed = ComposedCausalReformer::from_safetensors(
+        d.join("model.safetensors"),
+        d.join("rotations.safetensors"),
+    )
+    .expect("the causal fixture loads into the composed model");
+    let preset = causal();
+    for case in reference("causal").cases {
+        let (ours, theirs) = (composed.logits(&case.batch()).unwrap(), preset.logits(&case.batch()).unwrap());
+        assert!(ours == theirs, "causal/{}: composed differs from the preset", case.name);
+        let diff = case.max_diff(&ours);
+        println!("composed causal/{}: max |logit − HF| = {diff:.3e}", case.name);
+        assert!(diff <= TOLERANCE, "composed causal/{}: {diff} > {TOLERANCE}", case.name);
+    }
+    let greedy = reference("causal").greedy.expect("the causal fixture has a greedy continuation");
+    let options = GenerateOptions { max_new_tokens: greedy.tokens.len(), ..Default::default() };
+    let out = composed.generate(&[&greedy.prompt], &options).expect("generation");
+    assert_eq!(out[0], greedy.tokens);
+
+    let d = dir("bidirectional");
+    let composed = ComposedMaskedReformer::from_safetensors(
+        d.join("model.safetensors"),
+        d.join("rotations.safetensors"),
+    )
+    .expect("the bidirectional fixture loads into the composed model");
+    let preset =
+        MaskedReformer::from_safetensors(d.join("model.safetensors"), d.join("rotations.safetensors"))
+            .expect("the bidirectional fixture loads");
+    for case in reference("bidirectional").cases {
+        let (ours, theirs) = (composed.logits(&case.batch()).unwrap(), preset.logits(&case.batch()).unwrap());
+        assert!(ours == theirs, "bidirectional/{}: composed differs from the preset", case.name);
+        let diff = case.max_diff(&ours);
+        println!("composed bidirectional/{}: max |logit − HF| = {diff:.3e}", case.name);
+        assert!(diff <= TOLERANCE, "composed bidirectional/{}: {diff} > {TOLERANCE}", case.name);
+    }
 }

@@ -26,6 +26,16 @@ pub fn model(input: TokenStream) -> TokenStream {
 }
 
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
+    if compose::is_reformer(&input) {
+        return match compose::expand_reformer(&input) {
+            Ok(spec) => codegen::reformer::generate(&spec),
+            Err(errors) => {
+                let dummy = fallback::reformer(&input);
+                let errors = errors.into_compile_error();
+                quote::quote! { #errors #dummy }
+            }
+        };
+    }
     if let Some(first) = input.functions.first() {
         return match compose::expand(&input, first) {
             Ok(compose::Composed::Stack(spec, graph)) => codegen::generate(&spec, &graph),

@@ -32,6 +32,9 @@
 //! `fn forward(image) -> logits`, embeds with `patch_embedding(image, …)` and ends with
 //! `linear(cls(x), labels)` (see [`program`]).
 //!
+//! A body calling `lsh_attention`, `local_attention` or `axial_positions` is a two-stream
+//! reversible Reformer, recognised as the Reformer preset's spec (see [`mod@reformer`]).
+//!
 //! Phases, mirroring the presets': [`dims`] evaluates the struct's entries as named dims;
 //! [`program`] interprets each body into sections of nodes with inferred widths (every mismatch
 //! an error under its expression); [`lower`] turns them into the presets' [`crate::graph::Graph`]
@@ -41,6 +44,7 @@ mod bias;
 mod constant;
 mod lower;
 mod program;
+mod reformer;
 mod seq2seq;
 
 use proc_macro2::Span;
@@ -64,6 +68,24 @@ pub enum Composed {
     Outputs(Spec, Box<Graph>, Vec<Output>),
     /// `fn encode` + `fn decode`: an encoder-decoder.
     Seq2Seq(Spec, Box<Seq2SeqGraph>),
+}
+
+/// Whether the model is a composed Reformer (its `fn forward` calls `lsh_attention`,
+/// `local_attention` or `axial_positions`): [`expand_reformer`] validates it instead of [`expand`].
+pub fn is_reformer(input: &ModelInput) -> bool {
+    input.functions.iter().any(reformer::declared)
+}
+
+/// Validates a composed Reformer and recognises the preset's spec in it (see [`mod@reformer`]).
+pub fn expand_reformer(input: &ModelInput) -> Result<crate::spec::Reformer, syn::Error> {
+    let forward = input.functions.iter().find(|f| f.name == "forward").or(input.functions.first());
+    match forward {
+        Some(forward) => reformer::expand(input, forward),
+        None => Err(syn::Error::new(
+            input.name.span(),
+            "a composed Reformer writes `fn forward(tokens) -> logits`",
+        )),
+    }
 }
 
 /// The named dims of the struct.
