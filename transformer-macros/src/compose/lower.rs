@@ -415,6 +415,44 @@ fn to_field(name: &'static str, f: &LField) -> Field {
 /// generated `encode` applies once per source.
 pub const CROSS_KEY_VALUE: &str = "cross_key_value";
 
+/// The decoder layer's additive or location cross-attention field: the generated `encode`
+/// projects the memory's keys with it (`layer.cross_attention`), as for the preset.
+const ADDITIVE_CROSS: &str = "cross_attention";
+const ADDITIVE_SCORES: &str = "cross_scores";
+const ADDITIVE_ALIGNMENTS: &str = "alignments";
+
+/// Rule: cross-attention keys and values from `nn.MultiheadAttention`'s packed `in_proj`
+/// (`layout = in_proj(start, total)`) are adjacent rows of one weight, keys first (so one GEMM
+/// projects the memory, as the preset's): `None` when they are not packed at all.
+fn packed_key_value(cx: &mut Ctxt, k: &LField, v: &LField, span: Span) -> Option<Option<LField>> {
+    let (
+        FieldKind::Linear { input, output: ko, bias, layout: Layout::InProj { total, first } },
+        FieldKind::Linear { output: vo, layout: Layout::InProj { total: vt, first: vf }, .. },
+    ) = (k.kind, v.kind)
+    else {
+        return match (k.kind, v.kind) {
+            (FieldKind::Linear { layout: Layout::InProj { .. }, .. }, _)
+            | (_, FieldKind::Linear { layout: Layout::InProj { .. }, .. }) => {
+                cx.error(span, "cross-attention's keys and values are both rows of one packed `in_proj` weight, or both nn.Linear layers");
+                Some(None)
+            }
+            _ => None,
+        };
+    };
+    if k.weights != v.weights || total != vt || vf != first + ko {
+        cx.error(
+            span,
+            format!("cross-attention's values are the packed weight's rows right after the keys': `in_proj({}, {total})` of the same `in_proj` as the keys", first + ko),
+        );
+        return Some(None);
+    }
+    Some(Some(LField {
+        kind: FieldKind::Linear { input, output: ko + vo, bias, layout: Layout::InProj { total, first } },
+        weights: k.weights.clone(),
+        split: vec![],
+    }))
+}
+
 /// Names that generated code already uses for locals or parameters around scratch buffers.
 const RESERVED: &[&str] = &[
     "x",
@@ -578,6 +616,18 @@ fn lower_section(
                 cx.error(tensors[c.out].span, "cross-attention projects the memory once per source: its keys and values must each be `linear(memory, …)`, used only here");
                 return None;
             };
+            if let Some(packed) = packed_key_value(cx, &fields[fk], &fields[fv], tensors[c.v].span) {
+                fields.push(packed?);
+                cross_field = Some(fields.len() - 1);
+                for d in [dk.max(dv), dk.min(dv)] {
+                    nodes.remove(d);
+                    if d < i {
+                        i -= 1;
+                    }
+                }
+                i += 1;
+                continue;
+            }
             let (Some(bias), Some(bias_v)) = (torch(fk), torch(fv)) else {
                 cx.error(tensors[c.out].span, "cross-attention's key and value projections are nn.Linear-layout linears (one GEMM over the memory)");
                 return None;
@@ -690,7 +740,9 @@ fn lower_section(
     }
     let mut bufs: Vec<Buf> = Vec::new();
     let mut buf_of: Vec<Option<usize>> = vec![None; tensors.len()];
-    let mut taken_bufs: Vec<String> = Vec::new();
+    // The additive cross-attention's own scratch (query projection or location logits, and
+    // alignments) are named as the preset's.
+    let mut taken_bufs: Vec<String> = vec![ADDITIVE_SCORES.into(), ADDITIVE_ALIGNMENTS.into()];
     for (idx, node) in nodes.iter().enumerate() {
         let out = node.out();
         if on_stream[out] {
@@ -767,7 +819,7 @@ fn lower_section(
     }
 
     // Field names: the checkpoint name's last segment, or its whole path when that collides.
-    let mut taken: Vec<String> = vec!["rope".into(), CROSS_KEY_VALUE.into()];
+    let mut taken: Vec<String> = vec!["rope".into(), CROSS_KEY_VALUE.into(), ADDITIVE_CROSS.into()];
     let last_segments: Vec<String> = fields
         .iter()
         .map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default())
@@ -783,6 +835,7 @@ fn lower_section(
                     [Some(*proj), *cls, Some(*pos)].into_iter().flatten().collect()
                 }
                 Node::Cross(_) => cross_field.into_iter().collect(),
+                Node::Additive(a) => vec![a.field],
                 _ => vec![],
             };
             for f in fs {
@@ -799,6 +852,10 @@ fn lower_section(
         let collides = used_fields.iter().filter(|&&g| last_segments[g] == last_segments[f]).count() > 1;
         if Some(f) == cross_field {
             field_names[f] = Some(CROSS_KEY_VALUE);
+            continue;
+        }
+        if nodes.iter().any(|n| matches!(n, Node::Additive(a) if a.field == f)) {
+            field_names[f] = Some(ADDITIVE_CROSS);
             continue;
         }
         let raw = if fused {
@@ -859,6 +916,19 @@ fn lower_section(
                     heads: c.heads,
                     head_dim: c.head_dim,
                     scaled: true,
+                });
+            }
+            Node::Additive(ref a) => {
+                if on_stream[a.out] {
+                    cx.error(tensors[a.out].span, "additive cross-attention writes its context into scratch, not the stream: project it (`linear(context, d_model)`) and add that");
+                    return None;
+                }
+                ops.push(Op::AdditiveCross {
+                    field: ADDITIVE_CROSS,
+                    input: val(a.input),
+                    scores: Value { name: ADDITIVE_SCORES, width: a.kind.scratch_width() },
+                    alignments: Value { name: ADDITIVE_ALIGNMENTS, width: a.max_source },
+                    output: val(a.out),
                 });
             }
             Node::Glu { input, out, act } => {
@@ -970,6 +1040,7 @@ fn chain(
         Node::Glu { .. }
         | Node::Attention(_)
         | Node::Cross(_)
+        | Node::Additive(_)
         | Node::Pool { .. }
         | Node::Normalize { .. } => None,
     }

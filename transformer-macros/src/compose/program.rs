@@ -17,6 +17,8 @@ use crate::graph::{FieldKind, Index, Layout};
 use crate::spec::{Activation, ImageInput, Output, OutputKind, Pool, Sparse, SparsePattern};
 use crate::suggest::closest;
 
+mod cross;
+
 /// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
 /// program (each is written once).
 #[derive(Clone, Debug)]
@@ -113,6 +115,18 @@ pub struct CrossNode {
     pub head_dim: usize,
 }
 
+/// Additive or location cross-attention: each row of `input` attends to the encoder's memory
+/// rows (`additive_attention`, `location_attention`, `location_sensitive_attention`).
+#[derive(Clone, PartialEq, Debug)]
+pub struct AdditiveNode {
+    pub field: usize,
+    pub input: usize,
+    pub out: usize,
+    pub kind: crate::graph::AdditiveKind,
+    /// The longest source the alignments cover (`max_positions`).
+    pub max_source: usize,
+}
+
 #[derive(Clone, PartialEq, Debug)]
 pub enum Node {
     /// `out = table[index]`, or `acc + table[index]` (folded from an add when lowering).
@@ -161,6 +175,7 @@ pub enum Node {
     },
     Attention(AttentionNode),
     Cross(CrossNode),
+    Additive(AdditiveNode),
     /// `out = input * factor`.
     Scale {
         input: usize,
@@ -204,6 +219,7 @@ impl Node {
                 None => vec![a.q],
             },
             Node::Cross(c) => vec![c.q, c.k, c.v],
+            Node::Additive(a) => vec![a.input],
             Node::Scale { input, .. } | Node::Pool { input, .. } | Node::Normalize { input, .. } => {
                 vec![*input]
             }
@@ -226,6 +242,7 @@ impl Node {
             | Node::Patches { out, .. } => *out,
             Node::Attention(a) => a.out,
             Node::Cross(c) => c.out,
+            Node::Additive(a) => a.out,
         }
     }
 }
@@ -349,6 +366,9 @@ const FUNCTIONS: &[&str] = &[
     "cls",
     "normalize",
     "patch_embedding",
+    "additive_attention",
+    "location_attention",
+    "location_sensitive_attention",
 ];
 const INPUTS: &[&str] = &["tokens", "token_types", "image"];
 
@@ -1192,6 +1212,9 @@ impl Interp<'_> {
                 self.activation(&func, span, &positional)
             }
             "attention" => self.attention(span, &positional, &mut args),
+            "additive_attention" | "location_attention" | "location_sensitive_attention" => {
+                self.additive_attention(&func, span, &positional, &mut args)
+            }
             "concat" => self.concat(span, &positional),
             "mean_pool" | "max_pool" | "cls" => self.pool(&func, span, &positional),
             "normalize" => self.normalize(span, &positional),
@@ -1641,11 +1664,16 @@ impl Interp<'_> {
             Some(Expr::Call(call)) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("per_head")) => {
                 self.per_head_layout(call, output)?
             }
+            Some(e @ Expr::Path(p)) if p.path.is_ident("in_proj") => self.in_proj_layout(e, output)?,
+            Some(e @ Expr::Call(call)) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("in_proj")) => {
+                self.in_proj_layout(e, output)?
+            }
             Some(other) => {
                 self.error(
                     other.span(),
-                    "`layout` is `torch` (nn.Linear, `[out, in]`), `conv1d` (GPT-2, `[in, out]`) or \
-                     `per_head(heads)` (BLOOM's and GPT-NeoX's fused QKV, rows `[heads, 3, head_dim]`)",
+                    "`layout` is `torch` (nn.Linear, `[out, in]`), `conv1d` (GPT-2, `[in, out]`), \
+                     `per_head(heads)` (BLOOM's and GPT-NeoX's fused QKV, rows `[heads, 3, head_dim]`) or \
+                     `in_proj` / `in_proj(start, total)` (nn.MultiheadAttention's packed `in_proj_weight`)",
                 );
                 return None;
             }
