@@ -915,7 +915,7 @@ fn lower_section(
                     output: val(c.out),
                     heads: c.heads,
                     head_dim: c.head_dim,
-                    scaled: true,
+                    scaled: c.scaled,
                 });
             }
             Node::Additive(ref a) => {

@@ -113,6 +113,8 @@ pub struct CrossNode {
     pub out: usize,
     pub heads: usize,
     pub head_dim: usize,
+    /// Scores are multiplied by `1/sqrt(head_dim)` (`scaled = false`: T5).
+    pub scaled: bool,
 }
 
 /// Additive or location cross-attention: each row of `input` attends to the encoder's memory
@@ -2042,8 +2044,9 @@ impl Interp<'_> {
                 return None;
             }
         }
+        let scaled = self.flag_arg(args, "scaled", true)?;
         let out = self.cur.tensor(wq, span, "context");
-        self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim }));
+        self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim, scaled }));
         Some(Val::Tensor(out))
     }
 
