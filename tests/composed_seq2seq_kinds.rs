@@ -1,12 +1,22 @@
-//! Composed encoder-decoders with what the encoder-decoder preset has beyond BART: additive,
-//! location and location-sensitive cross-attention (`additive_attention`, `location_attention`,
-//! `location_sensitive_attention` in `fn decode`), written over the `torch.nn.Transformer`
-//! checkpoints of `tests/fixtures/additive_seq2seq` (packed `in_proj` projections). Each is
-//! bit-identical to the preset declared with `cross_attention_kind` (teacher-forced logits of
-//! padded batches, a prefill and cached steps, greedy generation alone and batched): both lower to
-//! the same two-stack graph. The preset is within 1e-4 of PyTorch on these fixtures
-//! (`tests/additive_seq2seq_parity.rs`); the composed models are checked against the same
-//! reference here too.
+//! Composed encoder-decoders with what the encoder-decoder preset has beyond BART, each
+//! bit-identical to the preset declaring the same model (encoder states, teacher-forced logits,
+//! a prefill and cached steps, greedy generation alone and batched: both lower to the same
+//! two-stack graph) and within 1e-4 of the preset's reference (PyTorch / transformers 4.57.1):
+//! - additive, location and location-sensitive cross-attention (`additive_attention`,
+//!   `location_attention`, `location_sensitive_attention` in `fn decode`) over the
+//!   `torch.nn.Transformer` checkpoints of `tests/fixtures/additive_seq2seq` (packed `in_proj`
+//!   self-attention), against `cross_attention_kind` presets and
+//!   `scripts/reference/additive_seq2seq.py`'s logits;
+//! - windows in both stacks (a centred window of 4 in `fn encode`, a trailing window of 3 in the
+//!   first decoder layer only) on `tests/fixtures/seq2seq/transformer`, cross-attention from
+//!   `in_proj` rows, against `transformer_windowed.json` (`scripts/reference/windowed_seq2seq.py`);
+//! - T5 v1.1 and the tied T5 (`tests/fixtures/seq2seq/t5*`): unscaled self- and cross-attention,
+//!   relative buckets per stack, the tied head's 1/sqrt(d_model) rescale, against
+//!   `scripts/reference/seq2seq.py`'s logits and greedy tokens.
+//!
+//! Mutations seen to fail these tests: the Bahdanau model's `norm2` eps 1e-5 → 1e-6, the decoder
+//! window 3 → 4, T5's cross-attention without `scaled = false`, the tied head's rescale by
+//! 1/sqrt(2·d_model).
 
 use serde::Deserialize;
 use transformer::{Batch, GenerateOptions, Workspace};
@@ -320,6 +330,15 @@ fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
     rows.iter().flat_map(|r| r.as_ref().iter().map(|v| v.to_bits())).collect()
 }
 
+/// Bit-for-bit equality, reported by the first differing element rather than a dump.
+fn same(ours: Vec<u32>, theirs: Vec<u32>, what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: lengths differ");
+    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
+        let (a, b) = (f32::from_bits(ours[i]), f32::from_bits(theirs[i]));
+        panic!("{what} differ from the preset's: element {i} of {} is {a} (composed) vs {b}", ours.len());
+    }
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -342,11 +361,16 @@ macro_rules! bit_identical {
                 let ((composed, preset), r) = (models(), reference($name));
                 for case in &r.cases {
                     let sources = Batch::from_sequences(&slices(&case.sources)).unwrap();
-                    let (ours, theirs) = (composed.encode(&sources).unwrap(), preset.encode(&sources).unwrap());
-                    assert_eq!(bits(composed.encoder_hidden(&ours)), bits(preset.encoder_hidden(&theirs)));
+                    let (ours, theirs) =
+                        (composed.encode(&sources).unwrap(), preset.encode(&sources).unwrap());
+                    same(
+                        bits(composed.encoder_hidden(&ours)),
+                        bits(preset.encoder_hidden(&theirs)),
+                        "encoder states",
+                    );
                     let targets = Batch::from_sequences(&slices(&case.targets)).unwrap();
                     let a = composed.logits(&ours, &targets).unwrap();
-                    assert_eq!(bits(&a), bits(&preset.logits(&theirs, &targets).unwrap()), "logits differ");
+                    same(bits(&a), bits(&preset.logits(&theirs, &targets).unwrap()), "teacher-forced logits");
                     let mut expected = case.logits.iter();
                     for (b, target) in case.targets.iter().enumerate() {
                         for t in 0..target.len() {
@@ -371,7 +395,7 @@ macro_rules! bit_identical {
                 let step = Batch::from_sequences(&prefix).unwrap();
                 let a = bits(composed.step_into(&ours, &step, &mut c1, &mut w1).unwrap());
                 let b = bits(preset.step_into(&theirs, &step, &mut c2, &mut w2).unwrap());
-                assert_eq!(a, b, "prefill differs");
+                same(a, b, "prefill logits");
                 let shortest = targets.iter().map(|t| t.len()).min().unwrap();
                 assert!(shortest > 4, "the case leaves steps after the prefill");
                 for pos in 3..shortest {
@@ -379,15 +403,22 @@ macro_rules! bit_identical {
                     let step = Batch::from_sequences(&next).unwrap();
                     let a = bits(composed.step_into(&ours, &step, &mut c1, &mut w1).unwrap());
                     let b = bits(preset.step_into(&theirs, &step, &mut c2, &mut w2).unwrap());
-                    assert_eq!(a, b, "cached step at position {pos} differs");
+                    same(a, b, &format!("cached step logits at position {pos}"));
                 }
                 let g = &r.generation;
-                let options = GenerateOptions { max_new_tokens: g.max_new_tokens, ..GenerateOptions::default() };
+                let options =
+                    GenerateOptions { max_new_tokens: g.max_new_tokens, ..GenerateOptions::default() };
                 for source in &g.sources {
-                    assert_eq!(composed.generate(&[source], &options).unwrap(), preset.generate(&[source], &options).unwrap());
+                    assert_eq!(
+                        composed.generate(&[source], &options).unwrap(),
+                        preset.generate(&[source], &options).unwrap()
+                    );
                 }
                 let batched = slices(&g.sources);
-                assert_eq!(composed.generate(&batched, &options).unwrap(), preset.generate(&batched, &options).unwrap());
+                assert_eq!(
+                    composed.generate(&batched, &options).unwrap(),
+                    preset.generate(&batched, &options).unwrap()
+                );
             }
         }
     };
@@ -624,6 +655,128 @@ transformer::model! {
     }
 }
 
+transformer::model! {
+    /// The original T5 (`tests/fixtures/seq2seq/t5_tied`) as composed passes: as `ComposedT5`,
+    /// with a ReLU feed-forward and the tied head reading the decoder's states rescaled by
+    /// 1/sqrt(d_model).
+    pub struct ComposedT5Tied {
+        vocab_size: 96,
+        max_positions: 64,
+        d_model: 32,
+        heads: 4,
+        d_ff: 48,
+        encoder_layers: 2,
+        decoder_layers: 2,
+        decoder_start: 0,
+    }
+
+    fn encode(tokens) -> memory {
+        #[weights = "shared"]
+        let x = embedding(tokens, vocab_size, d_model);
+        #[weights = "encoder.block.{layer}"]
+        for layer in 0..encoder_layers {
+            #[weights = "layer.0.layer_norm"]
+            let h = rms_norm(x, eps = 1e-6);
+            #[weights = "layer.0.SelfAttention.q"]
+            let q = linear(h, d_model, bias = false);
+            #[weights = "layer.0.SelfAttention.k"]
+            let k = linear(h, d_model, bias = false);
+            #[weights = "layer.0.SelfAttention.v"]
+            let v = linear(h, d_model, bias = false);
+            let context = attention(
+                q, k, v,
+                heads = heads,
+                scaled = false,
+                bias = relative(
+                    buckets = 8,
+                    max_distance = 20,
+                    weights = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias",
+                ),
+            );
+            #[weights = "layer.0.SelfAttention.o"]
+            x = x + linear(context, d_model, bias = false);
+            #[weights = "layer.1.layer_norm"]
+            let h = rms_norm(x, eps = 1e-6);
+            #[weights("layer.1.DenseReluDense.wi", "layer.1.DenseReluDense.wo")]
+            x = x + linear(relu(linear(h, d_ff, bias = false)), d_model, bias = false);
+        }
+        #[weights = "encoder.final_layer_norm"]
+        rms_norm(x, eps = 1e-6)
+    }
+
+    fn decode(tokens, memory) -> logits {
+        #[weights = "shared"]
+        let x = embedding(tokens, vocab_size, d_model);
+        #[weights = "decoder.block.{layer}"]
+        for layer in 0..decoder_layers {
+            #[weights = "layer.0.layer_norm"]
+            let h = rms_norm(x, eps = 1e-6);
+            #[weights = "layer.0.SelfAttention.q"]
+            let q = linear(h, d_model, bias = false);
+            #[weights = "layer.0.SelfAttention.k"]
+            let k = linear(h, d_model, bias = false);
+            #[weights = "layer.0.SelfAttention.v"]
+            let v = linear(h, d_model, bias = false);
+            let context = attention(
+                q, k, v,
+                heads = heads,
+                causal,
+                scaled = false,
+                bias = relative(
+                    buckets = 8,
+                    max_distance = 20,
+                    weights = "decoder.block.0.layer.0.SelfAttention.relative_attention_bias",
+                ),
+            );
+            #[weights = "layer.0.SelfAttention.o"]
+            x = x + linear(context, d_model, bias = false);
+            #[weights = "layer.1.layer_norm"]
+            let h = rms_norm(x, eps = 1e-6);
+            #[weights = "layer.1.EncDecAttention.q"]
+            let cross_q = linear(h, d_model, bias = false);
+            #[weights = "layer.1.EncDecAttention.k"]
+            let cross_k = linear(memory, d_model, bias = false);
+            #[weights = "layer.1.EncDecAttention.v"]
+            let cross_v = linear(memory, d_model, bias = false);
+            let cross_context = attention(cross_q, cross_k, cross_v, heads = heads, scaled = false);
+            #[weights = "layer.1.EncDecAttention.o"]
+            x = x + linear(cross_context, d_model, bias = false);
+            #[weights = "layer.2.layer_norm"]
+            let h = rms_norm(x, eps = 1e-6);
+            #[weights("layer.2.DenseReluDense.wi", "layer.2.DenseReluDense.wo")]
+            x = x + linear(relu(linear(h, d_ff, bias = false)), d_model, bias = false);
+        }
+        #[weights = "decoder.final_layer_norm"]
+        let x = rms_norm(x, eps = 1e-6);
+        // Tied: the shared embeddings project the states, rescaled first (as T5 does).
+        #[weights = "shared"]
+        linear(x * (1.0 / sqrt(d_model)), vocab_size, bias = false)
+    }
+}
+
+transformer::model! {
+    /// The tied T5 preset of `tests/seq2seq_parity.rs`.
+    pub struct PresetT5Tied {
+        vocab_size: 96,
+        max_positions: 64,
+        d_model: 32,
+        heads: 4,
+        d_ff: 48,
+        activation: relu,
+        norm: rms_norm,
+        norm_eps: 1e-6,
+        norm_placement: pre,
+        positions: relative,
+        relative_buckets: 8,
+        relative_max_distance: 20,
+        weights: t5,
+        lm_head: tied,
+        decoder_start: 0,
+        encoder: { layers: 2, attention: bidirectional },
+        decoder: { layers: 2, attention: causal, cross_attention: encoder },
+    }
+}
+
 /// `tests/fixtures/seq2seq`'s references (`scripts/reference/seq2seq.py`,
 /// `scripts/reference/windowed_seq2seq.py`).
 #[derive(Deserialize)]
@@ -658,18 +811,28 @@ macro_rules! bit_identical_seq2seq {
                 let (composed, preset, r) = setup();
                 let sources = Batch::from_sequences(&slices(&r.sources)).unwrap();
                 let (ours, theirs) = (composed.encode(&sources).unwrap(), preset.encode(&sources).unwrap());
-                assert_eq!(bits(composed.encoder_hidden(&ours)), bits(preset.encoder_hidden(&theirs)));
+                same(
+                    bits(composed.encoder_hidden(&ours)),
+                    bits(preset.encoder_hidden(&theirs)),
+                    "encoder states",
+                );
                 let targets = Batch::from_sequences(&slices(&r.decoder_inputs)).unwrap();
                 let a = composed.logits(&ours, &targets).unwrap();
-                assert_eq!(bits(&a), bits(&preset.logits(&theirs, &targets).unwrap()), "logits differ");
+                same(bits(&a), bits(&preset.logits(&theirs, &targets).unwrap()), "teacher-forced logits");
                 for (b, (source, target)) in r.sources.iter().zip(&r.decoder_inputs).enumerate() {
                     let memory = composed.encode(&Batch::from_sequences(&[source]).unwrap()).unwrap();
-                    let logits = composed.logits(&memory, &Batch::from_sequences(&[target]).unwrap()).unwrap();
+                    let logits =
+                        composed.logits(&memory, &Batch::from_sequences(&[target]).unwrap()).unwrap();
                     let expected: Vec<f32> = r.decoder_logits[b].iter().flatten().copied().collect();
                     let diff = max_abs_diff(logits.as_flattened(), &expected);
                     assert!(diff <= TOLERANCE, "source {b}: max |Δ| = {diff}");
-                    let options = GenerateOptions { max_new_tokens: r.greedy[b].len(), ..GenerateOptions::default() };
-                    assert_eq!(composed.generate(&[source], &options).unwrap()[0], r.greedy[b], "source {b}: greedy");
+                    let options =
+                        GenerateOptions { max_new_tokens: r.greedy[b].len(), ..GenerateOptions::default() };
+                    assert_eq!(
+                        composed.generate(&[source], &options).unwrap()[0],
+                        r.greedy[b],
+                        "source {b}: greedy"
+                    );
                 }
             }
 
@@ -685,7 +848,7 @@ macro_rules! bit_identical_seq2seq {
                 let step = Batch::from_sequences(&prefix).unwrap();
                 let a = bits(composed.step_into(&ours, &step, &mut c1, &mut w1).unwrap());
                 let b = bits(preset.step_into(&theirs, &step, &mut c2, &mut w2).unwrap());
-                assert_eq!(a, b, "prefill differs");
+                same(a, b, "prefill logits");
                 let shortest = targets.iter().map(|t| t.len()).min().unwrap();
                 assert!(shortest > 3, "the case leaves steps after the prefill");
                 for pos in 2..shortest {
@@ -693,15 +856,31 @@ macro_rules! bit_identical_seq2seq {
                     let step = Batch::from_sequences(&next).unwrap();
                     let a = bits(composed.step_into(&ours, &step, &mut c1, &mut w1).unwrap());
                     let b = bits(preset.step_into(&theirs, &step, &mut c2, &mut w2).unwrap());
-                    assert_eq!(a, b, "cached step at position {pos} differs");
+                    same(a, b, &format!("cached step logits at position {pos}"));
                 }
                 let options = GenerateOptions { max_new_tokens: 20, ..GenerateOptions::default() };
                 let batched = slices(&r.sources);
-                assert_eq!(composed.generate(&batched, &options).unwrap(), preset.generate(&batched, &options).unwrap());
+                assert_eq!(
+                    composed.generate(&batched, &options).unwrap(),
+                    preset.generate(&batched, &options).unwrap()
+                );
             }
         }
     };
 }
 
-bit_identical_seq2seq!(windowed, ComposedWindowed, PresetWindowed, "transformer/model.safetensors", "transformer_windowed.json");
+bit_identical_seq2seq!(
+    windowed,
+    ComposedWindowed,
+    PresetWindowed,
+    "transformer/model.safetensors",
+    "transformer_windowed.json"
+);
 bit_identical_seq2seq!(t5, ComposedT5, PresetT5, "t5/model.safetensors", "t5/reference.json");
+bit_identical_seq2seq!(
+    t5_tied,
+    ComposedT5Tied,
+    PresetT5Tied,
+    "t5_tied/model.safetensors",
+    "t5_tied/reference.json"
+);

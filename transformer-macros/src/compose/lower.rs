@@ -255,7 +255,8 @@ fn lower_tail(
             let mut rest = tail.clone();
             rest.nodes.pop();
             rest.output = Some(*input);
-            (rest, Some((*field, *input)))
+            let scale = if side == "Decoder" { head_scale(&mut rest) } else { None };
+            (rest, Some((*field, *input, scale)))
         }
         (Family::Decoder, _) => {
             cx.error(
@@ -289,26 +290,39 @@ fn lower_tail(
         output: None,
         cached: false,
     });
-    let head = head.map(|(field, input)| {
+    let head = head.map(|(field, input, scale)| {
         let f = lfield(&tail.fields[field]);
         let logits = Value { name: "logits", width: vocab };
+        let stream = Value::stream(tail.tensors[input].width);
+        let scale = scale.map(|factor| Op::Scale { value: stream, factor });
+        let linear = Op::Linear { field: "lm_head", input: stream, output: logits, act: None };
         Block {
             suffix: "LmHead",
             doc: "Hidden states to vocabulary logits.".into(),
             prefix: "",
             fields: vec![to_field("lm_head", &f)],
-            ops: vec![Op::Linear {
-                field: "lm_head",
-                input: Value::stream(tail.tensors[input].width),
-                output: logits,
-                act: None,
-            }],
+            ops: scale.into_iter().chain([linear]).collect(),
             rooted: true,
             output: Some(logits),
             cached: false,
         }
     });
     Some((final_norm, head))
+}
+
+/// An encoder-decoder's head may scale the decoder's final states before projecting them,
+/// `linear(x * (1.0 / sqrt(d_model)), vocab_size)` (T5's tied head, as the preset's head block
+/// does): the scale of the head's input moves into the head. `rest` is the tail without the head.
+fn head_scale(rest: &mut Section) -> Option<f64> {
+    let result = rest.output?;
+    match *rest.nodes.last()? {
+        Node::Scale { input, out, factor } if out == result => {
+            rest.nodes.pop();
+            rest.output = Some(input);
+            Some(factor)
+        }
+        _ => None,
+    }
 }
 
 /// An image classifier's tail: at most a final norm, then `linear(cls(x), labels)` (with a class
@@ -440,9 +454,15 @@ fn packed_key_value(cx: &mut Ctxt, k: &LField, v: &LField, span: Span) -> Option
         };
     };
     if k.weights != v.weights || total != vt || vf != first + ko {
+        let next = first + ko;
+        let values = if next + vo <= total {
+            format!("so the values are the next {vo} rows of the same weight, `in_proj({next}, {total})`")
+        } else {
+            "so the values are the rows right after them in the same weight".to_string()
+        };
         cx.error(
             span,
-            format!("cross-attention's values are the packed weight's rows right after the keys': `in_proj({}, {total})` of the same `in_proj` as the keys", first + ko),
+            format!("cross-attention's keys and values run as one GEMM over the memory: the keys are rows {first}..{next} of their packed weight, {values} (`nn.MultiheadAttention`: keys `in_proj(d, 3 * d)`, values `in_proj(2 * d, 3 * d)`)"),
         );
         return Some(None);
     }

@@ -27,16 +27,19 @@ impl Interp<'_> {
         args: &mut Args,
     ) -> Option<Val> {
         if pos.len() != 2 {
-            self.error(span, format!("expected `{func}(x, memory, …)`: the decoder rows and the encoder's memory"));
+            self.error(
+                span,
+                format!("expected `{func}(x, memory, …)`: the decoder rows and the encoder's memory"),
+            );
             return None;
         }
         let query = self.tensor_arg(func, pos, 0, span)?;
         let memory = self.any_tensor_arg(func, pos, 1, span)?;
-        if !self.reads_raw_memory(func, pos[1], memory) {
-            return None;
-        }
-        let kind = match func {
-            "additive_attention" => AdditiveKind::Bahdanau { attention: self.size_named(func, span, args, "dim")? },
+        // The sizes are read first, so a wrong memory is the one error.
+        let scoring = match func {
+            "additive_attention" => {
+                Some(AdditiveKind::Bahdanau { attention: self.size_named(func, span, args, "dim")? })
+            }
             "location_sensitive_attention" => {
                 let attention = self.size_named(func, span, args, "dim")?;
                 let filters = self.size_named(func, span, args, "filters")?;
@@ -49,15 +52,16 @@ impl Interp<'_> {
                 if !location_kernel_odd(self, kernel, kernel_expr.span()) {
                     return None;
                 }
-                AdditiveKind::LocationSensitive { attention, filters, kernel }
+                Some(AdditiveKind::LocationSensitive { attention, filters, kernel })
             }
-            _ => AdditiveKind::Location { max_source: 0 },
+            // Luong's location scores each source position: sized by the longest source.
+            _ => None,
         };
+        if !self.reads_raw_memory(func, pos[1], memory) {
+            return None;
+        }
         let max_source = self.max_source(span)?;
-        let kind = match kind {
-            AdditiveKind::Location { .. } => AdditiveKind::Location { max_source },
-            other => other,
-        };
+        let kind = scoring.unwrap_or(AdditiveKind::Location { max_source });
         let (q, m) = (self.cur.tensors[query].width, self.cur.tensors[memory].width);
         let field = self.field(FieldKind::Additive { kind, query: q, memory: m }, true);
         let out = self.cur.tensor(m, span, "cross_context");
@@ -126,12 +130,15 @@ impl Interp<'_> {
         let start = match self.constant(start_expr)? {
             super::Const::Int(s) if s >= 0 => s as usize,
             other => {
-                self.error(start_expr.span(), format!("the first row is a number ≥ 0, found {}", other.describe()));
+                self.error(
+                    start_expr.span(),
+                    format!("the first row is a number ≥ 0, found {}", other.describe()),
+                );
                 return None;
             }
         };
         let total = self.positive(total_expr, "total")?;
-        if !in_proj_rows_fit(self, start, output, total, call.span()) {
+        if !in_proj_rows_fit(self, start, output, total, start_expr.span()) {
             return None;
         }
         Some(Layout::InProj { total, first: start })
@@ -143,9 +150,13 @@ fn in_proj_rows_fit(it: &mut Interp, start: usize, output: usize, total: usize, 
     if start + output <= total {
         return true;
     }
+    let hint = match total.checked_sub(output) {
+        Some(last) => format!("so it starts at row {last} at most"),
+        None => format!("more than the {total} rows there are"),
+    };
     it.error(
         span,
-        format!("rows {start}..{} of a packed weight of {total} rows: this linear's {output} outputs starting at row {start} do not fit", start + output),
+        format!("this linear's {output} outputs from row {start} are rows {start}..{} of a packed weight of {total} rows: they do not fit ({output} rows, {hint})", start + output),
     );
     false
 }
@@ -153,10 +164,10 @@ fn in_proj_rows_fit(it: &mut Interp, start: usize, output: usize, total: usize, 
 /// Rule: a location-sensitive kernel is odd, centred on each source position with
 /// `(kernel − 1) / 2` zeros either side (the preset's `location_kernel` rule), and at most 1024.
 fn location_kernel_odd(it: &mut Interp, kernel: usize, span: Span) -> bool {
-    if kernel % 2 == 1 && kernel <= MAX_LOCATION_KERNEL {
+    if !kernel.is_multiple_of(2) && kernel <= MAX_LOCATION_KERNEL {
         return true;
     }
-    let msg = if kernel % 2 == 0 {
+    let msg = if kernel.is_multiple_of(2) {
         format!("`kernel` must be odd: the convolution is centred on each source position with (kernel - 1) / 2 zeros each side; use {} or {}", kernel - 1, kernel + 1)
     } else {
         format!("`kernel` is at most {MAX_LOCATION_KERNEL}, found {kernel}")
