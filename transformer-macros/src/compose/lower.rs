@@ -435,6 +435,26 @@ const ADDITIVE_CROSS: &str = "cross_attention";
 const ADDITIVE_SCORES: &str = "cross_scores";
 const ADDITIVE_ALIGNMENTS: &str = "alignments";
 
+/// Rule: a decoder layer reads the memory through one cross-attention, multi-head or additive
+/// (one memory projection per layer, one `cross_attention` field).
+fn one_cross_attention(cx: &mut Ctxt, nodes: &[Node], tensors: &[super::program::Tensor]) -> bool {
+    let crosses: Vec<usize> = nodes
+        .iter()
+        .filter_map(|n| match n {
+            Node::Cross(c) => Some(c.out),
+            Node::Additive(a) => Some(a.out),
+            _ => None,
+        })
+        .collect();
+    match crosses.get(1) {
+        Some(&second) => {
+            cx.error(tensors[second].span, "a decoder layer has one cross-attention (the memory's keys are one projection per layer): multi-head `attention(q, linear(memory, …), linear(memory, …))` or one of the additive kinds");
+            false
+        }
+        None => true,
+    }
+}
+
 /// Rule: cross-attention keys and values from `nn.MultiheadAttention`'s packed `in_proj`
 /// (`layout = in_proj(start, total)`) are adjacent rows of one weight, keys first (so one GEMM
 /// projects the memory, as the preset's): `None` when they are not packed at all.
@@ -607,6 +627,9 @@ fn lower_section(
         i += 1;
     }
 
+    if !one_cross_attention(cx, &nodes, &tensors) {
+        return None;
+    }
     // Cross-attention: its key and value projections of the memory become one field that
     // `encode` applies once per source (see `codegen::seq2seq`), so they leave the layer's ops.
     let mut cross_field = None;
