@@ -13,8 +13,7 @@ use super::{agree, base_spec, dim, Dims};
 use crate::ast::{Forward, ModelInput};
 use crate::ctxt::Ctxt;
 use crate::graph::seq2seq::{Seq2SeqGraph, Stack};
-use crate::graph::{AdditiveKind, Block, FieldKind};
-use crate::graph::{Graph, Op};
+use crate::graph::{AdditiveKind, Block, FieldKind, Graph, Op};
 use crate::spec::{CrossKind, Seq2Seq, Spec, Stack as StackDims};
 
 pub fn expand(
