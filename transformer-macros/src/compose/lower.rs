@@ -255,7 +255,8 @@ fn lower_tail(
             let mut rest = tail.clone();
             rest.nodes.pop();
             rest.output = Some(*input);
-            (rest, Some((*field, *input)))
+            let scale = if side == "Decoder" { head_scale(&mut rest) } else { None };
+            (rest, Some((*field, *input, scale)))
         }
         (Family::Decoder, _) => {
             cx.error(
@@ -289,26 +290,39 @@ fn lower_tail(
         output: None,
         cached: false,
     });
-    let head = head.map(|(field, input)| {
+    let head = head.map(|(field, input, scale)| {
         let f = lfield(&tail.fields[field]);
         let logits = Value { name: "logits", width: vocab };
+        let stream = Value::stream(tail.tensors[input].width);
+        let scale = scale.map(|factor| Op::Scale { value: stream, factor });
+        let linear = Op::Linear { field: "lm_head", input: stream, output: logits, act: None };
         Block {
             suffix: "LmHead",
             doc: "Hidden states to vocabulary logits.".into(),
             prefix: "",
             fields: vec![to_field("lm_head", &f)],
-            ops: vec![Op::Linear {
-                field: "lm_head",
-                input: Value::stream(tail.tensors[input].width),
-                output: logits,
-                act: None,
-            }],
+            ops: scale.into_iter().chain([linear]).collect(),
             rooted: true,
             output: Some(logits),
             cached: false,
         }
     });
     Some((final_norm, head))
+}
+
+/// An encoder-decoder's head may scale the decoder's final states before projecting them,
+/// `linear(x * (1.0 / sqrt(d_model)), vocab_size)` (T5's tied head, as the preset's head block
+/// does): the scale of the head's input moves into the head. `rest` is the tail without the head.
+fn head_scale(rest: &mut Section) -> Option<f64> {
+    let result = rest.output?;
+    match *rest.nodes.last()? {
+        Node::Scale { input, out, factor } if out == result => {
+            rest.nodes.pop();
+            rest.output = Some(input);
+            Some(factor)
+        }
+        _ => None,
+    }
 }
 
 /// An image classifier's tail: at most a final norm, then `linear(cls(x), labels)` (with a class
@@ -414,6 +428,70 @@ fn to_field(name: &'static str, f: &LField) -> Field {
 /// The decoder layer's field projecting the memory to cross-attention keys and values, which the
 /// generated `encode` applies once per source.
 pub const CROSS_KEY_VALUE: &str = "cross_key_value";
+
+/// The decoder layer's additive or location cross-attention field: the generated `encode`
+/// projects the memory's keys with it (`layer.cross_attention`), as for the preset.
+const ADDITIVE_CROSS: &str = "cross_attention";
+const ADDITIVE_SCORES: &str = "cross_scores";
+const ADDITIVE_ALIGNMENTS: &str = "alignments";
+
+/// Rule: a decoder layer reads the memory through one cross-attention, multi-head or additive
+/// (one memory projection per layer, one `cross_attention` field).
+fn one_cross_attention(cx: &mut Ctxt, nodes: &[Node], tensors: &[super::program::Tensor]) -> bool {
+    let crosses: Vec<usize> = nodes
+        .iter()
+        .filter_map(|n| match n {
+            Node::Cross(c) => Some(c.out),
+            Node::Additive(a) => Some(a.out),
+            _ => None,
+        })
+        .collect();
+    match crosses.get(1) {
+        Some(&second) => {
+            cx.error(tensors[second].span, "a decoder layer has one cross-attention (the memory's keys are one projection per layer): multi-head `attention(q, linear(memory, …), linear(memory, …))` or one of the additive kinds");
+            false
+        }
+        None => true,
+    }
+}
+
+/// Rule: cross-attention keys and values from `nn.MultiheadAttention`'s packed `in_proj`
+/// (`layout = in_proj(start, total)`) are adjacent rows of one weight, keys first (so one GEMM
+/// projects the memory, as the preset's): `None` when they are not packed at all.
+fn packed_key_value(cx: &mut Ctxt, k: &LField, v: &LField, span: Span) -> Option<Option<LField>> {
+    let (
+        FieldKind::Linear { input, output: ko, bias, layout: Layout::InProj { total, first } },
+        FieldKind::Linear { output: vo, layout: Layout::InProj { total: vt, first: vf }, .. },
+    ) = (k.kind, v.kind)
+    else {
+        return match (k.kind, v.kind) {
+            (FieldKind::Linear { layout: Layout::InProj { .. }, .. }, _)
+            | (_, FieldKind::Linear { layout: Layout::InProj { .. }, .. }) => {
+                cx.error(span, "cross-attention's keys and values are both rows of one packed `in_proj` weight, or both nn.Linear layers");
+                Some(None)
+            }
+            _ => None,
+        };
+    };
+    if k.weights != v.weights || total != vt || vf != first + ko {
+        let next = first + ko;
+        let values = if next + vo <= total {
+            format!("so the values are the next {vo} rows of the same weight, `in_proj({next}, {total})`")
+        } else {
+            "so the values are the rows right after them in the same weight".to_string()
+        };
+        cx.error(
+            span,
+            format!("cross-attention's keys and values run as one GEMM over the memory: the keys are rows {first}..{next} of their packed weight, {values} (`nn.MultiheadAttention`: keys `in_proj(d, 3 * d)`, values `in_proj(2 * d, 3 * d)`)"),
+        );
+        return Some(None);
+    }
+    Some(Some(LField {
+        kind: FieldKind::Linear { input, output: ko + vo, bias, layout: Layout::InProj { total, first } },
+        weights: k.weights.clone(),
+        split: vec![],
+    }))
+}
 
 /// Names that generated code already uses for locals or parameters around scratch buffers.
 const RESERVED: &[&str] = &[
@@ -549,6 +627,9 @@ fn lower_section(
         i += 1;
     }
 
+    if !one_cross_attention(cx, &nodes, &tensors) {
+        return None;
+    }
     // Cross-attention: its key and value projections of the memory become one field that
     // `encode` applies once per source (see `codegen::seq2seq`), so they leave the layer's ops.
     let mut cross_field = None;
@@ -578,6 +659,18 @@ fn lower_section(
                 cx.error(tensors[c.out].span, "cross-attention projects the memory once per source: its keys and values must each be `linear(memory, …)`, used only here");
                 return None;
             };
+            if let Some(packed) = packed_key_value(cx, &fields[fk], &fields[fv], tensors[c.v].span) {
+                fields.push(packed?);
+                cross_field = Some(fields.len() - 1);
+                for d in [dk.max(dv), dk.min(dv)] {
+                    nodes.remove(d);
+                    if d < i {
+                        i -= 1;
+                    }
+                }
+                i += 1;
+                continue;
+            }
             let (Some(bias), Some(bias_v)) = (torch(fk), torch(fv)) else {
                 cx.error(tensors[c.out].span, "cross-attention's key and value projections are nn.Linear-layout linears (one GEMM over the memory)");
                 return None;
@@ -690,7 +783,9 @@ fn lower_section(
     }
     let mut bufs: Vec<Buf> = Vec::new();
     let mut buf_of: Vec<Option<usize>> = vec![None; tensors.len()];
-    let mut taken_bufs: Vec<String> = Vec::new();
+    // The additive cross-attention's own scratch (query projection or location logits, and
+    // alignments) are named as the preset's.
+    let mut taken_bufs: Vec<String> = vec![ADDITIVE_SCORES.into(), ADDITIVE_ALIGNMENTS.into()];
     for (idx, node) in nodes.iter().enumerate() {
         let out = node.out();
         if on_stream[out] {
@@ -767,7 +862,7 @@ fn lower_section(
     }
 
     // Field names: the checkpoint name's last segment, or its whole path when that collides.
-    let mut taken: Vec<String> = vec!["rope".into(), CROSS_KEY_VALUE.into()];
+    let mut taken: Vec<String> = vec!["rope".into(), CROSS_KEY_VALUE.into(), ADDITIVE_CROSS.into()];
     let last_segments: Vec<String> = fields
         .iter()
         .map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default())
@@ -783,6 +878,7 @@ fn lower_section(
                     [Some(*proj), *cls, Some(*pos)].into_iter().flatten().collect()
                 }
                 Node::Cross(_) => cross_field.into_iter().collect(),
+                Node::Additive(a) => vec![a.field],
                 _ => vec![],
             };
             for f in fs {
@@ -799,6 +895,10 @@ fn lower_section(
         let collides = used_fields.iter().filter(|&&g| last_segments[g] == last_segments[f]).count() > 1;
         if Some(f) == cross_field {
             field_names[f] = Some(CROSS_KEY_VALUE);
+            continue;
+        }
+        if nodes.iter().any(|n| matches!(n, Node::Additive(a) if a.field == f)) {
+            field_names[f] = Some(ADDITIVE_CROSS);
             continue;
         }
         let raw = if fused {
@@ -858,7 +958,20 @@ fn lower_section(
                     output: val(c.out),
                     heads: c.heads,
                     head_dim: c.head_dim,
-                    scaled: true,
+                    scaled: c.scaled,
+                });
+            }
+            Node::Additive(ref a) => {
+                if on_stream[a.out] {
+                    cx.error(tensors[a.out].span, "additive cross-attention writes its context into scratch, not the stream: project it (`linear(context, d_model)`) and add that");
+                    return None;
+                }
+                ops.push(Op::AdditiveCross {
+                    field: ADDITIVE_CROSS,
+                    input: val(a.input),
+                    scores: Value { name: ADDITIVE_SCORES, width: a.kind.scratch_width() },
+                    alignments: Value { name: ADDITIVE_ALIGNMENTS, width: a.max_source },
+                    output: val(a.out),
                 });
             }
             Node::Glu { input, out, act } => {
@@ -970,6 +1083,7 @@ fn chain(
         Node::Glu { .. }
         | Node::Attention(_)
         | Node::Cross(_)
+        | Node::Additive(_)
         | Node::Pool { .. }
         | Node::Normalize { .. } => None,
     }

@@ -17,6 +17,8 @@ use crate::graph::{FieldKind, Index, Layout};
 use crate::spec::{Activation, ImageInput, Output, OutputKind, Pool, Sparse, SparsePattern};
 use crate::suggest::closest;
 
+mod cross;
+
 /// A tensor `[S, width]` (or `[M, width]`: rows of the encoder's memory): one value of the
 /// program (each is written once).
 #[derive(Clone, Debug)]
@@ -111,6 +113,20 @@ pub struct CrossNode {
     pub out: usize,
     pub heads: usize,
     pub head_dim: usize,
+    /// Scores are multiplied by `1/sqrt(head_dim)` (`scaled = false`: T5).
+    pub scaled: bool,
+}
+
+/// Additive or location cross-attention: each row of `input` attends to the encoder's memory
+/// rows (`additive_attention`, `location_attention`, `location_sensitive_attention`).
+#[derive(Clone, PartialEq, Debug)]
+pub struct AdditiveNode {
+    pub field: usize,
+    pub input: usize,
+    pub out: usize,
+    pub kind: crate::graph::AdditiveKind,
+    /// The longest source the alignments cover (`max_positions`).
+    pub max_source: usize,
 }
 
 #[derive(Clone, PartialEq, Debug)]
@@ -161,6 +177,7 @@ pub enum Node {
     },
     Attention(AttentionNode),
     Cross(CrossNode),
+    Additive(AdditiveNode),
     /// `out = input * factor`.
     Scale {
         input: usize,
@@ -204,6 +221,7 @@ impl Node {
                 None => vec![a.q],
             },
             Node::Cross(c) => vec![c.q, c.k, c.v],
+            Node::Additive(a) => vec![a.input],
             Node::Scale { input, .. } | Node::Pool { input, .. } | Node::Normalize { input, .. } => {
                 vec![*input]
             }
@@ -226,6 +244,7 @@ impl Node {
             | Node::Patches { out, .. } => *out,
             Node::Attention(a) => a.out,
             Node::Cross(c) => c.out,
+            Node::Additive(a) => a.out,
         }
     }
 }
@@ -349,6 +368,9 @@ const FUNCTIONS: &[&str] = &[
     "cls",
     "normalize",
     "patch_embedding",
+    "additive_attention",
+    "location_attention",
+    "location_sensitive_attention",
 ];
 const INPUTS: &[&str] = &["tokens", "token_types", "image"];
 
@@ -1192,6 +1214,9 @@ impl Interp<'_> {
                 self.activation(&func, span, &positional)
             }
             "attention" => self.attention(span, &positional, &mut args),
+            "additive_attention" | "location_attention" | "location_sensitive_attention" => {
+                self.additive_attention(&func, span, &positional, &mut args)
+            }
             "concat" => self.concat(span, &positional),
             "mean_pool" | "max_pool" | "cls" => self.pool(&func, span, &positional),
             "normalize" => self.normalize(span, &positional),
@@ -1641,11 +1666,16 @@ impl Interp<'_> {
             Some(Expr::Call(call)) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("per_head")) => {
                 self.per_head_layout(call, output)?
             }
+            Some(e @ Expr::Path(p)) if p.path.is_ident("in_proj") => self.in_proj_layout(e, output)?,
+            Some(e @ Expr::Call(call)) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("in_proj")) => {
+                self.in_proj_layout(e, output)?
+            }
             Some(other) => {
                 self.error(
                     other.span(),
-                    "`layout` is `torch` (nn.Linear, `[out, in]`), `conv1d` (GPT-2, `[in, out]`) or \
-                     `per_head(heads)` (BLOOM's and GPT-NeoX's fused QKV, rows `[heads, 3, head_dim]`)",
+                    "`layout` is `torch` (nn.Linear, `[out, in]`), `conv1d` (GPT-2, `[in, out]`), \
+                     `per_head(heads)` (BLOOM's and GPT-NeoX's fused QKV, rows `[heads, 3, head_dim]`) or \
+                     `in_proj` / `in_proj(start, total)` (nn.MultiheadAttention's packed `in_proj_weight`)",
                 );
                 return None;
             }
@@ -2014,8 +2044,9 @@ impl Interp<'_> {
                 return None;
             }
         }
+        let scaled = self.flag_arg(args, "scaled", true)?;
         let out = self.cur.tensor(wq, span, "context");
-        self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim }));
+        self.cur.nodes.push(Node::Cross(CrossNode { q, k, v, out, heads, head_dim, scaled }));
         Some(Val::Tensor(out))
     }
 

@@ -13,8 +13,8 @@ use super::{agree, base_spec, dim, Dims};
 use crate::ast::{Forward, ModelInput};
 use crate::ctxt::Ctxt;
 use crate::graph::seq2seq::{Seq2SeqGraph, Stack};
-use crate::graph::{Graph, Op};
-use crate::spec::{Seq2Seq, Spec, Stack as StackDims};
+use crate::graph::{AdditiveKind, Block, FieldKind, Graph, Op};
+use crate::spec::{CrossKind, Seq2Seq, Spec, Stack as StackDims};
 
 pub fn expand(
     mut cx: Ctxt,
@@ -69,12 +69,14 @@ fn join(
         Op::CrossAttention { heads, head_dim, .. } => Some((heads, head_dim)),
         _ => None,
     });
+    let additive = additive_kind(&dec.graph.layer);
     let memory_span =
         decode.inputs.iter().find(|i| *i == &encode.output).map_or(decode.name.span(), |i| i.span());
-    let Some((cross_heads, cross_head_dim)) = cross else {
+    let Some((cross_heads, cross_head_dim)) = cross.or(additive.map(|_| (dec.attention.0, dec.attention.2)))
+    else {
         return Err(syn::Error::new(
             memory_span,
-            format!("`{m}` is never read: a decoder layer reads it through cross-attention, `attention(q, linear({m}, …), linear({m}, …), heads = …)`", m = encode.output),
+            format!("`{m}` is never read: a decoder layer reads it through cross-attention, `attention(q, linear({m}, …), linear({m}, …), heads = …)` or `additive_attention(x, {m}, dim = …)`", m = encode.output),
         ));
     };
     let (heads, kv_heads, head_dim) = dec.attention;
@@ -84,11 +86,6 @@ fn join(
             layer_span(&dec),
             format!("the decoder's self-attention ({heads} query and {kv_heads} key/value heads of {head_dim}) and cross-attention ({cross_heads} heads of {cross_head_dim}) must have the same heads: the decoder's cache and memory share one width"),
         );
-    }
-    for (l, side) in [(&enc, "encoder"), (&dec, "decoder")] {
-        if l.graph.layer.per_layer() {
-            cx.error(layer_span(l), format!("attention windows that vary by layer are not supported in an encoder-decoder's {side} yet"));
-        }
     }
     if enc.vocab_size != dec.vocab_size {
         cx.error(
@@ -144,7 +141,7 @@ fn join(
     spec.seq2seq = Some(Seq2Seq {
         decoder: StackDims { d_model: dec.d_model, heads, head_dim, layers: dec.graph.layers, d_ff },
         decoder_start: u32::try_from(decoder_start).unwrap_or(0),
-        cross: Default::default(),
+        cross: additive.map_or(CrossKind::MultiHead, cross_kind),
         decoder_windows: Vec::new(),
     });
     // Ignored tensors: each pass's, `{layer}` expanded over its own stack's layers.
@@ -175,4 +172,23 @@ fn expand_ignored(names: &[&'static str], layers: usize) -> Vec<&'static str> {
             }
         })
         .collect()
+}
+
+/// The decoder layer's additive or location cross-attention, if it has one.
+fn additive_kind(layer: &Block) -> Option<AdditiveKind> {
+    layer.fields.iter().find_map(|f| match f.kind {
+        FieldKind::Additive { kind, .. } => Some(kind),
+        _ => None,
+    })
+}
+
+/// The preset's name for an additive kind (the spec records what the decoder's layers do).
+fn cross_kind(kind: AdditiveKind) -> CrossKind {
+    match kind {
+        AdditiveKind::Bahdanau { attention } => CrossKind::Additive { attention_dim: attention },
+        AdditiveKind::Location { .. } => CrossKind::Location,
+        AdditiveKind::LocationSensitive { attention, filters, kernel } => {
+            CrossKind::LocationSensitive { attention_dim: attention, filters, kernel }
+        }
+    }
 }

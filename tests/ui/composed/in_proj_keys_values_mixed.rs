@@ -1,0 +1,52 @@
+// Cross-attention keys from a packed `in_proj` weight, values from an nn.Linear.
+
+transformer::model! {
+    /// A small composed encoder-decoder.
+    pub struct Model {
+        vocab_size: 100,
+        max_positions: 32,
+        d_model: 64,
+        heads: 4,
+        d_ff: 128,
+        layers: 2,
+        decoder_start: 1,
+    }
+
+    fn encode(tokens) -> memory {
+        let x = embedding(tokens, vocab_size, d_model) + sinusoidal(positions, 32, d_model);
+        for layer in 0..layers {
+            let qkv = linear(x, 3 * d_model);
+            let context = attention(qkv, heads = heads);
+            #[weights("attention_out", "attention_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            #[weights("fc_in", "fc_out", "ffn_norm")]
+            x = layer_norm(x + linear(relu(linear(x, d_ff)), d_model));
+        }
+        x
+    }
+
+    fn decode(tokens, memory) -> logits {
+        let x = embedding(tokens, vocab_size, d_model) + sinusoidal(positions, 32, d_model);
+        for layer in 0..layers {
+            let qkv = linear(x, 3 * d_model);
+            let context = attention(qkv, heads = heads, causal);
+            #[weights("attention_out", "attention_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            #[weights = "cross.in_proj"]
+            let q = linear(x, d_model, layout = in_proj(0, 3 * d_model));
+            #[weights = "cross.in_proj"]
+            let k = linear(memory, d_model, layout = in_proj(d_model, 3 * d_model));
+            #[weights = "cross_v"]
+            let v = linear(memory, d_model);
+            let context = attention(q, k, v, heads = heads);
+            #[weights("cross_out", "cross_norm")]
+            x = layer_norm(x + linear(context, d_model));
+            #[weights("fc_in", "fc_out", "ffn_norm")]
+            x = layer_norm(x + linear(relu(linear(x, d_ff)), d_model));
+        }
+        #[weights = "lm_head"]
+        linear(x, vocab_size, bias = false)
+    }
+}
+
+fn main() {}
