@@ -8,6 +8,10 @@
 use serde::Deserialize;
 use transformer::{Batch, GenerateOptions, Workspace};
 
+#[path = "common/seq2seq_presets.rs"]
+mod seq2seq_presets;
+use seq2seq_presets::*;
+
 transformer::model! {
     /// BART as composed passes: post-norm layers, learned positions offset by 2, scaled and
     /// normalised embeddings, a tied head with `final_logits_bias`.
@@ -93,28 +97,6 @@ transformer::model! {
     }
 }
 
-transformer::model! {
-    /// The same BART as the preset declares it (as in `tests/seq2seq_parity.rs`).
-    pub struct PresetBart {
-        vocab_size: 120,
-        max_positions: 64,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: gelu_erf,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: post,
-        positions: learned,
-        embedding_scale: sqrt_d_model,
-        weights: bart,
-        lm_head: tied,
-        decoder_start: 2,
-        encoder: { layers: 2, attention: bidirectional },
-        decoder: { layers: 2, attention: causal, cross_attention: encoder },
-    }
-}
-
 // The generated API is the preset's, consts included.
 const _: () = assert!(
     ComposedBart::DECODER_START == 2
@@ -142,9 +124,9 @@ fn reference() -> Reference {
     serde_json::from_str(&text).expect("fixture parses")
 }
 
-fn models() -> (ComposedBart, PresetBart) {
+fn models() -> (ComposedBart, Bart) {
     let weights = path("model.safetensors");
-    (ComposedBart::from_safetensors(&weights).unwrap(), PresetBart::from_safetensors(&weights).unwrap())
+    (ComposedBart::from_safetensors(&weights).unwrap(), Bart::from_safetensors(&weights).unwrap())
 }
 
 fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {

@@ -21,6 +21,14 @@
 use serde::Deserialize;
 use transformer::{Batch, GenerateOptions, Workspace};
 
+#[path = "common/seq2seq_presets.rs"]
+mod seq2seq_presets;
+use seq2seq_presets::*;
+
+#[path = "common/additive_presets.rs"]
+mod additive_presets;
+use additive_presets::*;
+
 transformer::model! {
     /// `bahdanau` as composed passes: Bahdanau: a scoring MLP of width 16 over the memory rows.
     pub struct ComposedBahdanau {
@@ -84,28 +92,6 @@ transformer::model! {
         let x = layer_norm(x, eps = 1e-5);
         #[weights = "generator"]
         linear(x, vocab_size)
-    }
-}
-
-transformer::model! {
-    /// `bahdanau` as the preset declares it (`tests/additive_seq2seq_parity.rs`).
-    pub struct PresetBahdanau {
-        vocab_size: 48,
-        max_positions: 32,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: relu,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: post,
-        positions: sinusoidal,
-        embedding_scale: sqrt_d_model,
-        weights: torch,
-        lm_head: untied,
-        decoder_start: 1,
-        encoder: { layers: 2, attention: bidirectional },
-        decoder: { layers: 2, attention: causal, cross_attention: encoder, cross_attention_kind: additive, attention_dim: 16 },
     }
 }
 
@@ -176,28 +162,6 @@ transformer::model! {
 }
 
 transformer::model! {
-    /// `location` as the preset declares it (`tests/additive_seq2seq_parity.rs`).
-    pub struct PresetLocation {
-        vocab_size: 48,
-        max_positions: 32,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: relu,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: post,
-        positions: sinusoidal,
-        embedding_scale: sqrt_d_model,
-        weights: torch,
-        lm_head: untied,
-        decoder_start: 1,
-        encoder: { layers: 2, attention: bidirectional },
-        decoder: { layers: 2, attention: causal, cross_attention: encoder, cross_attention_kind: location },
-    }
-}
-
-transformer::model! {
     /// `location_sensitive` as composed passes: Tacotron 2: Bahdanau plus 4 filters of width 5 over the previous and cumulative alignments.
     pub struct ComposedLocationSensitive {
         vocab_size: 48,
@@ -260,36 +224,6 @@ transformer::model! {
         let x = layer_norm(x, eps = 1e-5);
         #[weights = "generator"]
         linear(x, vocab_size)
-    }
-}
-
-transformer::model! {
-    /// `location_sensitive` as the preset declares it (`tests/additive_seq2seq_parity.rs`).
-    pub struct PresetLocationSensitive {
-        vocab_size: 48,
-        max_positions: 32,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: relu,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: post,
-        positions: sinusoidal,
-        embedding_scale: sqrt_d_model,
-        weights: torch,
-        lm_head: untied,
-        decoder_start: 1,
-        encoder: { layers: 2, attention: bidirectional },
-        decoder: {
-            layers: 2,
-            attention: causal,
-            cross_attention: encoder,
-            cross_attention_kind: location_sensitive,
-            attention_dim: 16,
-            location_filters: 4,
-            location_kernel: 5,
-        },
     }
 }
 
@@ -424,9 +358,9 @@ macro_rules! bit_identical {
     };
 }
 
-bit_identical!(bahdanau, ComposedBahdanau, PresetBahdanau, "bahdanau");
-bit_identical!(location, ComposedLocation, PresetLocation, "location");
-bit_identical!(location_sensitive, ComposedLocationSensitive, PresetLocationSensitive, "location_sensitive");
+bit_identical!(bahdanau, ComposedBahdanau, PaperBahdanau, "bahdanau");
+bit_identical!(location, ComposedLocation, PaperLocation, "location");
+bit_identical!(location_sensitive, ComposedLocationSensitive, PaperLocationSensitive, "location_sensitive");
 
 transformer::model! {
     /// `torch.nn.Transformer` (`tests/fixtures/seq2seq/transformer`) with a centred window of 4 in
@@ -499,28 +433,6 @@ transformer::model! {
         let x = layer_norm(x, eps = 1e-5);
         #[weights = "generator"]
         linear(x, vocab_size)
-    }
-}
-
-transformer::model! {
-    /// The windowed preset of `tests/seq2seq_window_parity.rs`.
-    pub struct PresetWindowed {
-        vocab_size: 100,
-        max_positions: 64,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: relu,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: post,
-        positions: sinusoidal,
-        embedding_scale: sqrt_d_model,
-        weights: torch,
-        lm_head: untied,
-        decoder_start: 1,
-        encoder: { layers: 2, attention: bidirectional, window: 4 },
-        decoder: { layers: 2, attention: causal, cross_attention: encoder, window: [3, global] },
     }
 }
 
@@ -632,30 +544,6 @@ transformer::model! {
 }
 
 transformer::model! {
-    /// The T5 v1.1 preset of `tests/seq2seq_parity.rs`.
-    pub struct PresetT5 {
-        vocab_size: 96,
-        max_positions: 64,
-        d_model: 32,
-        heads: 4,
-        head_dim: 12,
-        d_ff: 40,
-        activation: geglu_tanh,
-        norm: rms_norm,
-        norm_eps: 1e-6,
-        norm_placement: pre,
-        positions: relative,
-        relative_buckets: 8,
-        relative_max_distance: 20,
-        weights: t5,
-        lm_head: untied,
-        decoder_start: 0,
-        encoder: { layers: 2, attention: bidirectional },
-        decoder: { layers: 3, attention: causal, cross_attention: encoder },
-    }
-}
-
-transformer::model! {
     /// The original T5 (`tests/fixtures/seq2seq/t5_tied`) as composed passes: as `ComposedT5`,
     /// with a ReLU feed-forward and the tied head reading the decoder's states rescaled by
     /// 1/sqrt(d_model).
@@ -754,29 +642,6 @@ transformer::model! {
     }
 }
 
-transformer::model! {
-    /// The tied T5 preset of `tests/seq2seq_parity.rs`.
-    pub struct PresetT5Tied {
-        vocab_size: 96,
-        max_positions: 64,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: relu,
-        norm: rms_norm,
-        norm_eps: 1e-6,
-        norm_placement: pre,
-        positions: relative,
-        relative_buckets: 8,
-        relative_max_distance: 20,
-        weights: t5,
-        lm_head: tied,
-        decoder_start: 0,
-        encoder: { layers: 2, attention: bidirectional },
-        decoder: { layers: 2, attention: causal, cross_attention: encoder },
-    }
-}
-
 /// `tests/fixtures/seq2seq`'s references (`scripts/reference/seq2seq.py`,
 /// `scripts/reference/windowed_seq2seq.py`).
 #[derive(Deserialize)]
@@ -872,15 +737,15 @@ macro_rules! bit_identical_seq2seq {
 bit_identical_seq2seq!(
     windowed,
     ComposedWindowed,
-    PresetWindowed,
+    PaperWindowed,
     "transformer/model.safetensors",
     "transformer_windowed.json"
 );
-bit_identical_seq2seq!(t5, ComposedT5, PresetT5, "t5/model.safetensors", "t5/reference.json");
+bit_identical_seq2seq!(t5, ComposedT5, T5Gated, "t5/model.safetensors", "t5/reference.json");
 bit_identical_seq2seq!(
     t5_tied,
     ComposedT5Tied,
-    PresetT5Tied,
+    T5Tied,
     "t5_tied/model.safetensors",
     "t5_tied/reference.json"
 );

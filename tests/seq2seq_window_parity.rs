@@ -9,27 +9,9 @@
 use serde::Deserialize;
 use transformer::{Batch, GenerateOptions, Workspace};
 
-transformer::model! {
-    /// `transformer` with windows in both stacks.
-    pub struct PaperWindowed {
-        vocab_size: 100,
-        max_positions: 64,
-        d_model: 32,
-        heads: 4,
-        d_ff: 48,
-        activation: relu,
-        norm: layer_norm,
-        norm_eps: 1e-5,
-        norm_placement: post,
-        positions: sinusoidal,
-        embedding_scale: sqrt_d_model,
-        weights: torch,
-        lm_head: untied,
-        decoder_start: 1,
-        encoder: { layers: 2, attention: bidirectional, window: 4 },
-        decoder: { layers: 2, attention: causal, cross_attention: encoder, window: [3, global] },
-    }
-}
+#[path = "common/seq2seq_presets.rs"]
+mod seq2seq_presets;
+use seq2seq_presets::*;
 
 #[derive(Deserialize)]
 struct Reference {
