@@ -3,14 +3,15 @@
 //! run with the same layout as a custom 4-D attention mask (`scripts/reference/sparse.py`, random
 //! weights, prompts of 150–250 tokens so several blocks are cut): logits within 1e-4, greedy
 //! generation identical for 32 tokens alone and batched, cached steps equal to a full recompute
-//! (1e-5). The script shows dense causal attention and the other layout miss by 6–7.
+//! (1e-5). The script shows dense causal attention and the other layout miss by 6–7. Per-layer
+//! layouts (`sparse: [{ … }, dense, …]`) against `scripts/reference/sparse_layers.py`.
 
 #[path = "common/decoder_parity.rs"]
 #[macro_use]
 mod decoder_parity;
 
 macro_rules! sparse_llama {
-    ($name:ident, $layout:tt) => {
+    ($name:ident, $layers:literal, $layout:tt) => {
         transformer::model! {
             pub struct $name {
                 vocab_size: 96,
@@ -18,7 +19,7 @@ macro_rules! sparse_llama {
                 d_model: 64,
                 heads: 4,
                 kv_heads: 2,
-                layers: 2,
+                layers: $layers,
                 d_ff: 128,
                 activation: swiglu,
                 norm: rms_norm,
@@ -35,15 +36,31 @@ macro_rules! sparse_llama {
     };
 }
 
-sparse_llama!(Strided, { pattern: strided, block: 64, stride: 2 });
-sparse_llama!(Fixed, { pattern: fixed, block: 64, stride: 2, summary: 1 });
+sparse_llama!(Strided, 2, { pattern: strided, block: 64, stride: 2 });
+sparse_llama!(Fixed, 2, { pattern: fixed, block: 64, stride: 2, summary: 1 });
 
 decoder_parity_tests!(strided, Strided, "sparse/strided");
 decoder_parity_tests!(fixed, Fixed, "sparse/fixed");
 
+// GPT-3's alternating dense and sparse layers, one `sparse` entry per layer, against
+// `scripts/reference/sparse_layers.py` (each HF layer gets its own mask through a pre-hook; the
+// script shows the layout in every layer, dense everywhere and the shifted mix all miss by far
+// more than 1e-4).
+sparse_llama!(StridedDense, 4, [
+    { pattern: strided, block: 64, stride: 2 }, dense,
+    { pattern: strided, block: 64, stride: 2 }, dense,
+]);
+sparse_llama!(DenseFixed, 4, [
+    dense, { pattern: fixed, block: 64, stride: 2, summary: 1 },
+    dense, { pattern: fixed, block: 64, stride: 2, summary: 1 },
+]);
+
+decoder_parity_tests!(strided_dense, StridedDense, "sparse/strided_dense");
+decoder_parity_tests!(dense_fixed, DenseFixed, "sparse/dense_fixed");
+
 /// The same LLaMA written as composed blocks, the layout an argument of its attention.
 macro_rules! composed_sparse_llama {
-    ($name:ident, $($layout:tt)*) => {
+    ($name:ident, $layers:literal, $($layout:tt)*) => {
         transformer::model! {
             pub struct $name {
                 vocab_size: 96,
@@ -53,7 +70,7 @@ macro_rules! composed_sparse_llama {
                 kv_heads: 2,
                 head_dim: d_model / heads,
                 d_ff: 128,
-                layers: 2,
+                layers: $layers,
             }
 
             fn forward(tokens) -> logits {
@@ -88,11 +105,20 @@ macro_rules! composed_sparse_llama {
     };
 }
 
-composed_sparse_llama!(ComposedStrided, strided(block = 64, stride = 2));
-composed_sparse_llama!(ComposedFixed, fixed(block = 64, stride = 2, summary = 1));
+composed_sparse_llama!(ComposedStrided, 2, strided(block = 64, stride = 2));
+composed_sparse_llama!(ComposedFixed, 2, fixed(block = 64, stride = 2, summary = 1));
 
 decoder_parity_tests!(composed_strided, ComposedStrided, "sparse/strided");
 decoder_parity_tests!(composed_fixed, ComposedFixed, "sparse/fixed");
+
+// The per-layer mixes, the layer chosen by a constant `if` (`None`: dense).
+composed_sparse_llama!(ComposedStridedDense, 4,
+    if layer % 2 == 0 { strided(block = 64, stride = 2) } else { None });
+composed_sparse_llama!(ComposedDenseFixed, 4,
+    if layer % 2 == 1 { fixed(block = 64, stride = 2, summary = 1) } else { None });
+
+decoder_parity_tests!(composed_strided_dense, ComposedStridedDense, "sparse/strided_dense");
+decoder_parity_tests!(composed_dense_fixed, ComposedDenseFixed, "sparse/dense_fixed");
 
 fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
     rows.iter().flat_map(|r| r.as_ref().iter().map(|v| v.to_bits())).collect()
@@ -130,4 +156,43 @@ fn composed_sparse_is_bit_identical_to_the_preset() {
         bits(&preset.logits(&batch).unwrap()),
         "fixed logits"
     );
+}
+
+/// Composed per-layer layouts lower to the presets' per-layer table: logits and cached steps are
+/// the presets', bit for bit.
+#[test]
+fn composed_per_layer_sparse_is_bit_identical_to_the_preset() {
+    use transformer::{Batch, Workspace};
+    let prompts: Vec<Vec<u32>> =
+        decoder_parity::reference("sparse/strided_dense").prompts.into_iter().map(|p| p.ids).collect();
+    let batch = Batch::from_sequences(&prompts).unwrap();
+    let load = |fixture: &str| decoder_parity::dir(fixture).join("model.safetensors");
+    let (preset, composed) = (
+        StridedDense::from_safetensors(load("sparse/strided_dense")).unwrap(),
+        ComposedStridedDense::from_safetensors(load("sparse/strided_dense")).unwrap(),
+    );
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "strided/dense logits"
+    );
+    let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
+    let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
+    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
+    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
+    assert_eq!(a, b, "strided/dense cached steps");
+    let (preset, composed) = (
+        DenseFixed::from_safetensors(load("sparse/dense_fixed")).unwrap(),
+        ComposedDenseFixed::from_safetensors(load("sparse/dense_fixed")).unwrap(),
+    );
+    assert_eq!(
+        bits(&composed.logits(&batch).unwrap()),
+        bits(&preset.logits(&batch).unwrap()),
+        "dense/fixed logits"
+    );
+    let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
+    let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
+    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
+    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
+    assert_eq!(a, b, "dense/fixed cached steps");
 }

@@ -133,7 +133,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let layers = size(&mut cx, "layers", MAX_LAYERS);
     let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
     let windows = entries.get("window").and_then(|e| local::windows(&mut cx, e, layers));
-    let sparse = entries.get("sparse").and_then(|e| local::sparse(&mut cx, e));
+    let sparse = entries.get("sparse").and_then(|e| local::sparse_layers(&mut cx, e, layers));
     if let Some(sections) = &sections {
         local::windows_per_stack(&mut cx, &top, [&sections.encoder, &sections.decoder]);
     }
@@ -335,7 +335,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         head_dim: head_dim.ok_or_else(missing)?,
         kv_heads: kv_heads.or(heads).ok_or_else(missing)?,
         windows: windows.unwrap_or_default(),
-        sparse,
+        sparse: sparse.unwrap_or_default(),
         layers: layers.ok_or_else(missing)?,
         d_ff: d_ff.ok_or_else(missing)?,
         activation: activation.ok_or_else(missing)?,

@@ -26,8 +26,9 @@ pub struct Spec {
     /// ending at itself (Mistral); bidirectional: the keys within `w / 2` on either side
     /// (Longformer). Empty or all `None`: global attention everywhere.
     pub windows: Vec<Option<usize>>,
-    /// A block-sparse layout every self-attention also obeys (Sparse Transformer).
-    pub sparse: Option<Sparse>,
+    /// Block-sparse layouts (Sparse Transformer), per layer (`None`: dense, as GPT-3's
+    /// alternating layers). Empty or all `None`: dense attention everywhere.
+    pub sparse: Vec<Option<Sparse>>,
     pub layers: usize,
     pub d_ff: usize,
     pub activation: Activation,

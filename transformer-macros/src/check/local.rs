@@ -110,18 +110,69 @@ pub fn centred_window_even(cx: &mut Ctxt, w: usize, span: Span) {
     }
 }
 
-/// `sparse: { pattern: strided | fixed, block: 64, stride: 4[, summary: 1] }`.
-pub fn sparse(cx: &mut Ctxt, entry: &Entry) -> Option<Sparse> {
-    let Value::Section { entries, span } = &entry.value else {
-        cx.error(
-            entry.value.span(),
-            format!(
-                "`sparse` expects a layout such as `{{ pattern: strided, block: 64, stride: 4 }}`, found {}",
-                entry.value.describe()
-            ),
-        );
-        return None;
-    };
+/// `sparse: { … }` (every layer) or `sparse: [{ … }, dense, …]` (one entry per layer, `dense`
+/// for a layer without a layout, as GPT-3's alternating layers).
+pub fn sparse_layers(cx: &mut Ctxt, entry: &Entry, layers: Option<usize>) -> Option<Vec<Option<Sparse>>> {
+    match &entry.value {
+        Value::List { items, span } => {
+            let layouts: Vec<_> = items.iter().map(|item| layer_sparse(cx, item)).collect();
+            if let Some(layers) = layers.filter(|&n| n != items.len()) {
+                sparse_list_length(cx, items.len(), layers, *span);
+                return None;
+            }
+            layouts.into_iter().collect()
+        }
+        Value::Section { entries, span } => {
+            let layout = sparse(cx, entries, *span)?;
+            Some(vec![Some(layout); layers?])
+        }
+        other => {
+            cx.error(
+                other.span(),
+                format!(
+                    "`sparse` expects a layout such as `{{ pattern: strided, block: 64, stride: 4 }}`, or one \
+                     entry per layer such as `[{{ pattern: strided, block: 64, stride: 4 }}, dense]`, found {}",
+                    other.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Rule: a per-layer `sparse` list has one entry per layer. `span` is the list.
+fn sparse_list_length(cx: &mut Ctxt, found: usize, layers: usize, span: Span) {
+    cx.error(
+        span,
+        format!(
+            "`sparse` lists one entry per layer (a layout `{{ … }}` or `dense`): found {found} for `layers: {layers}`"
+        ),
+    );
+}
+
+/// Rule: each entry of a per-layer `sparse` list is a layout `{ … }` or `dense` (the layer
+/// attends to every key its `attention` and `window` allow).
+fn layer_sparse(cx: &mut Ctxt, item: &Value) -> Option<Option<Sparse>> {
+    match item {
+        Value::Name(name) if name == "dense" => Some(None),
+        Value::Section { entries, span } => sparse(cx, entries, *span).map(Some),
+        other => {
+            cx.error(
+                other.span(),
+                format!(
+                    "each layer's `sparse` entry is a layout such as `{{ pattern: strided, block: 64, stride: 4 }}`, \
+                     or `dense`; found {}",
+                    other.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// One layout `{ pattern: strided | fixed, block: 64, stride: 4[, summary: 1] }` written at `span`.
+fn sparse(cx: &mut Ctxt, entries: &[Entry], span: Span) -> Option<Sparse> {
+    let span = &span;
     let keys = keys_known_and_unique(cx, entries, SPARSE_KEYS);
     for key in ["pattern", "block", "stride"] {
         if !keys.contains_key(key) {

@@ -13,7 +13,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::LitStr;
 
-use crate::graph::{self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window};
+use crate::graph::{self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window};
 use crate::spec::{Activation, Output, Sparse, SparsePattern, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).
@@ -466,7 +466,7 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                 let scale = if scaled { (1.0 / (head_dim as f64).sqrt()) as f32 } else { 1.0f32 };
                 let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
                 let (q, o) = (quote!(s.#q.as_flattened()), quote!(s.#o.as_flattened_mut()));
-                let plain = kv_heads == heads && window == Window::Global && !bias && sparse.is_none();
+                let plain = kv_heads == heads && window == Window::Global && !bias;
                 let some = |w: usize| quote!(::core::option::Option::Some(#w));
                 let none = quote!(::core::option::Option::None);
                 let window = match window {
@@ -486,19 +486,18 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                     quote!(::core::option::Option::None)
                 };
                 let shape = quote!(#rt::layers::attention::AttentionShape { heads: #heads, kv_heads: #kv_heads, window: #window });
-                match sparse.map(sparse_layout) {
-                    Some(layout) => match (causal, mode) {
-                        (false, _) => quote!(
-                            #rt::layers::attention::self_attention_sparse::<#head_dim>(#q, batch, #shape, #layout, #bias, #scale, #o, threads);
-                        ),
-                        (true, Mode::Full) => quote!(
-                            #rt::layers::attention::causal_self_attention_sparse::<#head_dim>(#q, batch, #shape, #layout, #bias, #scale, #o, threads);
-                        ),
-                        (true, Mode::Cached) => quote!(
-                            #rt::layers::attention::cached_causal_attention_sparse::<#head_dim>(#q, batch, cache, layer, #shape, #layout, #bias, #scale, #o, threads);
-                        ),
-                    },
-                    None => match (causal, mode, plain) {
+                let sparse_call = |layout: TokenStream| match (causal, mode) {
+                    (false, _) => quote!(
+                        #rt::layers::attention::self_attention_sparse::<#head_dim>(#q, batch, #shape, #layout, #bias, #scale, #o, threads);
+                    ),
+                    (true, Mode::Full) => quote!(
+                        #rt::layers::attention::causal_self_attention_sparse::<#head_dim>(#q, batch, #shape, #layout, #bias, #scale, #o, threads);
+                    ),
+                    (true, Mode::Cached) => quote!(
+                        #rt::layers::attention::cached_causal_attention_sparse::<#head_dim>(#q, batch, cache, layer, #shape, #layout, #bias, #scale, #o, threads);
+                    ),
+                };
+                let dense_call = |plain: bool| match (causal, mode, plain) {
                     (false, _, true) => quote!(#rt::layers::self_attention::<#head_dim>(#q, batch, #heads, #scale, #o, threads);),
                     (false, _, false) => quote!(
                         #rt::layers::attention::self_attention_with::<#head_dim>(#q, batch, #shape, #bias, #scale, #o, threads);
@@ -515,7 +514,29 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                     (true, Mode::Cached, false) => quote!(
                         #rt::layers::attention::cached_causal_attention_with::<#head_dim>(#q, batch, cache, layer, #shape, #bias, #scale, #o, threads);
                     ),
-                },
+                };
+                match sparse {
+                    Layouts::Dense => dense_call(plain),
+                    Layouts::Fixed(layout) => sparse_call(sparse_layout(layout)),
+                    Layouts::PerLayer(layouts) => {
+                        // The layer's entry of a constant table: its layout's kernel, or the dense one.
+                        let n = layouts.len();
+                        let entries = layouts.iter().map(|l| match l {
+                            Some(l) => {
+                                let l = sparse_layout(*l);
+                                quote!(::core::option::Option::Some(#l))
+                            }
+                            None => quote!(::core::option::Option::None),
+                        });
+                        let (sparse, dense) = (sparse_call(quote!(layout)), dense_call(false));
+                        quote!({
+                            const LAYOUTS: [::core::option::Option<#rt::layers::BlockSparse>; #n] = [#(#entries),*];
+                            match LAYOUTS[layer] {
+                                ::core::option::Option::Some(layout) => { #sparse }
+                                ::core::option::Option::None => { #dense }
+                            }
+                        })
+                    }
                 }
             }
             Op::CrossAttention { q, output, heads, head_dim, scaled, .. } => {

@@ -13,8 +13,8 @@ use proc_macro2::Span;
 
 use super::program::{FieldDef, Node, Program, Section};
 use crate::ctxt::Ctxt;
-use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Op, Value, Window, STREAM};
-use crate::spec::{Classifier, ImageInput, Pool, Pooling};
+use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window, STREAM};
+use crate::spec::{Classifier, ImageInput, Pool, Pooling, Sparse};
 
 /// A `'static` copy of a name built at expansion time; the graph's names are `&'static str`
 /// because the presets' are literals. Each distinct name is leaked once per process.
@@ -164,7 +164,7 @@ pub fn lower(
     let bias_table = super::bias::table(cx, program, &attentions, max_positions);
 
     let embeddings =
-        lower_section(cx, emb, Role::Embeddings, &[], rope_positions).map(|(fields, ops)| Block {
+        lower_section(cx, emb, Role::Embeddings, &[], &[], rope_positions).map(|(fields, ops)| Block {
             suffix: intern(&format!("{side}Embeddings")),
             doc: "Input embeddings, as composed.".into(),
             prefix: "",
@@ -175,7 +175,7 @@ pub fn lower(
             cached: decoder,
         });
     let layer =
-        lower_section(cx, body, Role::Layer, &program.repeat.windows, rope_positions).map(|(fields, ops)| {
+        lower_section(cx, body, Role::Layer, &program.repeat.windows, &program.repeat.layouts, rope_positions).map(|(fields, ops)| {
             Block {
                 suffix: intern(&format!("{side}Layer")),
                 doc: "One layer, as composed in the loop body (one type for every layer).".into(),
@@ -267,7 +267,7 @@ fn lower_tail(
         }
         (Family::Encoder | Family::Image, _) => (tail.clone(), None),
     };
-    let (fields, ops) = lower_section(cx, &body, Role::Tail, &[], rope_positions)?;
+    let (fields, ops) = lower_section(cx, &body, Role::Tail, &[], &[], rope_positions)?;
     let only_norm = match ops.as_slice() {
         [] => true,
         [Op::Norm { input, output, .. }] => input.is_stream() && output.is_stream(),
@@ -541,6 +541,7 @@ fn lower_section(
     sec: &Section,
     role: Role,
     windows: &[Vec<Option<usize>>],
+    layouts: &[Vec<Option<Sparse>>],
     rope_positions: usize,
 ) -> Option<(Vec<Field>, Vec<Op>)> {
     let mut tensors = sec.tensors.clone();
@@ -1030,6 +1031,10 @@ fn lower_section(
                     Some(per_layer) => Window::of_layers(per_layer),
                     None => Window::from_option(a.window),
                 };
+                let sparse = match layouts.get(attention_index) {
+                    Some(per_layer) => Layouts::of_layers(per_layer),
+                    None => Layouts::from_option(a.sparse),
+                };
                 attention_index += 1;
                 ops.push(Op::Attention {
                     qkv: val(a.q),
@@ -1039,7 +1044,7 @@ fn lower_section(
                     head_dim: a.head_dim,
                     causal: a.causal,
                     window,
-                    sparse: a.sparse,
+                    sparse,
                     bias: a.bias.is_some(),
                     scaled: a.scaled,
                 });

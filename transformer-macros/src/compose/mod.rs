@@ -270,7 +270,7 @@ fn base_spec(input: &ModelInput, dims: &Dims, fallback: Span) -> Spec {
         head_dim: 0,
         kv_heads: 0,
         windows: Vec::new(),
-        sparse: None,
+        sparse: Vec::new(),
         layers: 0,
         d_ff: dim(dims, "d_ff").unwrap_or(0),
         activation: Activation::GeluErf,

@@ -72,7 +72,7 @@ pub struct AttentionNode {
     pub head_dim: usize,
     pub causal: bool,
     pub window: Option<usize>,
-    /// A block-sparse layout the scores also obey (the same in every layer).
+    /// A block-sparse layout the scores also obey (may differ by layer: `Repeat::layouts`).
     pub sparse: Option<Sparse>,
     /// Rotary positions on queries and keys: `(theta, rotary_dims)`.
     pub rope: Option<(f64, usize)>,
@@ -278,10 +278,10 @@ impl Section {
     }
 
     /// Whether two evaluations of a loop body have the same structure, ignoring attention windows
-    /// (which may vary by layer).
+    /// and block-sparse layouts (which may vary by layer).
     fn same_shape(&self, other: &Section) -> bool {
         let strip = |n: &Node| match n {
-            Node::Attention(a) => Node::Attention(AttentionNode { window: None, ..a.clone() }),
+            Node::Attention(a) => Node::Attention(AttentionNode { window: None, sparse: None, ..a.clone() }),
             other => other.clone(),
         };
         self.fields == other.fields
@@ -300,6 +300,8 @@ pub struct Repeat {
     pub body: Section,
     /// For each attention node of the body (in order), its window in each layer.
     pub windows: Vec<Vec<Option<usize>>>,
+    /// For each attention node of the body (in order), its block-sparse layout in each layer.
+    pub layouts: Vec<Vec<Option<Sparse>>>,
     pub span: Span,
 }
 
@@ -877,7 +879,7 @@ impl Interp<'_> {
         if let Some(k) = bodies.iter().position(|b| !b.same_shape(&bodies[0])) {
             self.cx.error(
                 span,
-                format!("layer {k} differs from layer 0 in more than its attention windows: a repeated block is one type, so only windows may vary by layer"),
+                format!("layer {k} differs from layer 0 in more than its attention windows and sparse layouts: a repeated block is one type, so only `window` and `sparse` may vary by layer"),
             );
             return None;
         }
@@ -889,7 +891,15 @@ impl Interp<'_> {
         };
         let per_body: Vec<Vec<Option<usize>>> = bodies.iter().map(attention_windows).collect();
         let windows = (0..per_body[0].len()).map(|a| per_body.iter().map(|w| w[a]).collect()).collect();
-        Some(Repeat { count, prefix, body: bodies.swap_remove(0), windows, span })
+        let attention_layouts = |b: &Section| -> Vec<Option<Sparse>> {
+            b.nodes
+                .iter()
+                .filter_map(|n| if let Node::Attention(a) = n { Some(a.sparse) } else { None })
+                .collect()
+        };
+        let per_body: Vec<Vec<Option<Sparse>>> = bodies.iter().map(attention_layouts).collect();
+        let layouts = (0..per_body[0].len()).map(|a| per_body.iter().map(|l| l[a]).collect()).collect();
+        Some(Repeat { count, prefix, body: bodies.swap_remove(0), windows, layouts, span })
     }
 
     fn constant(&mut self, e: &Expr) -> Option<Const> {
@@ -1917,16 +1927,61 @@ impl Interp<'_> {
     }
 
     /// `sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4,
-    /// summary = 1)`: the Sparse Transformer's block layouts, checked by the presets' rules.
+    /// summary = 1)`: the Sparse Transformer's block layouts, checked by the presets' rules;
+    /// `None` for dense attention, and a constant `if` to choose by layer (GPT-3's alternating
+    /// dense and sparse layers: `sparse = if layer % 2 == 0 { strided(…) } else { None }`).
     fn sparse_arg(&mut self, args: &mut Args) -> Option<Option<Sparse>> {
         let Some(e) = args.take("sparse") else { return Some(None) };
         if !self.sparse_single_stack(e.span()) {
             return None;
         }
-        let layout = "`sparse = strided(block = 64, stride = 2)` or `sparse = fixed(block = 64, stride = 4, summary = 1)`";
-        let Expr::Call(call) = e else {
-            self.error(e.span(), format!("expected a block-sparse layout: {layout}"));
-            return None;
+        self.sparse_layout(e)
+    }
+
+    /// Rule: a `sparse = …` value is a layout call, `None`, or a constant `if` (with an `else`)
+    /// whose branches are such values.
+    fn sparse_layout(&mut self, e: &Expr) -> Option<Option<Sparse>> {
+        let layout = "`sparse = strided(block = 64, stride = 2)`, `sparse = fixed(block = 64, stride = 4, summary = 1)` or `sparse = None` (dense)";
+        let one = |block: &syn::Block| match block.stmts.as_slice() {
+            [syn::Stmt::Expr(e, None)] => Some(e.clone()),
+            _ => None,
+        };
+        let call = match e {
+            Expr::Path(p) if p.path.is_ident("None") => return Some(None),
+            Expr::Paren(p) => return self.sparse_layout(&p.expr),
+            Expr::Block(b) => {
+                let Some(inner) = one(&b.block) else {
+                    self.error(e.span(), format!("expected one block-sparse layout in the braces: {layout}"));
+                    return None;
+                };
+                return self.sparse_layout(&inner);
+            }
+            Expr::If(i) => {
+                let cond = match self.constant(&i.cond)? {
+                    Const::Bool(b) => b,
+                    other => {
+                        self.error(i.cond.span(), format!("expected a condition, found {}", other.describe()));
+                        return None;
+                    }
+                };
+                let Some((_, otherwise)) = &i.else_branch else {
+                    self.error(i.if_token.span, format!("a layout chosen by `if` needs an `else` ({layout})"));
+                    return None;
+                };
+                if !cond {
+                    return self.sparse_layout(otherwise);
+                }
+                let Some(inner) = one(&i.then_branch) else {
+                    self.error(i.then_branch.span(), format!("expected one block-sparse layout in the braces: {layout}"));
+                    return None;
+                };
+                return self.sparse_layout(&inner);
+            }
+            Expr::Call(call) => call,
+            _ => {
+                self.error(e.span(), format!("expected a block-sparse layout: {layout}"));
+                return None;
+            }
         };
         let pattern = match &*call.func {
             Expr::Path(p) if p.path.is_ident("strided") || p.path.is_ident("fixed") => {

@@ -185,6 +185,34 @@ impl Window {
     }
 }
 
+/// An attention's block-sparse layouts (Sparse Transformer) by layer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layouts {
+    /// No layout: every key the window and direction allow.
+    Dense,
+    /// The same layout in every layer.
+    Fixed(Sparse),
+    /// Layer `i` uses `layouts[i]` (`None`: dense), e.g. GPT-3's alternating dense and sparse
+    /// layers; the one layer type reads its entry by index.
+    PerLayer(&'static [Option<Sparse>]),
+}
+
+impl Layouts {
+    pub fn from_option(layout: Option<Sparse>) -> Self {
+        layout.map_or(Layouts::Dense, Layouts::Fixed)
+    }
+
+    /// One layout per layer: the same everywhere is one value, otherwise a table (leaked once
+    /// per expansion, as [`Window::of_layers`]).
+    pub fn of_layers(layouts: &[Option<Sparse>]) -> Self {
+        match layouts.first() {
+            None => Layouts::Dense,
+            Some(&first) if layouts.iter().all(|&l| l == first) => Layouts::from_option(first),
+            Some(_) => Layouts::PerLayer(Box::leak(layouts.to_vec().into_boxed_slice())),
+        }
+    }
+}
+
 /// Which id a gather looks up for each row.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Index {
@@ -212,8 +240,8 @@ pub enum Op {
         head_dim: usize,
         causal: bool,
         window: Window,
-        /// A block-sparse layout the scores also obey.
-        sparse: Option<Sparse>,
+        /// The block-sparse layouts the scores also obey.
+        sparse: Layouts,
         bias: bool,
         scaled: bool,
     },
@@ -279,7 +307,12 @@ impl Block {
 
     /// Whether an op varies by layer index (the forward pass then takes the layer's index).
     pub fn per_layer(&self) -> bool {
-        self.ops.iter().any(|op| matches!(op, Op::Attention { window: Window::PerLayer(_), .. }))
+        self.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::Attention { window: Window::PerLayer(_), .. } | Op::Attention { sparse: Layouts::PerLayer(_), .. }
+            )
+        })
     }
 
     /// Scratch values the ops use, in first-use order, each once.
@@ -600,7 +633,7 @@ fn layer(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         parallel: spec.parallel,
         causal: spec.attention == Attention::Causal,
         window: Window::of_layers(&spec.windows),
-        sparse: spec.sparse,
+        sparse: Layouts::of_layers(&spec.sparse),
         relative_bias: matches!(spec.positions, Positions::Alibi | Positions::Relative { .. }),
         scaled: true,
         qkv: Linear { weights: names.qkv.to_vec(), layout: qkv_layout },
@@ -669,7 +702,7 @@ pub struct LayerPlan {
     pub parallel: bool,
     pub causal: bool,
     pub window: Window,
-    pub sparse: Option<Sparse>,
+    pub sparse: Layouts,
     /// The self-attention adds the stack's relative position bias.
     pub relative_bias: bool,
     /// Scores are scaled by `1/sqrt(head_dim)`.

@@ -142,7 +142,7 @@ fn stack(
         parallel: false,
         causal,
         window: Window::of_layers(windows),
-        sparse: None,
+        sparse: super::Layouts::Dense,
         relative_bias: relative,
         // T5 folds the 1/sqrt(head_dim) into its query weights.
         scaled: spec.weights != WeightScheme::T5,
