@@ -112,10 +112,16 @@ decoder_parity_tests!(composed_strided, ComposedStrided, "sparse/strided");
 decoder_parity_tests!(composed_fixed, ComposedFixed, "sparse/fixed");
 
 // The per-layer mixes, the layer chosen by a constant `if` (`None`: dense).
-composed_sparse_llama!(ComposedStridedDense, 4,
-    if layer % 2 == 0 { strided(block = 64, stride = 2) } else { None });
-composed_sparse_llama!(ComposedDenseFixed, 4,
-    if layer % 2 == 1 { fixed(block = 64, stride = 2, summary = 1) } else { None });
+composed_sparse_llama!(
+    ComposedStridedDense,
+    4,
+    if layer % 2 == 0 { strided(block = 64, stride = 2) } else { None }
+);
+composed_sparse_llama!(
+    ComposedDenseFixed,
+    4,
+    if layer % 2 == 1 { fixed(block = 64, stride = 2, summary = 1) } else { None }
+);
 
 decoder_parity_tests!(composed_strided_dense, ComposedStridedDense, "sparse/strided_dense");
 decoder_parity_tests!(composed_dense_fixed, ComposedDenseFixed, "sparse/dense_fixed");

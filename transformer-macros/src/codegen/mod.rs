@@ -13,7 +13,9 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::LitStr;
 
-use crate::graph::{self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window};
+use crate::graph::{
+    self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window,
+};
 use crate::spec::{Activation, Output, Sparse, SparsePattern, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).

@@ -174,19 +174,24 @@ pub fn lower(
             output: None,
             cached: decoder,
         });
-    let layer =
-        lower_section(cx, body, Role::Layer, &program.repeat.windows, &program.repeat.layouts, rope_positions).map(|(fields, ops)| {
-            Block {
-                suffix: intern(&format!("{side}Layer")),
-                doc: "One layer, as composed in the loop body (one type for every layer).".into(),
-                prefix: intern(&program.repeat.prefix),
-                fields,
-                ops,
-                rooted: true,
-                output: None,
-                cached: decoder,
-            }
-        });
+    let layer = lower_section(
+        cx,
+        body,
+        Role::Layer,
+        &program.repeat.windows,
+        &program.repeat.layouts,
+        rope_positions,
+    )
+    .map(|(fields, ops)| Block {
+        suffix: intern(&format!("{side}Layer")),
+        doc: "One layer, as composed in the loop body (one type for every layer).".into(),
+        prefix: intern(&program.repeat.prefix),
+        fields,
+        ops,
+        rooted: true,
+        output: None,
+        cached: decoder,
+    });
     let tail = match (family, patches) {
         (Family::Image, Some((_, cls))) => lower_classifier(cx, &program.tail, cls, rope_positions),
         _ => {

@@ -1960,19 +1960,28 @@ impl Interp<'_> {
                 let cond = match self.constant(&i.cond)? {
                     Const::Bool(b) => b,
                     other => {
-                        self.error(i.cond.span(), format!("expected a condition, found {}", other.describe()));
+                        self.error(
+                            i.cond.span(),
+                            format!("expected a condition, found {}", other.describe()),
+                        );
                         return None;
                     }
                 };
                 let Some((_, otherwise)) = &i.else_branch else {
-                    self.error(i.if_token.span, format!("a layout chosen by `if` needs an `else` ({layout})"));
+                    self.error(
+                        i.if_token.span,
+                        format!("a layout chosen by `if` needs an `else` ({layout})"),
+                    );
                     return None;
                 };
                 if !cond {
                     return self.sparse_layout(otherwise);
                 }
                 let Some(inner) = one(&i.then_branch) else {
-                    self.error(i.then_branch.span(), format!("expected one block-sparse layout in the braces: {layout}"));
+                    self.error(
+                        i.then_branch.span(),
+                        format!("expected one block-sparse layout in the braces: {layout}"),
+                    );
                     return None;
                 };
                 return self.sparse_layout(&inner);

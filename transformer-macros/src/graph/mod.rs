@@ -310,7 +310,8 @@ impl Block {
         self.ops.iter().any(|op| {
             matches!(
                 op,
-                Op::Attention { window: Window::PerLayer(_), .. } | Op::Attention { sparse: Layouts::PerLayer(_), .. }
+                Op::Attention { window: Window::PerLayer(_), .. }
+                    | Op::Attention { sparse: Layouts::PerLayer(_), .. }
             )
         })
     }
