@@ -2,9 +2,12 @@
 //! `window`, on all-MiniLM-L6-v2's real weights, against Hugging Face's `BertModel` given the same
 //! band as a 3-D attention mask (`scripts/reference/windowed_minilm.py`): every layer windowed
 //! (`window: 16`, 8 keys on either side) and a per-layer mix (`[16, global, 16, global, 16,
-//! global]`). Tolerances as the unwindowed MiniLM test: hidden states and embeddings within 1e-4.
-//! The script shows no window, a window one key wider, and the mix shifted by a layer all miss by
-//! 0.5 or more.
+//! global]`). Also per-layer block-sparse layouts (GPT-3's alternating dense and sparse layers:
+//! `sparse: [strided, dense, fixed, dense, strided, dense]`, blocks of 64), given to `BertModel` as
+//! per-layer masks the same way. Tolerances as the unwindowed MiniLM test: hidden states and
+//! embeddings within 1e-4. The script shows no window, a window one key wider, and the mix shifted
+//! by a layer all miss by 0.5 or more; for the layouts, dense attention, the mix shifted by a layer,
+//! strided and fixed swapped, and strided on every layer miss by 0.47 or more.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +18,7 @@ use transformer::{Batch, Workspace};
 mod minilm;
 
 macro_rules! windowed_minilm {
-    ($name:ident, $window:tt) => {
+    ($name:ident, $key:ident: $value:tt) => {
         transformer::model! {
             pub struct $name {
                 vocab_size: 30522,
@@ -31,15 +34,26 @@ macro_rules! windowed_minilm {
                 norm_placement: post,
                 positions: learned,
                 attention: bidirectional,
-                window: $window,
+                $key: $value,
                 weights: bert,
             }
         }
     };
 }
 
-windowed_minilm!(Window16, 16);
-windowed_minilm!(Mixed, [16, global, 16, global, 16, global]);
+windowed_minilm!(Window16, window: 16);
+windowed_minilm!(Mixed, window: [16, global, 16, global, 16, global]);
+windowed_minilm!(
+    SparseMixed,
+    sparse: [
+        { pattern: strided, block: 64, stride: 2 },
+        dense,
+        { pattern: fixed, block: 64, stride: 2, summary: 1 },
+        dense,
+        { pattern: strided, block: 64, stride: 2 },
+        dense,
+    ]
+);
 
 /// The same models composed: the window is an argument of the composed attention.
 macro_rules! composed_windowed_minilm {
@@ -162,6 +176,7 @@ macro_rules! parity {
 
 parity!(window16, Window16, "window16");
 parity!(mixed, Mixed, "mixed");
+parity!(sparse_mixed, SparseMixed, "sparse_mixed");
 parity!(composed_window16, ComposedWindow16, "window16");
 parity!(composed_mixed, ComposedMixed, "mixed");
 
