@@ -96,7 +96,8 @@ llama!(LlamaAlibi, positions: alibi,);
 llama!(LlamaRelative, positions: relative, relative_buckets: 8, relative_max_distance: 20,);
 
 transformer::model! {
-    /// `BertAlibi` as composed blocks: the attention takes `bias = alibi`.
+    /// `BertAlibi` as composed blocks: the attention takes `bias = alibi`; named outputs (the
+    /// states and the sentence embedding) run the same biased stack.
     pub struct ComposedBertAlibi {
         vocab_size: 96,
         max_positions: 64,
@@ -107,7 +108,7 @@ transformer::model! {
         layers: 2,
     }
 
-    fn forward(tokens, token_types) -> hidden {
+    fn forward(tokens, token_types) -> (states, embedding) {
         #[weights = "embeddings.word_embeddings"]
         let x = embedding(tokens, vocab_size, d_model);
         #[weights = "embeddings.token_type_embeddings"]
@@ -132,7 +133,8 @@ transformer::model! {
             #[weights = "output.LayerNorm"]
             x = layer_norm(x + ffn_out, eps = 1e-12);
         }
-        x
+        let states = x;
+        let embedding = normalize(mean_pool(states));
     }
 }
 
@@ -523,8 +525,9 @@ fn composed_bert_with_alibi_is_bit_identical_to_the_preset() {
     let (composed, preset) =
         (ComposedBertAlibi::from_safetensors(&path).unwrap(), BertAlibi::from_safetensors(&path).unwrap());
     let batch = fixture_batch("bert_alibi");
-    assert_eq!(bits(&composed.forward(&batch).unwrap()), bits(&preset.forward(&batch).unwrap()));
-    check("bert_alibi", |batch| composed.forward(batch).unwrap());
+    assert_eq!(bits(&composed.states(&batch).unwrap()), bits(&preset.forward(&batch).unwrap()));
+    assert_eq!(bits(&composed.embedding(&batch).unwrap()), bits(&preset.embed(&batch).unwrap()));
+    check("bert_alibi", |batch| composed.states(batch).unwrap());
 }
 
 #[test]

@@ -130,75 +130,44 @@ fn bits(rows: &[impl AsRef<[f32]>]) -> Vec<u32> {
     rows.iter().flat_map(|r| r.as_ref().iter().map(|v| v.to_bits())).collect()
 }
 
-/// Composed block-sparse attention lowers to the presets' graph: logits and cached steps are the
-/// presets', bit for bit.
-#[test]
-fn composed_sparse_is_bit_identical_to_the_preset() {
-    use transformer::{Batch, Workspace};
-    let prompts: Vec<Vec<u32>> =
-        decoder_parity::reference("sparse/strided").prompts.into_iter().map(|p| p.ids).collect();
-    let batch = Batch::from_sequences(&prompts).unwrap();
-    let load = |fixture: &str| decoder_parity::dir(fixture).join("model.safetensors");
-    let (preset, composed) = (
-        Strided::from_safetensors(load("sparse/strided")).unwrap(),
-        ComposedStrided::from_safetensors(load("sparse/strided")).unwrap(),
-    );
-    assert_eq!(
-        bits(&composed.logits(&batch).unwrap()),
-        bits(&preset.logits(&batch).unwrap()),
-        "strided logits"
-    );
-    let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
-    let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
-    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
-    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
-    assert_eq!(a, b, "strided cached steps");
-    let (preset, composed) = (
-        Fixed::from_safetensors(load("sparse/fixed")).unwrap(),
-        ComposedFixed::from_safetensors(load("sparse/fixed")).unwrap(),
-    );
-    assert_eq!(
-        bits(&composed.logits(&batch).unwrap()),
-        bits(&preset.logits(&batch).unwrap()),
-        "fixed logits"
-    );
+/// Composed block-sparse attention lowers to the presets' graph (a per-layer table when the
+/// layouts vary by layer): logits and cached steps are the preset's, bit for bit.
+macro_rules! composed_is_the_preset {
+    ($test:ident, $preset:ident, $composed:ident, $fixture:literal) => {
+        #[test]
+        fn $test() {
+            use transformer::{Batch, Workspace};
+            let prompts: Vec<Vec<u32>> =
+                decoder_parity::reference($fixture).prompts.into_iter().map(|p| p.ids).collect();
+            let batch = Batch::from_sequences(&prompts).unwrap();
+            let weights = decoder_parity::dir($fixture).join("model.safetensors");
+            let preset = $preset::from_safetensors(&weights).unwrap();
+            let composed = $composed::from_safetensors(&weights).unwrap();
+            assert_eq!(
+                bits(&composed.logits(&batch).unwrap()),
+                bits(&preset.logits(&batch).unwrap()),
+                "logits"
+            );
+            let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
+            let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
+            let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
+            let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
+            assert_eq!(a, b, "cached steps");
+        }
+    };
 }
 
-/// Composed per-layer layouts lower to the presets' per-layer table: logits and cached steps are
-/// the presets', bit for bit.
-#[test]
-fn composed_per_layer_sparse_is_bit_identical_to_the_preset() {
-    use transformer::{Batch, Workspace};
-    let prompts: Vec<Vec<u32>> =
-        decoder_parity::reference("sparse/strided_dense").prompts.into_iter().map(|p| p.ids).collect();
-    let batch = Batch::from_sequences(&prompts).unwrap();
-    let load = |fixture: &str| decoder_parity::dir(fixture).join("model.safetensors");
-    let (preset, composed) = (
-        StridedDense::from_safetensors(load("sparse/strided_dense")).unwrap(),
-        ComposedStridedDense::from_safetensors(load("sparse/strided_dense")).unwrap(),
-    );
-    assert_eq!(
-        bits(&composed.logits(&batch).unwrap()),
-        bits(&preset.logits(&batch).unwrap()),
-        "strided/dense logits"
-    );
-    let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
-    let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
-    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
-    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
-    assert_eq!(a, b, "strided/dense cached steps");
-    let (preset, composed) = (
-        DenseFixed::from_safetensors(load("sparse/dense_fixed")).unwrap(),
-        ComposedDenseFixed::from_safetensors(load("sparse/dense_fixed")).unwrap(),
-    );
-    assert_eq!(
-        bits(&composed.logits(&batch).unwrap()),
-        bits(&preset.logits(&batch).unwrap()),
-        "dense/fixed logits"
-    );
-    let (mut c1, mut c2) = (composed.new_cache(prompts.len()), preset.new_cache(prompts.len()));
-    let (mut w1, mut w2) = (Workspace::new(), Workspace::new());
-    let a = bits(composed.step_into(&batch, &mut c1, &mut w1).unwrap());
-    let b = bits(preset.step_into(&batch, &mut c2, &mut w2).unwrap());
-    assert_eq!(a, b, "dense/fixed cached steps");
-}
+composed_is_the_preset!(composed_strided_is_the_preset, Strided, ComposedStrided, "sparse/strided");
+composed_is_the_preset!(composed_fixed_is_the_preset, Fixed, ComposedFixed, "sparse/fixed");
+composed_is_the_preset!(
+    composed_strided_dense_is_the_preset,
+    StridedDense,
+    ComposedStridedDense,
+    "sparse/strided_dense"
+);
+composed_is_the_preset!(
+    composed_dense_fixed_is_the_preset,
+    DenseFixed,
+    ComposedDenseFixed,
+    "sparse/dense_fixed"
+);

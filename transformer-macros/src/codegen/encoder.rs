@@ -13,15 +13,10 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
     let d = spec.d_model;
     // Spanned at the user's `d_model`, so a width mismatch in user code points there.
     let row = quote_spanned!(spec.d_model_span=> [f32; #d]);
-    let type_vocab = match spec.type_vocab_size {
-        Some(t) => quote!(::core::option::Option::Some(#t)),
-        None => quote!(::core::option::Option::None),
-    };
+    let validate = validate(spec);
     let carve =
         carve(spec, scratch_ty, scratch, &[(format_ident!("pooled"), quote!(batch.batch_size() * #d))]);
-    let (layer_loop, layer_arg) = layer_loop(&graph.layer);
-    let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
-    let (bias_let, bias_arg) = stack_bias(&graph.embeddings, quote!(embeddings)).unzip();
+    let stack = stack_forward(graph);
     quote! {
         impl #name {
             /// Last hidden states, one row per token (`batch.rows()` rows, sequence-major), written
@@ -65,18 +60,38 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
             }
 
             fn run<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<(&'w [#row], &'w [#row])> {
-                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;
+                #validate
                 #carve
-                self.embeddings.forward(x, batch);
-                #bias_let
-                for #layer_loop {
-                    layer.forward(x, batch, #bias_arg s, #layer_arg &self.threads);
-                }
-                #final_norm
+                #stack
                 let pooled = pooled.as_chunks_mut::<#d>().0;
                 #rt::layers::mean_pool_normalize(x, batch, pooled);
                 ::core::result::Result::Ok((x, pooled))
             }
         }
+    }
+}
+
+/// The batch check every encoder entry point starts with (ids, positions, token types).
+pub(super) fn validate(spec: &Spec) -> TokenStream {
+    let type_vocab = match spec.type_vocab_size {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote!(batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;)
+}
+
+/// The encoder stack over the carved `x`: embeddings, the stack's position bias (if any), every
+/// layer, the final norm. Shared by the fixed API above and a composed encoder's named outputs.
+pub(super) fn stack_forward(graph: &Graph) -> TokenStream {
+    let (layer_loop, layer_arg) = layer_loop(&graph.layer);
+    let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
+    let (bias_let, bias_arg) = stack_bias(&graph.embeddings, quote!(embeddings)).unzip();
+    quote! {
+        self.embeddings.forward(x, batch);
+        #bias_let
+        for #layer_loop {
+            layer.forward(x, batch, #bias_arg s, #layer_arg &self.threads);
+        }
+        #final_norm
     }
 }

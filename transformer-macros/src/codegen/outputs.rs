@@ -5,7 +5,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
-use super::{carve, layer_loop, rt};
+use super::{carve, rt};
 use crate::graph::{Graph, Value};
 use crate::spec::{Output, OutputKind, Pool, Spec};
 
@@ -21,10 +21,7 @@ pub fn methods(
     let d = spec.d_model;
     // Spanned at the user's `d_model`, so a width mismatch in user code points there.
     let row = quote_spanned!(spec.d_model_span=> [f32; #d]);
-    let type_vocab = match spec.type_vocab_size {
-        Some(t) => quote!(::core::option::Option::Some(#t)),
-        None => quote!(::core::option::Option::None),
-    };
+    let validate = super::encoder::validate(spec);
     let outputs_ty = format_ident!("{}Outputs", name);
     // Each pooled output gets a buffer of one row per sequence, named after it.
     let buffer = |o: &Output| format_ident!("out_{}", o.name);
@@ -34,8 +31,7 @@ pub fn methods(
         .map(|o| (buffer(o), quote!(batch.batch_size() * #d)))
         .collect();
     let carve = carve(spec, scratch_ty, scratch, &extra);
-    let (layer_loop, layer_arg) = layer_loop(&graph.layer);
-    let final_norm = graph.final_norm.as_ref().map(|_| quote!(self.final_norm.forward(x);));
+    let stack = super::encoder::stack_forward(graph);
     let pools = outputs.iter().filter_map(|o| {
         let OutputKind::Pooled { pool, normalize } = o.kind else { return None };
         let buf = buffer(o);
@@ -92,13 +88,9 @@ pub fn methods(
             /// Every output for `batch`, written into `workspace` (its buffers are reused by the
             /// next call).
             pub fn outputs_into<'w>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<#outputs_ty<'w>> {
-                batch.validate(Self::VOCAB_SIZE, Self::MAX_POSITIONS, #type_vocab)?;
+                #validate
                 #carve
-                self.embeddings.forward(x, batch);
-                for #layer_loop {
-                    layer.forward(x, batch, s, #layer_arg &self.threads);
-                }
-                #final_norm
+                #stack
                 #(#pools)*
                 ::core::result::Result::Ok(#outputs_ty { #(#values,)* })
             }
