@@ -120,3 +120,29 @@ fn a_warm_reformer_forward_pass_allocates_nothing() {
     assert_eq!(allocations, 0, "warm Reformer forward passes allocated {allocations} times");
     assert_eq!(ws.growths(), growths, "the workspace grew after warm-up");
 }
+
+#[path = "common/additive_presets.rs"]
+mod additive_presets;
+
+/// A location-sensitive encoder-decoder's teacher-forced pass too: its per-layer alignment states
+/// come from the model's pool.
+#[test]
+fn a_warm_teacher_forced_location_sensitive_pass_allocates_nothing() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/additive_seq2seq/location_sensitive/model.safetensors");
+    let model = additive_presets::PaperLocationSensitive::from_safetensors(path).unwrap();
+    let sources = Batch::from_sequences(&[vec![5, 9, 12, 7, 2], vec![4, 8, 2]]).unwrap();
+    let memory = model.encode(&sources).unwrap();
+    let targets = Batch::from_sequences(&[vec![1, 6, 9, 3], vec![1, 7]]).unwrap();
+    let mut ws = Workspace::new();
+
+    model.logits_into(&memory, &targets, &mut ws).unwrap();
+    let growths = ws.growths();
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..3 {
+        model.logits_into(&memory, &targets, &mut ws).unwrap();
+    }
+    let allocations = ALLOCATIONS.with(Cell::get) - before;
+    assert_eq!(allocations, 0, "warm teacher-forced passes allocated {allocations} times");
+    assert_eq!(ws.growths(), growths, "the workspace grew after warm-up");
+}

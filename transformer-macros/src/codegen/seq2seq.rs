@@ -108,7 +108,19 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
     );
     let cross = CrossCalls::of(&graph.decoder.layer, inner, d);
     let (project_memory, memory_args, cached_memory_args) = (&cross.project, &cross.args, &cross.cached_args);
-    let (full_state, step_take, step_restore) = (&cross.full_state, &cross.step_take, &cross.step_restore);
+    let (full_state, full_restore) = (&cross.full_state, &cross.full_restore);
+    let (step_take, step_restore) = (&cross.step_take, &cross.step_restore);
+    // Location-sensitive models keep the teacher-forced passes' alignment states for reuse.
+    let (pool_field, pool_init) = cross
+        .full_state
+        .as_ref()
+        .map(|_| {
+            (
+                quote!(alignment_states: #rt::layers::additive::AlignmentPool,),
+                quote!(alignment_states: ::core::default::Default::default(),),
+            )
+        })
+        .unzip();
     // Layers whose windows differ take their index.
     let index = |layer: &Block| layer.per_layer().then(|| quote!(i,));
     let (enc_index, dec_index) = (index(&graph.encoder.layer), index(&graph.decoder.layer));
@@ -156,6 +168,7 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
             pub lm_head: #head_ty,
             threads: #rt::Threads,
             workspaces: #rt::workspace::WorkspacePool,
+            #pool_field
         }
 
         impl #name {
@@ -211,6 +224,7 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                     lm_head: #head_load,
                     threads: #rt::Threads::sequential(),
                     workspaces: ::core::default::Default::default(),
+                    #pool_init
                 }
             }
 
@@ -282,6 +296,7 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 for (i, layer) in self.decoder_layers.iter().enumerate() {
                     layer.forward(x, batch, #dec_bias_arg #memory_args s, #dec_index &self.threads);
                 }
+                #full_restore
                 #dec_final_run
                 let logits = logits.as_chunks_mut::<#v>().0;
                 self.lm_head.forward(x, logits, &self.threads);
@@ -394,9 +409,11 @@ struct CrossCalls {
     args: TokenStream,
     /// The same in `step_into`.
     cached_args: TokenStream,
-    /// Location-sensitive alignments: fresh states for a teacher-forced pass; taken from the
-    /// cache before a step's layers and given back after them.
+    /// Location-sensitive alignments: zeroed states from the model's pool for a teacher-forced
+    /// pass (given back after its layers); taken from the cache before a step's layers and given
+    /// back after them.
     full_state: Option<TokenStream>,
+    full_restore: Option<TokenStream>,
     step_take: Option<TokenStream>,
     step_restore: Option<TokenStream>,
 }
@@ -415,6 +432,7 @@ impl CrossCalls {
                 args: quote!(memory.key_values(i), memory.sources(),),
                 cached_args: quote!(memory.key_values(i), memory.sources(),),
                 full_state: None,
+                full_restore: None,
                 step_take: None,
                 step_restore: None,
             };
@@ -437,6 +455,7 @@ impl CrossCalls {
                 args: rows.clone(),
                 cached_args: rows,
                 full_state: None,
+                full_restore: None,
                 step_take: None,
                 step_restore: None,
             };
@@ -446,10 +465,10 @@ impl CrossCalls {
             args: quote!(#rows &mut alignments[i],),
             cached_args: quote!(#rows &mut alignments[i],),
             full_state: Some(quote! {
-                // Each pass starts from zero alignments (the layer resets them).
-                let mut alignments: ::std::vec::Vec<#rt::layers::additive::AlignmentState> =
-                    (0..Self::DECODER_LAYERS).map(|_| #rt::layers::additive::AlignmentState::new(memory.sources())).collect();
+                // Each pass starts from zero alignments, in memory kept from earlier passes.
+                let mut alignments = self.alignment_states.take(Self::DECODER_LAYERS, memory.sources());
             }),
+            full_restore: Some(quote!(self.alignment_states.put(alignments);)),
             step_take: Some(quote! {
                 let mut alignments = cache.take_alignments(Self::DECODER_LAYERS, memory.sources())?;
             }),

@@ -364,6 +364,14 @@ impl AlignmentState {
         Self { data: vec![0.0; batch * 2 * seq], batch, seq }
     }
 
+    /// Zeroed and shaped for `sources`, in this state's memory (no allocation when it is as large).
+    pub fn reshape(&mut self, sources: &Batch) {
+        let (batch, seq) = (sources.batch_size(), sources.seq_len());
+        self.data.clear();
+        self.data.resize(batch * 2 * seq, 0.0);
+        (self.batch, self.seq) = (batch, seq);
+    }
+
     /// Back to before the first target position.
     pub fn reset(&mut self) {
         self.data.fill(0.0);
@@ -397,6 +405,34 @@ impl AlignmentState {
     /// Sequence `b`'s sum of all its alignments so far.
     pub fn cumulative(&self, b: usize) -> &[f32] {
         &self.data[(b * 2 + 1) * self.seq..][..self.seq]
+    }
+}
+
+/// Alignment states a location-sensitive model keeps for its teacher-forced passes, one set per
+/// concurrent caller, so that repeated passes reuse their memory (like
+/// [`crate::workspace::WorkspacePool`]).
+#[derive(Debug, Default)]
+pub struct AlignmentPool {
+    free: std::sync::Mutex<Vec<Vec<AlignmentState>>>,
+}
+
+impl AlignmentPool {
+    /// `layers` zeroed states shaped for `sources`, in the memory of a set given back earlier
+    /// (allocated only when none is free or it is too small).
+    pub fn take(&self, layers: usize, sources: &Batch) -> Vec<AlignmentState> {
+        // States hold nothing a panic could leave half-valid (each is reshaped before use), so a
+        // poisoned lock is still usable.
+        let mut states = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        states.resize_with(layers, || AlignmentState::new(sources));
+        for state in &mut states {
+            state.reshape(sources);
+        }
+        states
+    }
+
+    /// Gives a set back for later passes.
+    pub fn put(&self, states: Vec<AlignmentState>) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(states);
     }
 }
 
