@@ -149,6 +149,40 @@ def numpy_check(sd, cfg, pattern, ids, hf):
     return float(np.abs(L.numpy_forward(sd, cfg, ids, layout=layout) - hf).max())
 
 
+# The block rule as this module's docstring states it, recorded in every fixture.
+RULE = __doc__.split("Layout over blocks")[1].split("Configs")[0].strip()
+
+
+def reference_doc(generator, name, seed, attention, layout, cfg, checks, prompts, full, alone,
+                  margins, batched):
+    """reference.json of a sparse LLaMA fixture; `layout` holds the keys that describe the mask."""
+    return {
+        "generator": generator,
+        "name": name,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "safetensors": safetensors.__version__, "numpy": np.__version__},
+        "seed": seed,
+        "model_class": "LlamaForCausalLM",
+        "attn_implementation": attention,
+        **layout,
+        "config": {k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                "num_attention_heads", "num_key_value_heads",
+                                                "head_dim", "intermediate_size", "rope_theta",
+                                                "rms_norm_eps", "tie_word_embeddings")},
+        "checks": checks,
+        "prompts": [{"ids": p} for p in prompts],
+        "logits_prompts": [0],
+        "logits": [L.f32_list(full[0].numpy())],
+        "last_logits": [L.f32_list(f[-1].numpy()) for f in full],
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "greedy": alone,
+        "greedy_min_margin": [L.f32(min(m)) for m in margins],
+        "batched_greedy": {"padding_side": "left", "pad_token_id": L.PAD_ID,
+                           "position_ids": "each sequence's own, from 0 at its first real token",
+                           "tokens": batched},
+    }
+
+
 def write(name, spec):
     pattern, seed = spec["pattern"], spec["seed"]
     out_dir = OUT / name
@@ -183,33 +217,12 @@ def write(name, spec):
     assert checks["max_abs_diff_dense_causal"] > 1e-2, checks
     assert checks["max_abs_diff_other_pattern"] > 1e-2, checks
     kind, stride, summary = pattern
-    doc = {
-        "generator": "scripts/reference/sparse.py",
-        "name": name,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "safetensors": safetensors.__version__, "numpy": np.__version__},
-        "seed": seed,
-        "model_class": "LlamaForCausalLM",
-        "attn_implementation": "eager, custom 4-D additive attention_mask, explicit position_ids",
-        "layout": {"pattern": kind, "block": BLOCK, "stride": stride,
-                   **({"summary": summary} if kind == "fixed" else {}),
-                   "rule": __doc__.split("Layout over blocks")[1].split("Configs")[0].strip()},
-        "config": {k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                                                "num_attention_heads", "num_key_value_heads",
-                                                "head_dim", "intermediate_size", "rope_theta",
-                                                "rms_norm_eps", "tie_word_embeddings")},
-        "checks": checks,
-        "prompts": [{"ids": p} for p in prompts],
-        "logits_prompts": [0],
-        "logits": [L.f32_list(full[0].numpy())],
-        "last_logits": [L.f32_list(f[-1].numpy()) for f in full],
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "greedy": alone,
-        "greedy_min_margin": [L.f32(min(m)) for m in margins],
-        "batched_greedy": {"padding_side": "left", "pad_token_id": L.PAD_ID,
-                           "position_ids": "each sequence's own, from 0 at its first real token",
-                           "tokens": batched},
-    }
+    layout = {"layout": {"pattern": kind, "block": BLOCK, "stride": stride,
+                         **({"summary": summary} if kind == "fixed" else {}),
+                         "rule": RULE}}
+    doc = reference_doc("scripts/reference/sparse.py", name, seed,
+                        "eager, custom 4-D additive attention_mask, explicit position_ids", layout,
+                        cfg, checks, prompts, full, alone, margins, batched)
     (out_dir / "reference.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     total = sum(f.stat().st_size for f in out_dir.iterdir())
     print(f"{name}: seed {seed}, checks {checks}, min margin {min(min(m) for m in margins):.4g}, "

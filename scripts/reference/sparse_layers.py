@@ -30,8 +30,6 @@ import pathlib
 import shutil
 import sys
 
-import numpy as np
-import safetensors
 import torch
 import transformers
 
@@ -149,34 +147,11 @@ def write(name, spec):
     for k in ("max_abs_diff_layout_every_layer", "max_abs_diff_dense_every_layer",
               "max_abs_diff_shifted_mix"):
         assert checks[k] > 1e-2, checks
-    cfg = model.config
-    doc = {
-        "generator": "scripts/reference/sparse_layers.py",
-        "name": name,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "safetensors": safetensors.__version__, "numpy": np.__version__},
-        "seed": seed,
-        "model_class": "LlamaForCausalLM",
-        "attn_implementation": "eager, a 4-D additive attention_mask per layer (forward pre-hooks), "
-                               "explicit position_ids",
-        "layers": [describe(p) for p in patterns],
-        "rule": S.__doc__.split("Layout over blocks")[1].split("Configs")[0].strip(),
-        "config": {k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                                                "num_attention_heads", "num_key_value_heads",
-                                                "head_dim", "intermediate_size", "rope_theta",
-                                                "rms_norm_eps", "tie_word_embeddings")},
-        "checks": checks,
-        "prompts": [{"ids": p} for p in prompts],
-        "logits_prompts": [0],
-        "logits": [L.f32_list(full[0].numpy())],
-        "last_logits": [L.f32_list(f[-1].numpy()) for f in full],
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "greedy": alone,
-        "greedy_min_margin": [L.f32(min(m)) for m in margins],
-        "batched_greedy": {"padding_side": "left", "pad_token_id": L.PAD_ID,
-                           "position_ids": "each sequence's own, from 0 at its first real token",
-                           "tokens": batched},
-    }
+    layout = {"layers": [describe(p) for p in patterns], "rule": S.RULE}
+    doc = S.reference_doc("scripts/reference/sparse_layers.py", name, seed,
+                          "eager, a 4-D additive attention_mask per layer (forward pre-hooks), "
+                          "explicit position_ids", layout, model.config, checks, prompts, full,
+                          alone, margins, batched)
     (out_dir / "reference.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     total = sum(f.stat().st_size for f in out_dir.iterdir())
     print(f"{name}: seed {seed}, checks {checks}, min margin {min(min(m) for m in margins):.4g}, "
