@@ -10,6 +10,7 @@ use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::{silu, silu_slice, swiglu};
 use transformer_runtime::kernels::attention::{
     attention_general, attention_general_naive, attention_general_scalar, scores_computed, HeadRows, Mask,
+    Q_BLOCK,
 };
 use transformer_runtime::kernels::norm::{rms_norm, rms_norm_into};
 use transformer_runtime::kernels::rope::{rope_inv_freq, rope_rotate, rope_tables};
@@ -1006,9 +1007,9 @@ fn plain_functions_are_the_mha_no_window_case() {
 }
 
 /// The sliding window skips the key tiles before it: the tiled kernel's score counter (dot products
-/// computed on this thread) stays within `rows · (w + 3)` per head (a block of 4 queries scans at
-/// most `w + 3` keys), where full causal attention computes about `rows² / 2`. Would fail if
-/// tiles were only masked instead of skipped.
+/// computed on this thread) stays within `rows · (w + Q_BLOCK − 1)` per head (a block of
+/// `Q_BLOCK` queries scans at most `w + Q_BLOCK − 1` keys), where full causal attention computes
+/// about `rows² / 2`. Would fail if tiles were only masked instead of skipped.
 #[test]
 fn sliding_window_skips_tiles_outside_it() {
     let (s, w, heads) = (512usize, 16usize, 2usize);
@@ -1025,7 +1026,7 @@ fn sliding_window_skips_tiles_outside_it() {
     let full_scores = scores_computed() - before;
     assert!(windowed.iter().all(|x| x.is_finite()) && full.iter().all(|x| x.is_finite()));
 
-    let bound = (heads * s * (w + 3)) as u64;
+    let bound = (heads * s * (w + Q_BLOCK - 1)) as u64;
     assert!(windowed_scores > 0, "the counter does not count");
     assert!(windowed_scores <= bound, "windowed pass computed {windowed_scores} scores, bound {bound}");
     assert!(full_scores >= (heads * s * s / 2) as u64, "full causal computed only {full_scores} scores");

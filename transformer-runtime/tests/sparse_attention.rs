@@ -16,7 +16,7 @@ use proptest::test_runner::Config;
 use transformer_runtime::kernels::attention::{
     attention_block_sparse, attention_block_sparse_naive, attention_general, attention_general_naive,
     attention_on, scores_computed, AttentionIsa, BlockSize, BlockSparse, HeadRows, Mask, SparsePattern,
-    Window,
+    Window, Q_BLOCK,
 };
 use transformer_runtime::layers::{
     cached_causal_attention_sparse, causal_self_attention_sparse, self_attention_sparse, self_attention_with,
@@ -710,9 +710,10 @@ fn cached_sparse_steps_equal_full_recompute() {
 // Skipped tiles
 // ------------------------------------------------------------------------------------------------
 
-/// Scores the kernel computes for `q_rows` rows from `q_pos0` (a multiple of 4, so its blocks of
-/// 4 query rows never straddle two query blocks) when it visits exactly the keys some row of each
-/// block of 4 sees: `Σ_blocks rows · |⋃_rows visible(row)|`, per head.
+/// Scores the kernel computes for `q_rows` rows from `q_pos0` (a multiple of [`Q_BLOCK`], so its
+/// blocks of query rows never straddle two query blocks of a layout) when it visits exactly the
+/// keys some row of each block of `Q_BLOCK` rows sees: `Σ_blocks rows · |⋃_rows visible(row)|`,
+/// per head.
 fn predicted_scores(
     heads: usize,
     q_pos0: usize,
@@ -721,8 +722,8 @@ fn predicted_scores(
     sees: impl Fn(usize, usize) -> bool,
 ) -> u64 {
     let mut total = 0;
-    for r0 in (0..q_rows).step_by(4) {
-        let rows = q_pos0 + r0..q_pos0 + (r0 + 4).min(q_rows);
+    for r0 in (0..q_rows).step_by(Q_BLOCK) {
+        let rows = q_pos0 + r0..q_pos0 + (r0 + Q_BLOCK).min(q_rows);
         let union = (0..keys).filter(|&j| rows.clone().any(|p| sees(p, j))).count();
         total += (rows.len() * union) as u64;
     }
@@ -865,7 +866,7 @@ fn sparse_layers_and_decode_steps_visit_only_the_layout() {
 }
 
 /// A centred window skips the tiles outside it on both sides: exactly the prediction, within
-/// `rows · (w + 4)` per head (a block of 4 queries spans w + 4 keys), where bidirectional
+/// `rows · (w + Q_BLOCK)` per head (a block of Q_BLOCK queries spans w + Q_BLOCK keys), where bidirectional
 /// attention computes rows². Would fail if only the lower side were skipped.
 #[test]
 fn centred_window_skips_tiles_on_both_sides() {
@@ -877,7 +878,7 @@ fn centred_window_skips_tiles_on_both_sides() {
     let t = Threads::sequential();
     let got = scores_of(|| self_attention_with::<HD>(&qkv, &batch, shape, None, 0.3, &mut ctx, &t));
     assert_eq!(got, predicted_scores(heads, 0, s, s, |p, j| window_sees(false, Some(w), p, j)));
-    assert!(got <= (heads * s * (w + 4)) as u64, "{got} scores");
+    assert!(got <= (heads * s * (w + Q_BLOCK)) as u64, "{got} scores");
     let full = AttentionShape { window: None, ..shape };
     let dense = scores_of(|| self_attention_with::<HD>(&qkv, &batch, full, None, 0.3, &mut ctx, &t));
     assert_eq!(dense, (heads * s * s) as u64);

@@ -5,12 +5,17 @@
 //! running maximum `m`, a running normaliser `l` and an unnormalised accumulator `acc[HD]`, and the
 //! accumulator is rescaled by `exp(m_old − m_new)` whenever the maximum grows. No `seq×seq` score
 //! matrix is materialised and nothing is heap-allocated; all scratch is fixed-size stack arrays,
-//! so the working set per call is a few KiB regardless of sequence length.
+//! so the working set per call is fixed (tens of KiB: a packed key tile, a block of queries, scores
+//! and outputs) regardless of sequence length.
 //!
-//! Several query rows are processed against each key tile (`Q_BLOCK`) so every K/V row loaded
-//! from the strided `qkv` buffer is reused for all of them while it is in L1. Masked keys are
-//! compacted out of each tile before any arithmetic, so padding costs nothing beyond reading its
-//! flag.
+//! The work is two small matrix products per (block of query rows × key tile), FlashAttention-2's
+//! loop order: up to [`Q_BLOCK`] query rows of one head against a tile of [`KEY_TILE`] keys. The
+//! tile's keys are packed once per block (transposed into `[HD][KEY_TILE]`, values compacted into
+//! `[KEY_TILE][HD]`), so packing costs `1/Q_BLOCK` of the arithmetic; then `S = Q·Kᵀ` and
+//! `O += P·V` run as register-blocked microkernels (an `R × W` block of accumulators held for the
+//! whole reduction, `R` and `W` per instruction set), with the mask, the bias and the softmax update
+//! applied to `S` while it is in L1 in between. Masked keys are compacted out of each tile before
+//! any arithmetic, so padding costs nothing beyond reading its flag.
 //!
 //! Q, K and V are separate strided views ([`HeadRows`]), so the same kernel reads an encoder's
 //! fused `[Q | K | V]` rows and a decoder's key/value cache alike; the mask ([`Mask`]) combines a
@@ -35,16 +40,15 @@
 //! offset) in a table, so it costs one load and add per score and nothing when absent (the branch
 //! is taken once per key tile).
 //!
-//! The scores of a (`Q_BLOCK` × key tile) block are computed with vertical multiply-adds and no
-//! horizontal sums: the tile's compacted keys are copied transposed into a `[HD][KEY_TILE]` stack
-//! buffer (key index contiguous), then for each `d` every query row's score vector over the keys
-//! gets `q[i][d] · kᵀ[d][..]` added. Each score is one multiply-add chain over `d = 0..HD` in order,
-//! whichever rows share its block, so a row's result does not depend on how rows are split into
-//! blocks (or across threads).
+//! Each score is one multiply-add chain over `d = 0..HD` in order, and each output one chain over
+//! the tile's keys in order, whichever rows share its register block: a row's result does not
+//! depend on how rows are split into blocks (or across threads). A row's keys outside its own range
+//! (the causal limit or a window inside the tile) enter the `P·V` product of a block with weight
+//! exactly 0, which leaves the sum unchanged for finite values.
 //!
-//! The two hot loops (the scores and `acc += p·v`) are written once, generic over an `Isa` marker,
-//! and instantiated for a portable baseline and (on x86_64) inside `avx2,fma` and
-//! `avx512f,avx2,fma` `#[target_feature]` shims chosen at runtime.
+//! The two microkernels are written once, generic over an `Isa` marker, and instantiated for a
+//! portable baseline and (on x86_64) inside `avx2,fma` and `avx512f,avx2,fma` `#[target_feature]`
+//! shims chosen at runtime.
 
 use super::{exp_f32, lane_sum, LANES};
 
@@ -54,8 +58,11 @@ pub use super::sparse::{BlockSize, BlockSizeError, BlockSparse, SparsePattern};
 /// live in registers/L1 next to the accumulators. A block-sparse layout's block is a multiple of
 /// it ([`BlockSize`]).
 pub(crate) const KEY_TILE: usize = 64;
-/// Query rows that share each loaded key/value row.
-const Q_BLOCK: usize = 4;
+/// Query rows that share each packed key tile (a multiple of every microkernel's row block, and
+/// at most [`KEY_TILE`], so a block of rows spans at most two blocks of a sparse layout). Public
+/// for the tests that predict the work of a masked call ([`scores_computed`]).
+#[doc(hidden)]
+pub const Q_BLOCK: usize = 32;
 
 /// Rows of one operand: row `r`, head `h` is `data[r * stride + offset + h * HD..][..HD]`.
 #[derive(Clone, Copy, Debug)]
@@ -686,22 +693,37 @@ fn check_shapes<const HD: usize>(
     rows
 }
 
-/// The hot inner loops, specialised per instruction set.
+/// The hot inner loops, specialised per instruction set: the two small matrix products of a
+/// (query block × key tile) step, `S = Q·Kᵀ` and `O += P·V`.
 ///
 /// Implementations are zero-sized markers whose methods are `#[inline(always)]`, so they are
 /// compiled inside whichever `#[target_feature]` function instantiates [`attention_body`] and pick
-/// up that function's instruction set.
+/// up that function's instruction set. Each chooses its own register block (rows × columns held in
+/// accumulators for the whole reduction) but every shape computes each output as the same chain of
+/// multiply-adds in the same order, so a row's result does not depend on which rows share its block.
 trait Isa {
-    /// `p[i][j] = Σ_d qs[i][d] · kt[d][j]` for the `R` rows and at least the first `nk` keys (up to
-    /// a whole number of column blocks; columns past `nk` are scratch). Each score is one
-    /// multiply-add chain over `d` in order, independent of `R`.
-    fn scores<const HD: usize, const R: usize>(
-        qs: &[[f32; HD]; R],
+    /// `p[i][j] = Σ_d qs[i][d] · kt[d][j]` for rows `i < nq` and at least the first `nk` keys (up
+    /// to a whole number of column blocks; columns past `nk` are scratch). Each score is one
+    /// multiply-add chain over `d` in order.
+    fn scores<const HD: usize>(
+        qs: &[[f32; HD]; Q_BLOCK],
+        nq: usize,
         kt: &[[f32; KEY_TILE]; HD],
         nk: usize,
-        p: &mut [[f32; KEY_TILE]; R],
+        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
     );
-    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]);
+    /// `acc[i] += Σ_{jj ∈ span[g]} p[i][jj] · vt[jj]` for rows `i < nq`, where `g` is the row's
+    /// group of the implementation's register block and `span[g]` covers every key any row of the
+    /// group sees (the others have `p = 0` there). One multiply-add chain per output over `jj`
+    /// ascending.
+    fn weighted_sum<const HD: usize>(
+        p: &[[f32; KEY_TILE]; Q_BLOCK],
+        nq: usize,
+        first: &[usize; Q_BLOCK],
+        visible: &[usize; Q_BLOCK],
+        vt: &[[f32; HD]; KEY_TILE],
+        acc: &mut [[f32; HD]; Q_BLOCK],
+    );
     /// `kt[d][jj] = k.data[keys[jj] * k.stride + k_off + d]` for at least `jj < nk` (whole groups
     /// of 8 may also fill columns up to `nk` rounded up, from the stale indices in `keys`).
     #[inline(always)]
@@ -795,27 +817,40 @@ fn transpose_avx<const HD: usize>(
 /// `f32::mul_add` without hardware FMA is a slow libm call).
 struct Portable;
 
+/// `x·y + acc` rounded twice: the baseline's multiply-add.
+#[inline(always)]
+fn mul_then_add(x: f32, y: f32, acc: f32) -> f32 {
+    x * y + acc
+}
+
 impl Isa for Portable {
     #[inline(always)]
-    fn scores<const HD: usize, const R: usize>(
-        qs: &[[f32; HD]; R],
+    fn scores<const HD: usize>(
+        qs: &[[f32; HD]; Q_BLOCK],
+        nq: usize,
         kt: &[[f32; KEY_TILE]; HD],
         nk: usize,
-        p: &mut [[f32; KEY_TILE]; R],
+        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
     ) {
-        score_columns::<HD, R, 8>(qs, kt, nk, p, |x, y, acc| x * y + acc);
+        score_block::<HD, 4, 8>(qs, nq, kt, nk, p, mul_then_add);
     }
 
     #[inline(always)]
-    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]) {
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a += p * x;
-        }
+    fn weighted_sum<const HD: usize>(
+        p: &[[f32; KEY_TILE]; Q_BLOCK],
+        nq: usize,
+        first: &[usize; Q_BLOCK],
+        visible: &[usize; Q_BLOCK],
+        vt: &[[f32; HD]; KEY_TILE],
+        acc: &mut [[f32; HD]; Q_BLOCK],
+    ) {
+        weighted_sum_by::<HD, 4>(p, nq, first, visible, vt, acc, mul_then_add);
     }
 }
 
 /// AVX2 + FMA: the same loops with fused multiply-adds; inside the `avx2,fma` shim LLVM lowers
-/// `mul_add` to `vfmadd` and vectorises the lanes into 256-bit registers.
+/// `mul_add` to `vfmadd` and vectorises the lanes into 256-bit registers. Register blocks of
+/// 4 rows × 16 columns (8 of the 16 ymm registers as accumulators).
 #[cfg(target_arch = "x86_64")]
 struct Avx2Fma;
 
@@ -830,13 +865,26 @@ impl Avx2Fma {
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx2Fma {
     #[inline(always)]
-    fn scores<const HD: usize, const R: usize>(
-        qs: &[[f32; HD]; R],
+    fn scores<const HD: usize>(
+        qs: &[[f32; HD]; Q_BLOCK],
+        nq: usize,
         kt: &[[f32; KEY_TILE]; HD],
         nk: usize,
-        p: &mut [[f32; KEY_TILE]; R],
+        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
     ) {
-        score_columns::<HD, R, 16>(qs, kt, nk, p, f32::mul_add);
+        score_block::<HD, 4, 16>(qs, nq, kt, nk, p, f32::mul_add);
+    }
+
+    #[inline(always)]
+    fn weighted_sum<const HD: usize>(
+        p: &[[f32; KEY_TILE]; Q_BLOCK],
+        nq: usize,
+        first: &[usize; Q_BLOCK],
+        visible: &[usize; Q_BLOCK],
+        vt: &[[f32; HD]; KEY_TILE],
+        acc: &mut [[f32; HD]; Q_BLOCK],
+    ) {
+        weighted_sum_by::<HD, 4>(p, nq, first, visible, vt, acc, f32::mul_add);
     }
 
     #[inline(always)]
@@ -849,16 +897,10 @@ impl Isa for Avx2Fma {
     ) {
         transpose_avx::<HD>(k, k_off, keys, nk, kt);
     }
-
-    #[inline(always)]
-    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]) {
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a = p.mul_add(x, *a);
-        }
-    }
 }
 
-/// AVX-512F: as [`Avx2Fma`] with 512-bit registers (wider column blocks).
+/// AVX-512F: as [`Avx2Fma`] with 512-bit registers: register blocks of 8 rows × 32 columns (16 of
+/// the 32 zmm registers as accumulators).
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
@@ -873,13 +915,26 @@ impl Avx512 {
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx512 {
     #[inline(always)]
-    fn scores<const HD: usize, const R: usize>(
-        qs: &[[f32; HD]; R],
+    fn scores<const HD: usize>(
+        qs: &[[f32; HD]; Q_BLOCK],
+        nq: usize,
         kt: &[[f32; KEY_TILE]; HD],
         nk: usize,
-        p: &mut [[f32; KEY_TILE]; R],
+        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
     ) {
-        score_columns::<HD, R, 32>(qs, kt, nk, p, f32::mul_add);
+        score_block::<HD, 8, 32>(qs, nq, kt, nk, p, f32::mul_add);
+    }
+
+    #[inline(always)]
+    fn weighted_sum<const HD: usize>(
+        p: &[[f32; KEY_TILE]; Q_BLOCK],
+        nq: usize,
+        first: &[usize; Q_BLOCK],
+        visible: &[usize; Q_BLOCK],
+        vt: &[[f32; HD]; KEY_TILE],
+        acc: &mut [[f32; HD]; Q_BLOCK],
+    ) {
+        weighted_sum_by::<HD, 8>(p, nq, first, visible, vt, acc, f32::mul_add);
     }
 
     #[inline(always)]
@@ -892,11 +947,47 @@ impl Isa for Avx512 {
     ) {
         transpose_avx::<HD>(k, k_off, keys, nk, kt);
     }
+}
 
-    #[inline(always)]
-    fn axpy<const HD: usize>(acc: &mut [f32; HD], p: f32, v: &[f32; HD]) {
-        Avx2Fma::axpy::<HD>(acc, p, v);
+/// `S = Q·Kᵀ` for the block's `nq` rows through [`score_columns`]: groups of `R` rows, then pairs,
+/// then a last single row (a group too small for the register block still keeps one chain per
+/// score).
+#[inline(always)]
+fn score_block<const HD: usize, const R: usize, const W: usize>(
+    qs: &[[f32; HD]; Q_BLOCK],
+    nq: usize,
+    kt: &[[f32; KEY_TILE]; HD],
+    nk: usize,
+    p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+    fma: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    let mut i0 = 0;
+    while i0 + R <= nq {
+        score_rows::<HD, R, W>(qs, i0, kt, nk, p, fma);
+        i0 += R;
     }
+    while i0 + 2 <= nq {
+        score_rows::<HD, 2, W>(qs, i0, kt, nk, p, fma);
+        i0 += 2;
+    }
+    if i0 < nq {
+        score_rows::<HD, 1, W>(qs, i0, kt, nk, p, fma);
+    }
+}
+
+/// [`score_columns`] for rows `i0..i0 + R` of the block.
+#[inline(always)]
+fn score_rows<const HD: usize, const R: usize, const W: usize>(
+    qs: &[[f32; HD]; Q_BLOCK],
+    i0: usize,
+    kt: &[[f32; KEY_TILE]; HD],
+    nk: usize,
+    p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
+    let qg: &[[f32; HD]; R] = qs[i0..i0 + R].try_into().expect("R rows");
+    let pg: &mut [[f32; KEY_TILE]; R] = (&mut p[i0..i0 + R]).try_into().expect("R rows");
+    score_columns::<HD, R, W>(qg, kt, nk, pg, fma);
 }
 
 /// Scores of `R` query rows against the transposed key tile, `W` keys at a time: the `R × W`
@@ -925,6 +1016,106 @@ fn score_columns<const HD: usize, const R: usize, const W: usize>(
         }
         for (pi, si) in p.iter_mut().zip(&s) {
             pi[c0..c0 + W].copy_from_slice(si);
+        }
+    }
+}
+
+/// `O += P·V` for the block's `nq` rows in groups of `R` (then single rows), with the widest
+/// column block of 16, 8 or 1 floats that divides `HD` (a constant per instantiation).
+#[inline(always)]
+fn weighted_sum_by<const HD: usize, const R: usize>(
+    p: &[[f32; KEY_TILE]; Q_BLOCK],
+    nq: usize,
+    first: &[usize; Q_BLOCK],
+    visible: &[usize; Q_BLOCK],
+    vt: &[[f32; HD]; KEY_TILE],
+    acc: &mut [[f32; HD]; Q_BLOCK],
+    fma: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    if HD.is_multiple_of(16) {
+        weighted_sum_block::<HD, R, 16>(p, nq, first, visible, vt, acc, fma);
+    } else if HD.is_multiple_of(8) {
+        weighted_sum_block::<HD, R, 8>(p, nq, first, visible, vt, acc, fma);
+    } else {
+        weighted_sum_block::<HD, R, 1>(p, nq, first, visible, vt, acc, fma);
+    }
+}
+
+/// `O += P·V` for the block's `nq` rows in register blocks as [`score_block`]'s: groups of `R`
+/// rows, then pairs, then a single row, each over the keys some row of the group sees.
+#[inline(always)]
+fn weighted_sum_block<const HD: usize, const R: usize, const W: usize>(
+    p: &[[f32; KEY_TILE]; Q_BLOCK],
+    nq: usize,
+    first: &[usize; Q_BLOCK],
+    visible: &[usize; Q_BLOCK],
+    vt: &[[f32; HD]; KEY_TILE],
+    acc: &mut [[f32; HD]; Q_BLOCK],
+    fma: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    let mut i0 = 0;
+    while i0 + R <= nq {
+        weighted_sum_rows::<HD, R, W>(p, i0, first, visible, vt, acc, fma);
+        i0 += R;
+    }
+    while i0 + 2 <= nq {
+        weighted_sum_rows::<HD, 2, W>(p, i0, first, visible, vt, acc, fma);
+        i0 += 2;
+    }
+    if i0 < nq {
+        weighted_sum_rows::<HD, 1, W>(p, i0, first, visible, vt, acc, fma);
+    }
+}
+
+/// [`pv_columns`] for rows `i0..i0 + R` of the block, over the union of their key ranges (the
+/// rows' weights are 0 outside their own).
+#[inline(always)]
+fn weighted_sum_rows<const HD: usize, const R: usize, const W: usize>(
+    p: &[[f32; KEY_TILE]; Q_BLOCK],
+    i0: usize,
+    first: &[usize; Q_BLOCK],
+    visible: &[usize; Q_BLOCK],
+    vt: &[[f32; HD]; KEY_TILE],
+    acc: &mut [[f32; HD]; Q_BLOCK],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
+    let rows = i0..i0 + R;
+    let lo = first[rows.clone()].iter().copied().min().unwrap_or(0);
+    let hi = visible[rows.clone()].iter().copied().max().unwrap_or(0);
+    let pg: &[[f32; KEY_TILE]; R] = p[rows.clone()].try_into().expect("R rows");
+    let ag: &mut [[f32; HD]; R] = (&mut acc[rows]).try_into().expect("R rows");
+    pv_columns::<HD, R, W>(pg, lo, hi, vt, ag, fma);
+}
+
+/// `acc[i] += Σ_{jj ∈ lo..hi} p[i][jj] · vt[jj]` for `R` rows, `W` columns at a time: the `R × W`
+/// accumulators stay in registers across the whole key loop; each step is a broadcast of
+/// `p[i][jj]` times a contiguous run of `vt[jj]`. `W` divides `HD`.
+#[inline(always)]
+fn pv_columns<const HD: usize, const R: usize, const W: usize>(
+    p: &[[f32; KEY_TILE]; R],
+    lo: usize,
+    hi: usize,
+    vt: &[[f32; HD]; KEY_TILE],
+    acc: &mut [[f32; HD]; R],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
+    if lo >= hi {
+        return;
+    }
+    for c0 in (0..HD).step_by(W) {
+        let mut s: [[f32; W]; R] =
+            std::array::from_fn(|i| *acc[i][c0..].first_chunk::<W>().expect("W divides HD"));
+        for (jj, vrow) in vt.iter().enumerate().take(hi).skip(lo) {
+            let vc = vrow[c0..].first_chunk::<W>().expect("W divides HD");
+            for (si, pi) in s.iter_mut().zip(p) {
+                let x = pi[jj];
+                for (a, &y) in si.iter_mut().zip(vc) {
+                    *a = fma(x, y, *a);
+                }
+            }
+        }
+        for (ai, si) in acc.iter_mut().zip(&s) {
+            ai[c0..c0 + W].copy_from_slice(si);
         }
     }
 }
@@ -1057,7 +1248,11 @@ impl Iterator for Tiles {
     }
 }
 
-/// The tiled online-softmax algorithm. Shapes have been validated by [`check_general`].
+/// The tiled online-softmax algorithm, FlashAttention-2's loop order: per head and block of up to
+/// [`Q_BLOCK`] query rows, per visible key tile, `S = Q·Kᵀ` ([`Isa::scores`]), mask, bias and the
+/// online-softmax update on `S` while it is in L1, then `O += P·V` ([`Isa::weighted_sum`]). The
+/// tile's keys are packed once per block (`Kᵀ` transposed, `V` compacted), so packing is amortised
+/// over all the block's rows. Shapes have been validated by [`check_general`].
 #[inline(always)]
 fn attention_body<const HD: usize, I: Isa>(
     q: HeadRows<'_>,
@@ -1074,9 +1269,12 @@ fn attention_body<const HD: usize, I: Isa>(
     let width = heads * HD;
     let group = heads / kv_heads;
     let rows = q.rows;
-    // The current tile's keys, transposed: `kt[d][jj]` is element `d` of compacted key `jj`.
-    // Columns past the tile's `nk` hold stale (finite or not) values whose scores are never read.
+    // The current tile's keys, transposed (`kt[d][jj]` is element `d` of compacted key `jj`), and
+    // its values, compacted (`vt[jj]`). Columns of `kt` past the tile's `nk` hold stale (finite or
+    // not) values whose scores are never read; rows of `vt` past `nk` are never read.
     let mut kt = [[0.0f32; KEY_TILE]; HD];
+    let mut vt = [[0.0f32; HD]; KEY_TILE];
+    let mut block = Block::<HD>::new();
 
     for h in 0..heads {
         let kvh = h / group;
@@ -1092,136 +1290,204 @@ fn attention_body<const HD: usize, I: Isa>(
             let key_start = mask.window_start(pos0);
             // Under a layout, the tiles of the key blocks this block's query blocks attend (the
             // rows span at most two query blocks, as Q_BLOCK ≤ KEY_TILE ≤ b).
-            let block = sparse.map_or(1, |layout| layout.block.get());
-            let layout = sparse.map(|layout| (layout, pos0 / block, (pos0 + nq - 1) / block, mask.causal));
+            let sparse_block = sparse.map_or(1, |layout| layout.block.get());
+            let layout = sparse
+                .map(|layout| (layout, pos0 / sparse_block, (pos0 + nq - 1) / sparse_block, mask.causal));
             let tiles = Tiles { next: key_start, end: key_end, sparse: layout };
 
-            // Folding the scale into q once saves a multiply per score.
-            let mut qs = [[0.0f32; HD]; Q_BLOCK];
-            for (i, qi) in qs[..nq].iter_mut().enumerate() {
-                let src = vec_at::<HD>(q.data, (r0 + i) * q.stride + q_off);
-                for (d, &s) in qi.iter_mut().zip(src) {
-                    *d = s * scale;
-                }
-            }
-            let mut max = [f32::NEG_INFINITY; Q_BLOCK];
-            let mut sum = [0.0f32; Q_BLOCK];
-            let mut acc = [[0.0f32; HD]; Q_BLOCK];
+            block.start(&q, r0, nq, q_off, scale);
             let mut keys = [0usize; KEY_TILE];
-            let mut p = [[0.0f32; KEY_TILE]; Q_BLOCK];
-            // Per row: the range `first..visible` of the tile's compacted keys it sees (keys ascend;
-            // `first` is 0 unless a window cuts the tile's start, `visible` is nk unless the causal
-            // limit or a centred window cuts its end; empty if the row's query block skips the
-            // tile's key block).
-            let mut visible = [0usize; Q_BLOCK];
-            let mut first = [0usize; Q_BLOCK];
             let mut scored = 0u64;
 
             for (t0, t1) in tiles {
-                let mut nk = 0;
-                match mask.key_valid {
-                    Some(valid) => {
-                        for (j, _) in valid[t0..t1].iter().enumerate().filter(|(_, &ok)| ok) {
-                            keys[nk] = t0 + j;
-                            nk += 1;
-                        }
-                    }
-                    None => {
-                        for (slot, j) in keys.iter_mut().zip(t0..t1) {
-                            *slot = j;
-                        }
-                        nk = t1 - t0;
-                    }
-                }
+                let nk = compact_keys(mask.key_valid, t0, t1, &mut keys);
                 if nk == 0 {
                     continue;
                 }
-                let keys_buf = &keys;
-                let keys = &keys[..nk];
-                for (i, (n, a)) in visible[..nq].iter_mut().zip(&mut first[..nq]).enumerate() {
-                    let pos = pos0 + i;
-                    let hi = mask.row_end(pos);
-                    *n = if t1 > hi { keys.partition_point(|&j| j < hi) } else { nk };
-                    let lo = mask.window_start(pos);
-                    *a = if t0 < lo { keys.partition_point(|&j| j < lo).min(*n) } else { 0 };
-                    // A row whose query block does not attend this tile's key block (the other
-                    // query block of a block of rows straddling two) sees none of it.
-                    if let Some((layout, ..)) = layout {
-                        if !layout.block_sees(pos / block, t0 / block, mask.causal) {
-                            *a = *n;
-                        }
-                    }
-                }
+                block.row_ranges(&mask, layout.map(|(l, ..)| l), pos0, t0, t1, &keys[..nk]);
                 scored += (nq * nk) as u64;
 
-                I::transpose::<HD>(&k, k_off, keys_buf, nk, &mut kt);
-                if nq == Q_BLOCK {
-                    I::scores::<HD, Q_BLOCK>(&qs, &kt, nk, &mut p);
-                } else {
-                    // A partial block scores its rows one at a time (the same chain per score).
-                    for (qi, pi) in qs[..nq].iter().zip(&mut p[..nq]) {
-                        I::scores::<HD, 1>(std::array::from_ref(qi), &kt, nk, std::array::from_mut(pi));
-                    }
+                I::transpose::<HD>(&k, k_off, &keys, nk, &mut kt);
+                for (row, &j) in vt.iter_mut().zip(&keys[..nk]) {
+                    *row = *vec_at::<HD>(v.data, j * v.stride + v_off);
                 }
+                I::scores::<HD>(&block.qs, nq, &kt, nk, &mut block.p);
                 // One branch per tile: without a bias the tile goes straight to the softmax.
                 if let Some(bias) = &mask.bias {
-                    add_bias(bias, h, pos0, t0, keys, nk == t1 - t0, &first[..nq], &visible[..nq], &mut p);
+                    let contiguous = nk == t1 - t0;
+                    add_bias(
+                        bias,
+                        h,
+                        pos0,
+                        t0,
+                        &keys[..nk],
+                        contiguous,
+                        &block.first[..nq],
+                        &block.visible[..nq],
+                        &mut block.p,
+                    );
                 }
-
-                for i in 0..nq {
-                    let (a, n) = (first[i], visible[i]);
-                    // Keys past the row's own position (diagonal tile only) or outside its window
-                    // weigh 0.
-                    p[i][n..nk].fill(0.0);
-                    p[i][..a].fill(0.0);
-                    if n == a {
-                        continue;
-                    }
-                    let scores = &mut p[i][a..n];
-                    let tile_max = lane_max(scores);
-                    if tile_max > max[i] {
-                        // The first valid tile has nothing to rescale; later tiles shrink the old
-                        // terms to the new max so every exponent stays ≤ 0 and nothing overflows.
-                        if max[i] != f32::NEG_INFINITY {
-                            let c = exp_f32(max[i] - tile_max);
-                            sum[i] *= c;
-                            acc[i].iter_mut().for_each(|a| *a *= c);
-                        }
-                        max[i] = tile_max;
-                    }
-                    // Branch-free exp over the contiguous tile row: this loop vectorises, where a
-                    // libm call per score made exp the dominant cost of the whole kernel.
-                    let m = max[i];
-                    scores.iter_mut().for_each(|s| *s = exp_f32(*s - m));
-                    sum[i] += lane_sum(scores, |p| p);
-                }
-
-                for (jj, &j) in keys.iter().enumerate() {
-                    let vr = vec_at::<HD>(v.data, j * v.stride + v_off);
-                    for i in 0..nq {
-                        if first[i] <= jj && jj < visible[i] {
-                            I::axpy::<HD>(&mut acc[i], p[i][jj], vr);
-                        }
-                    }
-                }
+                block.online_softmax(nk);
+                I::weighted_sum::<HD>(&block.p, nq, &block.first, &block.visible, &vt, &mut block.acc);
             }
 
             if scored > 0 {
                 SCORES.with(|c| c.set(c.get() + scored));
             }
+            block.finish(&mut out[r0 * width..(r0 + nq) * width], width, h);
+        }
+    }
+}
 
-            for i in 0..nq {
-                let dst = &mut out[(r0 + i) * width + h * HD..][..HD];
-                // The maximum score contributes exp(0) = 1, so `sum` ≥ 1 whenever any key was
-                // visible; 0 means the row saw no key and is defined as zeros.
-                if sum[i] > 0.0 {
-                    let inv = 1.0 / sum[i];
-                    for (o, &a) in dst.iter_mut().zip(&acc[i]) {
-                        *o = a * inv;
-                    }
-                } else {
-                    dst.fill(0.0);
+/// Writes the keys of `t0..t1` that `key_valid` admits (all of them without it), ascending, into
+/// `keys`; returns how many.
+#[inline(always)]
+fn compact_keys(key_valid: Option<&[bool]>, t0: usize, t1: usize, keys: &mut [usize; KEY_TILE]) -> usize {
+    match key_valid {
+        Some(valid) => {
+            let mut nk = 0;
+            for (j, _) in valid[t0..t1].iter().enumerate().filter(|(_, &ok)| ok) {
+                keys[nk] = t0 + j;
+                nk += 1;
+            }
+            nk
+        }
+        None => {
+            for (slot, j) in keys.iter_mut().zip(t0..t1) {
+                *slot = j;
+            }
+            t1 - t0
+        }
+    }
+}
+
+/// The running state of one block of query rows of one head: the scaled queries, the tile's
+/// scores, each row's running max, normaliser and unnormalised output, and which of the tile's
+/// compacted keys each row sees.
+struct Block<const HD: usize> {
+    /// Queries with the scale folded in (saves a multiply per score).
+    qs: [[f32; HD]; Q_BLOCK],
+    /// Scores of the current tile, then their softmax weights (0 for keys a row does not see).
+    p: [[f32; KEY_TILE]; Q_BLOCK],
+    max: [f32; Q_BLOCK],
+    sum: [f32; Q_BLOCK],
+    acc: [[f32; HD]; Q_BLOCK],
+    /// Per row: the range `first..visible` of the tile's compacted keys it sees (keys ascend;
+    /// `first` is 0 unless a window cuts the tile's start, `visible` is nk unless the causal limit
+    /// or a centred window cuts its end; empty if the row's query block skips the tile's key
+    /// block).
+    first: [usize; Q_BLOCK],
+    visible: [usize; Q_BLOCK],
+    nq: usize,
+}
+
+impl<const HD: usize> Block<HD> {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            qs: [[0.0; HD]; Q_BLOCK],
+            p: [[0.0; KEY_TILE]; Q_BLOCK],
+            max: [f32::NEG_INFINITY; Q_BLOCK],
+            sum: [0.0; Q_BLOCK],
+            acc: [[0.0; HD]; Q_BLOCK],
+            first: [0; Q_BLOCK],
+            visible: [0; Q_BLOCK],
+            nq: 0,
+        }
+    }
+
+    /// Resets the state for query rows `r0..r0 + nq` of the head at `q_off`.
+    #[inline(always)]
+    fn start(&mut self, q: &HeadRows<'_>, r0: usize, nq: usize, q_off: usize, scale: f32) {
+        self.nq = nq;
+        for (i, qi) in self.qs[..nq].iter_mut().enumerate() {
+            let src = vec_at::<HD>(q.data, (r0 + i) * q.stride + q_off);
+            for (d, &s) in qi.iter_mut().zip(src) {
+                *d = s * scale;
+            }
+        }
+        self.max = [f32::NEG_INFINITY; Q_BLOCK];
+        self.sum = [0.0; Q_BLOCK];
+        self.acc[..nq].iter_mut().for_each(|a| a.fill(0.0));
+    }
+
+    /// Each row's range of the tile's compacted `keys` (from `t0..t1`): the causal limit or a
+    /// centred window's end, a window's start, and under a layout whether the row's query block
+    /// attends the tile's key block at all.
+    #[inline(always)]
+    fn row_ranges(
+        &mut self,
+        mask: &Mask<'_>,
+        layout: Option<BlockSparse>,
+        pos0: usize,
+        t0: usize,
+        t1: usize,
+        keys: &[usize],
+    ) {
+        let nk = keys.len();
+        for (i, (n, a)) in self.visible[..self.nq].iter_mut().zip(&mut self.first[..self.nq]).enumerate() {
+            let pos = pos0 + i;
+            let hi = mask.row_end(pos);
+            *n = if t1 > hi { keys.partition_point(|&j| j < hi) } else { nk };
+            let lo = mask.window_start(pos);
+            *a = if t0 < lo { keys.partition_point(|&j| j < lo).min(*n) } else { 0 };
+            // A row whose query block does not attend this tile's key block (the other query
+            // block of a block of rows straddling two) sees none of it.
+            if let Some(layout) = layout {
+                let b = layout.block.get();
+                if !layout.block_sees(pos / b, t0 / b, mask.causal) {
+                    *a = *n;
                 }
+            }
+        }
+    }
+
+    /// Turns the tile's scores into softmax weights against each row's running max (rescaling the
+    /// row's sum and output when the max grows); keys a row does not see weigh 0.
+    #[inline(always)]
+    fn online_softmax(&mut self, nk: usize) {
+        for i in 0..self.nq {
+            let (a, n) = (self.first[i], self.visible[i]);
+            // Keys past the row's own position (diagonal tile only) or outside its window weigh 0.
+            self.p[i][n..nk].fill(0.0);
+            self.p[i][..a].fill(0.0);
+            if n == a {
+                continue;
+            }
+            let scores = &mut self.p[i][a..n];
+            let tile_max = lane_max(scores);
+            if tile_max > self.max[i] {
+                // The first valid tile has nothing to rescale; later tiles shrink the old terms to
+                // the new max so every exponent stays ≤ 0 and nothing overflows.
+                if self.max[i] != f32::NEG_INFINITY {
+                    let c = exp_f32(self.max[i] - tile_max);
+                    self.sum[i] *= c;
+                    self.acc[i].iter_mut().for_each(|a| *a *= c);
+                }
+                self.max[i] = tile_max;
+            }
+            // Branch-free exp over the contiguous tile row: this loop vectorises, where a libm call
+            // per score made exp the dominant cost of the whole kernel.
+            let m = self.max[i];
+            scores.iter_mut().for_each(|s| *s = exp_f32(*s - m));
+            self.sum[i] += lane_sum(scores, |p| p);
+        }
+    }
+
+    /// Writes head `h` of each row's normalised output into `out` (rows of `width` floats).
+    #[inline(always)]
+    fn finish(&self, out: &mut [f32], width: usize, h: usize) {
+        for (i, row) in out.chunks_exact_mut(width).enumerate().take(self.nq) {
+            let dst = &mut row[h * HD..][..HD];
+            // The maximum score contributes exp(0) = 1, so `sum` ≥ 1 whenever any key was
+            // visible; 0 means the row saw no key and is defined as zeros.
+            if self.sum[i] > 0.0 {
+                let inv = 1.0 / self.sum[i];
+                for (o, &a) in dst.iter_mut().zip(&self.acc[i]) {
+                    *o = a * inv;
+                }
+            } else {
+                dst.fill(0.0);
             }
         }
     }
