@@ -18,7 +18,7 @@ use crate::spec::{
 };
 use crate::suggest::closest;
 
-/// Every key the grammar knows, in the order the README documents them.
+/// Every key the grammar knows, in the order `docs/keys.md` documents them.
 const KEYS: &[&str] = &[
     "vocab_size",
     "max_positions",

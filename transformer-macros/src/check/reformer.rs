@@ -21,7 +21,7 @@ use crate::ctxt::Ctxt;
 use crate::spec::{Activation, Attention, Reformer, ReformerAttention, ReformerLocal, ReformerLsh};
 use crate::suggest::closest;
 
-/// The keys of a Reformer, in the order the README documents them.
+/// The keys of a Reformer, in the order `docs/reformer.md` documents them.
 const REFORMER_KEYS: &[&str] = &[
     "vocab_size",
     "max_positions",
