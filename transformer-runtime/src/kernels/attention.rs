@@ -41,8 +41,10 @@
 //! is taken once per key tile).
 //!
 //! Each score is one multiply-add chain over `d = 0..HD` in order, and each output one chain over
-//! the tile's keys in order, whichever rows share its register block: a row's result does not
-//! depend on how rows are split into blocks (or across threads). A row's keys outside its own range
+//! the tile's keys in order, whichever rows share its register block: without a window, a row's
+//! result does not depend on how rows are split into blocks (or across threads); under a window the
+//! tiles start at each block's first window, so the online softmax's steps (not its value) depend
+//! on the block. A row's keys outside its own range
 //! (the causal limit or a window inside the tile) enter the `P·V` product of a block with weight
 //! exactly 0, which leaves the sum unchanged for finite values.
 //!
@@ -50,7 +52,7 @@
 //! portable baseline and (on x86_64) inside `avx2,fma` and `avx512f,avx2,fma` `#[target_feature]`
 //! shims chosen at runtime.
 
-use super::{exp_f32, lane_sum, LANES};
+use super::{exp_f32, exp_with, lane_sum, LANES};
 
 pub use super::sparse::{BlockSize, BlockSizeError, BlockSparse, SparsePattern};
 
@@ -724,6 +726,9 @@ trait Isa {
         vt: &[[f32; HD]; KEY_TILE],
         acc: &mut [[f32; HD]; Q_BLOCK],
     );
+    /// `a·b + c`: fused where the instruction set has FMA, a multiply then an add on the baseline
+    /// (where `f32::mul_add` would be a libm call). The softmax's exponential is built on it.
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
     /// `kt[d][jj] = k.data[keys[jj] * k.stride + k_off + d]` for at least `jj < nk` (whole groups
     /// of 8 may also fill columns up to `nk` rounded up, from the stale indices in `keys`).
     #[inline(always)]
@@ -825,6 +830,11 @@ fn mul_then_add(x: f32, y: f32, acc: f32) -> f32 {
 
 impl Isa for Portable {
     #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        mul_then_add(a, b, c)
+    }
+
+    #[inline(always)]
     fn scores<const HD: usize>(
         qs: &[[f32; HD]; Q_BLOCK],
         nq: usize,
@@ -864,6 +874,11 @@ impl Avx2Fma {
 
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx2Fma {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
     #[inline(always)]
     fn scores<const HD: usize>(
         qs: &[[f32; HD]; Q_BLOCK],
@@ -914,6 +929,11 @@ impl Avx512 {
 
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx512 {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
     #[inline(always)]
     fn scores<const HD: usize>(
         qs: &[[f32; HD]; Q_BLOCK],
@@ -1327,7 +1347,7 @@ fn attention_body<const HD: usize, I: Isa>(
                         &mut block.p,
                     );
                 }
-                block.online_softmax(nk);
+                block.online_softmax::<I>(nk);
                 I::weighted_sum::<HD>(&block.p, nq, &block.first, &block.visible, &vt, &mut block.acc);
             }
 
@@ -1445,7 +1465,7 @@ impl<const HD: usize> Block<HD> {
     /// Turns the tile's scores into softmax weights against each row's running max (rescaling the
     /// row's sum and output when the max grows); keys a row does not see weigh 0.
     #[inline(always)]
-    fn online_softmax(&mut self, nk: usize) {
+    fn online_softmax<I: Isa>(&mut self, nk: usize) {
         for i in 0..self.nq {
             let (a, n) = (self.first[i], self.visible[i]);
             // Keys past the row's own position (diagonal tile only) or outside its window weigh 0.
@@ -1469,7 +1489,7 @@ impl<const HD: usize> Block<HD> {
             // Branch-free exp over the contiguous tile row: this loop vectorises, where a libm call
             // per score made exp the dominant cost of the whole kernel.
             let m = self.max[i];
-            scores.iter_mut().for_each(|s| *s = exp_f32(*s - m));
+            scores.iter_mut().for_each(|s| *s = exp_with(*s - m, I::mul_add));
             self.sum[i] += lane_sum(scores, |p| p);
         }
     }
