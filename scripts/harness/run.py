@@ -9,7 +9,7 @@ engines round by round. See docs/BENCHMARKS.md. Usually run through `bash script
 
 Steps:
  1. machine microbenchmarks (ours, Rust): fp32 FMA throughput at 1 and 2 threads (one OS thread per
-    core, 16 independent AVX-512 FMA chains each) and read/copy bandwidth;
+    core, 16 independent AVX-512 FMA chains each, 12 with AVX2) and read/copy bandwidth;
  2. per-op breakdown of ours (GEMMs vs attention, decode GEMVs) -- the "why" of the ratios;
  3. for each thread count, each workload, each round r: every engine once, in an order rotated by
     r (round 0: ours, torch, ort; round 1: torch, ort, ours; ...), each in a fresh process doing
