@@ -818,6 +818,36 @@ fn transpose_avx<const HD: usize>(
     }
 }
 
+/// The two microkernel methods of an [`Isa`] impl, which differ between instruction sets only in
+/// their register blocks (`scores: (R, W)`: rows × key columns; `pv_rows`: rows of `O += P·V`)
+/// and their multiply-add.
+macro_rules! microkernels {
+    (scores: ($r:literal, $w:literal), pv_rows: $pr:literal, mul_add: $fma:path) => {
+        #[inline(always)]
+        fn scores<const HD: usize>(
+            qs: &[[f32; HD]; Q_BLOCK],
+            nq: usize,
+            kt: &[[f32; KEY_TILE]; HD],
+            nk: usize,
+            p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+        ) {
+            score_block::<HD, $r, $w>(qs, nq, kt, nk, p, $fma);
+        }
+
+        #[inline(always)]
+        fn weighted_sum<const HD: usize>(
+            p: &[[f32; KEY_TILE]; Q_BLOCK],
+            nq: usize,
+            first: &[usize; Q_BLOCK],
+            visible: &[usize; Q_BLOCK],
+            vt: &[[f32; HD]; KEY_TILE],
+            acc: &mut [[f32; HD]; Q_BLOCK],
+        ) {
+            weighted_sum_by::<HD, $pr>(p, nq, first, visible, vt, acc, $fma);
+        }
+    };
+}
+
 /// Baseline: separate multiply and add (no FMA is guaranteed on the baseline target, and
 /// `f32::mul_add` without hardware FMA is a slow libm call).
 struct Portable;
@@ -834,28 +864,7 @@ impl Isa for Portable {
         mul_then_add(a, b, c)
     }
 
-    #[inline(always)]
-    fn scores<const HD: usize>(
-        qs: &[[f32; HD]; Q_BLOCK],
-        nq: usize,
-        kt: &[[f32; KEY_TILE]; HD],
-        nk: usize,
-        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
-    ) {
-        score_block::<HD, 4, 8>(qs, nq, kt, nk, p, mul_then_add);
-    }
-
-    #[inline(always)]
-    fn weighted_sum<const HD: usize>(
-        p: &[[f32; KEY_TILE]; Q_BLOCK],
-        nq: usize,
-        first: &[usize; Q_BLOCK],
-        visible: &[usize; Q_BLOCK],
-        vt: &[[f32; HD]; KEY_TILE],
-        acc: &mut [[f32; HD]; Q_BLOCK],
-    ) {
-        weighted_sum_by::<HD, 4>(p, nq, first, visible, vt, acc, mul_then_add);
-    }
+    microkernels!(scores: (4, 8), pv_rows: 4, mul_add: mul_then_add);
 }
 
 /// AVX2 + FMA: the same loops with fused multiply-adds; inside the `avx2,fma` shim LLVM lowers
@@ -879,28 +888,7 @@ impl Isa for Avx2Fma {
         a.mul_add(b, c)
     }
 
-    #[inline(always)]
-    fn scores<const HD: usize>(
-        qs: &[[f32; HD]; Q_BLOCK],
-        nq: usize,
-        kt: &[[f32; KEY_TILE]; HD],
-        nk: usize,
-        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
-    ) {
-        score_block::<HD, 4, 16>(qs, nq, kt, nk, p, f32::mul_add);
-    }
-
-    #[inline(always)]
-    fn weighted_sum<const HD: usize>(
-        p: &[[f32; KEY_TILE]; Q_BLOCK],
-        nq: usize,
-        first: &[usize; Q_BLOCK],
-        visible: &[usize; Q_BLOCK],
-        vt: &[[f32; HD]; KEY_TILE],
-        acc: &mut [[f32; HD]; Q_BLOCK],
-    ) {
-        weighted_sum_by::<HD, 4>(p, nq, first, visible, vt, acc, f32::mul_add);
-    }
+    microkernels!(scores: (4, 16), pv_rows: 4, mul_add: f32::mul_add);
 
     #[inline(always)]
     fn transpose<const HD: usize>(
@@ -934,28 +922,7 @@ impl Isa for Avx512 {
         a.mul_add(b, c)
     }
 
-    #[inline(always)]
-    fn scores<const HD: usize>(
-        qs: &[[f32; HD]; Q_BLOCK],
-        nq: usize,
-        kt: &[[f32; KEY_TILE]; HD],
-        nk: usize,
-        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
-    ) {
-        score_block::<HD, 8, 32>(qs, nq, kt, nk, p, f32::mul_add);
-    }
-
-    #[inline(always)]
-    fn weighted_sum<const HD: usize>(
-        p: &[[f32; KEY_TILE]; Q_BLOCK],
-        nq: usize,
-        first: &[usize; Q_BLOCK],
-        visible: &[usize; Q_BLOCK],
-        vt: &[[f32; HD]; KEY_TILE],
-        acc: &mut [[f32; HD]; Q_BLOCK],
-    ) {
-        weighted_sum_by::<HD, 8>(p, nq, first, visible, vt, acc, f32::mul_add);
-    }
+    microkernels!(scores: (8, 32), pv_rows: 8, mul_add: f32::mul_add);
 
     #[inline(always)]
     fn transpose<const HD: usize>(
@@ -1027,12 +994,7 @@ fn score_columns<const HD: usize, const R: usize, const W: usize>(
         let mut s = [[0.0f32; W]; R];
         for (d, row) in kt.iter().enumerate() {
             let kd = row[c0..].first_chunk::<W>().expect("W divides KEY_TILE");
-            for (si, qi) in s.iter_mut().zip(qs) {
-                let x = qi[d];
-                for (a, &y) in si.iter_mut().zip(kd) {
-                    *a = fma(x, y, *a);
-                }
-            }
+            rank_one_update(&mut s, std::array::from_fn(|i| qs[i][d]), kd, &fma);
         }
         for (pi, si) in p.iter_mut().zip(&s) {
             pi[c0..c0 + W].copy_from_slice(si);
@@ -1058,6 +1020,22 @@ fn weighted_sum_by<const HD: usize, const R: usize>(
         weighted_sum_block::<HD, R, 8>(p, nq, first, visible, vt, acc, fma);
     } else {
         weighted_sum_block::<HD, R, 1>(p, nq, first, visible, vt, acc, fma);
+    }
+}
+
+/// One step of both microkernels: `s[i][c] += x[i] · y[c]` for an `R × W` block of accumulators
+/// (a broadcast of `x[i]` times a contiguous run `y`, vertical, no horizontal sums).
+#[inline(always)]
+fn rank_one_update<const R: usize, const W: usize>(
+    s: &mut [[f32; W]; R],
+    x: [f32; R],
+    y: &[f32; W],
+    fma: &impl Fn(f32, f32, f32) -> f32,
+) {
+    for (si, &xi) in s.iter_mut().zip(&x) {
+        for (a, &yc) in si.iter_mut().zip(y) {
+            *a = fma(xi, yc, *a);
+        }
     }
 }
 
@@ -1127,12 +1105,7 @@ fn pv_columns<const HD: usize, const R: usize, const W: usize>(
             std::array::from_fn(|i| *acc[i][c0..].first_chunk::<W>().expect("W divides HD"));
         for (jj, vrow) in vt.iter().enumerate().take(hi).skip(lo) {
             let vc = vrow[c0..].first_chunk::<W>().expect("W divides HD");
-            for (si, pi) in s.iter_mut().zip(p) {
-                let x = pi[jj];
-                for (a, &y) in si.iter_mut().zip(vc) {
-                    *a = fma(x, y, *a);
-                }
-            }
+            rank_one_update(&mut s, std::array::from_fn(|i| p[i][jj]), vc, &fma);
         }
         for (ai, si) in acc.iter_mut().zip(&s) {
             ai[c0..c0 + W].copy_from_slice(si);
