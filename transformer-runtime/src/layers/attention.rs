@@ -21,8 +21,23 @@ use crate::kernels::attention::{
 };
 use crate::{Batch, KvCache, Threads};
 
-/// Query rows per task: each task streams all of its sequence's keys once per block.
-const QUERY_BLOCK: usize = 32;
+/// The kernel's block of query rows ([`crate::kernels::attention::Q_BLOCK`]): tasks split a
+/// sequence's queries at multiples of it, so the kernel's blocks, and so its results, are the same
+/// however many tasks there are.
+const QUERY_BLOCK: usize = crate::kernels::attention::Q_BLOCK;
+
+/// Query rows per task for a sequence of `rows` queries: whole blocks, and as few tasks as keep
+/// every thread busy with slack for work stealing (4 per thread; a causal sequence's later rows
+/// cost more), one task without a pool. The kernel loops over heads outside its blocks, so the rows
+/// of one task reuse each head's keys and values while they are in cache; a task per block re-read
+/// every head's keys and values for each 32 rows, which at 4096 tokens (12 MB of them) came from
+/// memory every time.
+fn query_rows_per_task(rows: usize, threads: &Threads) -> usize {
+    if threads.count() <= 1 {
+        return rows.max(1);
+    }
+    rows.div_ceil(4 * threads.count()).next_multiple_of(QUERY_BLOCK).max(QUERY_BLOCK)
+}
 
 /// Sequences whose cache slices are gathered (on the stack) for one parallel pass of
 /// [`cached_causal_attention`]; larger batches run in groups of this many.
@@ -44,6 +59,7 @@ pub fn self_attention<const HD: usize>(
     assert_eq!(qkv.len(), batch.rows() * 3 * width, "qkv buffer does not fit the batch");
     assert_eq!(ctx.len(), batch.rows() * width, "context buffer does not fit the batch");
     let blocks_per_seq = seq.div_ceil(QUERY_BLOCK);
+    let task_rows = query_rows_per_task(seq, threads);
     // Outer chunks are whole sequences, so a query block never straddles two of them; the
     // nested loop splits a long sequence into blocks so even batch 1 keeps every core busy.
     threads.for_each_chunk(ctx, seq * width, |b, ctx_seq| {
@@ -52,8 +68,8 @@ pub fn self_attention<const HD: usize>(
         if blocks_per_seq <= 1 {
             attention::<HD>(qkv_seq, seq, heads, mask, 0, scale, ctx_seq);
         } else {
-            threads.for_each_chunk(ctx_seq, QUERY_BLOCK * width, |q, out| {
-                attention::<HD>(qkv_seq, seq, heads, mask, q * QUERY_BLOCK, scale, out);
+            threads.for_each_chunk(ctx_seq, task_rows * width, |q, out| {
+                attention::<HD>(qkv_seq, seq, heads, mask, q * task_rows, scale, out);
             });
         }
     });
@@ -145,7 +161,8 @@ fn batch_attention<const HD: usize>(
         if extent <= QUERY_BLOCK {
             run(0, real);
         } else {
-            threads.for_each_chunk(real, QUERY_BLOCK * width, |i, out| run(i * QUERY_BLOCK, out));
+            let task_rows = query_rows_per_task(extent, threads);
+            threads.for_each_chunk(real, task_rows * width, |i, out| run(i * task_rows, out));
         }
     });
 }
@@ -196,7 +213,8 @@ pub fn cross_attention<const HD: usize>(
         if extent <= QUERY_BLOCK {
             run(0, real);
         } else {
-            threads.for_each_chunk(real, QUERY_BLOCK * width, |i, out| run(i * QUERY_BLOCK, out));
+            let task_rows = query_rows_per_task(extent, threads);
+            threads.for_each_chunk(real, task_rows * width, |i, out| run(i * task_rows, out));
         }
     });
 }
@@ -472,7 +490,8 @@ fn cached_attention<const HD: usize>(
             if n <= QUERY_BLOCK {
                 run(0, real);
             } else {
-                threads.for_each_chunk(real, QUERY_BLOCK * width, |j, out| run(j * QUERY_BLOCK, out));
+                let task_rows = query_rows_per_task(n, threads);
+                threads.for_each_chunk(real, task_rows * width, |j, out| run(j * task_rows, out));
             }
         });
     }
