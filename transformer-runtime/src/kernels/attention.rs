@@ -819,10 +819,10 @@ fn transpose_avx<const HD: usize>(
 }
 
 /// The two microkernel methods of an [`Isa`] impl, which differ between instruction sets only in
-/// their register blocks (`scores: (R, W)`: rows × key columns; `pv_rows`: rows of `O += P·V`)
-/// and their multiply-add.
+/// their register blocks (`scores: (R, W)`: rows × key columns; `pv_rows`: rows of `O += P·V`);
+/// both run on the impl's own [`Isa::mul_add`].
 macro_rules! microkernels {
-    (scores: ($r:literal, $w:literal), pv_rows: $pr:literal, mul_add: $fma:path) => {
+    (scores: ($r:literal, $w:literal), pv_rows: $pr:literal) => {
         #[inline(always)]
         fn scores<const HD: usize>(
             qs: &[[f32; HD]; Q_BLOCK],
@@ -831,7 +831,7 @@ macro_rules! microkernels {
             nk: usize,
             p: &mut [[f32; KEY_TILE]; Q_BLOCK],
         ) {
-            score_block::<HD, $r, $w>(qs, nq, kt, nk, p, $fma);
+            score_block::<HD, $r, $w>(qs, nq, kt, nk, p, Self::mul_add);
         }
 
         #[inline(always)]
@@ -843,7 +843,7 @@ macro_rules! microkernels {
             vt: &[[f32; HD]; KEY_TILE],
             acc: &mut [[f32; HD]; Q_BLOCK],
         ) {
-            weighted_sum_by::<HD, $pr>(p, nq, first, visible, vt, acc, $fma);
+            weighted_sum_by::<HD, $pr>(p, nq, first, visible, vt, acc, Self::mul_add);
         }
     };
 }
@@ -864,7 +864,7 @@ impl Isa for Portable {
         mul_then_add(a, b, c)
     }
 
-    microkernels!(scores: (4, 8), pv_rows: 4, mul_add: mul_then_add);
+    microkernels!(scores: (4, 8), pv_rows: 4);
 }
 
 /// AVX2 + FMA: the same loops with fused multiply-adds; inside the `avx2,fma` shim LLVM lowers
@@ -888,7 +888,7 @@ impl Isa for Avx2Fma {
         a.mul_add(b, c)
     }
 
-    microkernels!(scores: (4, 16), pv_rows: 4, mul_add: f32::mul_add);
+    microkernels!(scores: (4, 16), pv_rows: 4);
 
     #[inline(always)]
     fn transpose<const HD: usize>(
@@ -902,8 +902,8 @@ impl Isa for Avx2Fma {
     }
 }
 
-/// AVX-512F: as [`Avx2Fma`] with 512-bit registers: register blocks of 8 rows × 32 columns (16 of
-/// the 32 zmm registers as accumulators).
+/// AVX-512F: as [`Avx2Fma`] with 512-bit registers: scores in register blocks of 8 rows × 32 keys
+/// (16 of the 32 zmm registers as accumulators), `P·V` in 8 rows × 16 columns.
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
@@ -922,7 +922,7 @@ impl Isa for Avx512 {
         a.mul_add(b, c)
     }
 
-    microkernels!(scores: (8, 32), pv_rows: 8, mul_add: f32::mul_add);
+    microkernels!(scores: (8, 32), pv_rows: 8);
 
     #[inline(always)]
     fn transpose<const HD: usize>(
