@@ -299,7 +299,8 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
                 seq2seq::Choices { placement, norm: norm_kind, positions, activation, scale_embeddings };
             seq2seq::layout(&mut cx, &entries, scheme, &choices);
         }
-        None => {}
+        // `check/reformer.rs` validates a Reformer before these rules could see one.
+        Some(WeightScheme::Reformer) | None => {}
     }
     if let Some(scheme @ (WeightScheme::Bert | WeightScheme::Gpt2 | WeightScheme::Vit)) = weights {
         classic_layout(&mut cx, &entries, scheme, norm_kind, positions, activation, heads, kv_heads);
@@ -360,6 +361,7 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         scale_embeddings: scale_embeddings.unwrap_or(false),
         parallel: parallel.unwrap_or(false),
         dims: None,
+        reversible: None,
         seq2seq: match sections {
             Some(_) => Some(decoder.ok_or_else(missing)?),
             None => None,

@@ -7,6 +7,8 @@ use quote::quote;
 
 use crate::ast::{ModelInput, Value};
 
+/// The model type a declaration would have given, with unreachable bodies: a Reformer's, an
+/// encoder-decoder's or a single stack's API.
 pub fn dummy(input: &ModelInput) -> TokenStream {
     let (attrs, vis, name) = (&input.attrs, &input.vis, &input.name);
     // A width the user wrote validly keeps its value, so `[f32; 384]` in their code still
@@ -19,6 +21,9 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
         (int("vocab_size"), int("max_positions"), int("heads"), int("layers"), int("d_ff"));
     let d_model = int("d_model");
     let head_dim = d_model / heads.max(1);
+    if crate::check::reformer::declared(input) || crate::compose::is_reformer(input) {
+        return reformer(input);
+    }
     let composed_seq2seq = input.functions.iter().any(|f| f.name == "encode" || f.name == "decode");
     if composed_seq2seq || input.entries.iter().any(|e| e.key == "encoder" || e.key == "decoder") {
         return seq2seq(input, (d_param, d), (v_param, v));
@@ -117,7 +122,7 @@ fn seq2seq(
 }
 
 /// A Reformer's API with unreachable bodies.
-pub fn reformer(input: &ModelInput) -> TokenStream {
+fn reformer(input: &ModelInput) -> TokenStream {
     let (attrs, vis, name) = (&input.attrs, &input.vis, &input.name);
     let (v_param, v) = width(input, "vocab_size", 10_000_000, quote!(V));
     let rt = quote!(::transformer::__private);

@@ -13,6 +13,7 @@ mod compose;
 mod ctxt;
 mod fallback;
 mod graph;
+mod model;
 mod spec;
 mod suggest;
 
@@ -25,58 +26,11 @@ pub fn model(input: TokenStream) -> TokenStream {
     expand(input).into()
 }
 
+/// The one route: validate and lower ([`model`]), generate ([`codegen`]); on any error, the
+/// errors and the model type with unreachable bodies ([`fallback`]).
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
-    if compose::is_reformer(&input) {
-        return match compose::expand_reformer(&input) {
-            Ok(spec) => codegen::reformer::generate(&spec),
-            Err(errors) => {
-                let dummy = fallback::reformer(&input);
-                let errors = errors.into_compile_error();
-                quote::quote! { #errors #dummy }
-            }
-        };
-    }
-    if let Some(first) = input.functions.first() {
-        return match compose::expand(&input, first) {
-            Ok(compose::Composed::Stack(spec, graph)) => codegen::generate(&spec, &graph),
-            Ok(compose::Composed::Outputs(spec, graph, outputs)) => {
-                codegen::generate_with_outputs(&spec, &graph, &outputs)
-            }
-            Ok(compose::Composed::Seq2Seq(spec, graph)) => match &spec.seq2seq {
-                Some(s2s) => codegen::seq2seq::generate(&spec, s2s, &graph),
-                None => {
-                    syn::Error::new(first.name.span(), "internal: an encoder-decoder without its decoder")
-                        .into_compile_error()
-                }
-            },
-            Err(errors) => {
-                let dummy = fallback::dummy(&input);
-                let errors = errors.into_compile_error();
-                quote::quote! { #errors #dummy }
-            }
-        };
-    }
-    if check::reformer::declared(&input) {
-        return match check::reformer::validate(&input) {
-            Ok(spec) => codegen::reformer::generate(&spec),
-            Err(errors) => {
-                let dummy = fallback::reformer(&input);
-                let errors = errors.into_compile_error();
-                quote::quote! { #errors #dummy }
-            }
-        };
-    }
-    match check::validate(&input) {
-        Ok(spec) => match &spec.seq2seq {
-            Some(s2s) => {
-                let graph = graph::seq2seq::lower(&spec, s2s);
-                codegen::seq2seq::generate(&spec, s2s, &graph)
-            }
-            None => {
-                let graph = graph::lower(&spec);
-                codegen::generate(&spec, &graph)
-            }
-        },
+    match model::validate_and_lower(&input) {
+        Ok(model) => codegen::generate(&model),
         Err(errors) => {
             let dummy = fallback::dummy(&input);
             let errors = errors.into_compile_error();

@@ -54,6 +54,20 @@ pub struct Spec {
     pub seq2seq: Option<Seq2Seq>,
     /// A composed model's declared dims (each becomes an associated const); `None` for presets.
     pub dims: Option<Vec<(Ident, usize)>>,
+    /// Reformers: reversible two-stream layers, each attending by LSH or locally.
+    pub reversible: Option<Reversible>,
+}
+
+/// A Reformer's layers (`weights: reformer`): two residual streams, `Y1 = X1 + Attention(X2)` then
+/// `Y2 = X2 + FeedForward(Y1)`, each layer's attention LSH or local.
+#[derive(Clone, Debug)]
+pub struct Reversible {
+    /// Each layer's attention, in order.
+    pub layers: Vec<ReformerAttention>,
+    /// The LSH layers' geometry (present exactly when a layer is LSH).
+    pub lsh: Option<ReformerLsh>,
+    /// The local layers' geometry (present exactly when a layer is local).
+    pub local: Option<ReformerLocal>,
 }
 
 /// The decoder of an encoder-decoder model and what joins it to the encoder.
@@ -223,6 +237,12 @@ pub enum Positions {
         buckets: usize,
         max_distance: usize,
     },
+    /// The Reformer's axial table: position `p` is `[a[p / shape[1]] | b[p % shape[1]]]`, with
+    /// `a` of width `dims[0]` and `b` of width `dims[1]`; `shape[0] · shape[1]` positions.
+    Axial {
+        shape: [usize; 2],
+        dims: [usize; 2],
+    },
 }
 
 /// Which keys each query attends to.
@@ -290,10 +310,14 @@ pub enum WeightScheme {
     /// `torch.nn.Transformer` under `transformer.`, with `embedding` (shared, scaled by
     /// `sqrt(d_model)`) and `generator` (the output linear) beside it.
     Torch,
+    /// Hugging Face `ReformerModelWithLMHead` / `ReformerForMaskedLM`: `reformer.embeddings.…`,
+    /// `reformer.encoder.layers.{i}.{attention,feed_forward}.…`, `lm_head.decoder.weight`.
+    Reformer,
 }
 
-/// A validated Reformer (`weights: reformer`): reversible two-stream layers, each attending by LSH
-/// or locally, axial positions, a final LayerNorm over both streams and an untied LM head.
+/// What the Reformer's validators (`check/reformer.rs`, `compose/reformer.rs`) find: reversible
+/// two-stream layers, each attending by LSH or locally, axial positions, a final LayerNorm over
+/// both streams and an untied LM head. [`Reformer::into_spec`] makes it a [`Spec`] like any other.
 pub struct Reformer {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -320,6 +344,45 @@ pub struct Reformer {
     pub axial_dims: [usize; 2],
     /// Where `vocab_size` was written: generated logits rows point there.
     pub vocab_span: Span,
+}
+
+impl Reformer {
+    /// The model as every declaration ends: a [`Spec`], pre-norm LayerNorm with axial positions
+    /// and an untied head, its layers described by [`Spec::reversible`].
+    pub fn into_spec(self) -> Spec {
+        let attention = if self.causal { Attention::Causal } else { Attention::Bidirectional };
+        Spec {
+            attrs: self.attrs,
+            vis: self.vis,
+            d_model_span: self.name.span(),
+            name: self.name,
+            vocab_size: self.vocab_size,
+            max_positions: self.max_positions,
+            type_vocab_size: None,
+            image: None,
+            d_model: self.d_model,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            kv_heads: self.heads,
+            windows: vec![],
+            sparse: vec![],
+            layers: self.layers.len(),
+            d_ff: self.d_ff,
+            activation: self.activation,
+            norm: Norm { kind: NormKind::LayerNorm, eps: self.eps, placement: Placement::Pre },
+            positions: Positions::Axial { shape: self.axial_shape, dims: self.axial_dims },
+            attention,
+            weights: WeightScheme::Reformer,
+            lm_head: Some(LmHead::Untied),
+            classifier: None,
+            vocab_span: self.vocab_span,
+            scale_embeddings: false,
+            parallel: false,
+            seq2seq: None,
+            dims: None,
+            reversible: Some(Reversible { layers: self.layers, lsh: self.lsh, local: self.local }),
+        }
+    }
 }
 
 /// The attention of one Reformer layer (HF `attn_layers`).

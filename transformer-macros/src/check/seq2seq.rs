@@ -539,7 +539,8 @@ pub(super) fn layout(cx: &mut Ctxt, entries: &Entries, scheme: WeightScheme, c: 
         None | Some(Positions::Relative { .. } | Positions::Alibi) => true,
         Some(Positions::Learned) => positions == "learned",
         Some(Positions::Sinusoidal) => positions == "sinusoidal",
-        Some(Positions::Rope { .. }) => false,
+        // A key value never parses to axial positions (only a Reformer has them).
+        Some(Positions::Rope { .. } | Positions::Axial { .. }) => false,
     };
     if !positions_fit {
         let or = if positions == "relative" { "`alibi`" } else { "a score bias: `alibi`, `relative`" };

@@ -5,8 +5,8 @@
 mod decoder;
 mod encoder;
 mod outputs;
-pub mod reformer;
-pub mod seq2seq;
+mod reformer;
+mod seq2seq;
 mod vision;
 
 use proc_macro2::{Ident, Span, TokenStream};
@@ -14,8 +14,9 @@ use quote::{format_ident, quote};
 use syn::LitStr;
 
 use crate::graph::{
-    self, AdditiveKind, Block, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window,
+    self, AdditiveKind, Block, Chunking, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window,
 };
+use crate::model::{Lowered, Model};
 use crate::spec::{Activation, Output, Sparse, SparsePattern, Spec};
 
 /// Path of the runtime as generated code sees it (through the facade's hidden re-export).
@@ -23,13 +24,19 @@ fn rt() -> TokenStream {
     quote!(::transformer::__private)
 }
 
-pub fn generate(spec: &Spec, graph: &Graph) -> TokenStream {
-    generate_family(spec, graph, None)
-}
-
-/// A composed encoder written `-> (states, embedding, …)`: the API returns those outputs.
-pub fn generate_with_outputs(spec: &Spec, graph: &Graph, outputs: &[Output]) -> TokenStream {
-    generate_family(spec, graph, Some(outputs))
+/// Rust for a validated, lowered model: the family's API over blocks written from the graph.
+pub fn generate(model: &Model) -> TokenStream {
+    let spec = &model.spec;
+    match &model.graph {
+        Lowered::Seq2Seq(graph) => match &spec.seq2seq {
+            Some(s2s) => seq2seq::generate(spec, s2s, graph),
+            None => syn::Error::new(spec.name.span(), "internal: an encoder-decoder without its decoder")
+                .into_compile_error(),
+        },
+        Lowered::Stack { graph, .. } if spec.reversible.is_some() => reformer::generate(spec, graph),
+        // A composed encoder written `-> (states, embedding, …)`: the API returns those outputs.
+        Lowered::Stack { graph, outputs } => generate_family(spec, graph, outputs.as_deref()),
+    }
 }
 
 fn generate_family(spec: &Spec, graph: &Graph, outputs: Option<&[Output]>) -> TokenStream {
@@ -128,6 +135,12 @@ fn block(spec: &Spec, block: &Block, scratch_ty: &Ident) -> TokenStream {
         let load = field_load(f);
         quote!(#name: #load,)
     });
+    // LSH rotations come from a second file.
+    let rotations = block
+        .fields
+        .iter()
+        .any(|f| matches!(f.kind, FieldKind::Rotations { .. }))
+        .then(|| quote!(rotations: &mut #rt::WeightLoader,));
     let has_attention = block.ops.iter().any(|op| matches!(op, Op::Attention { .. }));
     let causal = block.ops.iter().any(|op| matches!(op, Op::Attention { causal: true, .. }));
     let full = forward_fn(spec, block, scratch_ty, Mode::Full);
@@ -141,7 +154,7 @@ fn block(spec: &Spec, block: &Block, scratch_ty: &Ident) -> TokenStream {
 
         impl #ident {
             /// Loads this block's tensors under `prefix`.
-            pub fn load(loader: &mut #rt::WeightLoader, prefix: &str) -> Self {
+            pub fn load(loader: &mut #rt::WeightLoader, #rotations prefix: &str) -> Self {
                 Self { #(#field_loads)* }
             }
 
@@ -157,6 +170,10 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     // The stream's width is the block's own (an encoder-decoder's stacks may differ).
     let d = block.ops.iter().flat_map(Op::values).find(Value::is_stream).map_or(spec.d_model, |v| v.width);
     let writes_stream = block.ops.iter().any(Op::writes_stream);
+    let reads_stream = block.ops.iter().flat_map(Op::values).any(|v| v.is_stream())
+        || block.ops.iter().any(|op| matches!(op, Op::Gather { .. } | Op::Patches { .. }));
+    let chunked =
+        block.ops.iter().any(|op| matches!(op, Op::LshAttention { .. } | Op::LocalAttention { .. }));
     let gathers_positions =
         block.ops.iter().any(|op| matches!(op, Op::Gather { index: Index::Position, .. }));
     let uses_batch = block.ops.iter().any(|op| {
@@ -164,6 +181,8 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
             op,
             Op::Gather { .. }
                 | Op::Attention { .. }
+                | Op::LshAttention { .. }
+                | Op::LocalAttention { .. }
                 | Op::Rope { .. }
                 | Op::CrossAttention { .. }
                 | Op::AdditiveCross { .. }
@@ -174,6 +193,8 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
             op,
             Op::Linear { .. }
                 | Op::Attention { .. }
+                | Op::LshAttention { .. }
+                | Op::LocalAttention { .. }
                 | Op::Patches { .. }
                 | Op::CrossAttention { .. }
                 | Op::AdditiveCross { .. }
@@ -181,7 +202,13 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     });
     let biased = block.ops.iter().any(|op| matches!(op, Op::Attention { bias: true, .. }));
     let crosses = block.ops.iter().any(|op| matches!(op, Op::CrossAttention { .. }));
-    let mut params = vec![if writes_stream { quote!(x: &mut [[f32; #d]]) } else { quote!(x: &[[f32; #d]]) }];
+    // A block that only reads scratch (the Reformer's head reads both streams' normalised
+    // concatenation) takes no stream.
+    let mut params = match (writes_stream, reads_stream) {
+        (true, _) => vec![quote!(x: &mut [[f32; #d]])],
+        (false, true) => vec![quote!(x: &[[f32; #d]])],
+        (false, false) => vec![],
+    };
     if let Some(Op::Patches { image, .. }) = block.ops.iter().find(|op| matches!(op, Op::Patches { .. })) {
         let (side, c, pw) = (image.image_size, image.channels, image.patch_width());
         params.push(quote!(images: &[&[[[f32; #side]; #side]; #c]]));
@@ -212,6 +239,9 @@ fn forward_fn(spec: &Spec, block: &Block, scratch_ty: &Ident, mode: Mode) -> Tok
     }
     if !block.scratch().is_empty() {
         params.push(quote!(s: &mut #scratch_ty<'_>));
+    }
+    if chunked {
+        params.push(quote!(chunked: &mut #rt::layers::lsh::LshWorkspace));
     }
     match mode {
         Mode::Cached => params.push(quote!(cache: &mut #rt::KvCache, layer: usize)),
@@ -267,6 +297,8 @@ fn field_type(f: &Field) -> TokenStream {
         FieldKind::Sinusoidal { width, .. } => quote!(#rt::layers::SinusoidalPositions<#width>),
         FieldKind::RelativeBias { .. } => quote!(#rt::layers::position_bias::RelativeBias),
         FieldKind::Alibi { .. } => quote!(#rt::layers::position_bias::Alibi),
+        FieldKind::Axial { width, .. } => quote!(#rt::layers::lsh::AxialPositions<#width>),
+        FieldKind::Rotations { .. } => quote!(::std::vec::Vec<f32>),
     }
 }
 
@@ -362,6 +394,18 @@ fn field_load(f: &Field) -> TokenStream {
             let (name, bias) = (tensor_name(f.weights[0]), tensor_name(bias));
             quote!(#rt::layers::Linear::load_bias_at(loader, &#name, &#bias))
         }
+        FieldKind::Linear { layout: Layout::BiasBeside { bias }, .. } => {
+            let (name, bias) = (tensor_name(f.weights[0]), tensor_name(bias));
+            quote!(#rt::layers::Linear::load_with_bias(loader, &#name, &#bias))
+        }
+        FieldKind::Axial { shape: [s0, s1], dims: [d0, d1], .. } => {
+            let name = tensor_name(f.weights[0]);
+            quote!(#rt::layers::lsh::AxialPositions::load(loader, &#name, [#s0, #s1], [#d0, #d1]))
+        }
+        FieldKind::Rotations { heads, head_dim, hashes, buckets } => {
+            let (name, half) = (tensor_name(f.weights[0]), buckets / 2);
+            quote!(rotations.take(&#name, &[#heads, #head_dim, #hashes, #half]))
+        }
     }
 }
 
@@ -447,6 +491,7 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                 }
                 Index::Position => quote!(batch.position(row)),
                 Index::TokenType => quote!(batch.type_id(row) as usize),
+                Index::Slot => quote!(row % batch.seq_len()),
             };
             // Tables that keep rows before position 0 (BART's offset of 2).
             let idx = if *offset > 0 { quote!(#idx + #offset) } else { idx };
@@ -539,6 +584,40 @@ fn forward_body(block: &Block, mode: Mode) -> TokenStream {
                             }
                         })
                     }
+                }
+            }
+            Op::LshAttention { rotations, qkv, output, heads, head_dim, buckets, hashes, chunking, causal } => {
+                let (r, q, o) = (format_ident!("{}", rotations), format_ident!("{}", qkv.name), format_ident!("{}", output.name));
+                let Chunking { chunk, before, after } = chunking;
+                quote! {
+                    #rt::layers::lsh::lsh_self_attention_in::<#head_dim>(
+                        s.#q.as_flattened(),
+                        batch,
+                        #rt::layers::lsh::LshShape {
+                            heads: #heads, hashes: #hashes, buckets: #buckets, chunk: #chunk,
+                            chunks_before: #before, chunks_after: #after, causal: #causal,
+                        },
+                        &self.#r,
+                        s.#o.as_flattened_mut(),
+                        threads,
+                        chunked,
+                    );
+                }
+            }
+            Op::LocalAttention { qkv, output, heads, head_dim, chunking, causal } => {
+                let (q, o) = (format_ident!("{}", qkv.name), format_ident!("{}", output.name));
+                let Chunking { chunk, before, after } = chunking;
+                quote! {
+                    #rt::layers::lsh::local_self_attention_in::<#head_dim>(
+                        s.#q.as_flattened(),
+                        batch,
+                        #rt::layers::lsh::LocalShape {
+                            heads: #heads, chunk: #chunk, chunks_before: #before, chunks_after: #after, causal: #causal,
+                        },
+                        s.#o.as_flattened_mut(),
+                        threads,
+                        chunked,
+                    );
                 }
             }
             Op::CrossAttention { q, output, heads, head_dim, scaled, .. } => {

@@ -212,6 +212,8 @@ pub fn lower(
         embeddings: embeddings?,
         layer: layer?,
         layers: program.repeat.count,
+        other_layers: vec![],
+        layer_types: vec![],
         final_norm,
         head,
         head_field: if classifier.is_some() { "classifier" } else { "lm_head" },

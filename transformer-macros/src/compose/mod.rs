@@ -286,6 +286,7 @@ fn base_spec(input: &ModelInput, dims: &Dims, fallback: Span) -> Spec {
         parallel: false,
         seq2seq: None,
         dims: Some(dims.clone()),
+        reversible: None,
     }
 }
 

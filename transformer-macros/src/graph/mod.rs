@@ -11,6 +11,7 @@
 //! Encoder-decoder models lower to two stacks and a head ([`seq2seq`]); their layers are built by
 //! the same [`layer_block`] from a [`LayerPlan`].
 
+pub mod reformer;
 pub mod seq2seq;
 
 use proc_macro2::Span;
@@ -39,6 +40,16 @@ impl Value {
 }
 
 pub const STREAM: &str = "x";
+
+/// A reversible model's second residual stream (the Reformer's `X2`). It lives in the workspace
+/// like scratch, but holds its value from the embeddings to the head.
+pub const SECOND_STREAM: &str = "x2";
+
+impl Value {
+    pub fn second_stream(width: usize) -> Self {
+        Value { name: SECOND_STREAM, width }
+    }
+}
 
 /// A weighted part of a block: a field of the generated struct.
 #[derive(Clone, Debug)]
@@ -109,6 +120,21 @@ pub enum FieldKind {
         bidirectional: bool,
         max_positions: usize,
     },
+    /// The Reformer's axial position table (`weights.0` `[s0, 1, d0]`, `weights.1` `[1, s1, d1]`
+    /// under the field's name): `width = d0 + d1`, `shape[0] · shape[1]` positions.
+    Axial {
+        width: usize,
+        shape: [usize; 2],
+        dims: [usize; 2],
+    },
+    /// LSH attention's random rotations `[heads, head_dim, hashes, buckets / 2]`, loaded from the
+    /// model's second file (Hugging Face draws them anew in every forward, so they are an input).
+    Rotations {
+        heads: usize,
+        head_dim: usize,
+        hashes: usize,
+        buckets: usize,
+    },
 }
 
 /// What an additive or location cross-attention scores with.
@@ -154,6 +180,9 @@ pub enum Layout {
     /// `nn.Linear` weight with the bias from another tensor, `[1, out]` under the root (BART's
     /// `final_logits_bias`).
     BiasAt { bias: &'static str },
+    /// An `nn.Linear` weight tensor named in full, its bias `[out]` under another name beside it
+    /// (the Reformer's `lm_head.decoder.weight` with `lm_head.bias`).
+    BiasBeside { bias: &'static str },
 }
 
 /// An attention's local window: how many keys (ending at the query when causal, centred on it
@@ -217,8 +246,21 @@ impl Layouts {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Index {
     Token,
+    /// The row's position in its sequence (padding repeats the last real position).
     Position,
     TokenType,
+    /// The row's index in its sequence, padding included (the Reformer's positions in a batch
+    /// it padded to whole chunks, as Hugging Face counts them).
+    Slot,
+}
+
+/// How a chunked attention groups its (sorted, for LSH) positions: chunks of `chunk`, each
+/// attending to itself and `before` / `after` neighbouring chunks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Chunking {
+    pub chunk: usize,
+    pub before: usize,
+    pub after: usize,
 }
 
 /// One step of a block's forward pass.
@@ -271,6 +313,30 @@ pub enum Op {
     Concat { inputs: &'static [Value], output: Value },
     /// `output = input[:, start..start + output.width]` (a copy).
     Slice { input: Value, start: usize, output: Value },
+    /// The Reformer's LSH self-attention over `qkv` (`[QK | V]` rows: queries are keys): positions
+    /// hashed into `buckets` by the `rotations` field in each of `hashes` rounds, sorted by
+    /// bucket, attended in chunks; `output` gets the heads' context.
+    LshAttention {
+        rotations: &'static str,
+        qkv: Value,
+        output: Value,
+        heads: usize,
+        head_dim: usize,
+        buckets: usize,
+        hashes: usize,
+        chunking: Chunking,
+        causal: bool,
+    },
+    /// The Reformer's local self-attention over `qkv` (`[Q | K | V]` rows): each chunk of
+    /// positions attends to itself and its neighbours.
+    LocalAttention {
+        qkv: Value,
+        output: Value,
+        heads: usize,
+        head_dim: usize,
+        chunking: Chunking,
+        causal: bool,
+    },
     /// Images → the stream: unfold each image into patches, project them (`patches`, a linear),
     /// prepend the class token if any, add positions.
     Patches {
@@ -339,6 +405,7 @@ impl Op {
             }
             Op::Activation { value, .. } => value.is_stream(),
             Op::Attention { output, .. } | Op::CrossAttention { output, .. } => output.is_stream(),
+            Op::LshAttention { output, .. } | Op::LocalAttention { output, .. } => output.is_stream(),
             Op::AdditiveCross { output, .. } => output.is_stream(),
             Op::Scale { value, .. } => value.is_stream(),
             Op::Rope { qkv, .. } => qkv.is_stream(),
@@ -353,7 +420,9 @@ impl Op {
         match *self {
             Op::Linear { input, output, .. } | Op::Norm { input, output, .. } => vec![input, output],
             Op::Activation { value, .. } => vec![value],
-            Op::Attention { qkv, output, .. } => vec![qkv, output],
+            Op::Attention { qkv, output, .. }
+            | Op::LshAttention { qkv, output, .. }
+            | Op::LocalAttention { qkv, output, .. } => vec![qkv, output],
             Op::CrossAttention { q, output, .. } => vec![q, output],
             Op::AdditiveCross { input, scores, alignments, output, .. } => {
                 vec![input, scores, alignments, output]
@@ -378,6 +447,12 @@ pub struct Graph {
     pub layers: usize,
     /// Pre-norm models normalise the stream once more after the last layer.
     pub final_norm: Option<Block>,
+    /// Layer types besides `layer`, when layers differ in their fields (a Reformer's LSH and
+    /// local layers); empty for every other model.
+    pub other_layers: Vec<Block>,
+    /// With `other_layers`: layer `i` is of type `layer_types[i]`, 0 for `layer` and `k` for
+    /// `other_layers[k - 1]`.
+    pub layer_types: Vec<usize>,
     /// Decoders project the stream to vocabulary logits; image classifiers project the pooled
     /// stream to label logits.
     pub head: Option<Block>,
@@ -394,8 +469,10 @@ pub struct Graph {
 impl Graph {
     /// Every block, in forward order.
     pub fn blocks(&self) -> impl Iterator<Item = &Block> {
-        [Some(&self.embeddings), Some(&self.layer), self.final_norm.as_ref(), self.head.as_ref()]
+        [Some(&self.embeddings), Some(&self.layer)]
             .into_iter()
+            .chain(self.other_layers.iter().map(Some))
+            .chain([self.final_norm.as_ref(), self.head.as_ref()])
             .flatten()
     }
 }
@@ -404,6 +481,9 @@ impl Graph {
 pub fn lower(spec: &Spec) -> Graph {
     if spec.weights == WeightScheme::T5 {
         return seq2seq::encoder_only(spec);
+    }
+    if let Some(reversible) = &spec.reversible {
+        return reformer::lower(spec, reversible);
     }
     let names = Names::of(spec.weights);
     let norm = match spec.norm.kind {
@@ -438,6 +518,8 @@ pub fn lower(spec: &Spec) -> Graph {
             output: None,
             cached: false,
         }),
+        other_layers: vec![],
+        layer_types: vec![],
         head,
         head_field,
         ignored: names.ignored.to_vec(),
@@ -483,6 +565,7 @@ fn embeddings(spec: &Spec, names: &Names, norm: FieldKind) -> Block {
         }),
         // Rotary positions and relative biases live in the attention, not in the embeddings.
         Positions::Rope { .. } | Positions::Relative { .. } | Positions::Alibi => None,
+        Positions::Axial { .. } => unreachable!("a Reformer lowers through `graph::reformer`"),
     };
     if let Some(field) = positions {
         fields.push(field);
@@ -1174,14 +1257,57 @@ fn check_op(block: &Block, op: &Op) -> Result<(), String> {
             "a gated unit halves its input: [S, {}] (`{}`) cannot give [S, {}] (`{}`)",
             input.width, input.name, output.width, output.name
         )),
+        Op::LshAttention { rotations, qkv, output, heads, head_dim, buckets, hashes, .. } => {
+            chunked_widths("LSH", qkv, 2, output, heads, head_dim)?;
+            match field(rotations)? {
+                FieldKind::Rotations { heads: h, head_dim: hd, hashes: n, buckets: b }
+                    if (h, hd, n, b) == (heads, head_dim, hashes, buckets) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("`{rotations}` is not this attention's rotations")),
+            }
+        }
+        Op::LocalAttention { qkv, output, heads, head_dim, .. } => {
+            chunked_widths("local", qkv, 3, output, heads, head_dim)
+        }
         Op::Patches { image, patches, .. } => match field(patches)? {
             FieldKind::Linear { input, .. } if input == image.patch_width() => Ok(()),
             _ => Err(format!("patch projection `{patches}` does not take {} inputs", image.patch_width())),
         },
         Op::Gather { field: f, output, .. } => match field(f)? {
-            FieldKind::Embedding { width, .. } | FieldKind::Sinusoidal { width, .. } if width == output.width => Ok(()),
+            FieldKind::Embedding { width, .. }
+            | FieldKind::Sinusoidal { width, .. }
+            | FieldKind::Axial { width, .. }
+                if width == output.width =>
+            {
+                Ok(())
+            }
             _ => Err(format!("embedding `{f}` does not produce [S, {}]", output.width)),
         },
+    }
+}
+
+/// A chunked attention reads `parts` projections of `heads × head_dim` (LSH: `[QK | V]`, local:
+/// `[Q | K | V]`) and writes the heads' context.
+fn chunked_widths(
+    kind: &str,
+    qkv: Value,
+    parts: usize,
+    output: Value,
+    heads: usize,
+    head_dim: usize,
+) -> Result<(), String> {
+    let inner = heads * head_dim;
+    if qkv.width == parts * inner && output.width == inner {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} attention with {heads} heads of {head_dim} needs [S, {}] projections and writes [S, {inner}], got [S, {}] and [S, {}]",
+            parts * inner,
+            qkv.width,
+            output.width
+        ))
     }
 }
 
@@ -1247,6 +1373,9 @@ struct Names {
 impl Names {
     fn of(scheme: WeightScheme) -> Self {
         match scheme {
+            WeightScheme::Reformer => {
+                unreachable!("a Reformer lowers through `graph::reformer`, which names its own")
+            }
             // Hugging Face `BertModel` (and the encoder inside sentence-transformers models).
             WeightScheme::Bert => Names {
                 roots: &[""],

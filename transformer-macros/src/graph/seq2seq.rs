@@ -81,6 +81,8 @@ pub fn encoder_only(spec: &Spec) -> Graph {
         embeddings: encoder.embeddings,
         layer: encoder.layer,
         layers: encoder.layers,
+        other_layers: vec![],
+        layer_types: vec![],
         final_norm: encoder.final_norm,
         head: None,
         head_field: "",
@@ -282,7 +284,8 @@ fn embeddings(spec: &Spec, dims: &StackDims, names: &StackNames, norm: FieldKind
             weights: vec![],
             split: vec![],
         }),
-        Positions::Rope { .. } => {}
+        // Validation gives an encoder-decoder neither.
+        Positions::Rope { .. } | Positions::Axial { .. } => {}
     }
     if let Some(norm_name) = names.embeddings_norm {
         fields.push(Field {

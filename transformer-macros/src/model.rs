@@ -1,0 +1,63 @@
+//! The one route every declaration takes: validated into a [`Spec`], lowered into the op graph,
+//! then generated from it (`codegen::generate`). Presets and composed models, single stacks,
+//! encoder-decoders and Reformers differ only in which front end validates them; all of them end
+//! here as a [`Model`].
+
+use crate::ast::ModelInput;
+use crate::check;
+use crate::compose::{self, Composed};
+use crate::graph::{self, seq2seq::Seq2SeqGraph, Graph};
+use crate::spec::{Output, Spec};
+
+/// A validated declaration and its graph: everything codegen reads.
+pub struct Model {
+    pub spec: Spec,
+    pub graph: Lowered,
+}
+
+/// The op graph of a model's family.
+pub enum Lowered {
+    /// One stack of layers: an encoder, a decoder, an image classifier or a Reformer. `outputs`:
+    /// a composed encoder's named outputs (`-> (states, embedding)`).
+    Stack { graph: Graph, outputs: Option<Vec<Output>> },
+    /// An encoder and a decoder joined by cross-attention.
+    Seq2Seq(Seq2SeqGraph),
+}
+
+/// Validates and lowers a declaration; every error found, with its span, on failure.
+pub fn validate_and_lower(input: &ModelInput) -> Result<Model, syn::Error> {
+    match input.functions.first() {
+        None => preset(input).map(lower),
+        Some(_) if compose::is_reformer(input) => {
+            compose::expand_reformer(input).map(|r| lower(r.into_spec()))
+        }
+        Some(first) => Ok(match compose::expand(input, first)? {
+            Composed::Stack(spec, graph) => {
+                Model { spec, graph: Lowered::Stack { graph: *graph, outputs: None } }
+            }
+            Composed::Outputs(spec, graph, outputs) => {
+                Model { spec, graph: Lowered::Stack { graph: *graph, outputs: Some(outputs) } }
+            }
+            Composed::Seq2Seq(spec, graph) => Model { spec, graph: Lowered::Seq2Seq(*graph) },
+        }),
+    }
+}
+
+/// A declaration by keys: a Reformer's key set is its own (`check/reformer.rs`), every other
+/// preset's is `check.rs`'s.
+fn preset(input: &ModelInput) -> Result<Spec, syn::Error> {
+    if check::reformer::declared(input) {
+        check::reformer::validate(input).map(|r| r.into_spec())
+    } else {
+        check::validate(input)
+    }
+}
+
+/// A preset's graph, by its family.
+fn lower(spec: Spec) -> Model {
+    let graph = match &spec.seq2seq {
+        Some(s2s) => Lowered::Seq2Seq(graph::seq2seq::lower(&spec, s2s)),
+        None => Lowered::Stack { graph: graph::lower(&spec), outputs: None },
+    };
+    Model { spec, graph }
+}
