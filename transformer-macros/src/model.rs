@@ -21,7 +21,7 @@ pub enum Lowered {
     /// a composed encoder's named outputs (`-> (states, embedding)`).
     Stack { graph: Graph, outputs: Option<Vec<Output>> },
     /// An encoder and a decoder joined by cross-attention.
-    Seq2Seq(Seq2SeqGraph),
+    Seq2Seq(Box<Seq2SeqGraph>),
 }
 
 /// Validates and lowers a declaration; every error found, with its span, on failure.
@@ -38,7 +38,7 @@ pub fn validate_and_lower(input: &ModelInput) -> Result<Model, syn::Error> {
             Composed::Outputs(spec, graph, outputs) => {
                 Model { spec, graph: Lowered::Stack { graph: *graph, outputs: Some(outputs) } }
             }
-            Composed::Seq2Seq(spec, graph) => Model { spec, graph: Lowered::Seq2Seq(*graph) },
+            Composed::Seq2Seq(spec, graph) => Model { spec, graph: Lowered::Seq2Seq(graph) },
         }),
     }
 }
@@ -56,7 +56,7 @@ fn preset(input: &ModelInput) -> Result<Spec, syn::Error> {
 /// A preset's graph, by its family.
 fn lower(spec: Spec) -> Model {
     let graph = match &spec.seq2seq {
-        Some(s2s) => Lowered::Seq2Seq(graph::seq2seq::lower(&spec, s2s)),
+        Some(s2s) => Lowered::Seq2Seq(Box::new(graph::seq2seq::lower(&spec, s2s))),
         None => Lowered::Stack { graph: graph::lower(&spec), outputs: None },
     };
     Model { spec, graph }
