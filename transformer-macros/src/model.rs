@@ -19,7 +19,7 @@ pub struct Model {
 pub enum Lowered {
     /// One stack of layers: an encoder, a decoder, an image classifier or a Reformer. `outputs`:
     /// a composed encoder's named outputs (`-> (states, embedding)`).
-    Stack { graph: Graph, outputs: Option<Vec<Output>> },
+    Stack { graph: Box<Graph>, outputs: Option<Vec<Output>> },
     /// An encoder and a decoder joined by cross-attention.
     Seq2Seq(Box<Seq2SeqGraph>),
 }
@@ -32,11 +32,9 @@ pub fn validate_and_lower(input: &ModelInput) -> Result<Model, syn::Error> {
             compose::expand_reformer(input).map(|r| lower(r.into_spec()))
         }
         Some(first) => Ok(match compose::expand(input, first)? {
-            Composed::Stack(spec, graph) => {
-                Model { spec, graph: Lowered::Stack { graph: *graph, outputs: None } }
-            }
+            Composed::Stack(spec, graph) => Model { spec, graph: Lowered::Stack { graph, outputs: None } },
             Composed::Outputs(spec, graph, outputs) => {
-                Model { spec, graph: Lowered::Stack { graph: *graph, outputs: Some(outputs) } }
+                Model { spec, graph: Lowered::Stack { graph, outputs: Some(outputs) } }
             }
             Composed::Seq2Seq(spec, graph) => Model { spec, graph: Lowered::Seq2Seq(graph) },
         }),
@@ -57,7 +55,7 @@ fn preset(input: &ModelInput) -> Result<Spec, syn::Error> {
 fn lower(spec: Spec) -> Model {
     let graph = match &spec.seq2seq {
         Some(s2s) => Lowered::Seq2Seq(Box::new(graph::seq2seq::lower(&spec, s2s))),
-        None => Lowered::Stack { graph: graph::lower(&spec), outputs: None },
+        None => Lowered::Stack { graph: Box::new(graph::lower(&spec)), outputs: None },
     };
     Model { spec, graph }
 }
