@@ -22,6 +22,8 @@ const PREFIX: usize = 8;
 /// One tensor of the file: its storage type, shape and absolute byte range in the buffer.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
+    /// Which file of a sharded checkpoint holds it (0 for a single file).
+    pub(crate) shard: usize,
     pub(crate) dtype: Dtype,
     pub(crate) shape: Vec<usize>,
     pub(crate) start: usize,
@@ -64,7 +66,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
                 info.shape
             ));
         }
-        table.insert(name, Entry { dtype: info.dtype, shape: info.shape.clone(), start, end });
+        table.insert(name, Entry { shard: 0, dtype: info.dtype, shape: info.shape.clone(), start, end });
     }
     Ok(table)
 }

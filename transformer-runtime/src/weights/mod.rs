@@ -24,6 +24,7 @@
 
 mod error;
 mod header;
+mod sharded;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -56,9 +57,11 @@ impl Storage {
 ///
 /// Supported storage types are F32, F16 and BF16 (all converted to f32, little-endian, row-major).
 pub struct WeightLoader {
+    /// The file, or a sharded checkpoint's index.
     source: PathBuf,
-    storage: Storage,
-    /// Every tensor of the file by name, with its validated absolute byte range.
+    /// The file's bytes, or each shard's in the index's order.
+    shards: Vec<Storage>,
+    /// Every tensor of the file(s) by name, with its shard and validated absolute byte range.
     tensors: BTreeMap<String, Entry>,
     /// Names taken (successfully or not) or ignored: not reported as unexpected.
     used: BTreeSet<String>,
@@ -70,7 +73,8 @@ impl fmt::Debug for WeightLoader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightLoader")
             .field("source", &self.source)
-            .field("bytes", &self.storage.bytes().len())
+            .field("bytes", &self.shards.iter().map(|s| s.bytes().len()).sum::<usize>())
+            .field("shards", &self.shards.len())
             .field("tensors", &self.tensors.len())
             .field("used", &self.used.len())
             .field("problems", &self.problems)
@@ -99,6 +103,33 @@ impl WeightLoader {
         Self::new(Storage::Mapped(map), path.to_path_buf())
     }
 
+    /// Opens a checkpoint as Hugging Face saves it in a directory: `model.safetensors`, or the
+    /// shards a `model.safetensors.index.json` lists (each shard's header validated, every tensor
+    /// in exactly the shard the index names). With neither file, [`WeightError::Io`] names both.
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self, WeightError> {
+        sharded::open_dir(dir.as_ref())
+    }
+
+    /// Opens a sharded checkpoint from its `model.safetensors.index.json` (`weight_map`: tensor
+    /// name → shard file beside the index). The index is untrusted like the shards: a shard name
+    /// that is not a plain file name, a tensor in another shard than the index says or in two
+    /// shards, or a shard with a tensor the index does not list is [`WeightError::Format`].
+    pub fn open_sharded(index: impl AsRef<Path>) -> Result<Self, WeightError> {
+        sharded::open_index(index.as_ref())
+    }
+
+    /// A loader over shards already opened and checked (see [`sharded`]).
+    fn from_shards(source: PathBuf, shards: Vec<Storage>, tensors: BTreeMap<String, Entry>) -> Self {
+        WeightLoader {
+            source,
+            shards,
+            tensors,
+            used: BTreeSet::new(),
+            problems: Vec::new(),
+            allow_non_finite: false,
+        }
+    }
+
     /// Same as [`open`](Self::open) from bytes already in memory (tests, fuzzing); `label` stands
     /// in for the path in messages.
     pub fn from_bytes(bytes: Vec<u8>, label: &str) -> Result<Self, WeightError> {
@@ -107,14 +138,7 @@ impl WeightLoader {
 
     fn new(storage: Storage, source: PathBuf) -> Result<Self, WeightError> {
         match header::parse(storage.bytes()) {
-            Ok(tensors) => Ok(WeightLoader {
-                source,
-                storage,
-                tensors,
-                used: BTreeSet::new(),
-                problems: Vec::new(),
-                allow_non_finite: false,
-            }),
+            Ok(tensors) => Ok(Self::from_shards(source, vec![storage], tensors)),
             Err(reason) => Err(WeightError::Format { path: source, reason }),
         }
     }
@@ -240,9 +264,9 @@ impl WeightLoader {
         // The header check guarantees the range is in the buffer and holds exactly the shape's
         // elements; `get` and the length check keep this path panic-free regardless.
         let values = self
-            .storage
-            .bytes()
-            .get(entry.start..entry.end)
+            .shards
+            .get(entry.shard)
+            .and_then(|shard| shard.bytes().get(entry.start..entry.end))
             .map(|bytes| format.to_f32(bytes))
             .filter(|values| values.len() == element_count(shape));
         let Some(values) = values else {
