@@ -10,6 +10,11 @@ pub enum Error {
     #[error(transparent)]
     Weights(#[from] WeightError),
 
+    /// The checkpoint's config.json cannot be read, or describes another model than the
+    /// declaration (every differing key listed).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
     /// A batch with no sequence in it.
     #[error("the batch is empty: give at least one sequence")]
     EmptyBatch,

@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cache;
+pub mod config;
 pub mod error;
 pub mod generate;
 pub mod input;
