@@ -436,3 +436,31 @@ fn composed_reformers_are_the_presets() {
         assert!(diff <= TOLERANCE, "composed bidirectional/{}: {diff} > {TOLERANCE}", case.name);
     }
 }
+
+/// `from_pretrained` reads the fixture's directory as HF saved it (config.json checked against the
+/// declaration, then the weights) and runs exactly as `from_safetensors`; a config.json that
+/// disagrees with the declaration — here in the hashing and the epsilon, which change no shape —
+/// is refused with every differing key listed.
+#[test]
+fn from_pretrained_checks_the_config() {
+    let d = dir("causal");
+    let model = CausalReformer::from_pretrained(&d, d.join("rotations.safetensors")).expect("the fixture's config fits");
+    let batch = reference("causal").cases[0].batch();
+    assert!(model.logits(&batch).unwrap() == causal().logits(&batch).unwrap());
+
+    let patched = common::PatchedCheckpoint::new(
+        &d,
+        "reformer",
+        serde_json::json!({ "num_hashes": 1, "layer_norm_eps": 1e-5, "attn_layers": ["lsh", "lsh", "local", "local"] }),
+    );
+    let err = CausalReformer::from_pretrained(&patched.0, d.join("rotations.safetensors")).expect_err("a different model");
+    assert_eq!(
+        common::config_differences(&err),
+        [
+            "attn_layers [\"lsh\",\"lsh\",\"local\",\"local\"] ≠ attn_layers [\"lsh\", \"local\", \"lsh\", \"local\"]",
+            "layer_norm_eps 1e-5 ≠ norm_eps 1e-12",
+            "num_hashes 1 ≠ lsh.hashes 2",
+        ],
+        "{err}"
+    );
+}

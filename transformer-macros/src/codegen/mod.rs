@@ -2,6 +2,7 @@
 //! struct naming every workspace buffer, and a model type whose API carries the static widths in
 //! its types. [`encoder`] and [`decoder`] write the family-specific methods.
 
+mod config;
 mod decoder;
 mod encoder;
 mod outputs;

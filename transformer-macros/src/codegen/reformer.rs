@@ -196,6 +196,15 @@ fn load(spec: &Spec, graph: &Graph, layer_types: &[&Block]) -> TokenStream {
     let (head_ty, head_prefix) = (head.map(ident), head.map(prefix));
     let layer_prefix = prefix(&graph.layer);
     let n_layers = graph.layers;
+    let from_pretrained = super::config::from_pretrained(
+        spec,
+        &super::config::Extra {
+            params: quote!(, rotations: impl ::core::convert::AsRef<::std::path::Path>),
+            open: quote!(let mut rotations = #rt::WeightLoader::open(rotations)?;),
+            finish: quote!(rotations.finish()?;),
+            args: quote!(, &mut rotations),
+        },
+    );
     let doc = format!(
         "Loads the model from a safetensors checkpoint and each LSH layer's rotations from a second \
          file (`{}.attention.self_attention.rotations`, `[heads, head_dim, hashes, buckets / 2]`: \
@@ -216,6 +225,8 @@ fn load(spec: &Spec, graph: &Graph, layer_types: &[&Block]) -> TokenStream {
             rotations.finish()?;
             ::core::result::Result::Ok(model)
         }
+
+        #from_pretrained
 
         /// Takes every tensor from `loader` and every LSH layer's rotations from `rotations`
         /// (both record, rather than stop at, each problem: call `finish()` on both).
