@@ -22,9 +22,8 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let model =
         minilm::MiniLm::from_safetensors(dir.join("model.safetensors"))?.with_threads(Threads::all_cores()?);
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let batch = minilm::encode(&tokenizer, &texts)?;
     // Each row is a [f32; 384]: the width is part of the type.
-    let embeddings: Vec<[f32; 384]> = model.embed(&batch)?;
+    let embeddings: Vec<[f32; 384]> = model.embed_texts(&tokenizer, &texts)?;
 
     println!("cosine similarity (embeddings are L2-normalised, so this is a dot product):\n");
     for (i, a) in embeddings.iter().enumerate() {

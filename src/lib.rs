@@ -18,7 +18,7 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    generate, kernels, layers, memory, parallel, stream, vision, weights, Activation, Batch, CausalLm,
+    config, generate, kernels, layers, memory, parallel, stream, text, vision, weights, Activation, Batch, CausalLm,
     EncoderMemory, Error, GenerateOptions, KvCache, Result, Sampling, Threads, TokenStream, WeightError,
     WeightLoader, WeightProblem, Workspace,
 };

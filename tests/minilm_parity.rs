@@ -6,6 +6,7 @@
 
 use ndarray::Array2;
 use serde::Deserialize;
+use transformer::text::{TextTokenizer, Truncation};
 use transformer::{Batch, Threads, Workspace};
 
 #[path = "../examples/common/minilm.rs"]
@@ -119,10 +120,34 @@ fn assert_close(what: &str, ours: &[f32], theirs: &[f32]) {
 fn tokenizer_matches_the_reference() {
     let tokenizer = minilm::tokenizer().unwrap();
     for s in reference().sentences {
-        let enc = tokenizer.encode(s.text.as_str(), true).unwrap();
-        assert_eq!(enc.get_ids(), &s.input_ids[..], "token ids of {:?}", s.text);
-        assert_eq!(enc.get_type_ids(), &s.token_type_ids[..], "type ids of {:?}", s.text);
+        let enc = tokenizer.encode(s.text.as_str(), 0, 512, Truncation::Refuse).unwrap();
+        assert_eq!(enc.ids, s.input_ids, "token ids of {:?}", s.text);
+        assert_eq!(enc.type_ids, s.token_type_ids, "type ids of {:?}", s.text);
     }
+}
+
+/// A text longer than the model's 512 positions is an error naming it and both lengths; cutting
+/// is asked for explicitly, and keeps `[CLS]`, the text's start and `[SEP]`.
+#[test]
+fn a_text_too_long_is_refused_unless_cut() {
+    let (model, tokenizer) = (minilm::load(), minilm::tokenizer().unwrap());
+    let long = "the cat sat on the mat and ".repeat(100);
+    let texts = ["A short one.", long.as_str()];
+    match model.embed_texts(&tokenizer, &texts) {
+        Err(e @ transformer::Error::TextTooLong { text: 1, max: 512, tokens }) => {
+            assert!(tokens > 512, "{tokens}");
+            let message = e.to_string();
+            assert!(message.contains("text 1") && message.contains("512"), "{message}");
+        }
+        other => panic!("expected TextTooLong, got {:?}", other.map(|e| e.len())),
+    }
+    let whole = tokenizer.inner().encode(long.as_str(), true).unwrap();
+    let cut = tokenizer.encode(&long, 1, 512, Truncation::Cut).unwrap();
+    assert_eq!(cut.ids.len(), 512);
+    assert_eq!(&cut.ids[..511], &whole.get_ids()[..511], "[CLS] and the text's start");
+    assert_eq!(cut.ids[511], *whole.get_ids().last().unwrap(), "[SEP] kept");
+    let embeddings = model.embed_texts_with(&tokenizer, &texts, Truncation::Cut).unwrap();
+    assert_eq!(embeddings.len(), 2);
 }
 
 #[test]
@@ -176,8 +201,7 @@ fn texts_tokenised_together_match_each_alone() {
     let tokenizer = minilm::tokenizer().unwrap();
     let reference = reference();
     let texts: Vec<&str> = reference.sentences.iter().map(|s| s.text.as_str()).collect();
-    let batch = minilm::encode(&tokenizer, &texts).unwrap();
-    let embeddings = model.embed(&batch).unwrap();
+    let embeddings = model.embed_texts(&tokenizer, &texts).unwrap();
     for (s, ours) in reference.sentences.iter().zip(&embeddings) {
         assert_close(&format!("embedding of {:?} in a batch of {}", s.text, texts.len()), ours, &s.embedding);
     }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use tokenizers::Tokenizer;
+use transformer::text::Tokenizer;
 use transformer::Batch;
 
 transformer::model! {
@@ -46,24 +46,14 @@ pub fn load() -> MiniLm {
     }
 }
 
-/// The checkpoint's tokenizer, with its fixed padding to 128 and truncation at 128 turned off: the
-/// batch pads itself, and a text longer than the model takes is an error, not silently cut.
-pub fn tokenizer() -> Result<Tokenizer, String> {
-    let path = model_dir().join("tokenizer.json");
-    let mut tokenizer =
-        Tokenizer::from_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    tokenizer.with_padding(None);
-    tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
-    Ok(tokenizer)
+/// The checkpoint's tokenizer (`transformer::text::Tokenizer` turns off its fixed padding to 128
+/// and truncation at 128: the batch pads itself, and a text longer than the model takes is an
+/// error, not silently cut).
+pub fn tokenizer() -> transformer::Result<Tokenizer> {
+    Tokenizer::from_file(model_dir().join("tokenizer.json"))
 }
 
 /// Tokenises `texts` (with [CLS] and [SEP]) into one padded batch.
-pub fn encode(
-    tokenizer: &Tokenizer,
-    texts: &[&str],
-) -> Result<Batch, Box<dyn std::error::Error + Send + Sync>> {
-    let encodings = tokenizer.encode_batch(texts.to_vec(), true)?;
-    let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
-    let types: Vec<&[u32]> = encodings.iter().map(|e| e.get_type_ids()).collect();
-    Ok(Batch::from_sequences(&ids)?.with_token_types(&types)?)
+pub fn encode(tokenizer: &Tokenizer, texts: &[&str]) -> transformer::Result<Batch> {
+    transformer::text::batch(tokenizer, texts, MiniLm::MAX_POSITIONS, transformer::text::Truncation::Refuse)
 }

@@ -41,7 +41,9 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
             pub const HEAD_DIM: usize = #head_dim;
             pub const LAYERS: usize = #layers;
             pub const D_FF: usize = #d_ff;
+            pub const CONFIG: &'static [#rt::config::Expect] = &[];
             pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
+            pub fn from_pretrained(dir: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
             pub fn load(loader: &mut #rt::WeightLoader) -> Self { ::core::unreachable!() }
             pub fn with_threads(self, threads: #rt::Threads) -> Self { ::core::unreachable!() }
             pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }
@@ -49,6 +51,9 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
             pub fn embed_into<'w, #d_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #d]]> { ::core::unreachable!() }
             pub fn forward<#d_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
             pub fn embed<#d_param>(&self, batch: &#rt::Batch) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
+            pub fn embed_texts<#d_param>(&self, tokenizer: &impl #rt::text::TextTokenizer, texts: &[&str]) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
+            pub fn embed_texts_with<#d_param>(&self, tokenizer: &impl #rt::text::TextTokenizer, texts: &[&str], truncation: #rt::text::Truncation) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
+            pub fn generate_text(&self, tokenizer: &impl #rt::text::TextTokenizer, prompt: &str, options: &#rt::GenerateOptions) -> #rt::Result<::std::string::String> { ::core::unreachable!() }
             pub fn forward_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array3<f32>> { ::core::unreachable!() }
             pub fn embed_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array2<f32>> { ::core::unreachable!() }
             pub fn logits_into<'w, #v_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }
@@ -102,7 +107,9 @@ fn seq2seq(
             pub const VOCAB_SIZE: usize = #vocab;
             pub const MAX_POSITIONS: usize = #max_pos;
             pub const DECODER_START: u32 = 0;
+            pub const CONFIG: &'static [#rt::config::Expect] = &[];
             pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
+            pub fn from_pretrained(dir: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
             pub fn load(loader: &mut #rt::WeightLoader) -> Self { ::core::unreachable!() }
             pub fn with_threads(self, threads: #rt::Threads) -> Self { ::core::unreachable!() }
             pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }
@@ -137,6 +144,8 @@ fn reformer(input: &ModelInput) -> TokenStream {
             pub const VOCAB_SIZE: usize = #vocab;
             pub const MAX_POSITIONS: usize = #max_pos;
             pub fn from_safetensors(model: impl ::core::convert::AsRef<::std::path::Path>, rotations: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
+            pub const CONFIG: &'static [#rt::config::Expect] = &[];
+            pub fn from_pretrained(dir: impl ::core::convert::AsRef<::std::path::Path>, rotations: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> { ::core::unreachable!() }
             pub fn load(loader: &mut #rt::WeightLoader, rotations: &mut #rt::WeightLoader) -> Self { ::core::unreachable!() }
             pub fn with_threads(self, threads: #rt::Threads) -> Self { ::core::unreachable!() }
             pub fn threads(&self) -> &#rt::Threads { ::core::unreachable!() }

@@ -15,6 +15,14 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 
+    /// A text longer than the model's positions, with truncation refused (the default).
+    #[error("text {text} is {tokens} tokens with its special tokens, more than the model's maximum of {max} positions: shorten it, or ask for `Truncation::Cut`")]
+    TextTooLong { text: usize, tokens: usize, max: usize },
+
+    /// The tokenizer could not read its file, or failed on a text.
+    #[error("tokenizer: {reason}")]
+    Tokenizer { reason: String },
+
     /// A batch with no sequence in it.
     #[error("the batch is empty: give at least one sequence")]
     EmptyBatch,

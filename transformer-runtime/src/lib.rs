@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod layers;
 pub mod memory;
 pub mod parallel;
+pub mod text;
 pub mod vision;
 pub mod weights;
 pub mod workspace;

@@ -100,6 +100,15 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 #rt::generate::generate(self, prompts, options)
             }
 
+            /// The text generated after `prompt` (tokenised with the model's special tokens; a
+            /// prompt longer than `MAX_POSITIONS` tokens is an error naming its length), decoded
+            /// with special tokens skipped.
+            pub fn generate_text(&self, tokenizer: &impl #rt::text::TextTokenizer, prompt: &str, options: &#rt::GenerateOptions) -> #rt::Result<::std::string::String> {
+                let prompt = tokenizer.encode(prompt, 0, Self::MAX_POSITIONS, #rt::text::Truncation::Refuse)?;
+                let new = #rt::generate::generate(self, &[&prompt.ids], options)?;
+                tokenizer.decode(&new[0])
+            }
+
             /// Streams the continuation of one prompt, token by token.
             pub fn stream<'m>(&'m self, prompt: &[u32], options: &#rt::GenerateOptions) -> #rt::Result<#rt::generate::TokenStream<'m, Self>> {
                 #rt::generate::stream(self, prompt, options)

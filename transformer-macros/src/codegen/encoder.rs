@@ -41,6 +41,23 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 self.workspaces.with(|ws| self.embed_into(batch, ws).map(<[_]>::to_vec))
             }
 
+            /// Sentence embeddings of `texts` (see [`Self::embed`]): tokenised with the model's
+            /// special tokens and padded into one batch. A text longer than `MAX_POSITIONS` tokens
+            /// is an error naming it; [`Self::embed_texts_with`] can cut it instead.
+            pub fn embed_texts(&self, tokenizer: &impl #rt::text::TextTokenizer, texts: &[&str]) -> #rt::Result<::std::vec::Vec<#row>> {
+                self.embed_texts_with(tokenizer, texts, #rt::text::Truncation::Refuse)
+            }
+
+            /// [`Self::embed_texts`], with what to do with a text that is too long.
+            pub fn embed_texts_with(
+                &self,
+                tokenizer: &impl #rt::text::TextTokenizer,
+                texts: &[&str],
+                truncation: #rt::text::Truncation,
+            ) -> #rt::Result<::std::vec::Vec<#row>> {
+                self.embed(&#rt::text::batch(tokenizer, texts, Self::MAX_POSITIONS, truncation)?)
+            }
+
             /// Hidden states as a `[batch, seq, d_model]` array.
             pub fn forward_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array3<f32>> {
                 let flat = self.forward(batch)?.into_iter().flatten().collect();
