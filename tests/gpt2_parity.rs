@@ -57,6 +57,8 @@ struct Reference {
     logits: Vec<Vec<Vec<f32>>>,
     last_logits: Vec<Vec<f32>>,
     greedy: Vec<Vec<u32>>,
+    /// `tok.decode(greedy)`: special tokens kept.
+    greedy_text: Vec<String>,
     batched_greedy: BatchedGreedy,
 }
 
@@ -147,6 +149,20 @@ macro_rules! parity_tests {
                     assert!(expected.len() >= 32);
                     let ours = model.generate(&[&p.ids], &options).unwrap().remove(0);
                     assert_eq!(&ours, expected, "greedy continuation of {:?}", p.text);
+                }
+            }
+
+            /// Text in, text out: `generate_text` tokenises the prompt text, generates greedily and
+            /// decodes what it generated as transformers' tokenizer does (with special tokens
+            /// skipped, so an `<|endoftext|>` HF's `decode` keeps is not in ours).
+            #[test]
+            fn text_generation_decodes_as_transformers() {
+                let (model, r) = (model(), reference($name));
+                let tokenizer = transformer::text::Tokenizer::from_file(dir($name).join("tokenizer.json")).unwrap();
+                let options = GenerateOptions { max_new_tokens: 40, ..GenerateOptions::default() };
+                for (p, expected) in r.prompts.iter().zip(&r.greedy_text) {
+                    let ours = model.generate_text(&tokenizer, &p.text, &options).unwrap();
+                    assert_eq!(ours, expected.replace("<|endoftext|>", ""), "continuation of {:?}", p.text);
                 }
             }
 
