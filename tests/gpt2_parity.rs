@@ -70,6 +70,9 @@ struct Prompt {
 
 #[derive(Deserialize)]
 struct BatchedGreedy {
+    padding_side: String,
+    input_ids: Vec<Vec<u32>>,
+    attention_mask: Vec<Vec<u32>>,
     tokens: Vec<Vec<u32>>,
 }
 
@@ -158,7 +161,8 @@ macro_rules! parity_tests {
             #[test]
             fn text_generation_decodes_as_transformers() {
                 let (model, r) = (model(), reference($name));
-                let tokenizer = transformer::text::Tokenizer::from_file(dir($name).join("tokenizer.json")).unwrap();
+                let tokenizer =
+                    transformer::text::Tokenizer::from_file(dir($name).join("tokenizer.json")).unwrap();
                 let options = GenerateOptions { max_new_tokens: 40, ..GenerateOptions::default() };
                 for (p, expected) in r.prompts.iter().zip(&r.greedy_text) {
                     let ours = model.generate_text(&tokenizer, &p.text, &options).unwrap();
@@ -174,6 +178,47 @@ macro_rules! parity_tests {
                 let ours = model.generate(&prompts, &options).unwrap();
                 assert_eq!(ours, r.batched_greedy.tokens, "prompts generated together");
                 assert_eq!(ours, r.greedy, "together equals alone");
+            }
+
+            /// The left-padded batch HF's `generate` got, with its attention mask, generates HF's
+            /// tokens; the ids under mask 0 are never read (padding with a token the prompts use
+            /// changes nothing), and a mask with a hole is refused.
+            #[test]
+            fn generate_padded_matches_transformers_given_the_mask() {
+                let (model, r) = (model(), reference($name));
+                let b = &r.batched_greedy;
+                assert_eq!(b.padding_side, "left");
+                let array = |rows: &Vec<Vec<u32>>| {
+                    ndarray::Array2::from_shape_vec((rows.len(), rows[0].len()), rows.concat()).unwrap()
+                };
+                let (mut ids, mask) = (array(&b.input_ids), array(&b.attention_mask));
+                assert!(mask.iter().any(|&m| m == 0), "the fixture batch is padded");
+                let options = GenerateOptions { max_new_tokens: 40, ..GenerateOptions::default() };
+                let ours = model.generate_padded(ids.view(), mask.view(), &options).unwrap();
+                assert_eq!(ours, b.tokens, "HF's left-padded batch");
+
+                let used = r.prompts[0].ids[0];
+                ids.zip_mut_with(&mask, |id, &m| {
+                    if m == 0 {
+                        *id = used
+                    }
+                });
+                assert_eq!(model.generate_padded(ids.view(), mask.view(), &options).unwrap(), b.tokens);
+
+                let mut holed = mask.clone();
+                let (row, col) = (0..holed.nrows())
+                    .find_map(|r| {
+                        let first = holed.row(r).iter().position(|&m| m == 1)?;
+                        (first + 2 < holed.ncols()).then_some((r, first + 1))
+                    })
+                    .expect("a prompt of three tokens or more");
+                holed[[row, col]] = 0;
+                match model.generate_padded(ids.view(), holed.view(), &options) {
+                    Err(transformer::Error::MaskNotContiguous { sequence, position }) => {
+                        assert_eq!((sequence, position), (row, col))
+                    }
+                    other => panic!("expected MaskNotContiguous, got {other:?}"),
+                }
             }
 
             #[test]

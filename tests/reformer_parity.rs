@@ -444,7 +444,8 @@ fn composed_reformers_are_the_presets() {
 #[test]
 fn from_pretrained_checks_the_config() {
     let d = dir("causal");
-    let model = CausalReformer::from_pretrained(&d, d.join("rotations.safetensors")).expect("the fixture's config fits");
+    let model = CausalReformer::from_pretrained(&d, d.join("rotations.safetensors"))
+        .expect("the fixture's config fits");
     let batch = reference("causal").cases[0].batch();
     assert!(model.logits(&batch).unwrap() == causal().logits(&batch).unwrap());
 
@@ -453,7 +454,8 @@ fn from_pretrained_checks_the_config() {
         "reformer",
         serde_json::json!({ "num_hashes": 1, "layer_norm_eps": 1e-5, "attn_layers": ["lsh", "lsh", "local", "local"] }),
     );
-    let err = CausalReformer::from_pretrained(&patched.0, d.join("rotations.safetensors")).expect_err("a different model");
+    let err = CausalReformer::from_pretrained(&patched.0, d.join("rotations.safetensors"))
+        .expect_err("a different model");
     assert_eq!(
         common::config_differences(&err),
         [

@@ -54,6 +54,7 @@ pub fn dummy(input: &ModelInput) -> TokenStream {
             pub fn embed_texts<#d_param>(&self, tokenizer: &impl #rt::text::TextTokenizer, texts: &[&str]) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
             pub fn embed_texts_with<#d_param>(&self, tokenizer: &impl #rt::text::TextTokenizer, texts: &[&str], truncation: #rt::text::Truncation) -> #rt::Result<::std::vec::Vec<[f32; #d]>> { ::core::unreachable!() }
             pub fn generate_text(&self, tokenizer: &impl #rt::text::TextTokenizer, prompt: &str, options: &#rt::GenerateOptions) -> #rt::Result<::std::string::String> { ::core::unreachable!() }
+            pub fn generate_padded(&self, ids: #rt::ndarray::ArrayView2<'_, u32>, mask: #rt::ndarray::ArrayView2<'_, u32>, options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> { ::core::unreachable!() }
             pub fn forward_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array3<f32>> { ::core::unreachable!() }
             pub fn embed_array(&self, batch: &#rt::Batch) -> #rt::Result<#rt::ndarray::Array2<f32>> { ::core::unreachable!() }
             pub fn logits_into<'w, #v_param>(&self, batch: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [[f32; #v]]> { ::core::unreachable!() }

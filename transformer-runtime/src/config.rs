@@ -199,7 +199,9 @@ fn same_setting(default: Setting, declared: Setting) -> bool {
     match (default, declared) {
         (Setting::Float(a), Setting::Float(b)) => close(a, b),
         (Setting::Int(a), Setting::Float(b)) | (Setting::Float(b), Setting::Int(a)) => close(a as f64, b),
-        (Setting::Str(a), Setting::OneOf(options)) | (Setting::OneOf(options), Setting::Str(a)) => options.contains(&a),
+        (Setting::Str(a), Setting::OneOf(options)) | (Setting::OneOf(options), Setting::Str(a)) => {
+            options.contains(&a)
+        }
         (a, b) => a == b,
     }
 }
@@ -240,9 +242,24 @@ mod tests {
 
     const MINILM: &[Expect] = &[
         Expect { keys: &["hidden_size"], declared: "d_model", value: Setting::Int(384), default: None },
-        Expect { keys: &["layer_norm_eps"], declared: "norm_eps", value: Setting::Float(1e-12), default: Some(Setting::Float(1e-12)) },
-        Expect { keys: &["hidden_act"], declared: "activation: gelu_erf", value: Setting::OneOf(&["gelu"]), default: Some(Setting::Str("gelu")) },
-        Expect { keys: &["tie_word_embeddings"], declared: "lm_head: tied", value: Setting::Bool(true), default: Some(Setting::Bool(true)) },
+        Expect {
+            keys: &["layer_norm_eps"],
+            declared: "norm_eps",
+            value: Setting::Float(1e-12),
+            default: Some(Setting::Float(1e-12)),
+        },
+        Expect {
+            keys: &["hidden_act"],
+            declared: "activation: gelu_erf",
+            value: Setting::OneOf(&["gelu"]),
+            default: Some(Setting::Str("gelu")),
+        },
+        Expect {
+            keys: &["tie_word_embeddings"],
+            declared: "lm_head: tied",
+            value: Setting::Bool(true),
+            default: Some(Setting::Bool(true)),
+        },
     ];
 
     #[test]
@@ -262,7 +279,11 @@ mod tests {
 
     #[test]
     fn an_agreeing_config_and_transformers_defaults_pass() {
-        assert!(check(&json!({ "hidden_size": 384, "layer_norm_eps": 1.0e-12, "hidden_act": "gelu" }), MINILM).is_empty());
+        assert!(check(
+            &json!({ "hidden_size": 384, "layer_norm_eps": 1.0e-12, "hidden_act": "gelu" }),
+            MINILM
+        )
+        .is_empty());
         // Absent keys with defaults equal to the declaration; `null` counts as absent.
         assert!(check(&json!({ "hidden_size": 384, "tie_word_embeddings": null }), MINILM).is_empty());
     }
@@ -271,14 +292,27 @@ mod tests {
     fn a_required_key_absent_or_a_default_that_differs_is_a_mismatch() {
         let found = check(&json!({}), &MINILM[..1]);
         assert_eq!(found[0].to_string(), "hidden_size absent ≠ d_model 384");
-        let untied = [Expect { keys: &["tie_word_embeddings"], declared: "lm_head: untied", value: Setting::Bool(false), default: Some(Setting::Bool(true)) }];
+        let untied = [Expect {
+            keys: &["tie_word_embeddings"],
+            declared: "lm_head: untied",
+            value: Setting::Bool(false),
+            default: Some(Setting::Bool(true)),
+        }];
         let found = check(&json!({}), &untied);
-        assert_eq!(found[0].to_string(), "tie_word_embeddings absent (transformers' default true) ≠ lm_head: untied false");
+        assert_eq!(
+            found[0].to_string(),
+            "tie_word_embeddings absent (transformers' default true) ≠ lm_head: untied false"
+        );
     }
 
     #[test]
     fn alternative_spellings_are_tried_in_order() {
-        let d = [Expect { keys: &["n_embd", "hidden_size"], declared: "d_model", value: Setting::Int(768), default: None }];
+        let d = [Expect {
+            keys: &["n_embd", "hidden_size"],
+            declared: "d_model",
+            value: Setting::Int(768),
+            default: None,
+        }];
         assert!(check(&json!({ "hidden_size": 768 }), &d).is_empty());
         assert_eq!(check(&json!({ "n_embd": 1024, "hidden_size": 768 }), &d)[0].key, "n_embd");
     }
@@ -295,10 +329,25 @@ mod tests {
     #[test]
     fn lists_counts_and_nulls_compare_by_value() {
         let expects = [
-            Expect { keys: &["attn_layers"], declared: "attn_layers", value: Setting::Strs(&["lsh", "local"]), default: None },
-            Expect { keys: &["axial_pos_shape"], declared: "axial_positions.shape", value: Setting::Ints(&[8, 8]), default: None },
+            Expect {
+                keys: &["attn_layers"],
+                declared: "attn_layers",
+                value: Setting::Strs(&["lsh", "local"]),
+                default: None,
+            },
+            Expect {
+                keys: &["axial_pos_shape"],
+                declared: "axial_positions.shape",
+                value: Setting::Ints(&[8, 8]),
+                default: None,
+            },
             Expect { keys: &["id2label"], declared: "labels", value: Setting::Count(3), default: None },
-            Expect { keys: &["sliding_window"], declared: "window: none", value: Setting::Null, default: None },
+            Expect {
+                keys: &["sliding_window"],
+                declared: "window: none",
+                value: Setting::Null,
+                default: None,
+            },
         ];
         let good = json!({ "attn_layers": ["lsh", "local"], "axial_pos_shape": [8, 8], "id2label": { "0": "a", "1": "b", "2": "c" } });
         assert!(check(&good, &expects).is_empty());

@@ -61,6 +61,10 @@ pub enum Error {
     #[error("attention mask value {value} at sequence {sequence}, position {position}: expected 0 or 1")]
     BadMaskValue { sequence: usize, position: usize, value: u32 },
 
+    /// A prompt's attention mask with a 0 between two 1s.
+    #[error("attention mask of sequence {sequence} has a 0 at position {position}, between real tokens: a prompt's tokens must be one contiguous run (padding on the left or on the right)")]
+    MaskNotContiguous { sequence: usize, position: usize },
+
     /// Generation or a cached step would run past the model's position table.
     #[error("sequence {sequence} would reach {needed} positions, more than the model's maximum of {max} (prompt plus new tokens must fit)")]
     ContextFull { sequence: usize, needed: usize, max: usize },

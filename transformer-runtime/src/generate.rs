@@ -1,6 +1,7 @@
 //! Text generation over any causal language model: prefill the prompts in one batched pass, then
 //! one cached step per new token; greedy or sampled (temperature, top-k, top-p) with a seeded RNG.
 
+use ndarray::ArrayView2;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -91,6 +92,36 @@ pub fn generate<M: CausalLm + ?Sized>(
         }
         batch = Batch::from_sequences(&run.next)?;
     }
+}
+
+/// [`generate`] for prompts given as a padded batch with an attention mask, as a tokenizer or
+/// Python code produces them (Hugging Face's `generate(input_ids, attention_mask=…)`), padded on
+/// the left or on the right: each row's prompt is the run of positions its mask marks (the ids
+/// under mask 0, pad ids or not, are never read). The mask is checked as [`Batch::from_padded`]
+/// checks it, and a row whose marked positions are not one contiguous run is
+/// [`Error::MaskNotContiguous`]: a prompt cannot have holes.
+pub fn generate_padded<M: CausalLm + ?Sized>(
+    model: &M,
+    ids: ArrayView2<'_, u32>,
+    mask: ArrayView2<'_, u32>,
+    options: &GenerateOptions,
+) -> Result<Vec<Vec<u32>>> {
+    Batch::from_padded(ids, mask, None)?;
+    let prompts = ids
+        .outer_iter()
+        .zip(mask.outer_iter())
+        .enumerate()
+        .map(|(sequence, (ids, mask))| {
+            let first = mask.iter().position(|&m| m == 1).unwrap_or(0);
+            let end = mask.iter().rposition(|&m| m == 1).map_or(first, |last| last + 1);
+            match (first..end).find(|&p| mask[p] == 0) {
+                Some(position) => Err(Error::MaskNotContiguous { sequence, position }),
+                None => Ok(ids.iter().skip(first).take(end - first).copied().collect::<Vec<u32>>()),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let prompts: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    generate(model, &prompts, options)
 }
 
 /// Generates after one prompt token by token: the returned iterator yields each new token as soon

@@ -22,7 +22,7 @@ pub mod workspace;
 
 pub use cache::KvCache;
 pub use error::Error;
-pub use generate::{generate, stream, CausalLm, GenerateOptions, Sampling, TokenStream};
+pub use generate::{generate, generate_padded, stream, CausalLm, GenerateOptions, Sampling, TokenStream};
 pub use input::Batch;
 pub use kernels::activation::Activation;
 pub use memory::EncoderMemory;

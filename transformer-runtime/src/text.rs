@@ -44,7 +44,12 @@ pub trait TextTokenizer {
 }
 
 /// Encodes `texts` and pads them into one batch (token types included).
-pub fn batch(tokenizer: &impl TextTokenizer, texts: &[&str], max_tokens: usize, truncation: Truncation) -> Result<Batch> {
+pub fn batch(
+    tokenizer: &impl TextTokenizer,
+    texts: &[&str],
+    max_tokens: usize,
+    truncation: Truncation,
+) -> Result<Batch> {
     let encoded = texts
         .iter()
         .enumerate()
@@ -102,17 +107,27 @@ mod hf {
     }
 
     impl TextTokenizer for Tokenizer {
-        fn encode(&self, text: &str, index: usize, max_tokens: usize, truncation: Truncation) -> Result<Encoded> {
+        fn encode(
+            &self,
+            text: &str,
+            index: usize,
+            max_tokens: usize,
+            truncation: Truncation,
+        ) -> Result<Encoded> {
             let mut encoding = self.inner.encode(text, false).map_err(error)?;
             let specials = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
             let tokens = encoding.len() + specials;
             if tokens > max_tokens {
                 match truncation {
-                    Truncation::Refuse => return Err(Error::TextTooLong { text: index, tokens, max: max_tokens }),
+                    Truncation::Refuse => {
+                        return Err(Error::TextTooLong { text: index, tokens, max: max_tokens })
+                    }
                     Truncation::Cut if max_tokens <= specials => {
                         return Err(Error::TextTooLong { text: index, tokens: specials, max: max_tokens })
                     }
-                    Truncation::Cut => encoding.truncate(max_tokens - specials, 0, TruncationDirection::Right),
+                    Truncation::Cut => {
+                        encoding.truncate(max_tokens - specials, 0, TruncationDirection::Right)
+                    }
                 }
             }
             let encoding = self.inner.post_process(encoding, None, true).map_err(error)?;

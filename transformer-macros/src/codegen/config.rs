@@ -97,7 +97,12 @@ fn required(keys: &'static [&'static str], declared: impl Into<String>, value: V
 }
 
 /// A key transformers fills in with `default` when the file omits it.
-fn defaulted(keys: &'static [&'static str], declared: impl Into<String>, value: Value, default: Value) -> Key {
+fn defaulted(
+    keys: &'static [&'static str],
+    declared: impl Into<String>,
+    value: Value,
+    default: Value,
+) -> Key {
     Key { keys, declared: declared.into(), value, default: Some(default) }
 }
 
@@ -194,16 +199,29 @@ fn gpt2(spec: &Spec) -> Vec<Key> {
         required(&["n_head", "num_attention_heads"], "heads", Value::Int(spec.heads)),
         required(&["n_layer", "num_hidden_layers"], "layers", Value::Int(spec.layers)),
         defaulted(&["n_inner"], "d_ff", Value::Int(spec.d_ff), Value::Int(4 * spec.d_model)),
-        required(&["n_positions", "max_position_embeddings"], "max_positions", Value::Int(spec.max_positions)),
+        required(
+            &["n_positions", "max_position_embeddings"],
+            "max_positions",
+            Value::Int(spec.max_positions),
+        ),
         eps(&["layer_norm_epsilon"], spec, 1e-5),
         activation_key(&["activation_function"], spec, "gelu_new"),
         tied(spec, true),
-        defaulted(&["scale_attn_weights"], "weights: gpt2 (scores scaled)", Value::Bool(true), Value::Bool(true)),
+        defaulted(
+            &["scale_attn_weights"],
+            "weights: gpt2 (scores scaled)",
+            Value::Bool(true),
+            Value::Bool(true),
+        ),
     ]
 }
 
 /// Rope theta and the rotary fraction (`rotary_dims / head_dim`), when the model rotates.
-fn rope(spec: &Spec, theta_keys: &'static [&'static str], fraction_keys: &'static [&'static str]) -> Vec<Key> {
+fn rope(
+    spec: &Spec,
+    theta_keys: &'static [&'static str],
+    fraction_keys: &'static [&'static str],
+) -> Vec<Key> {
     let Positions::Rope { theta, rotary_dims } = spec.positions else { return vec![] };
     let mut keys = vec![defaulted(theta_keys, "rope_theta", Value::Float(theta), Value::Float(10_000.0))];
     let fraction = rotary_dims as f64 / spec.head_dim as f64;
@@ -218,7 +236,12 @@ fn llama(spec: &Spec) -> Vec<Key> {
         required(&["hidden_size"], "d_model", Value::Int(spec.d_model)),
         required(&["num_attention_heads"], "heads", Value::Int(spec.heads)),
         defaulted(&["num_key_value_heads"], "kv_heads", Value::Int(spec.kv_heads), Value::Int(spec.heads)),
-        defaulted(&["head_dim"], "d_model / heads", Value::Int(spec.head_dim), Value::Int(spec.d_model / spec.heads)),
+        defaulted(
+            &["head_dim"],
+            "d_model / heads",
+            Value::Int(spec.head_dim),
+            Value::Int(spec.d_model / spec.heads),
+        ),
         required(&["num_hidden_layers"], "layers", Value::Int(spec.layers)),
         required(&["intermediate_size"], "d_ff", Value::Int(spec.d_ff)),
         required(&["max_position_embeddings"], "max_positions", Value::Int(spec.max_positions)),
@@ -240,7 +263,8 @@ fn windows(spec: &Spec) -> Vec<Key> {
     };
     let mut keys = vec![required(&["sliding_window"], "window", Value::Int(w))];
     if windowed.len() < spec.windows.len() {
-        let types = spec.windows.iter().map(|w| if w.is_some() { "sliding_attention" } else { "full_attention" });
+        let types =
+            spec.windows.iter().map(|w| if w.is_some() { "sliding_attention" } else { "full_attention" });
         keys.push(required(&["layer_types"], "window (per layer)", Value::Strs(types.collect())));
     }
     keys
@@ -257,8 +281,18 @@ fn neox(spec: &Spec) -> Vec<Key> {
         required(&["max_position_embeddings"], "max_positions", Value::Int(spec.max_positions)),
         eps(&["layer_norm_eps"], spec, 1e-5),
         activation_key(&["hidden_act"], spec, "gelu"),
-        defaulted(&["use_parallel_residual"], "residual: parallel", Value::Bool(spec.parallel), Value::Bool(true)),
-        defaulted(&["attention_bias"], "weights: neox (biased Q, K, V)", Value::Bool(true), Value::Bool(true)),
+        defaulted(
+            &["use_parallel_residual"],
+            "residual: parallel",
+            Value::Bool(spec.parallel),
+            Value::Bool(true),
+        ),
+        defaulted(
+            &["attention_bias"],
+            "weights: neox (biased Q, K, V)",
+            Value::Bool(true),
+            Value::Bool(true),
+        ),
         tied(spec, false),
     ];
     keys.extend(rope(spec, &["rope_theta", "rotary_emb_base"], &["partial_rotary_factor", "rotary_pct"]));
@@ -313,17 +347,46 @@ fn t5(spec: &Spec) -> Vec<Key> {
         ),
     ];
     if let Positions::Relative { buckets, max_distance } = spec.positions {
-        keys.push(defaulted(&["relative_attention_num_buckets"], "positions: relative buckets", Value::Int(buckets), Value::Int(32)));
-        keys.push(defaulted(&["relative_attention_max_distance"], "positions: relative max_distance", Value::Int(max_distance), Value::Int(128)));
+        keys.push(defaulted(
+            &["relative_attention_num_buckets"],
+            "positions: relative buckets",
+            Value::Int(buckets),
+            Value::Int(32),
+        ));
+        keys.push(defaulted(
+            &["relative_attention_max_distance"],
+            "positions: relative max_distance",
+            Value::Int(max_distance),
+            Value::Int(128),
+        ));
     }
     if let Some(s2s) = &spec.seq2seq {
-        keys.push(defaulted(&["num_decoder_layers"], "decoder layers", Value::Int(s2s.decoder.layers), Value::Int(spec.layers)));
-        keys.push(defaulted(&["decoder_start_token_id"], "decoder_start", Value::Int(s2s.decoder_start as usize), Value::Int(0)));
+        keys.push(defaulted(
+            &["num_decoder_layers"],
+            "decoder layers",
+            Value::Int(s2s.decoder.layers),
+            Value::Int(spec.layers),
+        ));
+        keys.push(defaulted(
+            &["decoder_start_token_id"],
+            "decoder_start",
+            Value::Int(s2s.decoder_start as usize),
+            Value::Int(0),
+        ));
         keys.push(tied(spec, true));
         // A tied head rescales the decoder's states by 1/sqrt(d_model) (T5's convention, and what
         // `lm_head: tied` runs); transformers 5 can turn that off on its own.
-        let declared = if tied_head { "lm_head: tied (states scaled by 1/sqrt(d_model))" } else { "lm_head: untied (no rescale)" };
-        keys.push(defaulted(&["scale_decoder_outputs"], declared, Value::Bool(tied_head), Value::Bool(tied_head)));
+        let declared = if tied_head {
+            "lm_head: tied (states scaled by 1/sqrt(d_model))"
+        } else {
+            "lm_head: untied (no rescale)"
+        };
+        keys.push(defaulted(
+            &["scale_decoder_outputs"],
+            declared,
+            Value::Bool(tied_head),
+            Value::Bool(tied_head),
+        ));
     }
     keys
 }
@@ -338,7 +401,12 @@ fn bart(spec: &Spec) -> Vec<Key> {
         required(&["encoder_ffn_dim"], "d_ff", Value::Int(spec.d_ff)),
         required(&["max_position_embeddings"], "max_positions", Value::Int(spec.max_positions)),
         activation_key(&["activation_function"], spec, "gelu"),
-        defaulted(&["scale_embedding"], "scale_embeddings", Value::Bool(spec.scale_embeddings), Value::Bool(false)),
+        defaulted(
+            &["scale_embedding"],
+            "scale_embeddings",
+            Value::Bool(spec.scale_embeddings),
+            Value::Bool(false),
+        ),
         defaulted(&["normalize_before"], "norm_placement: post", Value::Bool(false), Value::Bool(false)),
     ];
     if let Some(s2s) = &spec.seq2seq {
@@ -347,7 +415,12 @@ fn bart(spec: &Spec) -> Vec<Key> {
             required(&["decoder_attention_heads"], "decoder heads", Value::Int(d.heads)),
             required(&["decoder_layers"], "decoder layers", Value::Int(d.layers)),
             required(&["decoder_ffn_dim"], "decoder d_ff", Value::Int(d.d_ff)),
-            defaulted(&["decoder_start_token_id"], "decoder_start", Value::Int(s2s.decoder_start as usize), Value::Int(2)),
+            defaulted(
+                &["decoder_start_token_id"],
+                "decoder_start",
+                Value::Int(s2s.decoder_start as usize),
+                Value::Int(2),
+            ),
         ]);
     }
     keys
@@ -371,7 +444,12 @@ fn reformer(spec: &Spec) -> Vec<Key> {
         required(&["axial_pos_shape"], "axial_positions.shape", Value::Ints(shape.to_vec())),
         required(&["axial_pos_embds_dim"], "axial_positions.dims", Value::Ints(dims.to_vec())),
         defaulted(&["axial_pos_embds"], "axial_positions", Value::Bool(true), Value::Bool(true)),
-        defaulted(&["is_decoder"], "attention", Value::Bool(spec.attention == crate::spec::Attention::Causal), Value::Bool(false)),
+        defaulted(
+            &["is_decoder"],
+            "attention",
+            Value::Bool(spec.attention == crate::spec::Attention::Causal),
+            Value::Bool(false),
+        ),
         eps(&["layer_norm_eps"], spec, 1e-12),
         activation_key(&["hidden_act"], spec, "relu"),
         tied(spec, false),

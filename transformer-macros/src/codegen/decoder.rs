@@ -100,6 +100,18 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 #rt::generate::generate(self, prompts, options)
             }
 
+            /// [`Self::generate`] for prompts as a padded `[batch, seq]` id array with its
+            /// attention mask (left or right padding, as Hugging Face's
+            /// `generate(input_ids, attention_mask=…)` takes them).
+            pub fn generate_padded(
+                &self,
+                ids: #rt::ndarray::ArrayView2<'_, u32>,
+                mask: #rt::ndarray::ArrayView2<'_, u32>,
+                options: &#rt::GenerateOptions,
+            ) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
+                #rt::generate::generate_padded(self, ids, mask, options)
+            }
+
             /// The text generated after `prompt` (tokenised with the model's special tokens; a
             /// prompt longer than `MAX_POSITIONS` tokens is an error naming its length), decoded
             /// with special tokens skipped.
