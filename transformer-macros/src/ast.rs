@@ -31,6 +31,7 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Ident, LitFloat, LitInt, Token, Visibility};
 
 /// The whole invocation.
+#[derive(Clone)]
 pub struct ModelInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -41,6 +42,7 @@ pub struct ModelInput {
 }
 
 /// `fn name(inputs) -> output { body }`: one pass of a composed model.
+#[derive(Clone)]
 pub struct Forward {
     pub attrs: Vec<Attribute>,
     pub name: Ident,
@@ -81,12 +83,14 @@ impl Parse for Forward {
 }
 
 /// One `key: value` line.
+#[derive(Clone)]
 pub struct Entry {
     pub key: Ident,
     pub value: Value,
 }
 
 /// A value as written.
+#[derive(Clone)]
 pub enum Value {
     /// `384`, `30_522`
     Int(LitInt),

@@ -10,9 +10,11 @@ mod ast;
 mod check;
 mod codegen;
 mod compose;
+mod config_file;
 mod ctxt;
 mod fallback;
 mod graph;
+mod hf_config;
 mod model;
 mod spec;
 mod suggest;
@@ -30,7 +32,10 @@ pub fn model(input: TokenStream) -> TokenStream {
 /// errors and the model type with unreachable bodies ([`fallback`]).
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
     match model::validate_and_lower(&input) {
-        Ok(model) => codegen::generate(&model),
+        Ok(model) => {
+            let (code, beside) = (codegen::generate(&model), &model.beside);
+            quote::quote! { #code #beside }
+        }
         Err(errors) => {
             let dummy = fallback::dummy(&input);
             let errors = errors.into_compile_error();

@@ -3,16 +3,21 @@
 //! encoder-decoders and Reformers differ only in which front end validates them; all of them end
 //! here as a [`Model`].
 
+use proc_macro2::TokenStream;
+
 use crate::ast::ModelInput;
-use crate::check;
 use crate::compose::{self, Composed};
 use crate::graph::{self, seq2seq::Seq2SeqGraph, Graph};
 use crate::spec::{Output, Spec};
+use crate::{check, config_file};
 
 /// A validated declaration and its graph: everything codegen reads.
 pub struct Model {
     pub spec: Spec,
     pub graph: Lowered,
+    /// Items emitted beside the model: a named config.json's `include_bytes!`, so cargo rebuilds
+    /// when it changes.
+    pub beside: TokenStream,
 }
 
 /// The op graph of a model's family.
@@ -27,23 +32,35 @@ pub enum Lowered {
 /// Validates and lowers a declaration; every error found, with its span, on failure.
 pub fn validate_and_lower(input: &ModelInput) -> Result<Model, syn::Error> {
     match input.functions.first() {
-        None => preset(input).map(lower),
+        None => preset(input),
         Some(_) if compose::is_reformer(input) => {
             compose::expand_reformer(input).map(|r| lower(r.into_spec()))
         }
         Some(first) => Ok(match compose::expand(input, first)? {
-            Composed::Stack(spec, graph) => Model { spec, graph: Lowered::Stack { graph, outputs: None } },
+            Composed::Stack(spec, graph) => Model::new(spec, Lowered::Stack { graph, outputs: None }),
             Composed::Outputs(spec, graph, outputs) => {
-                Model { spec, graph: Lowered::Stack { graph, outputs: Some(outputs) } }
+                Model::new(spec, Lowered::Stack { graph, outputs: Some(outputs) })
             }
-            Composed::Seq2Seq(spec, graph) => Model { spec, graph: Lowered::Seq2Seq(graph) },
+            Composed::Seq2Seq(spec, graph) => Model::new(spec, Lowered::Seq2Seq(graph)),
         }),
     }
 }
 
-/// A declaration by keys: a Reformer's key set is its own (`check/reformer.rs`), every other
-/// preset's is `check.rs`'s.
-fn preset(input: &ModelInput) -> Result<Spec, syn::Error> {
+/// A declaration by keys, with the keys its named config.json gives filled in first and the whole
+/// declaration checked against that file after validation ([`config_file`]).
+fn preset(input: &ModelInput) -> Result<Model, syn::Error> {
+    let Some((input, file)) = config_file::read(input)? else {
+        return validate(input).map(lower);
+    };
+    let spec = validate(&input)?;
+    config_file::check(&spec, &file)?;
+    let mut model = lower(spec);
+    model.beside = config_file::track(&file);
+    Ok(model)
+}
+
+/// A Reformer's key set is its own (`check/reformer.rs`), every other preset's is `check.rs`'s.
+fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     if check::reformer::declared(input) {
         check::reformer::validate(input).map(|r| r.into_spec())
     } else {
@@ -57,5 +74,11 @@ fn lower(spec: Spec) -> Model {
         Some(s2s) => Lowered::Seq2Seq(Box::new(graph::seq2seq::lower(&spec, s2s))),
         None => Lowered::Stack { graph: Box::new(graph::lower(&spec)), outputs: None },
     };
-    Model { spec, graph }
+    Model::new(spec, graph)
+}
+
+impl Model {
+    fn new(spec: Spec, graph: Lowered) -> Self {
+        Model { spec, graph, beside: TokenStream::new() }
+    }
 }
