@@ -41,7 +41,8 @@ pub enum Setting {
 #[derive(Clone, Copy, Debug)]
 pub struct Expect {
     /// The key's spellings, tried in order: the first present is compared (`n_embd` in GPT-2's
-    /// config, `hidden_size` elsewhere; a renamed key in a newer transformers release).
+    /// config, `hidden_size` elsewhere; a renamed key in a newer transformers release, which may
+    /// be a dotted path into an object: `rope_parameters.rope_theta`).
     pub keys: &'static [&'static str],
     /// What the declaration calls it, for messages (`d_model`, `norm_eps`, `lm_head: tied`).
     pub declared: &'static str,
@@ -55,6 +56,8 @@ pub struct Expect {
 /// value: a config giving one any other value describes a model the declaration cannot run.
 pub const UNREAD: &[(&str, Setting)] = &[
     ("rope_scaling", Setting::Null),
+    // transformers 5: `rope_parameters.rope_type` "default" is no scaling.
+    ("rope_parameters.rope_type", Setting::Str("default")),
     ("attn_logit_softcapping", Setting::Null),
     ("final_logit_softcapping", Setting::Null),
     ("scale_attn_by_inverse_layer_idx", Setting::Bool(false)),
@@ -109,8 +112,10 @@ pub fn check(config: &Value, expects: &[Expect]) -> Vec<Mismatch> {
 }
 
 /// The first spelling of the key with a non-null value.
+/// The value at `key` (a dotted path reaches into objects: transformers 5 keeps rope settings
+/// under `rope_parameters.rope_theta`), `null` counting as absent.
 fn present<'c>(config: &'c Value, key: &str) -> Option<&'c Value> {
-    config.get(key).filter(|v| !v.is_null())
+    key.split('.').try_fold(config, |v, part| v.get(part)).filter(|v| !v.is_null())
 }
 
 fn compare(config: &Value, expect: &Expect) -> Option<Mismatch> {

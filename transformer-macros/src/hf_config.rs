@@ -217,11 +217,17 @@ fn rope(
     spec: &Spec,
     theta_keys: &'static [&'static str],
     fraction_keys: &'static [&'static str],
+    default_fraction: f64,
 ) -> Vec<Key> {
     let Positions::Rope { theta, rotary_dims } = spec.positions else { return vec![] };
     let mut keys = vec![defaulted(theta_keys, "rope_theta", Value::Float(theta), Value::Float(10_000.0))];
     let fraction = rotary_dims as f64 / spec.head_dim as f64;
-    keys.push(defaulted(fraction_keys, "rotary_dims / head_dim", Value::Float(fraction), Value::Float(1.0)));
+    keys.push(defaulted(
+        fraction_keys,
+        "rotary_dims / head_dim",
+        Value::Float(fraction),
+        Value::Float(default_fraction),
+    ));
     keys
 }
 
@@ -245,7 +251,12 @@ fn llama(spec: &Spec) -> Vec<Key> {
         activation_key(&["hidden_act"], spec, "silu"),
         tied(spec, false),
     ];
-    keys.extend(rope(spec, &["rope_theta"], &["partial_rotary_factor"]));
+    keys.extend(rope(
+        spec,
+        &["rope_theta", "rope_parameters.rope_theta"],
+        &["partial_rotary_factor", "rope_parameters.partial_rotary_factor"],
+        1.0,
+    ));
     keys.extend(windows(spec));
     keys
 }
@@ -291,7 +302,13 @@ fn neox(spec: &Spec) -> Vec<Key> {
         ),
         tied(spec, false),
     ];
-    keys.extend(rope(spec, &["rope_theta", "rotary_emb_base"], &["partial_rotary_factor", "rotary_pct"]));
+    // GPTNeoXConfig's default rotary fraction is 0.25.
+    keys.extend(rope(
+        spec,
+        &["rope_theta", "rotary_emb_base", "rope_parameters.rope_theta"],
+        &["partial_rotary_factor", "rotary_pct", "rope_parameters.partial_rotary_factor"],
+        0.25,
+    ));
     keys
 }
 
@@ -369,19 +386,20 @@ fn t5(spec: &Spec) -> Vec<Key> {
             Value::Int(s2s.decoder_start as usize),
             Value::Int(0),
         ));
-        keys.push(tied(spec, true));
-        // A tied head rescales the decoder's states by 1/sqrt(d_model) (T5's convention, and what
-        // `lm_head: tied` runs); transformers 5 can turn that off on its own.
+        // One flag in transformers 4 (`tie_word_embeddings`: the head is the embeddings *and* the
+        // decoder's states are scaled by 1/sqrt(d_model)); transformers 5 always writes
+        // `tie_word_embeddings: true` and says the rescale in `scale_decoder_outputs` (the tying
+        // is then the file's lack of `lm_head.weight`, which the weight loader checks).
         let declared = if tied_head {
             "lm_head: tied (states scaled by 1/sqrt(d_model))"
         } else {
             "lm_head: untied (no rescale)"
         };
         keys.push(defaulted(
-            &["scale_decoder_outputs"],
+            &["scale_decoder_outputs", "tie_word_embeddings"],
             declared,
             Value::Bool(tied_head),
-            Value::Bool(tied_head),
+            Value::Bool(true),
         ));
     }
     keys

@@ -41,8 +41,10 @@ pub fn fill(weights: &str, config: &Json) -> Result<Vec<(&'static str, Fill)>, S
 struct Config<'c>(&'c Json);
 
 impl Config<'_> {
+    /// A dotted key reaches into objects (`rope_parameters.rope_theta`, transformers 5).
     fn get(&self, keys: &[&str]) -> Option<&Json> {
-        keys.iter().find_map(|k| self.0.get(*k).filter(|v| !v.is_null()))
+        keys.iter()
+            .find_map(|k| k.split('.').try_fold(self.0, |v, part| v.get(part)).filter(|v| !v.is_null()))
     }
 
     fn int(&self, keys: &[&str]) -> Option<usize> {
@@ -194,9 +196,21 @@ fn llama(c: Config) -> Result<Vec<(&'static str, Fill)>, String> {
         .float("norm_eps", c.float(&["rms_norm_eps"]).or(Some(1e-6)))
         .name("norm_placement", "pre")
         .name("positions", "rope")
-        .float("rope_theta", c.float(&["rope_theta"]).or(Some(10_000.0)))
+        .float("rope_theta", c.float(&["rope_theta", "rope_parameters.rope_theta"]).or(Some(10_000.0)))
         .name("attention", "causal")
         .name("lm_head", lm_head(c, false));
+    let (d, heads) = (c.int(&["hidden_size"]), c.int(&["num_attention_heads"]));
+    let head_dim = c.int(&["head_dim"]).or(d.zip(heads).map(|(d, h)| d / h.max(1)));
+    if let (Some(hd), Some(d), Some(h)) = (head_dim, d, heads) {
+        if hd * h != d {
+            keys.int("head_dim", Some(hd));
+        }
+    }
+    if let (Some(fraction), Some(hd)) =
+        (c.float(&["partial_rotary_factor", "rope_parameters.partial_rotary_factor"]), head_dim)
+    {
+        keys.int("rotary_dims", Some((fraction * hd as f64).round() as usize));
+    }
     if let Some(window) = c.int(&["sliding_window"]) {
         let layer_types = c.get(&["layer_types"]).and_then(Json::as_array);
         let value = match layer_types {
@@ -218,7 +232,9 @@ fn llama(c: Config) -> Result<Vec<(&'static str, Fill)>, String> {
 
 fn neox(c: Config) -> Result<Vec<(&'static str, Fill)>, String> {
     let (d, heads) = (c.int(&["hidden_size"]), c.int(&["num_attention_heads"]));
-    let fraction = c.float(&["partial_rotary_factor", "rotary_pct"]).unwrap_or(1.0);
+    let fraction = c
+        .float(&["partial_rotary_factor", "rotary_pct", "rope_parameters.partial_rotary_factor"])
+        .unwrap_or(0.25);
     let rotary = d.zip(heads).map(|(d, h)| (fraction * (d / h.max(1)) as f64).round() as usize);
     let mut keys = Keys::default();
     keys.int("vocab_size", c.int(&["vocab_size"]))
@@ -232,7 +248,10 @@ fn neox(c: Config) -> Result<Vec<(&'static str, Fill)>, String> {
         .float("norm_eps", c.float(&["layer_norm_eps"]).or(Some(1e-5)))
         .name("norm_placement", "pre")
         .name("positions", "rope")
-        .float("rope_theta", c.float(&["rope_theta", "rotary_emb_base"]).or(Some(10_000.0)))
+        .float(
+            "rope_theta",
+            c.float(&["rope_theta", "rotary_emb_base", "rope_parameters.rope_theta"]).or(Some(10_000.0)),
+        )
         .int("rotary_dims", rotary)
         .name("attention", "causal")
         .name("lm_head", lm_head(c, false));
@@ -306,8 +325,11 @@ fn t5(c: Config) -> Result<Vec<(&'static str, Fill)>, String> {
         .name("positions", "relative")
         .int("relative_buckets", c.int(&["relative_attention_num_buckets"]).or(Some(32)))
         .int("relative_max_distance", c.int(&["relative_attention_max_distance"]).or(Some(128)))
-        .int("decoder_start", c.int(&["decoder_start_token_id"]).or(Some(0)))
-        .name("lm_head", lm_head(c, true));
+        .int("decoder_start", c.int(&["decoder_start_token_id"]).or(Some(0)));
+    // transformers 5 says the tied head's rescale in `scale_decoder_outputs` (and always writes
+    // `tie_word_embeddings: true`); transformers 4 in `tie_word_embeddings`.
+    let tied = c.bool(&["scale_decoder_outputs", "tie_word_embeddings"]).unwrap_or(true);
+    keys.name("lm_head", if tied { "tied" } else { "untied" });
     // `head_dim` only when it is not `d_model / heads` (the preset's rule for an explicit one).
     if let (Some(d), Some(h), Some(kv)) = (d, heads, d_kv) {
         if h * kv != d {
