@@ -8,7 +8,8 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::Expr;
 
-use super::{AdditiveNode, Args, Interp, Node, Val};
+use super::call::Args;
+use super::{AdditiveNode, Interp, Node, Val};
 use crate::graph::{AdditiveKind, FieldKind, Layout};
 
 /// The longest source a location kernel may span (the preset's bound on `location_kernel`).
