@@ -199,3 +199,61 @@ fn a_malformed_index_is_a_format_error() {
         assert!(!reason.is_empty(), "{text}");
     }
 }
+
+/// A file of `names` (each `[2, 3]`) opened from memory.
+fn loader_of(names: &[&str]) -> WeightLoader {
+    let dir = TempDir::new(&format!("rename-{}", names.len()));
+    write_shard(&dir.0, "model.safetensors", names);
+    WeightLoader::open(dir.0.join("model.safetensors")).unwrap()
+}
+
+const VIT_5X: &[transformer_runtime::weights::Rename] = &[
+    transformer_runtime::weights::Rename::Segments { theirs: "layers", ours: "encoder.layer" },
+    transformer_runtime::weights::Rename::Segments {
+        theirs: "attention.q_proj",
+        ours: "attention.attention.query",
+    },
+];
+
+#[test]
+fn a_newer_generation_of_names_is_read_under_the_models_names() {
+    let mut weights =
+        loader_of(&["vit.layers.0.attention.q_proj.weight", "vit.layers.0.layernorm_before.weight"]);
+    weights.rename(VIT_5X);
+    assert_eq!(
+        weights.take("vit.encoder.layer.0.attention.attention.query.weight", &[2, 3]),
+        values("vit.layers.0.attention.q_proj.weight", 6)
+    );
+    // A problem about a renamed tensor names it as the file does.
+    let _ = weights.take("vit.encoder.layer.0.layernorm_before.weight", &[6]);
+    let message = weights.finish().unwrap_err().to_string();
+    assert!(
+        message.contains("`vit.layers.0.layernorm_before.weight`: expected shape [6], found [2, 3]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_tensor_under_both_generations_is_refused() {
+    let mut weights = loader_of(&[
+        "vit.layers.0.attention.q_proj.weight",
+        "vit.encoder.layer.0.attention.attention.query.weight",
+    ]);
+    weights.rename(VIT_5X);
+    let err = weights.finish().unwrap_err();
+    assert!(err.problems().iter().any(|p| matches!(p, WeightProblem::TwoNames { .. })), "{err}");
+}
+
+#[test]
+fn a_preferred_name_replaces_the_leftover() {
+    use transformer_runtime::weights::Rename;
+    let prefer = [Rename::Prefer { theirs: "lm_head.decoder.bias", ours: "lm_head.bias" }];
+    let mut v5 = loader_of(&["lm_head.decoder.bias", "lm_head.bias"]);
+    v5.rename(&prefer);
+    assert_eq!(v5.take("lm_head.bias", &[2, 3]), values("lm_head.decoder.bias", 6));
+    v5.finish().expect("the leftover is not reported");
+    let mut v4 = loader_of(&["lm_head.bias"]);
+    v4.rename(&prefer);
+    assert_eq!(v4.take("lm_head.bias", &[2, 3]), values("lm_head.bias", 6));
+    v4.finish().unwrap();
+}

@@ -17,6 +17,10 @@ pub enum WeightProblem {
     Unexpected { name: String },
     /// A NaN or infinite value, at this flat (row-major) index: the first offending one.
     NonFinite { name: String, index: usize },
+    /// The file has the tensor under two generations of names (see
+    /// [`WeightLoader::rename`](super::WeightLoader::rename)): `name` would be read as `other`,
+    /// which the file also has.
+    TwoNames { name: String, other: String },
 }
 
 impl WeightProblem {
@@ -27,7 +31,8 @@ impl WeightProblem {
             | WeightProblem::ShapeMismatch { name, .. }
             | WeightProblem::UnsupportedDtype { name, .. }
             | WeightProblem::Unexpected { name }
-            | WeightProblem::NonFinite { name, .. } => name,
+            | WeightProblem::NonFinite { name, .. }
+            | WeightProblem::TwoNames { name, .. } => name,
         }
     }
 }
@@ -50,6 +55,11 @@ impl fmt::Display for WeightProblem {
             WeightProblem::NonFinite { index, .. } => {
                 write!(f, "non-finite value (NaN or infinity) at flat index {index}")
             }
+            WeightProblem::TwoNames { other, .. } => write!(
+                f,
+                "the file also has `{}`, the same tensor under the other generation of names: a checkpoint uses one",
+                Escaped(other)
+            ),
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct WeightLoader {
     used: BTreeSet<String>,
     problems: Vec<WeightProblem>,
     allow_non_finite: bool,
+    /// Names read under another name ([`WeightLoader::rename`]): ours → the file's, for messages.
+    renamed: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for WeightLoader {
@@ -127,6 +129,7 @@ impl WeightLoader {
             used: BTreeSet::new(),
             problems: Vec::new(),
             allow_non_finite: false,
+            renamed: BTreeMap::new(),
         }
     }
 
@@ -140,6 +143,45 @@ impl WeightLoader {
         match header::parse(storage.bytes()) {
             Ok(tensors) => Ok(Self::from_shards(source, vec![storage], tensors)),
             Err(reason) => Err(WeightError::Format { path: source, reason }),
+        }
+    }
+
+    /// Reads a checkpoint saved with another generation of module names under the names the model
+    /// asks for (transformers 5 renamed ViT's `encoder.layer.{i}.attention.attention.query` to
+    /// `layers.{i}.attention.q_proj`). A file is one generation or the other: a tensor present
+    /// under both names is [`WeightProblem::TwoNames`]. Messages about a renamed tensor give the
+    /// file's name.
+    pub fn rename(&mut self, rules: &[Rename]) {
+        for rule in rules {
+            match *rule {
+                Rename::Segments { theirs, ours } => {
+                    let names: Vec<String> = self.tensors.keys().cloned().collect();
+                    for name in names {
+                        if let Some(to) = replace_segments(&name, theirs, ours) {
+                            self.move_tensor(&name, to);
+                        }
+                    }
+                }
+                Rename::Prefer { theirs, ours } => {
+                    if self.tensors.contains_key(theirs) {
+                        // The file's own `ours` is a leftover the model it came from never reads.
+                        self.tensors.remove(ours);
+                        self.move_tensor(theirs, ours.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn move_tensor(&mut self, from: &str, to: String) {
+        if self.tensors.contains_key(&to) {
+            record(&mut self.problems, WeightProblem::TwoNames { name: from.to_owned(), other: to });
+            return;
+        }
+        if let Some(entry) = self.tensors.remove(from) {
+            let original = self.renamed.remove(from).unwrap_or_else(|| from.to_owned());
+            self.renamed.insert(to.clone(), original);
+            self.tensors.insert(to, entry);
         }
     }
 
@@ -182,12 +224,12 @@ impl WeightLoader {
     /// them in the order they were found, followed by a [`WeightProblem::Unexpected`] for every
     /// tensor in the file never taken nor ignored (sorted by name).
     pub fn finish(self) -> Result<(), WeightError> {
-        let WeightLoader { source, tensors, used, mut problems, .. } = self;
+        let WeightLoader { source, tensors, used, mut problems, renamed, .. } = self;
         problems.extend(
             tensors
                 .into_keys()
                 .filter(|name| !used.contains(name))
-                .map(|name| WeightProblem::Unexpected { name }),
+                .map(|name| WeightProblem::Unexpected { name: renamed.get(&name).cloned().unwrap_or(name) }),
         );
         if problems.is_empty() {
             Ok(())
@@ -236,6 +278,7 @@ impl WeightLoader {
         if !self.used.contains(name) {
             self.used.insert(name.to_owned());
         }
+        let file_name = self.renamed.get(name).cloned().unwrap_or_else(|| name.to_owned());
 
         let mut ok = true;
         if entry.shape != shape {
@@ -243,7 +286,7 @@ impl WeightLoader {
             record(
                 &mut self.problems,
                 WeightProblem::ShapeMismatch {
-                    name: name.to_owned(),
+                    name: file_name.clone(),
                     expected: shape.to_vec(),
                     found: entry.shape.clone(),
                 },
@@ -254,7 +297,7 @@ impl WeightLoader {
             ok = false;
             record(
                 &mut self.problems,
-                WeightProblem::UnsupportedDtype { name: name.to_owned(), dtype: entry.dtype.to_string() },
+                WeightProblem::UnsupportedDtype { name: file_name.clone(), dtype: entry.dtype.to_string() },
             );
         }
         let (Some(format), true) = (format, ok) else {
@@ -275,12 +318,34 @@ impl WeightLoader {
 
         if !self.allow_non_finite {
             if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-                record(&mut self.problems, WeightProblem::NonFinite { name: name.to_owned(), index });
+                record(&mut self.problems, WeightProblem::NonFinite { name: file_name, index });
                 return Some(zeros(shape));
             }
         }
         Some(values)
     }
+}
+
+/// A rule of [`WeightLoader::rename`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rename {
+    /// A name with the dot-separated segments `theirs` (`"layers"`, `"attention.q_proj"`) is
+    /// read with `ours` there instead (`"encoder.layer"`, `"attention.attention.query"`).
+    Segments { theirs: &'static str, ours: &'static str },
+    /// When the file has the tensor `theirs`, it is the one the model reads as `ours`, and the
+    /// file's own `ours` is a leftover (the Reformer's head bias as transformers 5 saves it).
+    Prefer { theirs: &'static str, ours: &'static str },
+}
+
+/// `name` with its first run of segments equal to `theirs` replaced by `ours`, if it has one.
+fn replace_segments(name: &str, theirs: &str, ours: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let pattern: Vec<&str> = theirs.split('.').collect();
+    let at = parts.windows(pattern.len()).position(|w| w == pattern.as_slice())?;
+    let mut out: Vec<&str> = parts[..at].to_vec();
+    out.extend(ours.split('.'));
+    out.extend(&parts[at + pattern.len()..]);
+    Some(out.join("."))
 }
 
 /// Records `problem` unless the same one already is (a tied weight taken twice with the same
