@@ -13,8 +13,10 @@ tensor can be recognised by its bytes).
 transformers 5.x keeps new module names in memory (e.g. ViT's `vit.layers.{i}.attention.q_proj`)
 and `save_pretrained` by default writes the old (4.x) names back through its conversion
 mapping (`save_original_format=True`); with `save_original_format=False` -- and with any
-writer of `model.state_dict()` -- the new names reach the file. Both are dumped here:
-`default` and `native`.
+writer of `model.state_dict()` -- the new names reach the file. All three are dumped here:
+`default`, `native`, and `resaved` (the native directory loaded by from_pretrained and saved
+again with the defaults: the reverse mapping is the one recorded at load, empty for a file that
+already had the new names, so they stay).
 
     # 1. dump what each version writes (models saved under DIR/<version>/<case>/<how>/)
     .cache/venv/bin/python scripts/reference/naming_5x.py dump --dir /tmp/naming
@@ -132,7 +134,6 @@ def read_dir(d):
     return doc
 
 
-@__import__("functools").lru_cache(None)
 def _torch():
     import torch
     return torch
@@ -243,12 +244,14 @@ def cmd_dump(args):
         hows = {"default": {}}
         if int(v.split(".")[0]) >= 5:
             hows["native"] = {"save_original_format": False}
+            hows["resaved"] = {}  # the native directory loaded, then saved with the defaults
         for how, kw in hows.items():
             d = root / name / how
             d.mkdir(parents=True, exist_ok=True)
             for f in d.iterdir():
                 f.unlink()
-            model.save_pretrained(d, **kw)
+            source = cls.from_pretrained(root / name / "native") if how == "resaved" else model
+            source.save_pretrained(d, **kw)
             if family == "vit" and how == "default":
                 case["processor"] = save_vit_processor(d)
             case["saved"][how] = read_dir(d)
@@ -332,7 +335,7 @@ def cmd_diff(args):
         b = new["cases"][name]
         w(f"## {name} ({a['class']})\n")
         ta = a["saved"]["default"]["tensors"]
-        for how in ("default", "native"):
+        for how in ("default", "native", "resaved"):
             tb = b["saved"][how]["tensors"]
             same = (set(ta) == set(tb) and all(ta[k]["shape"] == tb[k]["shape"] for k in ta))
             w(f"- 5.x `{how}` file vs 4.57 file: " + ("same names and shapes" if same else "DIFFERENT"))
@@ -361,9 +364,9 @@ def cmd_diff(args):
                     dflt[k]['digest'] == tb[h]['digest'] for k in dflt)})
                 if extra:
                     w(f"  - native tensors with no byte-equal default tensor: {extra}")
-                only_old = sorted(set(ta) - set(tb))
-                only_new = sorted(set(tb) - set(ta))
-                w(f"  - only in 4.57: {len(only_old)}, only in 5.x {how}: {len(only_new)}")
+                only_old = sorted(dict.fromkeys(generalise(k) for k in set(ta) - set(tb)))
+                only_new = sorted(dict.fromkeys(generalise(k) for k in set(tb) - set(ta)))
+                w(f"  - only in 4.57: {only_old}; only in 5.x {how}: {only_new}")
                 for k in set(ta) & set(tb):
                     if ta[k]["shape"] != tb[k]["shape"]:
                         w(f"  - shape of `{k}`: {ta[k]['shape']} -> {tb[k]['shape']}")

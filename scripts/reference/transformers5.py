@@ -127,19 +127,22 @@ def _get(doc, path):
     return doc
 
 
-def record(model, out_dir, v4_dir, saved_by, doc, equal=(), close=(), extra=None):
+def record(model, out_dir, v4_dir, saved_by, doc, equal=(), close=(), extra=None, rename=None):
     """reference.json's account of a _v5 variant: how it was saved (`saved_by`), its
     tensors against the 4.57 fixture's (renamed by transformers' own mapping, all equal),
     which inputs and greedy tokens are the 4.57 reference's (`equal`: dotted paths into
-    reference.json) and how far its outputs are from the 4.57 reference's (`close`)."""
+    reference.json) and how far its outputs are from the 4.57 reference's (`close`).
+    `rename` (4.57 name -> 5.x name) overrides transformers' mapping; `extra` lists the
+    names only the 5.x file has, each with a note."""
     to_new = {old: new for new, old in checkpoint_names(model).items()}
+    rename = rename or (lambda k: to_new.get(k, k))
     v4_doc = json.loads((pathlib.Path(v4_dir) / "reference.json").read_text())
     out = {
         "saved_by": saved_by,
         "v4_fixture": {
             **compare_with_v4(pathlib.Path(out_dir) / "model.safetensors",
                               pathlib.Path(v4_dir) / "model.safetensors",
-                              lambda k: to_new.get(k, k), extra),
+                              rename, extra),
             "equal_to_v4_reference": {k: _get(doc, k) == _get(v4_doc, k) for k in equal},
             "max_abs_diff_vs_v4_reference": {k: max_abs_diff(_get(doc, k), _get(v4_doc, k))
                                              for k in close},
