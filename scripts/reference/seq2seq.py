@@ -41,7 +41,8 @@ Run through scripts/setup-reference.sh's venv:
 and, for the transformers 5.x variants t5_v5 and t5_tied_v5 (the same weights saved by
 transformers 5.x: tensor names unchanged; config.json says tie_word_embeddings=true for both and
 carries the new scale_decoder_outputs, false for t5's untied head, true for t5_tied; see
-transformers5.py and t5_head), through scripts/setup-reference5.sh's overlay:
+transformers5.py and t5_head) and t5_tied_unscaled_v5 (5.x only: a tied head without the
+rescale, see CONFIGS), through scripts/setup-reference5.sh's overlay:
     PYTHONPATH=.cache/reference5 .cache/venv/bin/python scripts/reference/seq2seq.py --transformers5
 Seeds are fixed in CONFIGS; --search-seeds N re-runs the seed search (prints the first seed in
 0..N-1 that satisfies the margin / diversity criteria) instead of writing fixtures.
@@ -100,6 +101,22 @@ T5_COMMON = dict(
 )
 
 CONFIGS = {
+    # transformers 5.x only (--transformers5): t5's config made into a new model by 5.x, which
+    # ties the head to `shared` whatever tie_word_embeddings says and, for
+    # tie_word_embeddings=false, turns the rescale off: a tied head WITHOUT the d_model^-0.5
+    # scale, a kind no 4.x T5 has (its file: no lm_head.weight, tie_word_embeddings true,
+    # scale_decoder_outputs false).
+    "t5_tied_unscaled": dict(
+        family="t5",
+        config=dict(T5_COMMON, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                    d_kv=12, d_ff=40, num_layers=2, num_decoder_layers=3),
+        v5_only=True,
+        tied=True,
+        gains=dict(emb=0.1, final_norm=10.0, self=2.5),  # t5_tied's (same reason)
+        seed=2,  # chosen by --search-seeds 40 --transformers5 (first seed meeting the criteria)
+        source_lengths=[27, 11], target_lengths=[6, 9],
+        special_ids=[0, 1, 2],
+    ),
     "t5": dict(
         family="t5",
         config=dict(T5_COMMON, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
@@ -347,7 +364,7 @@ def build_model(name, spec, seed):
     if family == "t5":
         model = T5ForConditionalGeneration._from_config(
             T5Config(**spec["config"]), attn_implementation="eager", torch_dtype=torch.float32)
-        if v5.MAJOR >= 5 and not spec["config"]["tie_word_embeddings"]:
+        if v5.MAJOR >= 5 and not spec["config"]["tie_word_embeddings"] and not spec.get("v5_only"):
             # transformers 5.x ties T5's lm_head to `shared` whatever the config says
             # (tie_word_embeddings=false now only turns the rescale off:
             # scale_decoder_outputs=false). A v1.1 checkpoint's own lm_head.weight unties it
@@ -1040,7 +1057,7 @@ def write_fixture(name, spec, out_root, threads, tf5=False):
         }
         notes = t5_notes(c, tensor_names)
         tied, _ = t5_head(c, tensor_names)
-        assert tied == spec["config"]["tie_word_embeddings"], "the head is as the spec says"
+        assert tied == spec.get("tied", spec["config"]["tie_word_embeddings"]), "the head is as the spec says"
     elif family == "bart":
         notes = bart_notes(c)
     else:
@@ -1177,7 +1194,10 @@ def write_fixture(name, spec, out_root, threads, tf5=False):
             "per_tensor": sensitivity,
         },
     }
-    if tf5:
+    if tf5 and spec.get("v5_only"):
+        doc.update({"saved_by": saved_by, "v4_fixture": None,
+                    "v5_only": "no 4.57 variant: transformers 4.x cannot make this model"})
+    elif tf5:
         doc.update(v5.record(model, out_dir, out_root / name, saved_by, doc,
                              equal=["sources", "decoder_inputs", "greedy", "batched_greedy.tokens"],
                              close=["encoder_hidden", "decoder_logits"]))
@@ -1226,7 +1246,11 @@ def main():
     transformers.logging.set_verbosity_error()
 
     # transformers 5.x changed T5's config (BART's names and numerics are 4.57's: no _v5).
-    names = args.only or (["t5", "t5_tied"] if args.transformers5 else list(CONFIGS))
+    v5_only = [n for n, spec in CONFIGS.items() if spec.get("v5_only")]
+    names = args.only or (["t5", "t5_tied", *v5_only] if args.transformers5
+                          else [n for n in CONFIGS if n not in v5_only])
+    if not args.transformers5 and set(names) & set(v5_only):
+        sys.exit(f"{sorted(set(names) & set(v5_only))}: transformers 5.x only (--transformers5)")
     for name in names:
         if args.search_seeds:
             search_seeds(name, CONFIGS[name], args.search_seeds)
