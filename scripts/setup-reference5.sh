@@ -34,14 +34,31 @@ if [ "$want" != "$have" ]; then
     echo "$want" > "$STAMP"
 fi
 
-# The overlay must win over the venv's 4.57 packages, and torch must be the venv's.
-PYTHONPATH="$TARGET" "$VENV/bin/python" - <<'PY'
+# The overlay must win over the venv's 4.57 packages, torch must be the venv's, and every
+# requirement of the overlay's packages must be met by the two together (--no-deps checks none).
+PYTHONPATH="$TARGET" "$VENV/bin/python" - "$TARGET" <<'PY'
 import importlib.metadata as md
+import sys
 import huggingface_hub, tokenizers, torch, transformers
+from packaging.requirements import Requirement
 assert transformers.__version__ == "5.25.0", transformers.__version__
 assert md.version("transformers") == "5.25.0", md.version("transformers")
 assert huggingface_hub.__version__ == "2.4.0", huggingface_hub.__version__
 assert "/.cache/venv/" in torch.__file__, torch.__file__
+unmet = []
+for dist in md.distributions(path=[sys.argv[1]]):
+    for spec in dist.requires or []:
+        req = Requirement(spec)
+        if req.marker and not req.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            have = md.version(req.name)
+        except md.PackageNotFoundError:
+            have = None
+        if have is None or not req.specifier.contains(have, prereleases=True):
+            unmet.append(f"{dist.metadata['Name']} needs {spec}, found {have}")
+if unmet:
+    sys.exit("reference5: unmet requirements (update requirements-5.txt):\n  " + "\n  ".join(unmet))
 print(f"reference5: transformers {transformers.__version__}, torch {torch.__version__} (from the venv)")
 PY
 
