@@ -35,6 +35,12 @@ match, so the notes are determined empirically, not copied from the source.
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/llama.py              # all configs
     .cache/venv/bin/python scripts/reference/llama.py --only mistral
+and, for the transformers 5.x variant llama_partial_v5 (the same weights saved by transformers
+5.x: tensor names unchanged, rope_theta under config.json's `rope_parameters`; llama_partial's
+theta 500000 is not the default, so a reader that misses the new key fails; see
+transformers5.py), through scripts/setup-reference5.sh's overlay:
+    PYTHONPATH=.cache/reference5 .cache/venv/bin/python scripts/reference/llama.py --transformers5
+(`--only NAME` writes NAME_v5 for any other config.)
 Seeds are fixed in CONFIGS; --search-seeds N re-runs the seed search (prints the first
 seed in 0..N-1 that satisfies the margin / diversity criteria) instead of writing fixtures.
 """
@@ -56,6 +62,8 @@ import numpy as np
 import safetensors
 import torch
 import transformers
+
+import transformers5 as v5
 from safetensors import safe_open
 from transformers import (LlamaConfig, LlamaForCausalLM, MinistralConfig, MinistralForCausalLM,
                           MistralConfig, MistralForCausalLM)
@@ -159,6 +167,13 @@ def make_prompts(spec, vocab_size):
         rng = np.random.default_rng(PROMPT_SEED + i)
         prompts.append([int(x) for x in rng.integers(FIRST_PROMPT_ID, vocab_size, size=n)])
     return prompts
+
+
+def rope_theta(cfg):
+    """`rope_theta` in transformers 4.x, under `rope_parameters` in 5.x."""
+    if hasattr(cfg, "rope_parameters"):
+        return cfg.rope_parameters["rope_theta"]
+    return cfg.rope_theta
 
 
 def make_config(spec, **overrides):
@@ -309,7 +324,7 @@ def numpy_forward(sd, cfg, ids, rope="rotate_half", window_rule="p-W<j<=p", laye
     def rms(x, w):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
-    inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, D, 2, dtype=np.float64) / D))  # [D/2]
+    inv_freq = 1.0 / (rope_theta(cfg) ** (np.arange(0, D, 2, dtype=np.float64) / D))  # [D/2]
     ang = np.arange(L, dtype=np.float64)[:, None] * inv_freq[None, :]               # [L, D/2]
     cos, sin = np.cos(ang), np.sin(ang)
 
@@ -390,7 +405,7 @@ def rope_notes(cfg):
         f"'default', attention_scaling 1.0), applied to q and k of every head after the "
         f"projections and before the scores (v is not rotated), over the WHOLE head_dim={d} "
         f"(no partial rotary). inv_freq[i] = 1 / rope_theta^(2i/{d}) for i in 0..{d // 2 - 1} "
-        f"(rope_theta={cfg.rope_theta:g}), computed in float32; angle = position * "
+        f"(rope_theta={rope_theta(cfg):g}), computed in float32; angle = position * "
         f"inv_freq[i]. rotate_half convention (NOT interleaved pairs): dim i pairs with dim "
         f"i+{d // 2}, i.e. for i < {d // 2}: out[i] = x[i]*cos(angle_i) - x[i+{d // 2}]*"
         f"sin(angle_i), out[i+{d // 2}] = x[i+{d // 2}]*cos(angle_i) + x[i]*sin(angle_i). "
@@ -398,16 +413,19 @@ def rope_notes(cfg):
     )
 
 
-def write_fixture(name, spec, out_root, threads):
+def write_fixture(name, spec, out_root, threads, tf5=False):
     seed = spec["seed"]
-    out_dir = out_root / name
+    out_dir = out_root / v5.variant(name, tf5)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     config_cls, model_cls = CLASSES[spec["cls"]]
 
     model = build_model(spec, seed)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    if tf5:
+        saved_by = v5.save(model, out_dir, native=False)  # no names changed
+    else:
+        model.save_pretrained(out_dir, safe_serialization=True)
 
     # Everything below is computed from what was written to disk, loaded the way a user
     # would load the directory.
@@ -593,7 +611,7 @@ def write_fixture(name, spec, out_root, threads):
             "intermediate_size": cfg.intermediate_size,
             "hidden_act": cfg.hidden_act,
             "max_position_embeddings": cfg.max_position_embeddings,
-            "rope_theta": cfg.rope_theta,
+            "rope_theta": rope_theta(cfg),
             "rope_scaling": getattr(cfg, "rope_scaling", None),
             "rms_norm_eps": cfg.rms_norm_eps,
             "tie_word_embeddings": cfg.tie_word_embeddings,
@@ -646,6 +664,10 @@ def write_fixture(name, spec, out_root, threads):
     }
     if window:
         doc["sliding_window"] = window
+    if tf5:
+        doc.update(v5.record(model, out_dir, out_root / name, saved_by, doc,
+                             equal=["prompts", "greedy", "batched_greedy.tokens"],
+                             close=["logits", "last_logits"]))
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     (out_dir / "reference.json").write_text(text + "\n", encoding="utf-8")
 
@@ -680,19 +702,21 @@ def main():
     ap.add_argument("--search-seeds", type=int, metavar="N", default=0,
                     help="instead of writing fixtures, try seeds 0..N-1 and print the first "
                          "acceptable one per config")
+    v5.add_flag(ap)
     args = ap.parse_args()
+    v5.require(args.transformers5)
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float32)
     transformers.logging.set_verbosity_error()
 
-    names = args.only or list(CONFIGS)
+    names = args.only or (["llama_partial"] if args.transformers5 else list(CONFIGS))
     for name in names:
         if args.search_seeds:
             search_seeds(name, CONFIGS[name], args.search_seeds)
         else:
-            write_fixture(name, CONFIGS[name], pathlib.Path(args.out), args.threads)
+            write_fixture(name, CONFIGS[name], pathlib.Path(args.out), args.threads, args.transformers5)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ match, so the notes are determined empirically, not copied from the source.
 
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/neox.py
+and, for tests/fixtures/neox/neox_v5 (the same weights saved by transformers 5.x with its new
+names: `lm_head.weight` for `embed_out.weight`; rotary settings under config.json's
+`rope_parameters`; see transformers5.py), through scripts/setup-reference5.sh's overlay:
+    PYTHONPATH=.cache/reference5 .cache/venv/bin/python scripts/reference/neox.py --transformers5
 The seed is fixed in SEED; --search-seeds N re-runs the seed search (prints the first seed in
 0..N-1 that satisfies the margin / diversity criteria) instead of writing the fixture.
 """
@@ -54,6 +58,8 @@ import transformers
 from safetensors import safe_open
 from safetensors.numpy import save_file as np_save_file
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+import transformers5 as v5
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "neox"
@@ -116,6 +122,27 @@ def sha256(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
+def rotary_pct(cfg):
+    """The rotary fraction: `rotary_pct` in transformers 4.x, `rope_parameters` in 5.x."""
+    if hasattr(cfg, "rope_parameters"):
+        return cfg.rope_parameters["partial_rotary_factor"]
+    return cfg.rotary_pct
+
+
+def rotary_base(cfg):
+    """The rotary base: `rotary_emb_base` in transformers 4.x, `rope_parameters` in 5.x."""
+    if hasattr(cfg, "rope_parameters"):
+        return cfg.rope_parameters["rope_theta"]
+    return cfg.rotary_emb_base
+
+
+def as_v4_names(model, tensors):
+    """A {name: tensor} of `model`'s (file or state_dict) under the 4.x checkpoint names the
+    numpy forward and the notes use (transformers 5.x: lm_head.weight -> embed_out.weight)."""
+    names = v5.checkpoint_names(model)
+    return {names.get(k, k): v for k, v in tensors.items()}
+
+
 def make_prompts(vocab_size):
     prompts = []
     for i, n in enumerate(PROMPT_LENGTHS):
@@ -135,8 +162,12 @@ def init_weights(model, seed):
     """
     gen = torch.Generator().manual_seed(seed)
     emb = model.gpt_neox.embed_in.weight
-    assert model.embed_out.weight.data_ptr() != emb.data_ptr(), "head must be untied"
-    for name, p in sorted(model.named_parameters(remove_duplicate=False), key=lambda t: t[0]):
+    assert model.get_output_embeddings().weight.data_ptr() != emb.data_ptr(), "head must be untied"
+    # Drawn in the order of, and by the rule for, the 4.x checkpoint names (transformers 5.x
+    # calls embed_out lm_head in memory; the weights stay the 4.57 fixture's).
+    names = v5.checkpoint_names(model)
+    params = [(names[n], p) for n, p in model.named_parameters(remove_duplicate=False)]
+    for name, p in sorted(params, key=lambda t: t[0]):
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
         if p is emb:
             val = noise * EMBED_STD
@@ -243,7 +274,7 @@ def evaluate(model, prompts, check_no_cache=False):
 def f32_drift(model, prompts):
     """max |float32 HF logits - float64 numpy logits| over the prompts (how far any float32
     implementation may be expected to land from the exact result)."""
-    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    sd = as_v4_names(model, {k: v.numpy() for k, v in model.state_dict().items()})
     return max(float(np.abs(model(torch.tensor([ids])).logits[0].double().numpy()
                             - numpy_forward(sd, model.config, ids)).max()) for ids in prompts)
 
@@ -266,8 +297,8 @@ def rotary_plan(cfg, rotary):
     """(first rotated dim, number of rotated dims, pairing, inverse frequencies [n/2])."""
     H, C = cfg.num_attention_heads, cfg.hidden_size
     D = C // H
-    R = int(D * cfg.rotary_pct)
-    base = float(cfg.rotary_emb_base)
+    R = int(D * rotary_pct(cfg))
+    base = float(rotary_base(cfg))
 
     def inv(n, denom):
         return base ** (-2.0 * np.arange(n // 2, dtype=np.float64) / denom)
@@ -398,11 +429,11 @@ def hf_float64_diff(out_dir, check_seqs):
     m64 = GPTNeoXForCausalLM.from_pretrained(out_dir, attn_implementation="eager",
                                              torch_dtype=torch.float64).eval()
     with safe_open(str(out_dir / "model.safetensors"), framework="np") as f:
-        sd = {k: f.get_tensor(k) for k in f.keys()}
+        sd = as_v4_names(m64, {k: f.get_tensor(k) for k in f.keys()})
     cfg = m64.config
     rot = m64.gpt_neox.rotary_emb
-    R = int(cfg.hidden_size // cfg.num_attention_heads * cfg.rotary_pct)
-    inv64 = 1.0 / (float(cfg.rotary_emb_base)
+    R = int(cfg.hidden_size // cfg.num_attention_heads * rotary_pct(cfg))
+    inv64 = 1.0 / (float(rotary_base(cfg))
                    ** (torch.arange(0, R, 2, dtype=torch.float64) / R))
 
     def rot64(x, position_ids):
@@ -448,15 +479,18 @@ def search_seeds(max_seed):
     return None
 
 
-def write_fixture(out_root, threads):
+def write_fixture(out_root, threads, tf5=False):
     seed = SEED
-    out_dir = out_root / NAME
+    out_dir = out_root / v5.variant(NAME, tf5)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
 
     model = build_model(seed)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    if tf5:
+        saved_by = v5.save(model, out_dir, native=True)
+    else:
+        model.save_pretrained(out_dir, safe_serialization=True)
 
     # Everything below is computed from what was written to disk, loaded the way a user
     # would load the directory.
@@ -470,7 +504,7 @@ def write_fixture(out_root, threads):
     cfg = model.config
     H, C = cfg.num_attention_heads, cfg.hidden_size
     D = C // H
-    R = int(D * cfg.rotary_pct)
+    R = int(D * rotary_pct(cfg))
     assert model.gpt_neox.layers[0].attention.rotary_ndims == R == 8
 
     with safe_open(str(out_dir / "model.safetensors"), framework="np") as f:
@@ -479,8 +513,9 @@ def write_fixture(out_root, threads):
         tensor_dtypes = sorted({str(f.get_slice(k).get_dtype()) for k in tensor_names})
         st_meta = f.metadata()
         sd_np = {k: f.get_tensor(k) for k in tensor_names}
-    assert "embed_out.weight" in sd_np and not any("inv_freq" in k for k in sd_np)
     assert sorted(sd_np) == sorted(model.state_dict()), "state_dict == saved tensors"
+    sd_np = as_v4_names(model, sd_np)  # what numpy_forward and the notes call them
+    assert "embed_out.weight" in sd_np and not any("inv_freq" in k for k in sd_np)
     buffers = {n: list(b.shape) for n, b in model.named_buffers()}
     config_json = json.loads((out_dir / "config.json").read_text())
 
@@ -663,7 +698,7 @@ def write_fixture(out_root, threads):
                        for b in range(len(prompts))]
 
     inv_freq = [float(x) for x in inv_freq_hf]
-    inv_freq64 = [float(cfg.rotary_emb_base ** (-2.0 * i / R)) for i in range(R // 2)]
+    inv_freq64 = [float(rotary_base(cfg) ** (-2.0 * i / R)) for i in range(R // 2)]
     qkv_rows = {f"r={h * 3 * D + c * D}..{h * 3 * D + c * D + D - 1}": f"{part} head {h}"
                 for h in range(H) for c, part in enumerate("qkv")}
     lp_pos = [[int(v) for v in row] for row in b_pos.tolist()]
@@ -706,7 +741,7 @@ def write_fixture(out_root, threads):
             "attention.dense."),
         "fused_qkv_rows": qkv_rows,
         "rotary": (
-            f"rotary_ndims = int(head_dim * rotary_pct) = int({D} * {cfg.rotary_pct}) = {R}. "
+            f"rotary_ndims = int(head_dim * rotary_pct) = int({D} * {rotary_pct(cfg)}) = {R}. "
             f"Within EACH head (after splitting q and k out of the fused output, before the "
             f"scores), only the FIRST {R} dims d = 0..{R - 1} are rotated; dims "
             f"{R}..{D - 1} pass through unchanged. v is never rotated. Pairing is "
@@ -714,7 +749,7 @@ def write_fixture(out_root, threads):
             f"interleaved): dim d is paired with dim d + {R // 2} for d = 0..{R // 2 - 1}, "
             f"with angle theta_d(p) = p * inv_freq[d]: x'[d] = x[d] cos - x[d+{R // 2}] sin, "
             f"x'[d+{R // 2}] = x[d+{R // 2}] cos + x[d] sin. inv_freq[i] = base^(-2i / "
-            f"rotary_ndims) = {cfg.rotary_emb_base}^(-2i/{R}), i = 0..{R // 2 - 1} "
+            f"rotary_ndims) = {rotary_base(cfg)}^(-2i/{R}), i = 0..{R // 2 - 1} "
             f"(denominator rotary_ndims={R}, NOT head_dim={D}): float64 {inv_freq64}; HF "
             f"computes them in float32 as 1 / base^(arange(0, {R}, 2) / {R}) = {inv_freq}. "
             "Applied to q and k of every layer with the same cos/sin; scores = q'.k' / "
@@ -814,8 +849,8 @@ def write_fixture(out_root, threads):
             "num_attention_heads": H,
             "head_dim": D,
             "rotary_ndims": R,
-            "rotary_pct": cfg.rotary_pct,
-            "rotary_emb_base": cfg.rotary_emb_base,
+            "rotary_pct": rotary_pct(cfg),
+            "rotary_emb_base": rotary_base(cfg),
             "max_position_embeddings": cfg.max_position_embeddings,
             "intermediate_size": cfg.intermediate_size,
             "hidden_act": cfg.hidden_act,
@@ -884,6 +919,11 @@ def write_fixture(out_root, threads):
             "first_step_max_abs_diff_vs_alone_last_logits": first_step_diff,
         },
     }
+    if tf5:
+        doc["names_in_notes"] = "4.x checkpoint names (embed_out.weight); this file's: v4_fixture.renamed"
+        doc.update(v5.record(model, out_dir, out_root / NAME, saved_by, doc,
+                             equal=["prompts", "greedy", "batched_greedy.tokens"],
+                             close=["logits", "last_logits"]))
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     (out_dir / "reference.json").write_text(text + "\n", encoding="utf-8")
 
@@ -920,7 +960,9 @@ def main():
     ap.add_argument("--search-seeds", type=int, metavar="N", default=0,
                     help="instead of writing the fixture, try seeds 0..N-1 and print the "
                          "first acceptable one")
+    v5.add_flag(ap)
     args = ap.parse_args()
+    v5.require(args.transformers5)
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
@@ -930,7 +972,7 @@ def main():
     if args.search_seeds:
         search_seeds(args.search_seeds)
     else:
-        write_fixture(pathlib.Path(args.out), args.threads)
+        write_fixture(pathlib.Path(args.out), args.threads, args.transformers5)
 
 
 if __name__ == "__main__":

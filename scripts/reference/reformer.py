@@ -59,6 +59,11 @@ every LSH layer, the same for every input. Self-checks (all asserted):
 
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/reformer.py
+and, for tests/fixtures/reformer/bidirectional_v5 (the same weights saved by transformers 5.x,
+whose LM head applies its own lm_head.decoder.bias, saved beside a now unused lm_head.bias; its
+case `full` only, to stay small; see transformers5.py), through scripts/setup-reference5.sh's
+overlay:
+    PYTHONPATH=.cache/reference5 .cache/venv/bin/python scripts/reference/reformer.py --transformers5
 --search-seeds N tries seeds 0..N-1 and prints the first that meets the criteria.
 """
 import os
@@ -85,6 +90,8 @@ from safetensors.torch import save_file
 from scipy.special import erf
 from transformers import ReformerConfig, ReformerForMaskedLM, ReformerModelWithLMHead
 from transformers.models.reformer import modeling_reformer
+
+import transformers5 as v5
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "reformer"
@@ -175,6 +182,12 @@ VARIANTS = {
 }
 
 
+# The transformers 5.x variant (--transformers5): the head's bias is what changed, the same in
+# both heads; the smaller model, and one case, keep the fixture under 1 MB.
+V5_VARIANTS = ("bidirectional",)
+V5_CASES = ("full",)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def f32_json(a):
@@ -222,11 +235,18 @@ def init_weights(model, seed):
     N(0, 0.5), Linear weights N(0, 1/sqrt(fan_in)) except the LM head's decoder N(0,
     2/sqrt(fan_in)). Parameters are drawn in sorted-name order from one torch.Generator(seed);
     the LM head's bias is one parameter under two names (lm_head.bias, lm_head.decoder.bias),
-    drawn once."""
+    drawn once.
+
+    transformers 5.x made them two parameters, and its head adds lm_head.decoder.bias only:
+    the value drawn for lm_head.bias (4.x's order, so every weight is the 4.57 fixture's) goes
+    to lm_head.decoder.bias, and lm_head.bias keeps HF's zeros, as in any 5.x model (nothing
+    reads or trains it)."""
     gen = torch.Generator().manual_seed(seed)
     seen = set()
+    head = model.lm_head
+    split = head.decoder.bias is not head.bias  # transformers 5.x
     for name, p in sorted(model.named_parameters(remove_duplicate=False), key=lambda t: t[0]):
-        if id(p) in seen:
+        if id(p) in seen or (split and name == "lm_head.decoder.bias"):
             continue
         seen.add(id(p))
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
@@ -245,6 +265,9 @@ def init_weights(model, seed):
         else:
             raise AssertionError(f"unexpected parameter {name}")
         p.copy_(val)
+    if split:
+        head.decoder.bias.copy_(head.bias)
+        head.bias.zero_()
 
 
 def build_model(variant, seed):
@@ -523,7 +546,8 @@ def numpy_forward(sd, cfg, ids, mask, rotations, hashing="raw", rescale=False, s
         y2 = y2 + f
     cat = np.concatenate([y1, y2] if concat == "attn_first" else [y2, y1], -1)
     out = ln(cat, "reformer.encoder.layer_norm")
-    return out @ g["lm_head.decoder.weight"].T + g["lm_head.bias"], all_buckets
+    # The bias the head adds: 4.x's one parameter (both names), 5.x's decoder.bias.
+    return out @ g["lm_head.decoder.weight"].T + g["lm_head.decoder.bias"], all_buckets
 
 
 def numpy_case(sd, cfg, case, rotations, **alt):
@@ -727,7 +751,13 @@ def notes(cfg, variant):
         "lm_head": (
             "logits = h @ lm_head.decoder.weight^T + lm_head.bias, decoder.weight [vocab, 2*hidden] "
             "(never tied to the word embeddings: widths differ). lm_head.decoder.bias is the same "
-            "parameter as lm_head.bias; save_pretrained stores it once, as lm_head.bias."),
+            "parameter as lm_head.bias; save_pretrained stores it once, as lm_head.bias."
+            if v5.MAJOR < 5 else
+            "logits = h @ lm_head.decoder.weight^T + lm_head.decoder.bias, decoder.weight "
+            "[vocab, 2*hidden] (never tied to the word embeddings: widths differ). transformers "
+            "5.x: lm_head.decoder.bias is a parameter of its own, saved as such; lm_head.bias is "
+            "saved too but read by nothing (zeros here, as HF initialises it). A 4.x file has "
+            "lm_head.bias only: 5.x loads it with lm_head.decoder.bias missing (re-initialised)."),
         "embeddings": (
             "h0 = word_embeddings[id] + axial(position), position = index in the (padded) sequence "
             "0..S-1. Axial (axial_pos_shape [s0, s1] = [8, 8], dims [16, 48]): weights.0 is [s0, 1, 16], "
@@ -804,18 +834,23 @@ def notes(cfg, variant):
     }
 
 
-def write_fixture(out_root, threads):
+def write_fixture(out_root, threads, tf5=False):
     out_root.mkdir(parents=True, exist_ok=True)
     for variant, spec in VARIANTS.items():
+        if tf5 and variant not in V5_VARIANTS:
+            continue
         seed = spec["seed"]
         res = evaluate(variant, seed)
         assert acceptable(res), (variant, res["margin"], res["drift"])
         model, cfg = res["model"], res["cfg"]
-        out_dir = out_root / variant
+        out_dir = out_root / v5.variant(variant, tf5)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            if tf5:
+                saved_by = v5.save(model, tmp, native=False)  # no names changed
+            else:
+                model.save_pretrained(tmp, safe_serialization=True)
             out_dir.mkdir(parents=True)
             for name in ("config.json", "model.safetensors"):
                 shutil.copy(pathlib.Path(tmp) / name, out_dir / name)
@@ -878,6 +913,20 @@ def write_fixture(out_root, threads):
                                           "tensors": rot_shapes},
             },
         }
+        if tf5:
+            with safe_open(out_dir / "model.safetensors", "pt") as f:
+                assert not f.get_tensor("lm_head.bias").any(), "5.x's unused lm_head.bias: zeros"
+            doc.update(v5.record(
+                model, out_dir, out_root / variant, saved_by, doc,
+                equal=[f"cases.{i}.input_ids" for i in range(len(cases))],
+                close=[f"cases.{i}.logits" for i in range(len(cases))],
+                rename=lambda k: "lm_head.decoder.bias" if k == "lm_head.bias" else k,
+                extra={"lm_head.bias": "zeros: transformers 5.x saves it but its head adds "
+                                       "lm_head.decoder.bias (the 4.57 file's lm_head.bias)"}))
+            rot4 = v5.read_tensors(out_root / variant / "rotations.safetensors")
+            rot5 = v5.read_tensors(out_dir / "rotations.safetensors")
+            assert rot4.keys() == rot5.keys() and all(torch.equal(rot4[k], rot5[k]) for k in rot4)
+            doc["v4_fixture"]["rotations_equal"] = True
         (out_dir / "reference.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
         for f in out_dir.iterdir():
             f.chmod(0o644)  # save_pretrained / save_file in a temp dir leave 0600
@@ -897,14 +946,19 @@ def main():
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--search-seeds", type=int, metavar="N", default=0)
+    v5.add_flag(ap)
     args = ap.parse_args()
+    v5.require(args.transformers5)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
+    if args.transformers5:
+        for name in V5_VARIANTS:
+            VARIANTS[name]["cases"] = [c for c in VARIANTS[name]["cases"] if c[0] in V5_CASES]
     if args.search_seeds:
         search_seeds(args.search_seeds)
     else:
-        write_fixture(pathlib.Path(args.out), args.threads)
+        write_fixture(pathlib.Path(args.out), args.threads, args.transformers5)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,12 @@ from the conventions stated in reference.json `notes`.
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/seq2seq.py                 # all configs
     .cache/venv/bin/python scripts/reference/seq2seq.py --only bart
+and, for the transformers 5.x variants t5_v5 and t5_tied_v5 (the same weights saved by
+transformers 5.x: tensor names unchanged; config.json says tie_word_embeddings=true for both and
+carries the new scale_decoder_outputs, false for t5's untied head, true for t5_tied; see
+transformers5.py and t5_head) and t5_tied_unscaled_v5 (5.x only: a tied head without the
+rescale, see CONFIGS), through scripts/setup-reference5.sh's overlay:
+    PYTHONPATH=.cache/reference5 .cache/venv/bin/python scripts/reference/seq2seq.py --transformers5
 Seeds are fixed in CONFIGS; --search-seeds N re-runs the seed search (prints the first seed in
 0..N-1 that satisfies the margin / diversity criteria) instead of writing fixtures.
 """
@@ -68,6 +74,8 @@ from transformers import (BartConfig, BartForConditionalGeneration, DynamicCache
                           T5ForConditionalGeneration)
 from transformers.models.t5.modeling_t5 import T5Attention
 
+import transformers5 as v5
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "seq2seq"
 
@@ -93,6 +101,22 @@ T5_COMMON = dict(
 )
 
 CONFIGS = {
+    # transformers 5.x only (--transformers5): t5's config made into a new model by 5.x, which
+    # ties the head to `shared` whatever tie_word_embeddings says and, for
+    # tie_word_embeddings=false, turns the rescale off: a tied head WITHOUT the d_model^-0.5
+    # scale, a kind no 4.x T5 has (its file: no lm_head.weight, tie_word_embeddings true,
+    # scale_decoder_outputs false).
+    "t5_tied_unscaled": dict(
+        family="t5",
+        config=dict(T5_COMMON, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                    d_kv=12, d_ff=40, num_layers=2, num_decoder_layers=3),
+        v5_only=True,
+        tied=True,
+        gains=dict(emb=0.1, final_norm=10.0, self=2.5),  # t5_tied's (same reason)
+        seed=2,  # chosen by --search-seeds 40 --transformers5 (first seed meeting the criteria)
+        source_lengths=[27, 11], target_lengths=[6, 9],
+        special_ids=[0, 1, 2],
+    ),
     "t5": dict(
         family="t5",
         config=dict(T5_COMMON, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
@@ -340,6 +364,13 @@ def build_model(name, spec, seed):
     if family == "t5":
         model = T5ForConditionalGeneration._from_config(
             T5Config(**spec["config"]), attn_implementation="eager", torch_dtype=torch.float32)
+        if v5.MAJOR >= 5 and not spec["config"]["tie_word_embeddings"] and not spec.get("v5_only"):
+            # transformers 5.x ties T5's lm_head to `shared` whatever the config says
+            # (tie_word_embeddings=false now only turns the rescale off:
+            # scale_decoder_outputs=false). A v1.1 checkpoint's own lm_head.weight unties it
+            # again in from_pretrained; do the same, so the weights are the 4.57 fixture's.
+            model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+            model.all_tied_weights_keys.pop("lm_head.weight")
     elif family == "bart":
         model = BartForConditionalGeneration._from_config(
             BartConfig(**spec["config"]), attn_implementation="eager", torch_dtype=torch.float32)
@@ -571,11 +602,26 @@ def numpy_t5(g, c, src, tgt):
         y = y + attn(rms(y, g[p + "1.layer_norm.weight"]), enc, p + "1.EncDecAttention.", 0.0)
         y = y + ff(rms(y, g[p + "2.layer_norm.weight"]), p + "2.DenseReluDense.")
     y = rms(y, g["decoder.final_layer_norm.weight"])
-    if c["tie_word_embeddings"]:
-        logits = (y * c["d_model"] ** -0.5) @ E.T
-    else:
-        logits = y @ g["lm_head.weight"].T
+    tied, scaled = t5_head(c, g)
+    if scaled:
+        y = y * c["d_model"] ** -0.5
+    logits = y @ (E if tied else g["lm_head.weight"]).T
     return enc, logits
+
+
+def t5_head(c, tensors):
+    """(tied, scaled) of a T5 checkpoint: is the head the shared embedding, and is the decoder
+    output scaled by d_model^-0.5 before it. transformers 4.x: both are tie_word_embeddings.
+    transformers 5.x writes tie_word_embeddings=true always; the head is tied when the file has
+    no lm_head.weight (from_pretrained keeps a present one that differs from shared), and the
+    scale is the new scale_decoder_outputs (absent: tie_word_embeddings != false)."""
+    tied = "lm_head.weight" not in tensors
+    scaled = c.get("scale_decoder_outputs")
+    if scaled is None:
+        scaled = c["tie_word_embeddings"] is not False
+    if "scale_decoder_outputs" not in c:  # 4.x: the one flag says both
+        assert tied == scaled == c["tie_word_embeddings"], (tied, scaled, c["tie_word_embeddings"])
+    return tied, scaled
 
 
 def numpy_bart(g, c, src, tgt):
@@ -674,8 +720,9 @@ NUMPY_FORWARD = {"t5": numpy_t5, "bart": numpy_bart, "transformer": numpy_transf
 
 # ----------------------------------------------------------------------------- notes
 
-def t5_notes(c):
+def t5_notes(c, tensor_names):
     H, dk, d = c["num_heads"], c["d_kv"], c["d_model"]
+    tied, scaled = t5_head(c, tensor_names)
     gated = c["feed_forward_proj"].startswith("gated")
     nb, md = c["relative_attention_num_buckets"], c["relative_attention_max_distance"]
     ff = ("gated: DenseReluDense.wo(gelu_new(DenseReluDense.wi_0(h)) * DenseReluDense.wi_1(h)); "
@@ -718,16 +765,23 @@ def t5_notes(c):
                            "`relative_buckets` (an independent float64 implementation agrees "
                            "for every entry).",
         "feed_forward": ff,
-        "lm_head": ("tie_word_embeddings=true: logits = (y * d_model^-0.5) @ shared.weight^T "
-                    f"(scale {d}^-0.5 applied to the decoder output after "
-                    "decoder.final_layer_norm); lm_head.weight is NOT in model.safetensors"
-                    if c["tie_word_embeddings"] else
-                    "tie_word_embeddings=false: logits = y @ lm_head.weight^T, NO d_model^-0.5 "
-                    "scaling"),
+        "lm_head": (("tie_word_embeddings=true: logits = (y * d_model^-0.5) @ shared.weight^T "
+                     f"(scale {d}^-0.5 applied to the decoder output after "
+                     "decoder.final_layer_norm); lm_head.weight is NOT in model.safetensors"
+                     if tied else
+                     "tie_word_embeddings=false: logits = y @ lm_head.weight^T, NO d_model^-0.5 "
+                     "scaling")
+                    if "scale_decoder_outputs" not in c else
+                    (f"transformers 5.x config: tie_word_embeddings={c['tie_word_embeddings']}, "
+                     f"scale_decoder_outputs={c['scale_decoder_outputs']}; logits = "
+                     + (f"(y * {d}^-0.5)" if scaled else "y (NOT scaled)")
+                     + (" @ shared.weight^T (lm_head.weight is NOT in model.safetensors)" if tied
+                        else " @ lm_head.weight^T (lm_head.weight is in model.safetensors and "
+                             "differs from shared.weight: 5.x's from_pretrained then leaves them "
+                             "untied although tie_word_embeddings is true)"))),
         "tying": "shared.weight is the one token embedding: encoder.embed_tokens and "
                  "decoder.embed_tokens are the same tensor and are not in the file"
-                 + ("; lm_head too" if c["tie_word_embeddings"] else
-                    "; lm_head.weight is separate"),
+                 + ("; lm_head too" if tied else "; lm_head.weight is separate"),
         "decoder_start": f"decoder_start_token_id = pad = {c['decoder_start_token_id']}; "
                          f"eos = {c['eos_token_id']} (disabled during generation).",
         "masks": "alone: no padding. batched: right padding with pad id 0 and attention_mask; "
@@ -855,6 +909,8 @@ def hf_config_dict(cfg, family):
                 "relative_attention_num_buckets", "relative_attention_max_distance",
                 "layer_norm_epsilon", "tie_word_embeddings", "decoder_start_token_id",
                 "pad_token_id", "eos_token_id", "dropout_rate"]
+        if hasattr(cfg, "scale_decoder_outputs"):  # transformers 5.x
+            keys.append("scale_decoder_outputs")
     else:
         keys = ["model_type", "vocab_size", "d_model", "encoder_layers", "decoder_layers",
                 "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim",
@@ -865,9 +921,9 @@ def hf_config_dict(cfg, family):
     return {k: getattr(cfg, k, None) for k in keys}
 
 
-def write_fixture(name, spec, out_root, threads):
+def write_fixture(name, spec, out_root, threads, tf5=False):
     seed, family = spec["seed"], spec["family"]
-    out_dir = out_root / name
+    out_dir = out_root / v5.variant(name, tf5)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -886,7 +942,10 @@ def write_fixture(name, spec, out_root, threads):
         # Save the generation config HF derives from the model config (as a real checkpoint
         # has it, eos included); eos / forced tokens are disabled only at generate time.
         model.generation_config = GenerationConfig.from_model_config(model.config)
-        model.save_pretrained(out_dir, safe_serialization=True)
+        if tf5:
+            saved_by = v5.save(model, out_dir, native=False)  # no names changed
+        else:
+            model.save_pretrained(out_dir, safe_serialization=True)
         cls = type(model)
         loaded = cls.from_pretrained(out_dir, attn_implementation="eager",
                                      torch_dtype=torch.float32).eval()
@@ -996,11 +1055,9 @@ def write_fixture(name, spec, out_root, threads):
             "bidirectional": bi,
             "unidirectional": uni,
         }
-        notes = t5_notes(c)
-        if not c["tie_word_embeddings"]:
-            assert "lm_head.weight" in tensor_names
-        else:
-            assert "lm_head.weight" not in tensor_names
+        notes = t5_notes(c, tensor_names)
+        tied, _ = t5_head(c, tensor_names)
+        assert tied == spec.get("tied", spec["config"]["tie_word_embeddings"]), "the head is as the spec says"
     elif family == "bart":
         notes = bart_notes(c)
     else:
@@ -1137,6 +1194,13 @@ def write_fixture(name, spec, out_root, threads):
             "per_tensor": sensitivity,
         },
     }
+    if tf5 and spec.get("v5_only"):
+        doc.update({"saved_by": saved_by, "v4_fixture": None,
+                    "v5_only": "no 4.57 variant: transformers 4.x cannot make this model"})
+    elif tf5:
+        doc.update(v5.record(model, out_dir, out_root / name, saved_by, doc,
+                             equal=["sources", "decoder_inputs", "greedy", "batched_greedy.tokens"],
+                             close=["encoder_hidden", "decoder_logits"]))
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     (out_dir / "reference.json").write_text(text + "\n", encoding="utf-8")
 
@@ -1172,19 +1236,26 @@ def main():
     ap.add_argument("--search-seeds", type=int, metavar="N", default=0,
                     help="instead of writing fixtures, try seeds 0..N-1 and print the first "
                          "acceptable one per config")
+    v5.add_flag(ap)
     args = ap.parse_args()
+    v5.require(args.transformers5)
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float32)
     transformers.logging.set_verbosity_error()
 
-    names = args.only or list(CONFIGS)
+    # transformers 5.x changed T5's config (BART's names and numerics are 4.57's: no _v5).
+    v5_only = [n for n, spec in CONFIGS.items() if spec.get("v5_only")]
+    names = args.only or (["t5", "t5_tied", *v5_only] if args.transformers5
+                          else [n for n in CONFIGS if n not in v5_only])
+    if not args.transformers5 and set(names) & set(v5_only):
+        sys.exit(f"{sorted(set(names) & set(v5_only))}: transformers 5.x only (--transformers5)")
     for name in names:
         if args.search_seeds:
             search_seeds(name, CONFIGS[name], args.search_seeds)
         else:
-            write_fixture(name, CONFIGS[name], pathlib.Path(args.out), args.threads)
+            write_fixture(name, CONFIGS[name], pathlib.Path(args.out), args.threads, args.transformers5)
 
 
 if __name__ == "__main__":

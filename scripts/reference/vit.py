@@ -46,10 +46,18 @@ pixel_values -- verified bit-exactly by this script against a numpy re-implement
   4. normalize: (x - float32(mean[c])) / float32(std[c]) in float32 (a true division).
   5. transpose HWC -> CHW, stack into [N][3][S][S] float32.
 
+    tests/fixtures/vit/<name>_v5/       the same model (config, seed, weights) saved by transformers
+                                        5.x with its new module names (`vit.layers.{i}.attention.q_proj`,
+                                        `mlp.fc1`, ...: save_pretrained(dir, save_original_format=False)),
+                                        reference.json and preprocess.json computed by 5.x (--transformers5;
+                                        see transformers5.py)
+
 Run through scripts/setup-reference.sh's venv:
     .cache/venv/bin/python scripts/reference/vit.py            # all configs
     .cache/venv/bin/python scripts/reference/vit.py --only odd
     .cache/venv/bin/python scripts/reference/vit.py --only mean
+and, for the transformers 5.x variants (small_v5, odd_v5), through scripts/setup-reference5.sh's overlay:
+    PYTHONPATH=.cache/reference5 .cache/venv/bin/python scripts/reference/vit.py --transformers5
 """
 import os
 
@@ -74,6 +82,8 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from transformers import AutoImageProcessor, ViTConfig, ViTForImageClassification, ViTImageProcessor
 from transformers.image_utils import PILImageResampling
+
+import transformers5 as v5
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "tests" / "fixtures" / "vit"
@@ -373,7 +383,10 @@ def init_weights(model, seed):
     """
     r = model.config.initializer_range
     gen = torch.Generator().manual_seed(seed)
-    for name, p in sorted(model.named_parameters(), key=lambda t: t[0]):
+    # Drawn in the order of, and by the rule for, the 4.x checkpoint names (transformers 5.x
+    # names the modules differently in memory; the weights stay the 4.57 fixture's).
+    names = v5.checkpoint_names(model)
+    for name, p in sorted(((names[n], p) for n, p in model.named_parameters()), key=lambda t: t[0]):
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
         if "layernorm" in name:  # layernorm_before / layernorm_after / vit.layernorm
             val = 1.0 + 0.1 * noise if name.endswith(".weight") else 0.1 * noise
@@ -398,6 +411,16 @@ def make_processor(size, proc_kwargs):
         do_resize=True, size={"height": size, "width": size},
         resample=PILImageResampling.BILINEAR, do_rescale=True, rescale_factor=1 / 255,
         do_normalize=True, **proc_kwargs)
+
+
+def hf_resize(processor, arr, s):
+    """The processor's own resize of a uint8 [H][W][3] image to [s][s][3]."""
+    if v5.MAJOR < 5:
+        return processor.resize(arr, size={"height": s, "width": s}, resample=PILImageResampling.BILINEAR)
+    from transformers.image_utils import SizeDict  # 5.x: channels first, a SizeDict
+    out = processor.resize(arr.transpose(2, 0, 1), SizeDict(height=s, width=s),
+                           resample=PILImageResampling.BILINEAR)
+    return np.asarray(out).transpose(1, 2, 0)
 
 
 def margin(row):
@@ -429,16 +452,26 @@ def write_images(out_root):
     write_json(out_root / "images.json", doc)
 
 
-def write_fixture(name, out_root, threads):
+def check_images(out_root):
+    """The committed PNGs are the ones images.json describes."""
+    doc = json.loads((out_root / "images.json").read_text())
+    for fname in IMAGES:
+        assert sha256(out_root / fname) == doc["images"][fname]["sha256"], fname
+
+
+def write_fixture(name, out_root, threads, tf5=False):
     model_kwargs, proc_kwargs, seed, input_seed = CONFIGS[name]
-    out_dir = out_root / name
+    out_dir = out_root / v5.variant(name, tf5)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
 
     config = make_config(model_kwargs)
     model = build_model(config, seed)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    if tf5:
+        saved_by = v5.save(model, out_dir, native=True)
+    else:
+        model.save_pretrained(out_dir, safe_serialization=True)
     make_processor(config.image_size, proc_kwargs).save_pretrained(out_dir)
 
     # Everything below is computed from what was written to disk, loaded as a user would.
@@ -452,7 +485,8 @@ def write_fixture(name, out_root, threads):
     cfg = model.config
     processor = ViTImageProcessor.from_pretrained(out_dir)
     auto_proc = AutoImageProcessor.from_pretrained(out_dir)
-    assert type(auto_proc) is ViTImageProcessor, type(auto_proc)  # slow (PIL) processor
+    # The slow (PIL) processor; transformers 5.x calls it ViTImageProcessorPil (a subclass).
+    assert isinstance(processor, ViTImageProcessor) and type(auto_proc) is type(processor), type(auto_proc)
 
     with safe_open(str(out_dir / "model.safetensors"), framework="pt") as f:
         tensor_names = list(f.keys())
@@ -543,6 +577,9 @@ def write_fixture(name, out_root, threads):
         "sdpa_vs_eager_max_abs_logit_diff": sdpa_diff,
         "batch_vs_alone_max_abs_logit_diff": batch_vs_alone,
     }
+    if tf5:
+        doc.update(v5.record(model, out_dir, out_root / name, saved_by, doc, equal=["pixel_values"],
+                             close=["logits", "embeddings_image0", "last_hidden_state_image0"]))
     write_json(out_dir / "reference.json", doc)
 
     # --- preprocessing parity
@@ -591,8 +628,7 @@ def write_fixture(name, out_root, threads):
         # The intermediate uint8 image, exactly as transformers.image_transforms.resize makes it.
         resized_pil = np.array(Image.fromarray(arr).resize((s, s), resample=Image.BILINEAR,
                                                            reducing_gap=None))
-        resized_hf = processor.resize(arr, size={"height": s, "width": s},
-                                      resample=PILImageResampling.BILINEAR)
+        resized_hf = hf_resize(processor, arr, s)
         assert resized_hf.dtype == np.uint8 and np.array_equal(resized_hf, resized_pil)
         resized_np, pv_mine = preprocess_like_hf(arr, s, rescale_factor, mean, std)
         assert np.array_equal(resized_np, resized_pil), f"{name}/{fname}: resize re-impl differs"
@@ -898,7 +934,9 @@ def main():
     ap.add_argument("--only", action="append", choices=sorted(CONFIGS) + sorted(MEAN_CONFIGS))
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 gives the most reproducible numbers)")
+    v5.add_flag(ap)
     args = ap.parse_args()
+    v5.require(args.transformers5)
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
@@ -908,6 +946,15 @@ def main():
     out_root = pathlib.Path(args.out)
     n = check_resampler_against_pil()
     print(f"numpy re-implementation of Pillow {PIL.__version__} BILINEAR matches on {n} size pairs")
+    if args.transformers5:
+        # The pictures are the 4.57 run's (shared by every variant): read, not rewritten. The
+        # mean-pooled checkpoint is written by hand, not by save_pretrained: no _v5 of it.
+        check_images(out_root)
+        for name in args.only or list(CONFIGS):
+            if name in MEAN_CONFIGS:
+                sys.exit(f"{name}: no transformers 5.x variant (safetensors.save_file, not save_pretrained)")
+            write_fixture(name, out_root, args.threads, tf5=True)
+        return
     write_images(out_root)
     for name in args.only or list(CONFIGS) + list(MEAN_CONFIGS):
         if name in MEAN_CONFIGS:
