@@ -47,5 +47,7 @@ llama!(Ministral, d_model: 64, heads: 4, kv_heads: 2, d_ff: 128, layers: 3, thet
 
 decoder_parity_tests!(llama, Llama, "llama/llama");
 decoder_parity_tests!(llama_mqa, LlamaMqa, "llama/llama_partial");
+// As transformers 5.25.0 saves it (theta 500000 under `rope_parameters`).
+decoder_parity_tests!(llama_mqa_v5, LlamaMqa, "llama/llama_partial_v5");
 decoder_parity_tests!(mistral, Mistral, "llama/mistral");
 decoder_parity_tests!(ministral, Ministral, "llama/ministral");

@@ -179,6 +179,10 @@ macro_rules! parity_tests {
 parity_tests!(t5, T5Gated, "t5");
 parity_tests!(t5_tied, T5Tied, "t5_tied");
 parity_tests!(bart, Bart, "bart");
+// The same models as transformers 5.25.0 saves them (`scale_decoder_outputs`, the head tied by the
+// file's lack of `lm_head.weight`): the same declarations run them.
+parity_tests!(t5_v5, T5Gated, "t5_v5");
+parity_tests!(t5_tied_v5, T5Tied, "t5_tied_v5");
 parity_tests!(paper, Paper, "transformer");
 
 #[test]
