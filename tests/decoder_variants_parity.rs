@@ -59,3 +59,6 @@ transformer::model! {
 
 decoder_parity_tests!(bloom, Bloom, "bloom/bloom");
 decoder_parity_tests!(neox, NeoX, "neox/neox");
+// As transformers 5.25.0 saves it: `lm_head.weight` for `embed_out.weight`, rotary settings under
+// `rope_parameters`.
+decoder_parity_tests!(neox_v5, NeoX, "neox/neox_v5");

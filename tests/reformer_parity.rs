@@ -253,6 +253,22 @@ fn bidirectional_logits_match_hf() {
     }
 }
 
+/// The bidirectional model as transformers 5.25.0 saves it: its head adds `lm_head.decoder.bias`
+/// (and the file keeps an unused `lm_head.bias`); `from_pretrained` reads that bias and matches
+/// 5.25.0's logits.
+#[test]
+fn bidirectional_logits_match_transformers_5() {
+    let d = dir("bidirectional_v5");
+    let model =
+        MaskedReformer::from_pretrained(&d, d.join("rotations.safetensors")).expect("the 5.x fixture loads");
+    let cases = reference("bidirectional_v5").cases;
+    assert!(!cases.is_empty());
+    for case in cases {
+        let diff = case.max_diff(&model.logits(&case.batch()).expect("a forward pass"));
+        assert!(diff <= TOLERANCE, "bidirectional_v5/{}: {diff} > {TOLERANCE}", case.name);
+    }
+}
+
 /// Greedy generation (a full recompute per token, no cache) gives HF's 40 tokens after a 6-token
 /// prompt, the sequence growing through six padded lengths (8 to 48); in HF every step's top-two
 /// logit gap is at least 0.04 and every hashing margin at least 3e-3 (`greedy` in

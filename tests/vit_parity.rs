@@ -125,6 +125,16 @@ macro_rules! parity_tests {
                 }
             }
 
+            /// `from_pretrained` reads the fixture's directory (config.json checked, then the
+            /// weights, in either generation of names) and runs as `from_safetensors` does.
+            #[test]
+            fn from_pretrained_reads_the_directory() {
+                let pretrained = $model::from_pretrained(fixture($name)).expect("the fixture's config fits");
+                let r = json::<Reference>(concat!($name, "/reference.json"));
+                let image = image::<$side>(&r.pixel_values[0]);
+                assert!(pretrained.classify(&[&*image]).unwrap() == model().classify(&[&*image]).unwrap());
+            }
+
             #[test]
             fn png_files_through_the_processor_match_transformers() {
                 let model = model();
@@ -145,6 +155,10 @@ macro_rules! parity_tests {
 
 parity_tests!(small, Small, "small", 32);
 parity_tests!(odd, Odd, "odd", 30);
+// As transformers 5.25.0 saves them with its own module names (`vit.layers.{i}.attention.q_proj`,
+// `mlp.fc1`, …): the same declarations read them.
+parity_tests!(small_v5, Small, "small_v5", 32);
+parity_tests!(odd_v5, Odd, "odd_v5", 30);
 
 /// The same ViTs as composed blocks: `patch_embedding` is Hugging Face's `ViTEmbeddings`
 /// (projection, class token, positions), the head a linear of the pooled final states.

@@ -55,6 +55,16 @@ macro_rules! decoder_parity_tests {
                 $model::from_safetensors(dir($fixture).join("model.safetensors")).expect("fixture loads")
             }
 
+            /// `from_pretrained` reads the fixture's directory — its config.json checked against
+            /// the declaration, then the weights — and runs as `from_safetensors` does.
+            #[test]
+            fn from_pretrained_reads_the_directory() {
+                let pretrained = $model::from_pretrained(dir($fixture))
+                    .expect("the fixture's config fits the declaration");
+                let batch = Batch::from_sequences(&[&reference($fixture).prompts[0].ids]).unwrap();
+                assert!(pretrained.logits(&batch).unwrap() == model().logits(&batch).unwrap());
+            }
+
             #[test]
             fn logits_match_the_reference() {
                 let (model, r) = (model(), reference($fixture));

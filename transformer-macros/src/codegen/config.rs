@@ -1,10 +1,13 @@
-//! A preset's `CONFIG` (its [`crate::hf_config::expectations`] as runtime values) and the
-//! `from_pretrained(dir)` that checks config.json against them before loading the weights.
+//! What a preset generates to read checkpoints as users have them: `CONFIG` (its
+//! [`crate::hf_config::expectations`] as runtime values), the `from_pretrained(dir)` that checks
+//! config.json against them before loading the weights, and the renaming that reads a file saved
+//! with transformers 5's module names ([`crate::graph::renames`]).
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::rt;
+use crate::graph::{self, Rename};
 use crate::hf_config::{self, Value};
 use crate::spec::Spec;
 
@@ -102,4 +105,23 @@ pub(super) struct Extra {
     pub finish: TokenStream,
     /// `, &mut name` arguments of `load`.
     pub args: TokenStream,
+}
+
+/// `loader.rename(…)` for a preset whose checkpoints come in two generations of names (nothing
+/// for a composed model, which names its own tensors).
+pub(super) fn renames(spec: &Spec) -> TokenStream {
+    let rt = rt();
+    let rules = if spec.dims.is_some() { &[][..] } else { graph::renames(spec.weights) };
+    if rules.is_empty() {
+        return TokenStream::new();
+    }
+    let rules = rules.iter().map(|rule| match *rule {
+        Rename::Segments { theirs, ours } => {
+            quote!(#rt::weights::Rename::Segments { theirs: #theirs, ours: #ours })
+        }
+        Rename::Prefer { theirs, ours } => {
+            quote!(#rt::weights::Rename::Prefer { theirs: #theirs, ours: #ours })
+        }
+    });
+    quote!(loader.rename(&[#(#rules),*]);)
 }

@@ -220,12 +220,48 @@ fn model_struct(spec: &Spec, graph: &Graph) -> TokenStream {
     }
 }
 
-/// Dims as consts, loading, threads: the same for every family.
-fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
-    let rt = rt();
+/// The dims as associated consts: the standard ones, and a composed model's own (upper-cased).
+fn dim_consts(spec: &Spec) -> Vec<TokenStream> {
     let d = spec.d_model;
     let (vocab, max_pos, heads, head_dim, layers, d_ff) =
         (spec.vocab_size, spec.max_positions, spec.heads, spec.head_dim(), spec.layers, spec.d_ff);
+    let standard = [
+        ("VOCAB_SIZE", vocab, "Vocabulary size: token ids are `0..VOCAB_SIZE`."),
+        ("MAX_POSITIONS", max_pos, "Longest sequence the position table covers."),
+        ("D_MODEL", d, "Width of every hidden state."),
+        ("HEADS", heads, "Attention heads per layer."),
+        ("HEAD_DIM", head_dim, "Width of one head: `D_MODEL / HEADS`."),
+        ("LAYERS", layers, "Number of layers."),
+        ("D_FF", d_ff, "Inner width of the feed-forward blocks."),
+    ];
+    // A composed model's own dims are consts too (under their names, upper-cased); a standard
+    // const it declares itself is not repeated (validation made the values agree).
+    let declared: Vec<(String, usize, String)> = spec
+        .dims
+        .iter()
+        .flatten()
+        .map(|(name, value)| (name.to_string().to_uppercase(), *value, format!("The declared dim `{name}`.")))
+        // An image model's API defines these itself (the composed pass made them agree).
+        .filter(|(n, _, _)| {
+            spec.image.is_none()
+                || !["IMAGE_SIZE", "PATCH_SIZE", "CHANNELS", "PATCHES", "LABELS"].contains(&n.as_str())
+        })
+        .collect();
+    standard
+        .iter()
+        .filter(|(n, v, _)| !declared.iter().any(|(d, _, _)| d == n) && (spec.dims.is_none() || *v > 0))
+        .map(|&(n, v, doc)| (n.to_string(), v, doc.to_string()))
+        .chain(declared.iter().cloned())
+        .map(|(n, v, doc)| {
+            let n = format_ident!("{}", n);
+            quote!(#[doc = #doc] pub const #n: usize = #v;)
+        })
+        .collect()
+}
+
+/// Dims as consts, loading, threads: the same for every family.
+fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
+    let rt = rt();
     let declares = |name: &str| spec.dims.iter().flatten().any(|(n, _)| n == name);
     let type_const = spec.type_vocab_size.filter(|_| !declares("type_vocab_size")).map(|t| {
         quote! {
@@ -255,37 +291,9 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
         quote!(#field: #load,)
     });
     let n_layers = graph.layers;
-    let standard = [
-        ("VOCAB_SIZE", vocab, "Vocabulary size: token ids are `0..VOCAB_SIZE`."),
-        ("MAX_POSITIONS", max_pos, "Longest sequence the position table covers."),
-        ("D_MODEL", d, "Width of every hidden state."),
-        ("HEADS", heads, "Attention heads per layer."),
-        ("HEAD_DIM", head_dim, "Width of one head: `D_MODEL / HEADS`."),
-        ("LAYERS", layers, "Number of layers."),
-        ("D_FF", d_ff, "Inner width of the feed-forward blocks."),
-    ];
-    // A composed model's own dims are consts too (under their names, upper-cased); a standard
-    // const it declares itself is not repeated (validation made the values agree).
-    let declared: Vec<(String, usize, String)> = spec
-        .dims
-        .iter()
-        .flatten()
-        .map(|(name, value)| (name.to_string().to_uppercase(), *value, format!("The declared dim `{name}`.")))
-        // An image model's API defines these itself (the composed pass made them agree).
-        .filter(|(n, _, _)| {
-            spec.image.is_none()
-                || !["IMAGE_SIZE", "PATCH_SIZE", "CHANNELS", "PATCHES", "LABELS"].contains(&n.as_str())
-        })
-        .collect();
-    let consts = standard
-        .iter()
-        .filter(|(n, v, _)| !declared.iter().any(|(d, _, _)| d == n) && (spec.dims.is_none() || *v > 0))
-        .map(|&(n, v, doc)| (n.to_string(), v, doc.to_string()))
-        .chain(declared.iter().cloned())
-        .map(|(n, v, doc)| {
-            let n = format_ident!("{}", n);
-            quote!(#[doc = #doc] pub const #n: usize = #v;)
-        });
+    let consts = dim_consts(spec);
+    let (renames, from_pretrained) =
+        (config::renames(spec), config::from_pretrained(spec, &config::Extra::default()));
     quote! {
         #(#consts)*
         #type_const
@@ -301,9 +309,12 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
             ::core::result::Result::Ok(model)
         }
 
+        #from_pretrained
+
         /// Takes every tensor from `loader` (which records, rather than stops at, each problem:
         /// call `loader.finish()` afterwards).
         pub fn load(loader: &mut #rt::WeightLoader) -> Self {
+            #renames
             let root = #rt::weights::detect_root(loader, &[#(#roots),*]);
             for name in Self::IGNORED_TENSORS {
                 if name.contains("{i}") {

@@ -196,6 +196,7 @@ fn load(spec: &Spec, graph: &Graph, layer_types: &[&Block]) -> TokenStream {
     let (head_ty, head_prefix) = (head.map(ident), head.map(prefix));
     let layer_prefix = prefix(&graph.layer);
     let n_layers = graph.layers;
+    let renames = super::config::renames(spec);
     let from_pretrained = super::config::from_pretrained(
         spec,
         &super::config::Extra {
@@ -231,6 +232,7 @@ fn load(spec: &Spec, graph: &Graph, layer_types: &[&Block]) -> TokenStream {
         /// Takes every tensor from `loader` and every LSH layer's rotations from `rotations`
         /// (both record, rather than stop at, each problem: call `finish()` on both).
         pub fn load(loader: &mut #rt::WeightLoader, rotations: &mut #rt::WeightLoader) -> Self {
+            #renames
             Self {
                 embeddings: #embeddings::load(loader, #embeddings_prefix),
                 layers: (0..#n_layers)

@@ -23,6 +23,7 @@ mod stack;
 mod widths;
 
 pub use layer::{layer_block, AdditivePlan, CrossPlan, LayerPlan, Linear};
+pub use names::{renames, Rename};
 pub use stack::lower;
 pub use widths::check_widths;
 

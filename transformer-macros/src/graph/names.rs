@@ -208,3 +208,43 @@ impl Names {
         }
     }
 }
+
+/// How a checkpoint saved with another generation of module names is read (the runtime's
+/// `weights::Rename`, applied to the file's names before loading).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rename {
+    /// Dot-separated segments `theirs` read as `ours`.
+    Segments { theirs: &'static str, ours: &'static str },
+    /// The tensor `theirs`, when present, read as `ours` (the file's own `ours` a leftover).
+    Prefer { theirs: &'static str, ours: &'static str },
+}
+
+/// transformers 5's names for a scheme's tensors, read as the names the tables here give (see
+/// `scripts/reference/naming-5x.md`: a file is one generation or the other as a whole).
+pub fn renames(scheme: WeightScheme) -> &'static [Rename] {
+    const fn seg(theirs: &'static str, ours: &'static str) -> Rename {
+        Rename::Segments { theirs, ours }
+    }
+    // `vit.layers.{i}.attention.q_proj` … `mlp.fc2` (`save_original_format=False`, or a state
+    // dict saved directly).
+    const VIT: &[Rename] = &[
+        seg("attention.q_proj", "attention.attention.query"),
+        seg("attention.k_proj", "attention.attention.key"),
+        seg("attention.v_proj", "attention.attention.value"),
+        seg("attention.o_proj", "attention.output.dense"),
+        seg("mlp.fc1", "intermediate.dense"),
+        seg("mlp.fc2", "output.dense"),
+        seg("layers", "encoder.layer"),
+    ];
+    // `GPTNeoXForCausalLM`'s head: `embed_out` became `lm_head`.
+    const NEOX: &[Rename] = &[seg("lm_head", "embed_out")];
+    // transformers 5 adds `lm_head.decoder.bias` (the bias its head adds) and keeps an unused
+    // `lm_head.bias`.
+    const REFORMER: &[Rename] = &[Rename::Prefer { theirs: "lm_head.decoder.bias", ours: "lm_head.bias" }];
+    match scheme {
+        WeightScheme::Vit => VIT,
+        WeightScheme::NeoX => NEOX,
+        WeightScheme::Reformer => REFORMER,
+        _ => &[],
+    }
+}
