@@ -1,22 +1,28 @@
 //! Validation: one pass over every key, one named function per rule, every error collected.
-//! Encoder-decoder models' sections and cross-stack rules are in [`seq2seq`].
+//! [`validate`] runs the rule groups in order: keys, sizes, named choices (with [`positions`]),
+//! images ([`image`]), the attention's direction, the decoder of an encoder-decoder
+//! ([`seq2seq`]), then the checkpoint format's own rules ([`layouts`]).
 
+mod image;
+mod layouts;
 pub mod local;
+mod positions;
 pub mod reformer;
 mod seq2seq;
 
 use std::collections::HashMap;
 
-use proc_macro2::Span;
 use syn::Ident;
 
 use crate::ast::{Entry, ModelInput, Value};
 use crate::ctxt::Ctxt;
 use crate::spec::{
-    Activation, Attention, Classifier, ImageInput, LmHead, Norm, NormKind, Placement, Pooling, Positions,
-    Spec, WeightScheme,
+    Activation, Attention, Classifier, LmHead, Norm, NormKind, Placement, Pooling, Positions, Seq2Seq,
+    Sparse, Spec, WeightScheme,
 };
 use crate::suggest::closest;
+pub use image::patch_divides_image;
+use image::{images, images_attend_both_ways, Images};
 
 /// Every key the grammar knows, in the order `docs/keys.md` documents them.
 const KEYS: &[&str] = &[
@@ -107,6 +113,9 @@ const MAX_LABELS: usize = 1 << 20;
 const MAX_BUCKETS: usize = 1 << 12;
 
 /// Checks the whole input; returns the spec or every error found.
+///
+/// The phases run in a fixed order, and each reports its errors in the order it checks its keys:
+/// that order is the order of the errors a user sees.
 pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     let mut cx = Ctxt::new();
     let top = keys_known_and_unique(&mut cx, &input.entries, KEYS);
@@ -121,38 +130,118 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
     keys_present(&mut cx, input, &entries, is_image, sections.is_some());
     keys_fit_the_input(&mut cx, &entries, is_image);
 
-    let size =
-        |cx: &mut Ctxt, key: &str, max: usize| entries.get(key).and_then(|e| positive_size(cx, e, max));
-    let vocab_size = size(&mut cx, "vocab_size", MAX_VOCAB);
-    let max_positions = size(&mut cx, "max_positions", MAX_POSITIONS);
-    let type_vocab_size = size(&mut cx, "type_vocab_size", MAX_TYPE_VOCAB);
-    let d_model = size(&mut cx, "d_model", MAX_WIDTH);
-    let heads = size(&mut cx, "heads", MAX_HEADS);
-    let head_dim_given = size(&mut cx, "head_dim", MAX_WIDTH);
-    let kv_heads = size(&mut cx, "kv_heads", MAX_HEADS);
-    let layers = size(&mut cx, "layers", MAX_LAYERS);
-    let d_ff = size(&mut cx, "d_ff", MAX_WIDTH * 16);
-    let windows = entries.get("window").and_then(|e| local::windows(&mut cx, e, layers));
-    let sparse = entries.get("sparse").and_then(|e| local::sparse_layers(&mut cx, e, layers));
-    if let Some(sections) = &sections {
-        local::windows_per_stack(&mut cx, &top, [&sections.encoder, &sections.decoder]);
+    let sizes = sizes(&mut cx, &top, &entries, sections.as_ref());
+    let choices = choices(&mut cx, &entries, &sizes);
+    let images = images(&mut cx, &entries, &sizes, choices.pooling);
+    rms_norm_is_pre_norm(&mut cx, &entries, &choices);
+    direction_rules(&mut cx, &entries, &sizes, &choices, sections.is_some());
+    let decoder = sections.as_ref().and_then(|sections| {
+        let encoder = seq2seq::EncoderView {
+            entries: &entries,
+            d_model: sizes.d_model,
+            heads: sizes.heads,
+            head_dim: sizes.head_dim,
+            attention: choices.attention,
+        };
+        seq2seq::decoder(&mut cx, &top, sections, &encoder, choices.weights, sizes.vocab_size)
+    });
+    seq2seq::scheme_fits_the_family(&mut cx, &top, choices.weights, sections.is_some());
+    layouts::scheme_layout(&mut cx, &entries, &choices, &sizes, is_image, sections.is_some());
+    images_attend_both_ways(&mut cx, &entries, is_image, choices.attention);
+
+    cx.check()?;
+    spec(input, &entries, is_image, sizes, choices, images, decoder, sections.is_some())
+}
+
+/// The size keys, validated, with the rules between them.
+struct Sizes {
+    vocab_size: Option<usize>,
+    max_positions: Option<usize>,
+    type_vocab_size: Option<usize>,
+    d_model: Option<usize>,
+    heads: Option<usize>,
+    /// `head_dim` as written; `head_dim` is it or else `d_model / heads`.
+    head_dim_given: Option<usize>,
+    head_dim: Option<usize>,
+    kv_heads: Option<usize>,
+    layers: Option<usize>,
+    d_ff: Option<usize>,
+    windows: Option<Vec<Option<usize>>>,
+    sparse: Option<Vec<Option<Sparse>>>,
+    image_size: Option<usize>,
+    patch_size: Option<usize>,
+    channels: Option<usize>,
+    labels: Option<usize>,
+}
+
+/// Every size (`None` where absent or invalid, reported), the layers' windows and sparse
+/// layouts, and the rules between sizes: heads split `d_model`, key/value heads group the heads.
+fn sizes(cx: &mut Ctxt, top: &Entries, entries: &Entries, sections: Option<&seq2seq::Sections>) -> Sizes {
+    let size = |cx: &mut Ctxt, key: &str, max: usize| given_size(cx, entries, key, max);
+    let vocab_size = size(cx, "vocab_size", MAX_VOCAB);
+    let max_positions = size(cx, "max_positions", MAX_POSITIONS);
+    let type_vocab_size = size(cx, "type_vocab_size", MAX_TYPE_VOCAB);
+    let d_model = size(cx, "d_model", MAX_WIDTH);
+    let heads = size(cx, "heads", MAX_HEADS);
+    let head_dim_given = size(cx, "head_dim", MAX_WIDTH);
+    let kv_heads = size(cx, "kv_heads", MAX_HEADS);
+    let layers = size(cx, "layers", MAX_LAYERS);
+    let d_ff = size(cx, "d_ff", MAX_WIDTH * 16);
+    let windows = entries.get("window").and_then(|e| local::windows(cx, e, layers));
+    let sparse = entries.get("sparse").and_then(|e| local::sparse_layers(cx, e, layers));
+    if let Some(sections) = sections {
+        local::windows_per_stack(cx, top, [&sections.encoder, &sections.decoder]);
     }
-    let image_size = size(&mut cx, "image_size", MAX_IMAGE);
-    let patch_size = size(&mut cx, "patch_size", MAX_IMAGE);
-    let channels = size(&mut cx, "channels", MAX_CHANNELS);
-    let labels = size(&mut cx, "labels", MAX_LABELS);
+    let image_size = size(cx, "image_size", MAX_IMAGE);
+    let patch_size = size(cx, "patch_size", MAX_IMAGE);
+    let channels = size(cx, "channels", MAX_CHANNELS);
+    let labels = size(cx, "labels", MAX_LABELS);
     if let (Some(d), Some(h), None) = (d_model, heads, entries.get("head_dim")) {
-        heads_divide_d_model(&mut cx, d, h, entries["heads"]);
+        heads_divide_d_model(cx, d, h, entries["heads"]);
     }
     let head_dim = head_dim_given.or(d_model.zip(heads).map(|(d, h)| d / h));
     if let (Some(h), Some(kv)) = (heads, kv_heads) {
-        kv_heads_divide_heads(&mut cx, h, kv, entries["kv_heads"]);
+        kv_heads_divide_heads(cx, h, kv, entries["kv_heads"]);
     }
+    Sizes {
+        vocab_size,
+        max_positions,
+        type_vocab_size,
+        d_model,
+        heads,
+        head_dim_given,
+        head_dim,
+        kv_heads,
+        layers,
+        d_ff,
+        windows,
+        sparse,
+        image_size,
+        patch_size,
+        channels,
+        labels,
+    }
+}
 
-    let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| {
-        entries.get(key).and_then(|e| known_name(cx, e, valid))
-    };
-    let activation = name(&mut cx, "activation", ACTIVATIONS).map(|n| match n {
+/// The named choices (and `norm_eps`), validated: `None` where absent or invalid (reported).
+struct Choices {
+    activation: Option<Activation>,
+    norm_kind: Option<NormKind>,
+    norm_eps: Option<f64>,
+    placement: Option<Placement>,
+    positions: Option<Positions>,
+    parallel: Option<bool>,
+    scale_embeddings: Option<bool>,
+    attention: Option<Attention>,
+    weights: Option<WeightScheme>,
+    lm_head: Option<LmHead>,
+    pooling: Option<Pooling>,
+}
+
+/// Every named choice, with the rules between choices that hold whatever the checkpoint format.
+fn choices(cx: &mut Ctxt, entries: &Entries, sizes: &Sizes) -> Choices {
+    let name = |cx: &mut Ctxt, key: &str, valid: &[&'static str]| given_name(cx, entries, key, valid);
+    let activation = name(cx, "activation", ACTIVATIONS).map(|n| match n {
         "gelu_erf" => Activation::GeluErf,
         "gelu_tanh" => Activation::GeluTanh,
         "swiglu" => Activation::SwiGlu,
@@ -160,74 +249,22 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         "geglu_erf" => Activation::GeGluErf,
         _ => Activation::Relu,
     });
-    let norm_kind = name(&mut cx, "norm", NORMS).map(|n| match n {
+    let norm_kind = name(cx, "norm", NORMS).map(|n| match n {
         "rms_norm" => NormKind::RmsNorm,
         _ => NormKind::LayerNorm,
     });
-    let norm_eps = entries.get("norm_eps").and_then(|e| positive_eps(&mut cx, e));
-    let placement = name(&mut cx, "norm_placement", PLACEMENTS).map(|n| match n {
+    let norm_eps = entries.get("norm_eps").and_then(|e| positive_eps(cx, e));
+    let placement = name(cx, "norm_placement", PLACEMENTS).map(|n| match n {
         "pre" => Placement::Pre,
         _ => Placement::Post,
     });
-    let rope_theta = entries.get("rope_theta").and_then(|e| positive_number(&mut cx, e, "`10000.0`"));
-    let rotary_dims = size(&mut cx, "rotary_dims", MAX_WIDTH);
-    let buckets = size(&mut cx, "relative_buckets", MAX_BUCKETS);
-    let max_distance = size(&mut cx, "relative_max_distance", MAX_POSITIONS);
-    let positions = name(&mut cx, "positions", POSITIONS).and_then(|n| match n {
-        "learned" => Some(Positions::Learned),
-        "sinusoidal" => Some(Positions::Sinusoidal),
-        "alibi" => Some(Positions::Alibi),
-        "relative" => buckets
-            .zip(max_distance)
-            .map(|(buckets, max_distance)| Positions::Relative { buckets, max_distance }),
-        _ => rope_theta
-            .zip(rotary_dims.or(head_dim))
-            .map(|(theta, rotary_dims)| Positions::Rope { theta, rotary_dims }),
-    });
-    if let Some(p) = entries.get("positions") {
-        rope_theta_goes_with_rope(&mut cx, p, entries.get("rope_theta").copied());
-        buckets_go_with_relative(&mut cx, p, &entries);
-    }
-    if let (Some(Positions::Rope { .. }), Some(hd)) = (positions, head_dim) {
-        let derived = match (head_dim_given, d_model, heads) {
-            (None, Some(d), Some(h)) => format!(" ({d} / {h})"),
-            _ => String::new(),
-        };
-        match (rotary_dims, entries.get("rotary_dims")) {
-            (Some(r), Some(entry)) => rotary_dims_fit(&mut cx, r, hd, entry),
-            _ => rope_needs_even_head_dim(&mut cx, hd, &derived, entries["positions"]),
-        }
-    }
-    if let (Some(entry), false) =
-        (entries.get("rotary_dims"), matches!(positions, Some(Positions::Rope { .. })))
-    {
-        if entries.get("positions").is_some_and(|p| !matches!(&p.value, Value::Name(n) if n == "rope")) {
-            cx.error(entry.key.span(), "`rotary_dims` belongs to `positions: rope`: remove it");
-        }
-    }
-    let parallel = name(&mut cx, "residual", RESIDUALS).map(|n| n == "parallel");
-    if let (Some(true), Some(Placement::Post)) = (parallel, placement) {
-        layout_conflict_with(
-            &mut cx,
-            &entries,
-            "residual",
-            "norm_placement",
-            "a parallel residual adds attention and feed-forward of the same normalised input: it needs `norm_placement: pre`",
-            "post-norm chosen here",
-        );
-    }
-    let scale_embeddings = name(&mut cx, "embedding_scale", EMBEDDING_SCALES).map(|n| n == "sqrt_d_model");
-    let attention = entries.get("attention").and_then(|e| attention_kind(&mut cx, e));
-    if let (Some(b), Some(entry)) = (buckets, entries.get("relative_buckets")) {
-        // An encoder-decoder is checked as its (bidirectional) encoder: its buckets are even.
-        if attention != Some(Attention::Causal) {
-            relative_buckets_even(&mut cx, b, entry);
-        }
-        if let (Some(m), Some(max_entry)) = (max_distance, entries.get("relative_max_distance")) {
-            relative_buckets_fit(&mut cx, b, m, max_entry);
-        }
-    }
-    let weights = name(&mut cx, "weights", SCHEMES).map(|n| match n {
+    let position = positions::positions(cx, entries, sizes);
+    let parallel = name(cx, "residual", RESIDUALS).map(|n| n == "parallel");
+    parallel_residual_is_pre_norm(cx, entries, parallel, placement);
+    let scale_embeddings = name(cx, "embedding_scale", EMBEDDING_SCALES).map(|n| n == "sqrt_d_model");
+    let attention = entries.get("attention").and_then(|e| attention_kind(cx, e));
+    positions::relative_buckets(cx, entries, &position, attention);
+    let weights = name(cx, "weights", SCHEMES).map(|n| match n {
         "gpt2" => WeightScheme::Gpt2,
         "vit" => WeightScheme::Vit,
         "llama" => WeightScheme::Llama,
@@ -238,134 +275,146 @@ pub fn validate(input: &ModelInput) -> Result<Spec, syn::Error> {
         "torch" => WeightScheme::Torch,
         _ => WeightScheme::Bert,
     });
-    let lm_head = name(&mut cx, "lm_head", LM_HEADS).map(|n| match n {
+    let lm_head = name(cx, "lm_head", LM_HEADS).map(|n| match n {
         "tied" => LmHead::Tied,
         _ => LmHead::Untied,
     });
-    let pooling = name(&mut cx, "pooling", POOLINGS).map(|n| match n {
+    let pooling = name(cx, "pooling", POOLINGS).map(|n| match n {
         "cls" => Pooling::Cls,
         _ => Pooling::Mean,
     });
-    let image = match (image_size, patch_size, channels) {
-        (Some(image_size), Some(patch_size), Some(channels)) => {
-            Some(ImageInput { image_size, patch_size, channels }).filter(|_| {
-                patch_divides_image(&mut cx, image_size, patch_size, entries["patch_size"].value.span())
-            })
-        }
-        _ => None,
-    };
-    let image_positions = image.zip(pooling).map(|(i, p)| i.patches() + usize::from(p == Pooling::Cls));
-    if let (Some(needed), Some(entry)) = (image_positions, entries.get("max_positions")) {
-        positions_cover_the_patches(&mut cx, needed, max_positions, entry);
+    Choices {
+        activation,
+        norm_kind,
+        norm_eps,
+        placement,
+        positions: position.positions,
+        parallel,
+        scale_embeddings,
+        attention,
+        weights,
+        lm_head,
+        pooling,
     }
-    if let (Some(NormKind::RmsNorm), Some(Placement::Post)) = (norm_kind, placement) {
+}
+
+/// A size key's value, if given (else `None`; a missing key is reported by `keys_present`).
+fn given_size(cx: &mut Ctxt, entries: &Entries, key: &str, max: usize) -> Option<usize> {
+    entries.get(key).and_then(|e| positive_size(cx, e, max))
+}
+
+/// A name-valued key's value, if given.
+fn given_name(cx: &mut Ctxt, entries: &Entries, key: &str, valid: &[&'static str]) -> Option<&'static str> {
+    entries.get(key).and_then(|e| known_name(cx, e, valid))
+}
+
+/// Rule: `norm: rms_norm` is implemented pre-norm (as LLaMA and T5 place it).
+fn rms_norm_is_pre_norm(cx: &mut Ctxt, entries: &Entries, c: &Choices) {
+    if let (Some(NormKind::RmsNorm), Some(Placement::Post)) = (c.norm_kind, c.placement) {
         cx.error(
             entries["norm_placement"].value.span(),
             "`norm: rms_norm` is implemented pre-norm (as LLaMA and T5 place it): use `norm_placement: pre`",
         );
     }
-    let two_stack_format =
-        matches!(weights, Some(WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch));
-    if let (Some(attention), None, false) = (attention, &sections, two_stack_format) {
-        decoders_have_a_head(&mut cx, attention, entries["attention"], entries.get("lm_head").copied());
-    }
-    if let Some(attention) = attention {
-        decoder_only_options(&mut cx, attention, heads, kv_heads, &entries);
-        if let (Some(_), Some(entry)) = (&windows, entries.get("window")) {
-            local::centred_windows_even(&mut cx, entry, attention);
-        }
-    }
-    let decoder = sections.as_ref().and_then(|sections| {
-        let encoder = seq2seq::EncoderView { entries: &entries, d_model, heads, head_dim, attention };
-        seq2seq::decoder(&mut cx, &top, sections, &encoder, weights, vocab_size)
-    });
-    seq2seq::scheme_fits_the_family(&mut cx, &top, weights, sections.is_some());
-    if let (Some(WeightScheme::T5), None) = (weights, &sections) {
-        t5_alone_is_its_encoder(&mut cx, &entries, attention);
-    }
-    match weights {
-        Some(WeightScheme::Bert) => bert_layout(&mut cx, &entries, placement, attention),
-        Some(WeightScheme::Gpt2) => gpt2_layout(&mut cx, &entries, placement, positions, attention),
-        Some(WeightScheme::Vit) => vit_layout(&mut cx, &entries, placement, positions, attention, is_image),
-        Some(WeightScheme::Llama) => {
-            llama_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
-        }
-        Some(WeightScheme::NeoX) => neox_layout(&mut cx, &entries, norm_kind, positions, attention),
-        Some(WeightScheme::Bloom) => {
-            bloom_layout(&mut cx, &entries, placement, norm_kind, positions, activation, attention)
-        }
-        Some(scheme @ (WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch)) => {
-            let choices =
-                seq2seq::Choices { placement, norm: norm_kind, positions, activation, scale_embeddings };
-            seq2seq::layout(&mut cx, &entries, scheme, &choices);
-        }
-        // `check/reformer.rs` validates a Reformer before these rules could see one.
-        Some(WeightScheme::Reformer) | None => {}
-    }
-    if let Some(scheme @ (WeightScheme::Bert | WeightScheme::Gpt2 | WeightScheme::Vit)) = weights {
-        classic_layout(&mut cx, &entries, scheme, norm_kind, positions, activation, heads, kv_heads);
-    }
-    if is_image && attention == Some(Attention::Causal) {
+}
+
+/// Rule: a parallel residual adds attention and feed-forward of one normalised input, so it is
+/// pre-norm.
+fn parallel_residual_is_pre_norm(
+    cx: &mut Ctxt,
+    entries: &Entries,
+    parallel: Option<bool>,
+    placement: Option<Placement>,
+) {
+    if let (Some(true), Some(Placement::Post)) = (parallel, placement) {
         layout_conflict_with(
-            &mut cx,
-            &entries,
-            "attention",
-            "image_size",
-            "an image model attends to all patches: use `attention: bidirectional`",
-            "image input declared here",
+            cx,
+            entries,
+            "residual",
+            "norm_placement",
+            "a parallel residual adds attention and feed-forward of the same normalised input: it needs `norm_placement: pre`",
+            "post-norm chosen here",
         );
     }
+}
 
-    cx.check()?;
-    // Every required value was reported above if absent or invalid, so all are present here.
+/// The rules that follow from the attention's direction: a single-stack decoder has a head and an
+/// encoder none, key/value grouping is a decoder's, and centred windows are even.
+fn direction_rules(cx: &mut Ctxt, entries: &Entries, sizes: &Sizes, c: &Choices, is_seq2seq: bool) {
+    let two_stack_format =
+        matches!(c.weights, Some(WeightScheme::T5 | WeightScheme::Bart | WeightScheme::Torch));
+    if let (Some(attention), false, false) = (c.attention, is_seq2seq, two_stack_format) {
+        decoders_have_a_head(cx, attention, entries["attention"], entries.get("lm_head").copied());
+    }
+    if let Some(attention) = c.attention {
+        decoder_only_options(cx, attention, sizes.heads, sizes.kv_heads, entries);
+        if let (Some(_), Some(entry)) = (&sizes.windows, entries.get("window")) {
+            local::centred_windows_even(cx, entry, attention);
+        }
+    }
+}
+
+/// The validated model, from values every rule has passed: `is_image` and `is_seq2seq` say which
+/// of `images` and `decoder` it has.
+fn spec(
+    input: &ModelInput,
+    entries: &Entries,
+    is_image: bool,
+    sizes: Sizes,
+    c: Choices,
+    images: Images,
+    decoder: Option<Seq2Seq>,
+    is_seq2seq: bool,
+) -> Result<Spec, syn::Error> {
+    // Every required value was reported if absent or invalid, so all are present here.
     let missing = || syn::Error::new(input.name.span(), "internal error: a checked key has no value");
     Ok(Spec {
         attrs: input.attrs.clone(),
         vis: input.vis.clone(),
         name: input.name.clone(),
         // An image model has no vocabulary: one row keeps every width positive.
-        vocab_size: if is_image { 1 } else { vocab_size.ok_or_else(missing)? },
-        max_positions: match image_positions {
+        vocab_size: if is_image { 1 } else { sizes.vocab_size.ok_or_else(missing)? },
+        max_positions: match images.positions {
             Some(n) => n,
-            None => max_positions.ok_or_else(missing)?,
+            None => sizes.max_positions.ok_or_else(missing)?,
         },
-        type_vocab_size,
-        image: if is_image { Some(image.ok_or_else(missing)?) } else { None },
-        d_model: d_model.ok_or_else(missing)?,
-        heads: heads.ok_or_else(missing)?,
-        head_dim: head_dim.ok_or_else(missing)?,
-        kv_heads: kv_heads.or(heads).ok_or_else(missing)?,
-        windows: windows.unwrap_or_default(),
-        sparse: sparse.unwrap_or_default(),
-        layers: layers.ok_or_else(missing)?,
-        d_ff: d_ff.ok_or_else(missing)?,
-        activation: activation.ok_or_else(missing)?,
+        type_vocab_size: sizes.type_vocab_size,
+        image: if is_image { Some(images.input.ok_or_else(missing)?) } else { None },
+        d_model: sizes.d_model.ok_or_else(missing)?,
+        heads: sizes.heads.ok_or_else(missing)?,
+        head_dim: sizes.head_dim.ok_or_else(missing)?,
+        kv_heads: sizes.kv_heads.or(sizes.heads).ok_or_else(missing)?,
+        windows: sizes.windows.unwrap_or_default(),
+        sparse: sizes.sparse.unwrap_or_default(),
+        layers: sizes.layers.ok_or_else(missing)?,
+        d_ff: sizes.d_ff.ok_or_else(missing)?,
+        activation: c.activation.ok_or_else(missing)?,
         norm: Norm {
-            kind: norm_kind.ok_or_else(missing)?,
-            eps: norm_eps.ok_or_else(missing)?,
-            placement: placement.ok_or_else(missing)?,
+            kind: c.norm_kind.ok_or_else(missing)?,
+            eps: c.norm_eps.ok_or_else(missing)?,
+            placement: c.placement.ok_or_else(missing)?,
         },
-        positions: positions.ok_or_else(missing)?,
-        attention: attention.ok_or_else(missing)?,
-        weights: weights.ok_or_else(missing)?,
+        positions: c.positions.ok_or_else(missing)?,
+        attention: c.attention.ok_or_else(missing)?,
+        weights: c.weights.ok_or_else(missing)?,
         d_model_span: entries["d_model"].value.span(),
         vocab_span: entries
             .get(if is_image { "labels" } else { "vocab_size" })
             .map_or(input.name.span(), |e| e.value.span()),
-        lm_head,
+        lm_head: c.lm_head,
         classifier: if is_image {
-            Some(Classifier { labels: labels.ok_or_else(missing)?, pooling: pooling.ok_or_else(missing)? })
+            Some(Classifier {
+                labels: sizes.labels.ok_or_else(missing)?,
+                pooling: c.pooling.ok_or_else(missing)?,
+            })
         } else {
             None
         },
-        scale_embeddings: scale_embeddings.unwrap_or(false),
-        parallel: parallel.unwrap_or(false),
+        scale_embeddings: c.scale_embeddings.unwrap_or(false),
+        parallel: c.parallel.unwrap_or(false),
         dims: None,
         reversible: None,
-        seq2seq: match sections {
-            Some(_) => Some(decoder.ok_or_else(missing)?),
-            None => None,
-        },
+        seq2seq: if is_seq2seq { Some(decoder.ok_or_else(missing)?) } else { None },
     })
 }
 
@@ -461,41 +510,6 @@ fn keys_fit_the_input(cx: &mut Ctxt, entries: &HashMap<String, &Entry>, is_image
                 ),
             );
         }
-    }
-}
-
-/// Rule: patches tile the image: `image_size` is a multiple of `patch_size`; else name the
-/// nearest patch sizes that divide it.
-/// `span` is the written patch size (a preset's entry, a composed `patch = …`).
-pub fn patch_divides_image(cx: &mut Ctxt, image_size: usize, patch_size: usize, span: Span) -> bool {
-    if image_size.is_multiple_of(patch_size) {
-        return true;
-    }
-    let below = (1..patch_size).rev().find(|&p| image_size.is_multiple_of(p));
-    let above = (patch_size + 1..=image_size).find(|&p| image_size.is_multiple_of(p));
-    let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
-    cx.error(
-        span,
-        format!(
-            "patches of {patch_size} do not tile an image of {image_size} ({image_size} / {patch_size} is not whole); \
-             the nearest patch sizes that divide {image_size} are {}",
-            nearest.join(" and ")
-        ),
-    );
-    false
-}
-
-/// Rule: an image model's position table has one row per patch, plus one for the class token
-/// when pooling by it.
-fn positions_cover_the_patches(cx: &mut Ctxt, needed: usize, given: Option<usize>, entry: &Entry) {
-    if let Some(given) = given.filter(|&g| g != needed) {
-        cx.error(
-            entry.value.span(),
-            format!(
-                "this image model has {needed} positions (its patches, plus the class token with \
-                 `pooling: cls`), but `max_positions` is {given}: write `max_positions: {needed}` or leave it out"
-            ),
-        );
     }
 }
 
@@ -630,145 +644,6 @@ fn decoders_have_a_head(cx: &mut Ctxt, attention: Attention, attention_entry: &E
     }
 }
 
-/// Rule: BERT checkpoints are post-norm bidirectional encoders; their tensor names have no place
-/// for a final norm or a causal head.
-fn bert_layout(cx: &mut Ctxt, entries: &Entries, placement: Option<Placement>, attention: Option<Attention>) {
-    if placement == Some(Placement::Pre) {
-        layout_conflict(
-            cx,
-            entries,
-            "norm_placement",
-            "`weights: bert` checkpoints are post-norm: use `norm_placement: post`",
-        );
-    }
-    if attention == Some(Attention::Causal) {
-        layout_conflict(
-            cx,
-            entries,
-            "attention",
-            "`weights: bert` checkpoints are encoders: use `attention: bidirectional`",
-        );
-    }
-}
-
-/// Rule: GPT-2 checkpoints are pre-norm causal decoders with learned positions and no token
-/// types.
-fn gpt2_layout(
-    cx: &mut Ctxt,
-    entries: &Entries,
-    placement: Option<Placement>,
-    positions: Option<Positions>,
-    attention: Option<Attention>,
-) {
-    if placement == Some(Placement::Post) {
-        layout_conflict(
-            cx,
-            entries,
-            "norm_placement",
-            "`weights: gpt2` checkpoints are pre-norm: use `norm_placement: pre`",
-        );
-    }
-    if positions == Some(Positions::Sinusoidal) {
-        layout_conflict(
-            cx,
-            entries,
-            "positions",
-            "`weights: gpt2` checkpoints learn their positions (`wpe`): use `positions: learned`",
-        );
-    }
-    if attention == Some(Attention::Bidirectional) {
-        layout_conflict(
-            cx,
-            entries,
-            "attention",
-            "`weights: gpt2` checkpoints are decoders: use `attention: causal`",
-        );
-    }
-    if let Some(types) = entries.get("type_vocab_size") {
-        cx.error(
-            types.key.span(),
-            "`weights: gpt2` checkpoints have no token-type embeddings: remove `type_vocab_size`",
-        );
-        cx.error(entries["weights"].value.span(), "GPT-2 naming chosen here");
-    }
-}
-
-/// Rule: ViT checkpoints are pre-norm bidirectional image encoders with learned positions.
-fn vit_layout(
-    cx: &mut Ctxt,
-    entries: &Entries,
-    placement: Option<Placement>,
-    positions: Option<Positions>,
-    attention: Option<Attention>,
-    is_image: bool,
-) {
-    if placement == Some(Placement::Post) {
-        layout_conflict(
-            cx,
-            entries,
-            "norm_placement",
-            "`weights: vit` checkpoints are pre-norm: use `norm_placement: pre`",
-        );
-    }
-    if positions == Some(Positions::Sinusoidal) {
-        layout_conflict(
-            cx,
-            entries,
-            "positions",
-            "`weights: vit` checkpoints learn their positions: use `positions: learned`",
-        );
-    }
-    vit_positions_stay_learned(cx, entries, positions);
-    if attention == Some(Attention::Causal) {
-        layout_conflict(
-            cx,
-            entries,
-            "attention",
-            "`weights: vit` checkpoints are encoders: use `attention: bidirectional`",
-        );
-    }
-    if !is_image {
-        cx.error(
-            entries["weights"].value.span(),
-            "`weights: vit` checkpoints read images: declare `image_size`, `patch_size`, `channels`, `labels` and `pooling`",
-        );
-    }
-}
-
-/// Rule: `weights: t5` without `encoder`/`decoder` sections is T5's encoder alone
-/// (`T5EncoderModel`): bidirectional, with no head and no token types; like the encoder-decoder
-/// stacks it is built from, it attends globally with a sequential residual.
-fn t5_alone_is_its_encoder(cx: &mut Ctxt, entries: &Entries, attention: Option<Attention>) {
-    if attention == Some(Attention::Causal) {
-        layout_conflict(
-            cx,
-            entries,
-            "attention",
-            "a `weights: t5` model without sections is T5's encoder (`T5EncoderModel`): use `attention: \
-             bidirectional`, or declare `encoder: { … }` and `decoder: { … }` for the whole model",
-        );
-    }
-    for key in ["lm_head", "type_vocab_size"] {
-        if let Some(entry) = entries.get(key) {
-            cx.error(
-                entry.key.span(),
-                format!("T5's encoder alone (`T5EncoderModel`) has no `{key}`: remove it"),
-            );
-        }
-    }
-    let parallel = entries.get("residual").filter(|e| matches!(&e.value, Value::Name(n) if n == "parallel"));
-    for entry in ["window", "sparse"].iter().filter_map(|k| entries.get(*k)).chain(parallel) {
-        cx.error(
-            entry.key.span(),
-            format!(
-                "`{}` is not implemented for T5's encoder alone in this version (it lowers through the \
-                 encoder-decoder stack): remove it",
-                entry.key
-            ),
-        );
-    }
-}
-
 /// Rule: grouped-query attention shares each key/value head among an equal group of query heads,
 /// so `kv_heads` divides `heads`; else name the nearest counts that do.
 fn kv_heads_divide_heads(cx: &mut Ctxt, heads: usize, kv_heads: usize, entry: &Entry) {
@@ -784,89 +659,6 @@ fn kv_heads_divide_heads(cx: &mut Ctxt, heads: usize, kv_heads: usize, entry: &E
             divisors.join(", ")
         ),
     );
-}
-
-/// Rule: `rope_theta` is given exactly when `positions: rope` is.
-fn rope_theta_goes_with_rope(cx: &mut Ctxt, positions: &Entry, theta: Option<&Entry>) {
-    let is_rope = matches!(&positions.value, Value::Name(n) if n == "rope");
-    match (is_rope, theta) {
-        (true, None) => cx.error(
-            positions.value.span(),
-            "`positions: rope` needs its base: add `rope_theta: 10000.0` (the checkpoint's `rope_theta`)",
-        ),
-        (false, Some(theta)) => cx.error(
-            theta.key.span(),
-            "`rope_theta` belongs to `positions: rope`: remove it or use rotary positions",
-        ),
-        _ => {}
-    }
-}
-
-/// Rule: rotary embeddings rotate pairs of dimensions, so the head width is even.
-fn rope_needs_even_head_dim(cx: &mut Ctxt, head_dim: usize, derived: &str, positions: &Entry) {
-    if !head_dim.is_multiple_of(2) {
-        cx.error(
-            positions.value.span(),
-            format!("rotary positions rotate pairs of dimensions, but a head is {head_dim} wide{derived}: use an even head width"),
-        );
-    }
-}
-
-/// Rule: `relative_buckets` and `relative_max_distance` are given exactly when
-/// `positions: relative` is.
-fn buckets_go_with_relative(cx: &mut Ctxt, positions: &Entry, entries: &Entries) {
-    let is_relative = matches!(&positions.value, Value::Name(n) if n == "relative");
-    let keys = ["relative_buckets", "relative_max_distance"];
-    if is_relative {
-        let missing: Vec<&str> = keys.into_iter().filter(|k| !entries.contains_key(*k)).collect();
-        if !missing.is_empty() {
-            cx.error(
-                positions.value.span(),
-                format!(
-                    "`positions: relative` needs {} (the checkpoint's `relative_attention_num_buckets` and \
-                     `relative_attention_max_distance`, e.g. 32 and 128)",
-                    list(&missing)
-                ),
-            );
-        }
-    } else {
-        for key in keys {
-            if let Some(e) = entries.get(key) {
-                cx.error(e.key.span(), format!("`{key}` belongs to `positions: relative`: remove it"));
-            }
-        }
-    }
-}
-
-/// Rule: T5's buckets are half exact (one per offset) and half logarithmic up to
-/// `relative_max_distance`, in each direction: at least 4 buckets, and the farthest distance beyond
-/// the exact ones (`max_distance > buckets / 2`), else the logarithmic half is empty.
-fn relative_buckets_fit(cx: &mut Ctxt, buckets: usize, max_distance: usize, entry: &Entry) {
-    if buckets >= 4 && max_distance > buckets / 2 {
-        return;
-    }
-    cx.error(
-        entry.value.span(),
-        format!(
-            "{buckets} relative buckets need `relative_max_distance` above {} (the last exactly-bucketed \
-             offset) and at least 4 buckets; found {max_distance} (T5 uses 32 buckets up to 128)",
-            buckets / 2
-        ),
-    );
-}
-
-/// Rule: T5 buckets split into two halves (keys before and after the query) in a bidirectional
-/// stack (an encoder, and so an encoder-decoder's shared setting), so their number is even; a
-/// causal stack's buckets all count keys before the query.
-fn relative_buckets_even(cx: &mut Ctxt, buckets: usize, entry: &Entry) {
-    if !buckets.is_multiple_of(2) {
-        cx.error(
-            entry.value.span(),
-            format!(
-                "relative buckets are split in half by direction, so their number is even: {buckets} is odd"
-            ),
-        );
-    }
 }
 
 /// Rule: key/value grouping is a decoder feature in this version: with `attention: bidirectional`,
@@ -915,217 +707,6 @@ fn positive_number(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<f64> {
     None
 }
 
-/// Rule: LLaMA/Mistral checkpoints are pre-norm causal decoders with RMS norms, SwiGLU
-/// feed-forwards and no position table: rotary positions, or a score bias (ALiBi as in MPT, or
-/// T5's relative buckets with the table in `model.layers.0.self_attn.relative_attention_bias`).
-fn llama_layout(
-    cx: &mut Ctxt,
-    entries: &Entries,
-    placement: Option<Placement>,
-    norm: Option<NormKind>,
-    positions: Option<Positions>,
-    activation: Option<Activation>,
-    attention: Option<Attention>,
-) {
-    let conflict = |cx: &mut Ctxt, key: &str, message: &str| layout_conflict(cx, entries, key, message);
-    if placement == Some(Placement::Post) {
-        conflict(
-            cx,
-            "norm_placement",
-            "`weights: llama` checkpoints are pre-norm: use `norm_placement: pre`",
-        );
-    }
-    if norm == Some(NormKind::LayerNorm) {
-        conflict(cx, "norm", "`weights: llama` checkpoints use RMS norms: use `norm: rms_norm`");
-    }
-    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal)) {
-        conflict(
-            cx,
-            "positions",
-            "`weights: llama` checkpoints have no position table: use `positions: rope` (or a score bias: \
-             `alibi`, `relative`)",
-        );
-    }
-    if matches!(activation, Some(a) if a != Activation::SwiGlu) {
-        conflict(
-            cx,
-            "activation",
-            "`weights: llama` feed-forwards are gated (`gate_proj`, `up_proj`): use `activation: swiglu`",
-        );
-    }
-    if attention == Some(Attention::Bidirectional) {
-        conflict(cx, "attention", "`weights: llama` checkpoints are decoders: use `attention: causal`");
-    }
-    if let Some(types) = entries.get("type_vocab_size") {
-        cx.error(
-            types.key.span(),
-            "`weights: llama` checkpoints have no token-type embeddings: remove `type_vocab_size`",
-        );
-    }
-}
-
-/// Rule: partial rotary turns the first `rotary_dims` of each head, in pairs: an even number no
-/// larger than the head.
-fn rotary_dims_fit(cx: &mut Ctxt, rotary_dims: usize, head_dim: usize, entry: &Entry) {
-    if rotary_dims.is_multiple_of(2) && rotary_dims <= head_dim {
-        return;
-    }
-    cx.error(
-        entry.value.span(),
-        format!(
-            "`rotary_dims` of {rotary_dims} must be even and at most the head width, {head_dim} (GPT-NeoX: \
-             `rotary_pct × head_dim`)"
-        ),
-    );
-}
-
-/// Rule: GPT-NeoX checkpoints are LayerNorm causal decoders with no position table: rotary
-/// positions (partial: `rotary_dims`), or a score bias (ALiBi, or T5's relative buckets with the
-/// table in `gpt_neox.layers.0.attention.relative_attention_bias`); `residual: parallel` matches
-/// `use_parallel_residual: true`, their default.
-fn neox_layout(
-    cx: &mut Ctxt,
-    entries: &Entries,
-    norm: Option<NormKind>,
-    positions: Option<Positions>,
-    attention: Option<Attention>,
-) {
-    let conflict = |cx: &mut Ctxt, key: &str, message: &str| layout_conflict(cx, entries, key, message);
-    if norm == Some(NormKind::RmsNorm) {
-        conflict(cx, "norm", "`weights: neox` checkpoints use LayerNorm: use `norm: layer_norm`");
-    }
-    if matches!(positions, Some(Positions::Learned | Positions::Sinusoidal)) {
-        conflict(
-            cx,
-            "positions",
-            "`weights: neox` checkpoints have no position table: use `positions: rope` (or a score bias: \
-             `alibi`, `relative`)",
-        );
-    }
-    if attention == Some(Attention::Bidirectional) {
-        conflict(cx, "attention", "`weights: neox` checkpoints are decoders: use `attention: causal`");
-    }
-}
-
-/// Rule: BLOOM checkpoints are pre-norm LayerNorm causal decoders with ALiBi positions and an
-/// ungated GELU (tanh) feed-forward.
-fn bloom_layout(
-    cx: &mut Ctxt,
-    entries: &Entries,
-    placement: Option<Placement>,
-    norm: Option<NormKind>,
-    positions: Option<Positions>,
-    activation: Option<Activation>,
-    attention: Option<Attention>,
-) {
-    let conflict = |cx: &mut Ctxt, key: &str, message: &str| layout_conflict(cx, entries, key, message);
-    if placement == Some(Placement::Post) {
-        conflict(
-            cx,
-            "norm_placement",
-            "`weights: bloom` checkpoints are pre-norm: use `norm_placement: pre`",
-        );
-    }
-    if norm == Some(NormKind::RmsNorm) {
-        conflict(cx, "norm", "`weights: bloom` checkpoints use LayerNorm: use `norm: layer_norm`");
-    }
-    if positions.is_some_and(|p| p != Positions::Alibi) {
-        conflict(
-            cx,
-            "positions",
-            "`weights: bloom` checkpoints bias scores by distance: use `positions: alibi`",
-        );
-    }
-    if activation.is_some_and(|a| a != Activation::GeluTanh) {
-        conflict(
-            cx,
-            "activation",
-            "`weights: bloom` feed-forwards use the tanh GELU: use `activation: gelu_tanh`",
-        );
-    }
-    if attention == Some(Attention::Bidirectional) {
-        conflict(cx, "attention", "`weights: bloom` checkpoints are decoders: use `attention: causal`");
-    }
-    if let Some(types) = entries.get("type_vocab_size") {
-        cx.error(
-            types.key.span(),
-            "`weights: bloom` checkpoints have no token-type embeddings: remove `type_vocab_size`",
-        );
-    }
-}
-
-/// Rule: BERT, GPT-2 and ViT checkpoints have LayerNorm, ungated feed-forwards and one key/value
-/// head per query head. Their positions are a learned table, or for BERT and GPT-2 a score bias in
-/// its place (ALiBi, as in MosaicBERT; T5's relative buckets); rotary positions need no table but
-/// these checkpoints' attention does not rotate.
-fn classic_layout(
-    cx: &mut Ctxt,
-    entries: &Entries,
-    scheme: WeightScheme,
-    norm: Option<NormKind>,
-    positions: Option<Positions>,
-    activation: Option<Activation>,
-    heads: Option<usize>,
-    kv_heads: Option<usize>,
-) {
-    let name = match scheme {
-        WeightScheme::Bert => "bert",
-        WeightScheme::Gpt2 => "gpt2",
-        _ => "vit",
-    };
-    if norm == Some(NormKind::RmsNorm) {
-        layout_conflict(
-            cx,
-            entries,
-            "norm",
-            &format!("`weights: {name}` checkpoints use LayerNorm: use `norm: layer_norm`"),
-        );
-    }
-    // ViT's positions: `vit_positions_stay_learned`.
-    if scheme != WeightScheme::Vit && matches!(positions, Some(Positions::Rope { .. })) {
-        layout_conflict(
-            cx,
-            entries,
-            "positions",
-            &format!(
-                "`weights: {name}` checkpoints do not rotate queries and keys: use `positions: learned` \
-                 (or a score bias: `alibi`, `relative`)"
-            ),
-        );
-    }
-    if activation.is_some_and(Activation::is_gated) {
-        layout_conflict(
-            cx,
-            entries,
-            "activation",
-            &format!(
-                "`weights: {name}` feed-forwards are not gated: use an ungated activation such as `gelu_erf`"
-            ),
-        );
-    }
-    if let (Some(h), Some(kv)) = (heads, kv_heads) {
-        if h != kv && entries.contains_key("kv_heads") {
-            layout_conflict(cx, entries, "kv_heads", &format!("`weights: {name}` checkpoints have one key/value head per query head: use `kv_heads: {h}` or leave it out"));
-        }
-    }
-}
-
-/// Rule: ViT adds a learned position per patch. Distance biases (ALiBi, T5's buckets) and
-/// rotations measure a 1-D distance, and over patches in raster order that distance puts the
-/// patch below a neighbour a whole row away: no ViT checkpoint positions patches so.
-fn vit_positions_stay_learned(cx: &mut Ctxt, entries: &Entries, positions: Option<Positions>) {
-    if matches!(positions, Some(Positions::Rope { .. } | Positions::Relative { .. } | Positions::Alibi)) {
-        layout_conflict(
-            cx,
-            entries,
-            "positions",
-            "`weights: vit` checkpoints learn a position per patch: use `positions: learned` (1-D \
-             distance biases and rotations over patches in raster order would put vertical neighbours a \
-             whole row apart)",
-        );
-    }
-}
-
 type Entries<'a> = HashMap<String, &'a Entry>;
 
 /// Reports a value that conflicts with another key, at both.
@@ -1140,27 +721,6 @@ fn layout_conflict_with(
     cx.error(entries[key].value.span(), message);
     if let Some(o) = entries.get(other) {
         cx.error(o.key.span(), other_message);
-    }
-}
-
-/// Reports a value that the chosen weight scheme rules out, at the value and at the scheme.
-fn layout_conflict(cx: &mut Ctxt, entries: &Entries, key: &str, message: &str) {
-    cx.error(entries[key].value.span(), message);
-    let scheme = &entries["weights"].value;
-    cx.error(scheme.span(), format!("{} naming chosen here", scheme_label(scheme)));
-}
-
-fn scheme_label(value: &Value) -> &'static str {
-    match value {
-        Value::Name(n) if n == "gpt2" => "GPT-2",
-        Value::Name(n) if n == "vit" => "ViT",
-        Value::Name(n) if n == "llama" => "LLaMA",
-        Value::Name(n) if n == "bloom" => "BLOOM",
-        Value::Name(n) if n == "neox" => "GPT-NeoX",
-        Value::Name(n) if n == "t5" => "T5",
-        Value::Name(n) if n == "bart" => "BART",
-        Value::Name(n) if n == "torch" => "`torch.nn.Transformer`",
-        _ => "BERT",
     }
 }
 

@@ -6,9 +6,10 @@
 
 use proc_macro2::Span;
 
+use super::layouts::layout_conflict;
 use super::{
-    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, layout_conflict, list, local,
-    positive_size, Entries, MAX_HEADS, MAX_LAYERS, MAX_WIDTH,
+    attention_kind, heads_divide_d_model, keys_known_and_unique, known_name, list, local, positive_size,
+    Entries, MAX_HEADS, MAX_LAYERS, MAX_WIDTH,
 };
 use crate::ast::{Entry, Value};
 use crate::ctxt::Ctxt;

@@ -2,8 +2,12 @@
 //! layer's cross-attention keys and values), teacher-forced logits, cached decoding steps, and
 //! generation through the runtime's one driver (a model conditioned on an encoder memory is a
 //! causal language model).
+//!
+//! [`generate`] writes the model in parts, one method of [`Model`] each: the struct, its consts,
+//! loading, encoding, teacher-forced logits, cached steps, generation, the conditioned model and
+//! the blocks. The methods' parts go into one `impl`, in that order.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::LitStr;
 
@@ -16,162 +20,165 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
     if let Err(e) = graph::check_widths(graph.blocks(), spec.d_model_span) {
         return e.into_compile_error();
     }
-    let rt = rt();
+    let model = Model::new(spec, s2s, graph);
     let name = &spec.name;
-    let enc_scratch = format_ident!("{}EncoderScratch", name);
-    let dec_scratch = format_ident!("{}DecoderScratch", name);
-    let enc_values = graph.encoder.layer.scratch();
-    let dec_values = graph.decoder.layer.scratch();
-    let blocks = [&graph.encoder, &graph.decoder].into_iter().flat_map(|stack| {
-        let scratch = if stack.layer.cached { &dec_scratch } else { &enc_scratch };
-        stack_blocks(stack).map(move |b| block(spec, b, scratch)).collect::<Vec<_>>()
-    });
-    let head = block(spec, &graph.head, &dec_scratch);
-    let enc_scratch_def = scratch_struct(spec, &enc_scratch, &enc_values);
-    let dec_scratch_def = scratch_struct(spec, &dec_scratch, &dec_values);
-
-    let (d, dd, v) = (spec.d_model, s2s.decoder.d_model, spec.vocab_size);
-    let inner = s2s.decoder.inner();
-    let enc_row = quote_spanned!(spec.d_model_span=> [f32; #d]);
-    let logits_row = quote_spanned!(spec.vocab_span=> [f32; #v]);
-    let conditioned = format_ident!("{}Conditioned", name);
-
-    let ty = |b: &Block| block_ident(spec, b);
-    let (enc_emb, enc_layer, dec_emb, dec_layer, head_ty) = (
-        ty(&graph.encoder.embeddings),
-        ty(&graph.encoder.layer),
-        ty(&graph.decoder.embeddings),
-        ty(&graph.decoder.layer),
-        ty(&graph.head),
-    );
-    let enc_final = graph.encoder.final_norm.as_ref().map(|b| {
-        let t = ty(b);
-        quote!(#[doc = "The norm after the encoder's last layer."] pub encoder_final_norm: #t,)
-    });
-    let dec_final = graph.decoder.final_norm.as_ref().map(|b| {
-        let t = ty(b);
-        quote!(#[doc = "The norm after the decoder's last layer."] pub decoder_final_norm: #t,)
-    });
-    let load = |b: &Block| {
-        let (t, prefix) = (ty(b), b.prefix);
-        quote!(#t::load(loader, #prefix))
-    };
-    let layers_load = |stack: &Stack| {
-        let (t, prefix) = (ty(&stack.layer), LitStr::new(stack.layer.prefix, Span::call_site()));
-        let n = stack.layers;
-        quote!((0..#n).map(|i| #t::load(loader, &format!(#prefix))).collect())
-    };
-    let (enc_emb_load, dec_emb_load, head_load) =
-        (load(&graph.encoder.embeddings), load(&graph.decoder.embeddings), load(&graph.head));
-    let (enc_layers_load, dec_layers_load) = (layers_load(&graph.encoder), layers_load(&graph.decoder));
-    let enc_final_load = graph.encoder.final_norm.as_ref().map(|b| {
-        let l = load(b);
-        quote!(encoder_final_norm: #l,)
-    });
-    let dec_final_load = graph.decoder.final_norm.as_ref().map(|b| {
-        let l = load(b);
-        quote!(decoder_final_norm: #l,)
-    });
-    let enc_final_run =
-        graph.encoder.final_norm.as_ref().map(|_| quote!(self.encoder_final_norm.forward(x);));
-    let dec_final_run =
-        graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(x);));
-    let dec_final_last =
-        graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(last);));
-    let (enc_bias_let, enc_bias_arg) =
-        stack_bias(&graph.encoder.embeddings, quote!(encoder_embeddings)).unzip();
-    let (dec_bias_let, dec_bias_arg) =
-        stack_bias(&graph.decoder.embeddings, quote!(decoder_embeddings)).unzip();
-    // Decoder positions continue each cache's length on a cached step.
-    let embeds_positions = graph
-        .decoder
-        .embeddings
-        .ops
-        .iter()
-        .any(|op| matches!(op, graph::Op::Gather { index: graph::Index::Position, .. }));
-    let (full_starts, step_starts) = if embeds_positions {
-        (quote!(, ::core::option::Option::None), quote!(, ::core::option::Option::Some(cache.lens())))
-    } else {
-        (quote!(), quote!())
-    };
-    let enc_carve = carve_width(d, &enc_scratch, &enc_values, &[]);
-    let full_carve =
-        carve_width(dd, &dec_scratch, &dec_values, &[(format_ident!("logits"), quote!(rows * #v))]);
-    let step_carve = carve_width(
-        dd,
-        &dec_scratch,
-        &dec_values,
-        &[
-            (format_ident!("last"), quote!(batch.batch_size() * #dd)),
-            (format_ident!("logits"), quote!(batch.batch_size() * #v)),
-        ],
-    );
-    let cross = CrossCalls::of(&graph.decoder.layer, inner, d);
-    let (project_memory, memory_args, cached_memory_args) = (&cross.project, &cross.args, &cross.cached_args);
-    let (full_state, full_restore) = (&cross.full_state, &cross.full_restore);
-    let (step_take, step_restore) = (&cross.step_take, &cross.step_restore);
-    // Location-sensitive models keep the teacher-forced passes' alignment states for reuse.
-    let (pool_field, pool_init) = cross
-        .full_state
-        .as_ref()
-        .map(|_| {
-            (
-                quote!(alignment_states: #rt::layers::additive::AlignmentPool,),
-                quote!(alignment_states: ::core::default::Default::default(),),
-            )
-        })
-        .unzip();
-    // Layers whose windows differ take their index.
-    let index = |layer: &Block| layer.per_layer().then(|| quote!(i,));
-    let (enc_index, dec_index) = (index(&graph.encoder.layer), index(&graph.decoder.layer));
-    let enc_loop = if enc_index.is_some() {
-        quote!((i, layer) in self.encoder_layers.iter().enumerate())
-    } else {
-        quote!(layer in &self.encoder_layers)
-    };
-    let ignored = &graph.ignored;
-    let (heads, head_dim, enc_layers, dec_layers, d_ff, max_pos, start) = (
-        spec.heads,
-        spec.head_dim(),
-        graph.encoder.layers,
-        graph.decoder.layers,
-        spec.d_ff,
-        spec.max_positions,
-        s2s.decoder_start,
-    );
-    let (dec_heads, dec_ff) = (s2s.decoder.heads, s2s.decoder.d_ff);
-    let (attrs, vis) = (&spec.attrs, &spec.vis);
-    let enc_layers_doc =
-        format!("The {enc_layers} encoder layers, loaded from `{}`.", graph.encoder.layer.prefix);
-    let dec_layers_doc =
-        format!("The {dec_layers} decoder layers, loaded from `{}`.", graph.decoder.layer.prefix);
-    let conditioned_doc = format!(
-        "`{name}` conditioned on an encoded batch of sources: a causal language model over the decoder, \
-         so the runtime's generation driver serves it."
-    );
-
+    let (model_struct, consts, loading) = (model.model_struct(), model.consts(), model.loading());
+    let (encoding, teacher_forced) = (model.encoding(), model.teacher_forced());
+    let (cached_steps, generation) = (model.cached_steps(), model.generation());
+    let (conditioned, blocks) = (model.conditioned(), model.blocks());
     quote! {
-        #(#attrs)*
-        #[derive(Debug)]
-        #vis struct #name {
-            /// Encoder input: token embeddings (and positions).
-            pub encoder_embeddings: #enc_emb,
-            #[doc = #enc_layers_doc]
-            pub encoder_layers: ::std::vec::Vec<#enc_layer>,
-            #enc_final
-            /// Decoder input: token embeddings (and positions).
-            pub decoder_embeddings: #dec_emb,
-            #[doc = #dec_layers_doc]
-            pub decoder_layers: ::std::vec::Vec<#dec_layer>,
-            #dec_final
-            /// Decoder states to vocabulary logits.
-            pub lm_head: #head_ty,
-            threads: #rt::Threads,
-            workspaces: #rt::workspace::WorkspacePool,
-            #pool_field
-        }
+        #model_struct
 
         impl #name {
+            #consts
+            #loading
+            #encoding
+            #teacher_forced
+            #cached_steps
+            #generation
+        }
+
+        #conditioned
+        #blocks
+        const _: () = {
+            // Models are shared across threads: one loaded model serves many callers.
+            fn assert_send_sync<T: ::core::marker::Send + ::core::marker::Sync>() {}
+            fn check() {
+                assert_send_sync::<#name>();
+            }
+        };
+    }
+}
+
+/// What the generated parts share: the model, the runtime's path, the two stacks' scratch types,
+/// and how the methods feed the decoder layers' cross-attention.
+struct Model<'a> {
+    spec: &'a Spec,
+    s2s: &'a Seq2Seq,
+    graph: &'a Seq2SeqGraph,
+    rt: TokenStream,
+    enc_scratch: Ident,
+    dec_scratch: Ident,
+    cross: CrossCalls,
+}
+
+impl<'a> Model<'a> {
+    fn new(spec: &'a Spec, s2s: &'a Seq2Seq, graph: &'a Seq2SeqGraph) -> Self {
+        Model {
+            spec,
+            s2s,
+            graph,
+            rt: rt(),
+            enc_scratch: format_ident!("{}EncoderScratch", spec.name),
+            dec_scratch: format_ident!("{}DecoderScratch", spec.name),
+            cross: CrossCalls::of(&graph.decoder.layer, s2s.decoder.inner(), spec.d_model),
+        }
+    }
+
+    fn ty(&self, b: &Block) -> Ident {
+        block_ident(self.spec, b)
+    }
+
+    /// `Block::load(loader, prefix)` for a block loaded once.
+    fn load(&self, b: &Block) -> TokenStream {
+        let (t, prefix) = (self.ty(b), b.prefix);
+        quote!(#t::load(loader, #prefix))
+    }
+
+    /// A stack's layers, each loaded from its own prefix.
+    fn layers_load(&self, stack: &Stack) -> TokenStream {
+        let (t, prefix) = (self.ty(&stack.layer), LitStr::new(stack.layer.prefix, Span::call_site()));
+        let n = stack.layers;
+        quote!((0..#n).map(|i| #t::load(loader, &format!(#prefix))).collect())
+    }
+
+    /// `[f32; D_MODEL]`, spanned at the user's `d_model`: a row of the encoder's output.
+    fn enc_row(&self) -> TokenStream {
+        let d = self.spec.d_model;
+        quote_spanned!(self.spec.d_model_span=> [f32; #d])
+    }
+
+    /// `[f32; VOCAB_SIZE]`, spanned at the user's `vocab_size`: a row of logits.
+    fn logits_row(&self) -> TokenStream {
+        let v = self.spec.vocab_size;
+        quote_spanned!(self.spec.vocab_span=> [f32; #v])
+    }
+
+    /// The layer index argument, for layers whose windows differ.
+    fn index(layer: &Block) -> Option<TokenStream> {
+        layer.per_layer().then(|| quote!(i,))
+    }
+
+    /// The model struct: each stack's blocks, the head, threads and workspaces (and the
+    /// alignment states a location-sensitive model reuses).
+    fn model_struct(&self) -> TokenStream {
+        let (spec, graph, rt) = (self.spec, self.graph, &self.rt);
+        let (attrs, vis, name) = (&spec.attrs, &spec.vis, &spec.name);
+        let (enc_emb, enc_layer, dec_emb, dec_layer, head_ty) = (
+            self.ty(&graph.encoder.embeddings),
+            self.ty(&graph.encoder.layer),
+            self.ty(&graph.decoder.embeddings),
+            self.ty(&graph.decoder.layer),
+            self.ty(&graph.head),
+        );
+        let enc_final = graph.encoder.final_norm.as_ref().map(|b| {
+            let t = self.ty(b);
+            quote!(#[doc = "The norm after the encoder's last layer."] pub encoder_final_norm: #t,)
+        });
+        let dec_final = graph.decoder.final_norm.as_ref().map(|b| {
+            let t = self.ty(b);
+            quote!(#[doc = "The norm after the decoder's last layer."] pub decoder_final_norm: #t,)
+        });
+        let (enc_layers, dec_layers) = (graph.encoder.layers, graph.decoder.layers);
+        let enc_layers_doc =
+            format!("The {enc_layers} encoder layers, loaded from `{}`.", graph.encoder.layer.prefix);
+        let dec_layers_doc =
+            format!("The {dec_layers} decoder layers, loaded from `{}`.", graph.decoder.layer.prefix);
+        // Location-sensitive models keep the teacher-forced passes' alignment states for reuse.
+        let pool_field = self
+            .cross
+            .full_state
+            .as_ref()
+            .map(|_| quote!(alignment_states: #rt::layers::additive::AlignmentPool,));
+        quote! {
+            #(#attrs)*
+            #[derive(Debug)]
+            #vis struct #name {
+                /// Encoder input: token embeddings (and positions).
+                pub encoder_embeddings: #enc_emb,
+                #[doc = #enc_layers_doc]
+                pub encoder_layers: ::std::vec::Vec<#enc_layer>,
+                #enc_final
+                /// Decoder input: token embeddings (and positions).
+                pub decoder_embeddings: #dec_emb,
+                #[doc = #dec_layers_doc]
+                pub decoder_layers: ::std::vec::Vec<#dec_layer>,
+                #dec_final
+                /// Decoder states to vocabulary logits.
+                pub lm_head: #head_ty,
+                threads: #rt::Threads,
+                workspaces: #rt::workspace::WorkspacePool,
+                #pool_field
+            }
+        }
+    }
+
+    /// The dims as consts, and the checkpoint tensors deliberately left unused.
+    fn consts(&self) -> TokenStream {
+        let (spec, s2s, graph) = (self.spec, self.s2s, self.graph);
+        let (d, dd, v) = (spec.d_model, s2s.decoder.d_model, spec.vocab_size);
+        let (heads, head_dim, enc_layers, dec_layers, d_ff, max_pos, start) = (
+            spec.heads,
+            spec.head_dim(),
+            graph.encoder.layers,
+            graph.decoder.layers,
+            spec.d_ff,
+            spec.max_positions,
+            s2s.decoder_start,
+        );
+        let (dec_heads, dec_ff) = (s2s.decoder.heads, s2s.decoder.d_ff);
+        let ignored = &graph.ignored;
+        quote! {
             /// Vocabulary size: token ids are `0..VOCAB_SIZE`.
             pub const VOCAB_SIZE: usize = #v;
             /// Longest source or decoded sequence the positions cover.
@@ -198,7 +205,33 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
             pub const DECODER_START: u32 = #start;
             /// Checkpoint tensors this model knows and deliberately does not use.
             pub const IGNORED_TENSORS: &'static [&'static str] = &[#(#ignored),*];
+        }
+    }
 
+    /// `from_safetensors`, `load`, and the threads forward passes use.
+    fn loading(&self) -> TokenStream {
+        let (graph, rt) = (self.graph, &self.rt);
+        let (enc_emb_load, dec_emb_load, head_load) = (
+            self.load(&graph.encoder.embeddings),
+            self.load(&graph.decoder.embeddings),
+            self.load(&graph.head),
+        );
+        let (enc_layers_load, dec_layers_load) =
+            (self.layers_load(&graph.encoder), self.layers_load(&graph.decoder));
+        let enc_final_load = graph.encoder.final_norm.as_ref().map(|b| {
+            let l = self.load(b);
+            quote!(encoder_final_norm: #l,)
+        });
+        let dec_final_load = graph.decoder.final_norm.as_ref().map(|b| {
+            let l = self.load(b);
+            quote!(decoder_final_norm: #l,)
+        });
+        let pool_init = self
+            .cross
+            .full_state
+            .as_ref()
+            .map(|_| quote!(alignment_states: ::core::default::Default::default(),));
+        quote! {
             /// Loads the model from a safetensors file, checking every tensor's name and shape;
             /// every problem is listed in one error.
             pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
@@ -238,7 +271,28 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
             pub fn threads(&self) -> &#rt::Threads {
                 &self.threads
             }
+        }
+    }
 
+    /// `encode_into` (the encoder's output), `encode` (that output and every decoder layer's
+    /// projection of it, kept in an `EncoderMemory`) and `encoder_hidden`.
+    fn encoding(&self) -> TokenStream {
+        let (graph, rt) = (self.graph, &self.rt);
+        let d = self.spec.d_model;
+        let enc_row = self.enc_row();
+        let enc_carve = carve_width(d, &self.enc_scratch, &graph.encoder.layer.scratch(), &[]);
+        let (enc_bias_let, enc_bias_arg) =
+            stack_bias(&graph.encoder.embeddings, quote!(encoder_embeddings)).unzip();
+        let enc_index = Self::index(&graph.encoder.layer);
+        let enc_loop = if enc_index.is_some() {
+            quote!((i, layer) in self.encoder_layers.iter().enumerate())
+        } else {
+            quote!(layer in &self.encoder_layers)
+        };
+        let enc_final_run =
+            graph.encoder.final_norm.as_ref().map(|_| quote!(self.encoder_final_norm.forward(x);));
+        let project_memory = &self.cross.project;
+        quote! {
             /// The encoder's output for every source token (`sources.rows()` rows), written into
             /// `workspace`.
             pub fn encode_into<'w>(&self, sources: &#rt::Batch, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [#enc_row]> {
@@ -276,7 +330,46 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
             pub fn encoder_hidden<'m>(&self, memory: &'m #rt::EncoderMemory) -> &'m [#enc_row] {
                 memory.hidden().as_chunks::<#d>().0
             }
+        }
+    }
 
+    /// Whether the decoder embeds absolute positions, which continue each cache's length on a
+    /// cached step: the `starts` argument of a full pass and of a step.
+    fn decoder_starts(&self) -> (TokenStream, TokenStream) {
+        let embeds_positions = self
+            .graph
+            .decoder
+            .embeddings
+            .ops
+            .iter()
+            .any(|op| matches!(op, graph::Op::Gather { index: graph::Index::Position, .. }));
+        if embeds_positions {
+            (quote!(, ::core::option::Option::None), quote!(, ::core::option::Option::Some(cache.lens())))
+        } else {
+            (quote!(), quote!())
+        }
+    }
+
+    /// `logits_into` and `logits`: every target token's logits, teacher-forced (a full
+    /// recompute over the decoder, no cache).
+    fn teacher_forced(&self) -> TokenStream {
+        let (graph, rt, cross) = (self.graph, &self.rt, &self.cross);
+        let (dd, v) = (self.s2s.decoder.d_model, self.spec.vocab_size);
+        let logits_row = self.logits_row();
+        let full_carve = carve_width(
+            dd,
+            &self.dec_scratch,
+            &graph.decoder.layer.scratch(),
+            &[(format_ident!("logits"), quote!(rows * #v))],
+        );
+        let (full_starts, _) = self.decoder_starts();
+        let (dec_bias_let, dec_bias_arg) =
+            stack_bias(&graph.decoder.embeddings, quote!(decoder_embeddings)).unzip();
+        let dec_index = Self::index(&graph.decoder.layer);
+        let (memory_args, full_state, full_restore) = (&cross.args, &cross.full_state, &cross.full_restore);
+        let dec_final_run =
+            graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(x);));
+        quote! {
             /// Teacher-forced logits: every token of every target sequence (`targets.rows()`
             /// rows), each seeing the target tokens before it and its own source. A full
             /// recompute, no cache.
@@ -307,7 +400,33 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
             pub fn logits(&self, memory: &#rt::EncoderMemory, targets: &#rt::Batch) -> #rt::Result<::std::vec::Vec<#logits_row>> {
                 self.workspaces.with(|ws| self.logits_into(memory, targets, ws).map(<[_]>::to_vec))
             }
+        }
+    }
 
+    /// `new_cache` and `step_into`: one cached decoding step, the logits of each sequence's
+    /// last token.
+    fn cached_steps(&self) -> TokenStream {
+        let (graph, rt, cross) = (self.graph, &self.rt, &self.cross);
+        let (dd, v) = (self.s2s.decoder.d_model, self.spec.vocab_size);
+        let inner = self.s2s.decoder.inner();
+        let logits_row = self.logits_row();
+        let step_carve = carve_width(
+            dd,
+            &self.dec_scratch,
+            &graph.decoder.layer.scratch(),
+            &[
+                (format_ident!("last"), quote!(batch.batch_size() * #dd)),
+                (format_ident!("logits"), quote!(batch.batch_size() * #v)),
+            ],
+        );
+        let (_, step_starts) = self.decoder_starts();
+        let (dec_bias_let, dec_bias_arg) =
+            stack_bias(&graph.decoder.embeddings, quote!(decoder_embeddings)).unzip();
+        let (cached_memory_args, step_take, step_restore) =
+            (&cross.cached_args, &cross.step_take, &cross.step_restore);
+        let dec_final_last =
+            graph.decoder.final_norm.as_ref().map(|_| quote!(self.decoder_final_norm.forward(last);));
+        quote! {
             /// A KV cache for the decoder's self-attention: `batch_size` sequences, room for
             /// `MAX_POSITIONS` tokens each.
             pub fn new_cache(&self, batch_size: usize) -> #rt::KvCache {
@@ -344,7 +463,14 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 cache.advance_batch(batch);
                 ::core::result::Result::Ok(logits)
             }
+        }
+    }
 
+    /// `conditioned` (the decoder as a causal language model over one memory) and `generate`.
+    fn generation(&self) -> TokenStream {
+        let rt = &self.rt;
+        let conditioned = format_ident!("{}Conditioned", self.spec.name);
+        quote! {
             /// The decoder conditioned on `memory`: a [`CausalLm`](#rt::CausalLm) whose prompts
             /// are decoder prefixes (usually `[Self::DECODER_START]`), one per source.
             pub fn conditioned<'m>(&'m self, memory: &'m #rt::EncoderMemory) -> #conditioned<'m> {
@@ -361,43 +487,63 @@ pub fn generate(spec: &Spec, s2s: &Seq2Seq, graph: &Seq2SeqGraph) -> TokenStream
                 #rt::generate::generate(&self.conditioned(&memory), &prompts, options)
             }
         }
+    }
 
-        #[doc = #conditioned_doc]
-        #[derive(Clone, Copy, Debug)]
-        #vis struct #conditioned<'m> {
-            model: &'m #name,
-            memory: &'m #rt::EncoderMemory,
+    /// `{Name}Conditioned`: the model and one memory, a `CausalLm` (so generation is the
+    /// runtime's one driver).
+    fn conditioned(&self) -> TokenStream {
+        let (rt, name, vis) = (&self.rt, &self.spec.name, &self.spec.vis);
+        let conditioned = format_ident!("{}Conditioned", name);
+        let conditioned_doc = format!(
+            "`{name}` conditioned on an encoded batch of sources: a causal language model over the decoder, \
+             so the runtime's generation driver serves it."
+        );
+        quote! {
+            #[doc = #conditioned_doc]
+            #[derive(Clone, Copy, Debug)]
+            #vis struct #conditioned<'m> {
+                model: &'m #name,
+                memory: &'m #rt::EncoderMemory,
+            }
+
+            impl #rt::CausalLm for #conditioned<'_> {
+                fn vocab_size(&self) -> usize {
+                    #name::VOCAB_SIZE
+                }
+
+                fn max_positions(&self) -> usize {
+                    #name::MAX_POSITIONS
+                }
+
+                fn new_cache(&self, batch: usize) -> #rt::KvCache {
+                    self.model.new_cache(batch)
+                }
+
+                fn step<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [f32]> {
+                    self.model.step_into(self.memory, batch, cache, workspace).map(<[_]>::as_flattened)
+                }
+            }
         }
+    }
 
-        impl #rt::CausalLm for #conditioned<'_> {
-            fn vocab_size(&self) -> usize {
-                #name::VOCAB_SIZE
-            }
-
-            fn max_positions(&self) -> usize {
-                #name::MAX_POSITIONS
-            }
-
-            fn new_cache(&self, batch: usize) -> #rt::KvCache {
-                self.model.new_cache(batch)
-            }
-
-            fn step<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [f32]> {
-                self.model.step_into(self.memory, batch, cache, workspace).map(<[_]>::as_flattened)
-            }
+    /// Each stack's block types (over its own scratch type), the head, and the two scratch
+    /// structs.
+    fn blocks(&self) -> TokenStream {
+        let (spec, graph) = (self.spec, self.graph);
+        let (enc_scratch, dec_scratch) = (&self.enc_scratch, &self.dec_scratch);
+        let blocks = [&graph.encoder, &graph.decoder].into_iter().flat_map(|stack| {
+            let scratch = if stack.layer.cached { dec_scratch } else { enc_scratch };
+            stack_blocks(stack).map(move |b| block(spec, b, scratch)).collect::<Vec<_>>()
+        });
+        let head = block(spec, &graph.head, dec_scratch);
+        let enc_scratch_def = scratch_struct(spec, enc_scratch, &graph.encoder.layer.scratch());
+        let dec_scratch_def = scratch_struct(spec, dec_scratch, &graph.decoder.layer.scratch());
+        quote! {
+            #(#blocks)*
+            #head
+            #enc_scratch_def
+            #dec_scratch_def
         }
-
-        #(#blocks)*
-        #head
-        #enc_scratch_def
-        #dec_scratch_def
-        const _: () = {
-            // Models are shared across threads: one loaded model serves many callers.
-            fn assert_send_sync<T: ::core::marker::Send + ::core::marker::Sync>() {}
-            fn check() {
-                assert_send_sync::<#name>();
-            }
-        };
     }
 }
 

@@ -5,15 +5,23 @@
 //! accumulating gather, and [`graph::fuse`] folds activations into GEMM epilogues and adds into
 //! residual norms. Values are assigned buffers by liveness: the stream `x` is updated in place,
 //! everything else lives in named scratch buffers, reused once their value is dead.
+//!
+//! [`lower_section`] runs a section through the phases, one child module each: [`rewrite`] (the
+//! graph-level rewrites), [`buffers`] (liveness, the stream chain, scratch buffers) and [`ops`]
+//! (field names, then one op per node).
+
+mod buffers;
+mod ops;
+mod rewrite;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 
 use proc_macro2::Span;
 
-use super::program::{FieldDef, Node, Program, Section};
+use super::program::{AttentionNode, FieldDef, Node, Program, Section};
 use crate::ctxt::Ctxt;
-use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Layout, Layouts, Op, Value, Window, STREAM};
+use crate::graph::{self, Block, Field, FieldKind, Graph, Index, Op, Value};
 use crate::spec::{Classifier, ImageInput, Pool, Pooling, Sparse};
 
 /// A `'static` copy of a name built at expansion time; the graph's names are `&'static str`
@@ -78,82 +86,18 @@ pub fn lower(
 ) -> Option<Lowered> {
     let errors = cx.len();
     let emb = &program.embeddings;
-    // Rows a lookup covers: a table's rows past its offset (BART's positions start at row 2).
-    let table = |index: Index| {
-        emb.nodes.iter().find_map(|n| match n {
-            Node::Gather { field, index: i, offset, .. } if *i == index => match emb.fields[*field].kind {
-                FieldKind::Embedding { rows, .. } | FieldKind::Sinusoidal { rows, .. } => {
-                    Some(rows.saturating_sub(*offset))
-                }
-                _ => None,
-            },
-            _ => None,
-        })
-    };
-    let patches = emb.nodes.iter().find_map(|n| match *n {
-        Node::Patches { image, cls, .. } => Some((image, cls.is_some())),
-        _ => None,
-    });
-    let vocab_size = if family == Family::Image { patches.map(|_| 1) } else { table(Index::Token) };
-    let Some(vocab_size) = vocab_size else {
-        if family == Family::Image {
-            cx.error(out_span, "an image model cuts its input into patches before the layers: `let x = patch_embedding(image, d_model, size = …, patch = …, channels = …, class_token = true);`");
-            return None;
-        }
-        cx.error(
-            out_span,
-            "embed the tokens before the layers: `let x = embedding(tokens, vocab_size, d_model);`",
-        );
-        return None;
-    };
-    let max_positions = match patches {
-        Some((image, cls)) => Some(image.patches() + usize::from(cls)),
-        None => table(Index::Position).or(max_positions_dim),
-    };
-    let type_vocab_size = table(Index::TokenType);
-    if program.token_types && type_vocab_size.is_none() {
-        cx.error(out_span, "`token_types` is an input but never embedded: `embedding(token_types, type_vocab_size, d_model)`");
-    }
+    let StackInputs { vocab_size, max_positions, type_vocab_size, patches } =
+        stack_inputs(cx, program, family, max_positions_dim, out_span)?;
     let body = &program.repeat.body;
     let d_model = body.tensors[body.input.unwrap_or(0)].width;
-    let attentions: Vec<&super::program::AttentionNode> =
+    let attentions: Vec<&AttentionNode> =
         body.nodes.iter().filter_map(|n| if let Node::Attention(a) = n { Some(a) } else { None }).collect();
     let Some(first) = attentions.first() else {
         cx.error(program.repeat.span, "the layers have no attention: add `attention(…)` to the loop body");
         return None;
     };
-    let causal = attentions.iter().any(|a| a.causal);
-    match family {
-        Family::Decoder if attentions.iter().any(|a| !a.causal) => {
-            cx.error(
-                program.repeat.span,
-                "a model returning `logits` is a causal decoder: give every attention `causal`",
-            );
-        }
-        Family::Decoder if attentions.len() > 1 => {
-            cx.error(program.repeat.span, "a decoder layer has one attention (one KV cache entry per layer)");
-        }
-        Family::Image if causal => {
-            cx.error(program.repeat.span, "an image classifier's patches see each other: drop `causal`");
-        }
-        Family::Encoder if causal => {
-            cx.error(
-                program.repeat.span,
-                "causal attention makes a decoder: return `logits` (a vocabulary projection)",
-            );
-        }
-        _ => {}
-    }
-    let rope_positions = match (attentions.iter().any(|a| a.rope.is_some()), max_positions) {
-        (true, None) => {
-            cx.error(
-                program.repeat.span,
-                "rotary positions need the longest sequence: declare `max_positions: …`",
-            );
-            return None;
-        }
-        (_, p) => p.unwrap_or(1),
-    };
+    attention_fits_the_family(cx, program, family, &attentions);
+    let rope_positions = rope_positions(cx, program, &attentions, max_positions)?;
     if family == Family::Decoder && max_positions.is_none() {
         cx.error(
             out_span,
@@ -198,12 +142,7 @@ pub fn lower(
             lower_tail(cx, &program.tail, family, vocab_size, rope_positions, side).map(|(n, h)| (n, h, None))
         }
     };
-    if let Some(b) = &embeddings {
-        if let Some(v) = b.scratch().first() {
-            let span = emb.tensors.iter().find(|t| t.hint == v.name).map_or(out_span, |t| t.span);
-            cx.error(span, "before the layers every step must write the stream in place (lookups, sums, one norm): this value would need a buffer of its own");
-        }
-    }
+    embeddings_write_in_place(cx, emb, embeddings.as_ref(), out_span);
     if cx.len() > errors {
         return None;
     }
@@ -230,6 +169,131 @@ pub fn lower(
         loop_span: program.repeat.span,
         image: patches.map(|(image, _)| image).zip(classifier),
     })
+}
+
+/// What the statements before the loop say about the stack's input.
+struct StackInputs {
+    /// Token ids (an image model's one placeholder row).
+    vocab_size: usize,
+    max_positions: Option<usize>,
+    type_vocab_size: Option<usize>,
+    /// Image models: the images the patches are cut from, and whether a class token leads them.
+    patches: Option<(ImageInput, bool)>,
+}
+
+/// The stack's input sizes, from its lookups (or its patches): the vocabulary must be embedded
+/// (or the image cut into patches), and token types, if an input, embedded too.
+fn stack_inputs(
+    cx: &mut Ctxt,
+    program: &Program,
+    family: Family,
+    max_positions_dim: Option<usize>,
+    out_span: Span,
+) -> Option<StackInputs> {
+    let emb = &program.embeddings;
+    let patches = emb.nodes.iter().find_map(|n| match *n {
+        Node::Patches { image, cls, .. } => Some((image, cls.is_some())),
+        _ => None,
+    });
+    let vocab_size = if family == Family::Image { patches.map(|_| 1) } else { table_rows(emb, Index::Token) };
+    let Some(vocab_size) = vocab_size else {
+        if family == Family::Image {
+            cx.error(out_span, "an image model cuts its input into patches before the layers: `let x = patch_embedding(image, d_model, size = …, patch = …, channels = …, class_token = true);`");
+            return None;
+        }
+        cx.error(
+            out_span,
+            "embed the tokens before the layers: `let x = embedding(tokens, vocab_size, d_model);`",
+        );
+        return None;
+    };
+    let max_positions = match patches {
+        Some((image, cls)) => Some(image.patches() + usize::from(cls)),
+        None => table_rows(emb, Index::Position).or(max_positions_dim),
+    };
+    let type_vocab_size = table_rows(emb, Index::TokenType);
+    if program.token_types && type_vocab_size.is_none() {
+        cx.error(out_span, "`token_types` is an input but never embedded: `embedding(token_types, type_vocab_size, d_model)`");
+    }
+    Some(StackInputs { vocab_size, max_positions, type_vocab_size, patches })
+}
+
+/// Rows a lookup by `index` covers: its table's rows past its offset (BART's positions start at
+/// row 2).
+fn table_rows(emb: &Section, index: Index) -> Option<usize> {
+    emb.nodes.iter().find_map(|n| match n {
+        Node::Gather { field, index: i, offset, .. } if *i == index => match emb.fields[*field].kind {
+            FieldKind::Embedding { rows, .. } | FieldKind::Sinusoidal { rows, .. } => {
+                Some(rows.saturating_sub(*offset))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Rule: what the model returns decides its attention: a model returning `logits` is a causal
+/// decoder with one attention per layer (one KV cache entry); encoders and image classifiers
+/// see the whole sequence.
+fn attention_fits_the_family(
+    cx: &mut Ctxt,
+    program: &Program,
+    family: Family,
+    attentions: &[&AttentionNode],
+) {
+    let causal = attentions.iter().any(|a| a.causal);
+    match family {
+        Family::Decoder if attentions.iter().any(|a| !a.causal) => {
+            cx.error(
+                program.repeat.span,
+                "a model returning `logits` is a causal decoder: give every attention `causal`",
+            );
+        }
+        Family::Decoder if attentions.len() > 1 => {
+            cx.error(program.repeat.span, "a decoder layer has one attention (one KV cache entry per layer)");
+        }
+        Family::Image if causal => {
+            cx.error(program.repeat.span, "an image classifier's patches see each other: drop `causal`");
+        }
+        Family::Encoder if causal => {
+            cx.error(
+                program.repeat.span,
+                "causal attention makes a decoder: return `logits` (a vocabulary projection)",
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Rule: rotary positions need the longest sequence (their table has a row per position). The
+/// rows a rotary table gets; one when no attention rotates.
+fn rope_positions(
+    cx: &mut Ctxt,
+    program: &Program,
+    attentions: &[&AttentionNode],
+    max_positions: Option<usize>,
+) -> Option<usize> {
+    match (attentions.iter().any(|a| a.rope.is_some()), max_positions) {
+        (true, None) => {
+            cx.error(
+                program.repeat.span,
+                "rotary positions need the longest sequence: declare `max_positions: …`",
+            );
+            None
+        }
+        (_, p) => Some(p.unwrap_or(1)),
+    }
+}
+
+/// Rule: before the layers every step writes the stream in place (the embeddings block has no
+/// scratch struct of its own): lookups, sums, one norm.
+fn embeddings_write_in_place(cx: &mut Ctxt, emb: &Section, embeddings: Option<&Block>, out_span: Span) {
+    if let Some(b) = embeddings {
+        if let Some(v) = b.scratch().first() {
+            let span = emb.tensors.iter().find(|t| t.hint == v.name).map_or(out_span, |t| t.span);
+            cx.error(span, "before the layers every step must write the stream in place (lookups, sums, one norm): this value would need a buffer of its own");
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -442,64 +506,6 @@ const ADDITIVE_CROSS: &str = "cross_attention";
 const ADDITIVE_SCORES: &str = "cross_scores";
 const ADDITIVE_ALIGNMENTS: &str = "alignments";
 
-/// Rule: a decoder layer reads the memory through one cross-attention, multi-head or additive
-/// (one memory projection per layer, one `cross_attention` field).
-fn one_cross_attention(cx: &mut Ctxt, nodes: &[Node], tensors: &[super::program::Tensor]) -> bool {
-    let crosses: Vec<usize> = nodes
-        .iter()
-        .filter_map(|n| match n {
-            Node::Cross(c) => Some(c.out),
-            Node::Additive(a) => Some(a.out),
-            _ => None,
-        })
-        .collect();
-    match crosses.get(1) {
-        Some(&second) => {
-            cx.error(tensors[second].span, "a decoder layer has one cross-attention (the memory's keys are one projection per layer): multi-head `attention(q, linear(memory, …), linear(memory, …))` or one of the additive kinds");
-            false
-        }
-        None => true,
-    }
-}
-
-/// Rule: cross-attention keys and values from `nn.MultiheadAttention`'s packed `in_proj`
-/// (`layout = in_proj(start, total)`) are adjacent rows of one weight, keys first (so one GEMM
-/// projects the memory, as the preset's): `None` when they are not packed at all.
-fn packed_key_value(cx: &mut Ctxt, k: &LField, v: &LField, span: Span) -> Option<Option<LField>> {
-    let (
-        FieldKind::Linear { input, output: ko, bias, layout: Layout::InProj { total, first } },
-        FieldKind::Linear { output: vo, layout: Layout::InProj { total: vt, first: vf }, .. },
-    ) = (k.kind, v.kind)
-    else {
-        return match (k.kind, v.kind) {
-            (FieldKind::Linear { layout: Layout::InProj { .. }, .. }, _)
-            | (_, FieldKind::Linear { layout: Layout::InProj { .. }, .. }) => {
-                cx.error(span, "cross-attention's keys and values are both rows of one packed `in_proj` weight, or both nn.Linear layers");
-                Some(None)
-            }
-            _ => None,
-        };
-    };
-    if k.weights != v.weights || total != vt || vf != first + ko {
-        let next = first + ko;
-        let values = if next + vo <= total {
-            format!("so the values are the next {vo} rows of the same weight, `in_proj({next}, {total})`")
-        } else {
-            "so the values are the rows right after them in the same weight".to_string()
-        };
-        cx.error(
-            span,
-            format!("cross-attention's keys and values run as one GEMM over the memory: the keys are rows {first}..{next} of their packed weight, {values} (`nn.MultiheadAttention`: keys `in_proj(d, 3 * d)`, values `in_proj(2 * d, 3 * d)`)"),
-        );
-        return Some(None);
-    }
-    Some(Some(LField {
-        kind: FieldKind::Linear { input, output: ko + vo, bias, layout: Layout::InProj { total, first } },
-        weights: k.weights.clone(),
-        split: vec![],
-    }))
-}
-
 /// Names that generated code already uses for locals or parameters around scratch buffers.
 const RESERVED: &[&str] = &[
     "x",
@@ -542,7 +548,8 @@ fn ident_name(raw: &str, taken: &mut Vec<String>) -> &'static str {
     intern(&name)
 }
 
-/// Lowers one section: fusion rewrites, buffer assignment, ops.
+/// Lowers one section: the graph-level rewrites, then liveness and the values' places (the
+/// stream or scratch buffers), then the fields and one op per node, then [`graph::fuse`].
 fn lower_section(
     cx: &mut Ctxt,
     sec: &Section,
@@ -551,552 +558,10 @@ fn lower_section(
     layouts: &[Vec<Option<Sparse>>],
     rope_positions: usize,
 ) -> Option<(Vec<Field>, Vec<Op>)> {
-    let mut tensors = sec.tensors.clone();
-    let mut fields: Vec<LField> = sec.fields.iter().map(lfield).collect();
-    let mut nodes: Vec<Node> = sec.nodes.clone();
-    let uses = |nodes: &[Node], t: usize| {
-        nodes.iter().filter(|n| n.inputs().contains(&t)).count() + usize::from(sec.output == Some(t))
-    };
-    let def = |nodes: &[Node], t: usize| nodes.iter().position(|n| n.out() == t);
-
-    // Three projections of one tensor feeding an attention: one fused GEMM.
-    let mut i = 0;
-    while i < nodes.len() {
-        if let Node::Attention(a) = &nodes[i] {
-            if let Some((k, v)) = a.kv {
-                let parts: Vec<Option<(usize, usize, usize)>> = [a.q, k, v]
-                    .iter()
-                    .map(|&t| match def(&nodes, t).map(|d| (d, &nodes[d])) {
-                        Some((d, Node::Linear { field, input, .. })) if uses(&nodes, t) == 1 => {
-                            Some((d, *field, *input))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let same = |x: &FieldKind, y: &FieldKind| match (x, y) {
-                    (
-                        FieldKind::Linear { bias: b1, layout: Layout::Torch, .. },
-                        FieldKind::Linear { bias: b2, layout: Layout::Torch, .. },
-                    ) => b1 == b2,
-                    _ => false,
-                };
-                let fusable = parts.iter().all(Option::is_some) && {
-                    let p: Vec<(usize, usize, usize)> = parts.iter().flatten().copied().collect();
-                    p[0].2 == p[1].2
-                        && p[0].2 == p[2].2
-                        && same(&fields[p[0].1].kind, &fields[p[1].1].kind)
-                        && same(&fields[p[0].1].kind, &fields[p[2].1].kind)
-                };
-                if !fusable {
-                    cx.error(tensors[a.out].span, "`attention(q, k, v)` fuses its projections into one GEMM: q, k and v must each be an nn.Linear-layout `linear` of the same tensor, used only here (or pass one fused `qkv`)");
-                    return None;
-                }
-                let p: Vec<(usize, usize, usize)> = parts.into_iter().flatten().collect();
-                let widths: Vec<usize> = [a.q, k, v].iter().map(|&t| tensors[t].width).collect();
-                let FieldKind::Linear { input, bias, .. } = fields[p[0].1].kind else {
-                    unreachable!("checked by `same`")
-                };
-                let weights = p.iter().flat_map(|&(_, f, _)| fields[f].weights.clone()).collect();
-                fields.push(LField {
-                    kind: FieldKind::Linear {
-                        input,
-                        output: widths.iter().sum(),
-                        bias,
-                        layout: Layout::Torch,
-                    },
-                    weights,
-                    split: widths.clone(),
-                });
-                let fused_field = fields.len() - 1;
-                tensors.push(super::program::Tensor {
-                    width: widths.iter().sum(),
-                    span: tensors[a.q].span,
-                    hint: "qkv".into(),
-                    memory: false,
-                    pooled: false,
-                });
-                let qkv = tensors.len() - 1;
-                let mut a = a.clone();
-                a.q = qkv;
-                a.kv = None;
-                nodes[i] = Node::Attention(a);
-                let first = p.iter().map(|&(d, _, _)| d).min().unwrap_or(0);
-                nodes[first] = Node::Linear { field: fused_field, input: p[0].2, out: qkv };
-                let mut drop: Vec<usize> = p.iter().map(|&(d, _, _)| d).filter(|&d| d != first).collect();
-                drop.sort_unstable_by(|a, b| b.cmp(a));
-                for d in drop {
-                    nodes.remove(d);
-                    if d < i {
-                        i -= 1;
-                    }
-                }
-            }
-        }
-        i += 1;
-    }
-
-    if !one_cross_attention(cx, &nodes, &tensors) {
-        return None;
-    }
-    // Cross-attention: its key and value projections of the memory become one field that
-    // `encode` applies once per source (see `codegen::seq2seq`), so they leave the layer's ops.
-    let mut cross_field = None;
-    let mut i = 0;
-    while i < nodes.len() {
-        if let Node::Cross(c) = &nodes[i] {
-            if cross_field.is_some() {
-                cx.error(tensors[c.out].span, "a decoder layer has one cross-attention (the memory's keys and values are one projection per layer)");
-                return None;
-            }
-            let parts: Vec<Option<(usize, usize)>> = [c.k, c.v]
-                .iter()
-                .map(|&t| match def(&nodes, t).map(|d| (d, &nodes[d])) {
-                    Some((d, Node::Linear { field, input, .. }))
-                        if uses(&nodes, t) == 1 && Some(*input) == sec.memory =>
-                    {
-                        Some((d, *field))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let torch = |f: usize| match fields[f].kind {
-                FieldKind::Linear { bias, layout: Layout::Torch, .. } => Some(bias),
-                _ => None,
-            };
-            let [Some((dk, fk)), Some((dv, fv))] = parts[..] else {
-                cx.error(tensors[c.out].span, "cross-attention projects the memory once per source: its keys and values must each be `linear(memory, …)`, used only here");
-                return None;
-            };
-            if let Some(packed) = packed_key_value(cx, &fields[fk], &fields[fv], tensors[c.v].span) {
-                fields.push(packed?);
-                cross_field = Some(fields.len() - 1);
-                for d in [dk.max(dv), dk.min(dv)] {
-                    nodes.remove(d);
-                    if d < i {
-                        i -= 1;
-                    }
-                }
-                i += 1;
-                continue;
-            }
-            let (Some(bias), Some(bias_v)) = (torch(fk), torch(fv)) else {
-                cx.error(tensors[c.out].span, "cross-attention's key and value projections are nn.Linear-layout linears (one GEMM over the memory)");
-                return None;
-            };
-            if bias != bias_v {
-                cx.error(
-                    tensors[c.v].span,
-                    "the key and value projections run as one GEMM: give both a bias or neither",
-                );
-                return None;
-            }
-            let input = sec.memory.map_or(0, |m| tensors[m].width);
-            let weights = [fk, fv].iter().flat_map(|&f| fields[f].weights.clone()).collect();
-            fields.push(LField {
-                kind: FieldKind::Linear {
-                    input,
-                    output: tensors[c.k].width + tensors[c.v].width,
-                    bias,
-                    layout: Layout::Torch,
-                },
-                weights,
-                split: vec![],
-            });
-            cross_field = Some(fields.len() - 1);
-            for d in [dk.max(dv), dk.min(dv)] {
-                nodes.remove(d);
-                if d < i {
-                    i -= 1;
-                }
-            }
-        }
-        i += 1;
-    }
-
-    // `x + embedding(…)`: the lookup accumulates into the other operand.
-    let mut i = 0;
-    while i < nodes.len() {
-        if let Node::Add { a, b, out } = nodes[i] {
-            let gather_of = |t: usize, nodes: &[Node]| match def(nodes, t).map(|d| (d, &nodes[d])) {
-                Some((d, Node::Gather { acc: None, .. })) if uses(nodes, t) == 1 => Some(d),
-                _ => None,
-            };
-            let found = gather_of(b, &nodes).map(|d| (d, a)).or_else(|| gather_of(a, &nodes).map(|d| (d, b)));
-            if let Some((d, other)) = found {
-                if let Node::Gather { field, index, offset, .. } = nodes[d] {
-                    nodes[i] = Node::Gather { field, index, offset, acc: Some(other), out };
-                    nodes.remove(d);
-                    continue;
-                }
-            }
-        }
-        i += 1;
-    }
-
-    // Liveness: the index of each tensor's last reader (the section's result lives to the end).
-    let n = nodes.len();
-    let mut last_use = vec![None::<usize>; tensors.len()];
-    for (idx, node) in nodes.iter().enumerate() {
-        for t in node.inputs() {
-            last_use[t] = Some(idx);
-        }
-    }
-    let target = sec.output;
-    if let Some(t) = target {
-        last_use[t] = Some(n);
-    }
-    let dead_after = |t: usize, idx: usize| last_use[t] == Some(idx);
-
-    // The stream chain: the values that live in `x`, from where it is first written (or the
-    // section's input) to the section's result, each written in place over the one before.
-    let has_stream = role != Role::Embeddings || target.is_some();
-    let mut on_stream = vec![false; tensors.len()];
-    if let Some(t) = target {
-        match chain(&nodes, t, sec.input, &dead_after) {
-            Some(c) => {
-                let origin = c[0];
-                if Some(origin) != sec.input {
-                    if let (Some(input), Some(d)) = (sec.input, def(&nodes, origin)) {
-                        if last_use[input].is_some_and(|u| u >= d) {
-                            cx.error(
-                                tensors[origin].span,
-                                format!(
-                                    "`{}` would overwrite the stream while it is still read",
-                                    tensors[origin].hint
-                                ),
-                            );
-                            return None;
-                        }
-                    }
-                }
-                for t in c {
-                    on_stream[t] = true;
-                }
-            }
-            None => {
-                cx.error(tensors[t].span, format!("`{}` cannot be computed into the stream in place: end with a sum (`x = x + …`) or a norm of it, and do not read a value after it has been added into the stream", tensors[t].hint));
-                return None;
-            }
-        }
-    }
-    if let Some(input) = sec.input {
-        on_stream[input] = true;
-    }
-
-    // Scratch buffers for everything else, by first use; a buffer is reused once its value is dead.
-    struct Buf {
-        name: String,
-        width: usize,
-        occupant: usize,
-    }
-    let mut bufs: Vec<Buf> = Vec::new();
-    let mut buf_of: Vec<Option<usize>> = vec![None; tensors.len()];
-    // The additive cross-attention's own scratch (query projection or location logits, and
-    // alignments) are named as the preset's.
-    let mut taken_bufs: Vec<String> = vec![ADDITIVE_SCORES.into(), ADDITIVE_ALIGNMENTS.into()];
-    for (idx, node) in nodes.iter().enumerate() {
-        let out = node.out();
-        if on_stream[out] {
-            continue;
-        }
-        let scratch_in = |t: usize| !on_stream[t] && dead_after(t, idx);
-        let in_place = match *node {
-            Node::Add { a, b, .. } => {
-                if scratch_in(a) {
-                    Some(a)
-                } else if scratch_in(b) {
-                    Some(b)
-                } else {
-                    cx.error(tensors[out].span, "this sum would overwrite a value that is read later (or the stream): bind the operands so one of them is not used again");
-                    return None;
-                }
-            }
-            Node::Act { input, .. } | Node::Scale { input, .. } if scratch_in(input) => Some(input),
-            Node::Act { input, .. } | Node::Scale { input, .. } => {
-                cx.error(
-                    tensors[out].span,
-                    format!(
-                        "this overwrites `{}` in place, which is read later (or is the stream)",
-                        tensors[input].hint
-                    ),
-                );
-                return None;
-            }
-            Node::Norm { input, .. } if scratch_in(input) => Some(input),
-            Node::Gather { acc: Some(acc), .. } if scratch_in(acc) => Some(acc),
-            Node::Gather { acc: Some(_), .. } => {
-                cx.error(tensors[out].span, "this lookup would add into a value that is read later");
-                return None;
-            }
-            _ => None,
-        };
-        let b = match in_place.and_then(|t| buf_of[t]) {
-            Some(b) => b,
-            None => {
-                let (hint, width) = (tensors[out].hint.clone(), tensors[out].width);
-                let reuse = bufs.iter().position(|b| {
-                    b.width == width
-                        && (b.name == hint || b.name.strip_prefix(&hint).is_some_and(|r| r.starts_with('_')))
-                        && last_use[b.occupant].is_none_or(|u| u < idx)
-                });
-                match reuse {
-                    Some(b) => b,
-                    None => {
-                        let name = ident_name(&hint, &mut taken_bufs).to_string();
-                        bufs.push(Buf { name, width, occupant: out });
-                        bufs.len() - 1
-                    }
-                }
-            }
-        };
-        bufs[b].occupant = out;
-        buf_of[out] = Some(b);
-    }
-    let stream_width = sec.input.or(target).map_or(0, |t| tensors[t].width);
-    let val = |t: usize| -> Value {
-        if on_stream[t] && has_stream {
-            Value { name: STREAM, width: stream_width }
-        } else {
-            let b = &bufs[buf_of[t].unwrap_or(0)];
-            Value { name: intern(&b.name), width: b.width }
-        }
-    };
-    if nodes.iter().any(|n| !on_stream[n.out()] && buf_of[n.out()].is_none()) {
-        cx.error(
-            sec.tensors.first().map_or(Span::call_site(), |t| t.span),
-            "internal: a value has no buffer",
-        );
-        return None;
-    }
-
-    // Field names: the checkpoint name's last segment, or its whole path when that collides.
-    let mut taken: Vec<String> = vec!["rope".into(), CROSS_KEY_VALUE.into(), ADDITIVE_CROSS.into()];
-    let last_segments: Vec<String> = fields
-        .iter()
-        .map(|f| f.weights.first().map(|w| w.rsplit('.').next().unwrap_or(w).to_string()).unwrap_or_default())
-        .collect();
-    let used_fields: Vec<usize> = {
-        let mut u: Vec<usize> = Vec::new();
-        for node in &nodes {
-            let fs: Vec<usize> = match node {
-                Node::Gather { field, .. } | Node::Linear { field, .. } | Node::Norm { field, .. } => {
-                    vec![*field]
-                }
-                Node::Patches { proj, cls, pos, .. } => {
-                    [Some(*proj), *cls, Some(*pos)].into_iter().flatten().collect()
-                }
-                Node::Cross(_) => cross_field.into_iter().collect(),
-                Node::Additive(a) => vec![a.field],
-                _ => vec![],
-            };
-            for f in fs {
-                if !u.contains(&f) {
-                    u.push(f);
-                }
-            }
-        }
-        u
-    };
-    let mut field_names: Vec<Option<&'static str>> = vec![None; fields.len()];
-    for &f in &used_fields {
-        let fused = fields[f].weights.len() > 1;
-        let collides = used_fields.iter().filter(|&&g| last_segments[g] == last_segments[f]).count() > 1;
-        if Some(f) == cross_field {
-            field_names[f] = Some(CROSS_KEY_VALUE);
-            continue;
-        }
-        if nodes.iter().any(|n| matches!(n, Node::Additive(a) if a.field == f)) {
-            field_names[f] = Some(ADDITIVE_CROSS);
-            continue;
-        }
-        let raw = if fused {
-            "qkv".to_string()
-        } else if fields[f].weights.is_empty() {
-            match fields[f].kind {
-                FieldKind::Sinusoidal { .. } => "position_embeddings".to_string(),
-                _ => "table".to_string(),
-            }
-        } else if collides {
-            fields[f].weights[0].clone()
-        } else {
-            last_segments[f].clone()
-        };
-        field_names[f] = Some(ident_name(&raw, &mut taken));
-    }
-    let mut out_fields: Vec<Field> =
-        used_fields.iter().map(|&f| to_field(field_names[f].unwrap_or("field"), &fields[f])).collect();
-
-    // Ops.
-    let mut ops: Vec<Op> = Vec::new();
-    let mut attention_index = 0;
-    for node in &nodes {
-        let fname = |f: usize| field_names[f].unwrap_or("field");
-        match *node {
-            Node::Gather { field, index, offset, acc, out } => ops.push(Op::Gather {
-                field: fname(field),
-                index,
-                output: val(out),
-                accumulate: acc.is_some(),
-                offset,
-            }),
-            Node::Linear { field, input, out } => {
-                ops.push(Op::Linear { field: fname(field), input: val(input), output: val(out), act: None })
-            }
-            Node::Act { out, act, .. } => ops.push(Op::Activation { value: val(out), act }),
-            Node::Scale { out, factor, .. } => ops.push(Op::Scale { value: val(out), factor }),
-            Node::Patches { image, proj, cls, pos, .. } => ops.push(Op::Patches {
-                image,
-                patches: fname(proj),
-                class_token: cls.map(fname),
-                positions: fname(pos),
-            }),
-            Node::Pool { out, .. } | Node::Normalize { out, .. } => {
-                // `program::interpret` moves pooling out of the tail into the outputs.
-                cx.error(tensors[out].span, "a pooled vector is a named output: return a tuple, e.g. `-> (states, embedding)` with `let embedding = normalize(mean_pool(x));`");
-                return None;
-            }
-            Node::Cross(ref c) => {
-                if on_stream[c.q] || on_stream[c.out] {
-                    cx.error(tensors[c.out].span, "cross-attention reads projected queries and writes its context into scratch, not the stream: project the stream first");
-                    return None;
-                }
-                ops.push(Op::CrossAttention {
-                    q: val(c.q),
-                    kv: CROSS_KEY_VALUE,
-                    output: val(c.out),
-                    heads: c.heads,
-                    head_dim: c.head_dim,
-                    scaled: c.scaled,
-                });
-            }
-            Node::Additive(ref a) => {
-                if on_stream[a.out] {
-                    cx.error(tensors[a.out].span, "additive cross-attention writes its context into scratch, not the stream: project it (`linear(context, d_model)`) and add that");
-                    return None;
-                }
-                ops.push(Op::AdditiveCross {
-                    field: ADDITIVE_CROSS,
-                    input: val(a.input),
-                    scores: Value { name: ADDITIVE_SCORES, width: a.kind.scratch_width() },
-                    alignments: Value { name: ADDITIVE_ALIGNMENTS, width: a.max_source },
-                    output: val(a.out),
-                });
-            }
-            Node::Glu { input, out, act } => {
-                if on_stream[input] || on_stream[out] {
-                    cx.error(
-                        tensors[out].span,
-                        "a gated unit reads and writes scratch values, not the stream",
-                    );
-                    return None;
-                }
-                ops.push(Op::Glu { input: val(input), output: val(out), act });
-            }
-            Node::Norm { field, input, out } => {
-                ops.push(Op::Norm { field: fname(field), input: val(input), output: val(out) })
-            }
-            Node::Concat { ref inputs, out } => {
-                let inputs: Vec<Value> = inputs.iter().map(|&t| val(t)).collect();
-                ops.push(Op::Concat { inputs: Box::leak(inputs.into_boxed_slice()), output: val(out) });
-            }
-            Node::Slice { input, start, out } => {
-                ops.push(Op::Slice { input: val(input), start, output: val(out) })
-            }
-            Node::Add { a, b, out } => {
-                let (o, a_v, b_v) = (val(out), val(a), val(b));
-                let sublayer = if a_v == o { b_v } else { a_v };
-                ops.push(Op::Add { stream: o, sublayer });
-            }
-            Node::Attention(ref a) => {
-                if on_stream[a.q] || on_stream[a.out] {
-                    cx.error(tensors[a.out].span, "attention reads projections and writes its context into scratch, not the stream: project the stream first");
-                    return None;
-                }
-                if let Some((theta, rotary_dims)) = a.rope {
-                    if last_use[a.q] != nodes.iter().position(|n| n == node) {
-                        cx.error(tensors[a.q].span, "rotary positions rotate the projections in place: they must not be read after the attention");
-                        return None;
-                    }
-                    let name = "rope";
-                    if !out_fields.iter().any(|f| f.name == name) {
-                        out_fields.push(Field {
-                            name,
-                            doc: "Rotary position tables (cos/sin per position), computed at load.",
-                            kind: FieldKind::Rope {
-                                max_positions: rope_positions,
-                                head_dim: a.head_dim,
-                                rotary_dims,
-                                theta,
-                            },
-                            weights: vec![],
-                            split: vec![],
-                        });
-                    }
-                    ops.push(Op::Rope { field: name, qkv: val(a.q), heads: a.heads, kv_heads: a.kv_heads });
-                }
-                let window = match windows.get(attention_index) {
-                    Some(per_layer) => Window::of_layers(per_layer),
-                    None => Window::from_option(a.window),
-                };
-                let sparse = match layouts.get(attention_index) {
-                    Some(per_layer) => Layouts::of_layers(per_layer),
-                    None => Layouts::from_option(a.sparse),
-                };
-                attention_index += 1;
-                ops.push(Op::Attention {
-                    qkv: val(a.q),
-                    output: val(a.out),
-                    heads: a.heads,
-                    kv_heads: a.kv_heads,
-                    head_dim: a.head_dim,
-                    causal: a.causal,
-                    window,
-                    sparse,
-                    bias: a.bias.is_some(),
-                    scaled: a.scaled,
-                });
-            }
-        }
-    }
-    Some((out_fields, graph::fuse(ops)))
-}
-
-/// The in-place chain ending at `t`: `[origin, …, t]`, where each value is written over the one
-/// before (a sum into a dead operand, a norm or activation of a dead input, a lookup added into a
-/// dead value) and the origin is the section's input or an op that can write the stream.
-fn chain(
-    nodes: &[Node],
-    t: usize,
-    input: Option<usize>,
-    dead_after: &dyn Fn(usize, usize) -> bool,
-) -> Option<Vec<usize>> {
-    if Some(t) == input {
-        return Some(vec![t]);
-    }
-    let idx = nodes.iter().position(|n| n.out() == t)?;
-    let extend = |from: usize| -> Option<Vec<usize>> {
-        if !dead_after(from, idx) {
-            return None;
-        }
-        let mut c = chain(nodes, from, input, dead_after)?;
-        c.push(t);
-        Some(c)
-    };
-    match nodes[idx] {
-        Node::Add { a, b, .. } => extend(a).or_else(|| extend(b)),
-        Node::Norm { input: i, .. } => extend(i).or(Some(vec![t])),
-        Node::Act { input: i, .. } | Node::Scale { input: i, .. } => extend(i),
-        Node::Gather { acc: Some(a), .. } => extend(a),
-        Node::Gather { acc: None, .. }
-        | Node::Linear { .. }
-        | Node::Concat { .. }
-        | Node::Slice { .. }
-        | Node::Patches { .. } => Some(vec![t]),
-        Node::Glu { .. }
-        | Node::Attention(_)
-        | Node::Cross(_)
-        | Node::Additive(_)
-        | Node::Pool { .. }
-        | Node::Normalize { .. } => None,
-    }
+    let rewritten = rewrite::rewrite(cx, sec)?;
+    let last_use = buffers::last_uses(&rewritten.nodes, rewritten.tensors.len(), sec.output);
+    let places = buffers::place(cx, sec, role, &rewritten, &last_use)?;
+    let (fields, ops) =
+        ops::fields_and_ops(cx, &rewritten, &places, &last_use, windows, layouts, rope_positions)?;
+    Some((fields, graph::fuse(ops)))
 }
