@@ -78,6 +78,21 @@ macro_rules! parity_tests {
                 model.encode(&Batch::from_sequences(&[source]).unwrap()).unwrap()
             }
 
+            /// `from_pretrained` reads the fixture's directory (config.json checked against the
+            /// declaration, then the weights) and runs as `from_safetensors` does.
+            #[test]
+            fn from_pretrained_reads_the_directory() {
+                let pretrained = $model::from_pretrained(dir($name)).expect("the fixture's config fits");
+                let r = reference($name);
+                let sources = Batch::from_sequences(&r.sources[..1]).unwrap();
+                let targets = Batch::from_sequences(&r.decoder_inputs[..1]).unwrap();
+                let (ours, theirs) =
+                    (pretrained.encode(&sources).unwrap(), model().encode(&sources).unwrap());
+                assert!(
+                    pretrained.logits(&ours, &targets).unwrap() == model().logits(&theirs, &targets).unwrap()
+                );
+            }
+
             #[test]
             fn decoder_start_matches_the_reference() {
                 assert_eq!($model::DECODER_START, reference($name).special_tokens.decoder_start);
@@ -184,6 +199,19 @@ parity_tests!(bart, Bart, "bart");
 parity_tests!(t5_v5, T5Gated, "t5_v5");
 parity_tests!(t5_tied_v5, T5Tied, "t5_tied_v5");
 parity_tests!(paper, Paper, "transformer");
+
+/// A T5 made by transformers 5 from a `tie_word_embeddings=false` config has a head tied to the
+/// embeddings *without* the rescale — a kind transformers 4 never wrote and no preset declares.
+/// Read as T5 v1.1 (an untied head) it is refused: its file has no `lm_head.weight`. (Declared
+/// `lm_head: tied`, its config is refused: `scale_decoder_outputs` is false.)
+#[test]
+fn a_tied_unscaled_t5_is_refused_not_misread() {
+    let message = match T5Gated::from_pretrained(dir("t5_tied_unscaled_v5")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a tied, unscaled T5 loaded as v1.1"),
+    };
+    assert!(message.contains("lm_head.weight") && message.contains("missing"), "{message}");
+}
 
 #[test]
 fn t5_buckets_match_transformers() {

@@ -197,6 +197,13 @@ mod tests {
     }
 
     #[test]
+    fn a_tied_declaration_of_an_unscaled_t5_is_refused() {
+        let t5 = "../tests/fixtures/seq2seq/t5_tied_unscaled_v5/config.json";
+        let found = errors(&format!("pub struct M {{ config: \"{t5}\", max_positions: 64, lm_head: tied }}"));
+        assert!(found[0].contains("scale_decoder_outputs false ≠ lm_head: tied"), "{found:?}");
+    }
+
+    #[test]
     fn a_missing_file_or_a_foreign_model_type_is_an_error_naming_it() {
         let found = errors("pub struct M { config: \"no/such/config.json\" }");
         assert!(found[0].contains("cannot read") && found[0].contains("no/such/config.json"), "{found:?}");

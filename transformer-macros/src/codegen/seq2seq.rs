@@ -226,6 +226,7 @@ impl<'a> Model<'a> {
             let l = self.load(b);
             quote!(decoder_final_norm: #l,)
         });
+        let from_pretrained = super::config::from_pretrained(self.spec, &super::config::Extra::default());
         let pool_init = self
             .cross
             .full_state
@@ -240,6 +241,8 @@ impl<'a> Model<'a> {
                 loader.finish()?;
                 ::core::result::Result::Ok(model)
             }
+
+            #from_pretrained
 
             /// Takes every tensor from `loader` (which records each problem: call
             /// `loader.finish()` afterwards).
