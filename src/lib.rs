@@ -1,6 +1,7 @@
 // The README and the `docs/` pages link each other by relative paths (right on GitHub); the link
 // definitions below come first, so for rustdoc (where the first definition of a label wins) the
 // same links point at the crate root and the `guide` modules instead.
+#![doc = "[docs/checkpoints.md]: crate::guide::checkpoints"]
 #![doc = "[docs/composed.md]: crate::guide::composed"]
 #![doc = "[docs/correctness.md]: crate::guide::correctness"]
 #![doc = "[docs/decoders.md]: crate::guide::decoders"]
@@ -36,6 +37,7 @@ macro_rules! guide_links {
         concat!(
             "[../README.md]: crate\n",
             "[../README.md#correctness]: crate#correctness\n",
+            "[checkpoints.md]: crate::guide::checkpoints\n",
             "[composed.md]: crate::guide::composed\n",
             "[composed.md#encoder-decoders-fn-encode-and-fn-decode]: crate::guide::composed#encoder-decoders-fn-encode-and-fn-decode\n",
             "[composed.md#image-classifiers-fn-forwardimage]: crate::guide::composed#image-classifiers-fn-forwardimage\n",
@@ -86,6 +88,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/weights.md")]
     pub mod weights {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/checkpoints.md")]
+    pub mod checkpoints {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/correctness.md")]
     pub mod correctness {}

