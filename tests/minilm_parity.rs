@@ -9,9 +9,9 @@ use serde::Deserialize;
 use transformer::text::{TextTokenizer, Truncation};
 use transformer::{Batch, Threads, Workspace};
 
+mod common;
 #[path = "../examples/common/minilm.rs"]
 mod minilm;
-mod common;
 
 transformer::model! {
     /// all-MiniLM-L6-v2 as composed blocks returning the outputs it names: the final states, the
@@ -291,7 +291,10 @@ fn from_pretrained_checks_the_real_config() {
     let (preset, tokenizer) = (minilm::load(), minilm::tokenizer().unwrap());
     let pretrained = minilm::MiniLm::from_pretrained(minilm::model_dir()).expect("the real config fits");
     let texts = ["A cat sits on the mat.", "Stocks fell."];
-    assert!(pretrained.embed_texts(&tokenizer, &texts).unwrap() == preset.embed_texts(&tokenizer, &texts).unwrap());
+    assert!(
+        pretrained.embed_texts(&tokenizer, &texts).unwrap()
+            == preset.embed_texts(&tokenizer, &texts).unwrap()
+    );
 
     let patched = common::PatchedCheckpoint::new(
         &minilm::model_dir(),

@@ -9,6 +9,7 @@ use crate::spec::Spec;
 
 pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]) -> TokenStream {
     let rt = rt();
+    let generation = generation();
     let name = &spec.name;
     let (d, v) = (spec.d_model, spec.vocab_size);
     // Spanned at the user's `vocab_size`: the width of a logits row is the vocabulary.
@@ -94,37 +95,7 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
                 ::core::result::Result::Ok(logits)
             }
 
-            /// Generates up to `options.max_new_tokens` tokens after each prompt (one batched
-            /// prefill, then one cached step per token); returns the new tokens per prompt.
-            pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
-                #rt::generate::generate(self, prompts, options)
-            }
-
-            /// [`Self::generate`] for prompts as a padded `[batch, seq]` id array with its
-            /// attention mask (left or right padding, as Hugging Face's
-            /// `generate(input_ids, attention_mask=…)` takes them).
-            pub fn generate_padded(
-                &self,
-                ids: #rt::ndarray::ArrayView2<'_, u32>,
-                mask: #rt::ndarray::ArrayView2<'_, u32>,
-                options: &#rt::GenerateOptions,
-            ) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
-                #rt::generate::generate_padded(self, ids, mask, options)
-            }
-
-            /// The text generated after `prompt` (tokenised with the model's special tokens; a
-            /// prompt longer than `MAX_POSITIONS` tokens is an error naming its length), decoded
-            /// with special tokens skipped.
-            pub fn generate_text(&self, tokenizer: &impl #rt::text::TextTokenizer, prompt: &str, options: &#rt::GenerateOptions) -> #rt::Result<::std::string::String> {
-                let prompt = tokenizer.encode(prompt, 0, Self::MAX_POSITIONS, #rt::text::Truncation::Refuse)?;
-                let new = #rt::generate::generate(self, &[&prompt.ids], options)?;
-                tokenizer.decode(&new[0])
-            }
-
-            /// Streams the continuation of one prompt, token by token.
-            pub fn stream<'m>(&'m self, prompt: &[u32], options: &#rt::GenerateOptions) -> #rt::Result<#rt::generate::TokenStream<'m, Self>> {
-                #rt::generate::stream(self, prompt, options)
-            }
+            #generation
         }
 
         impl #rt::CausalLm for #name {
@@ -143,6 +114,44 @@ pub fn methods(spec: &Spec, graph: &Graph, scratch_ty: &Ident, scratch: &[Value]
             fn step<'w>(&self, batch: &#rt::Batch, cache: &mut #rt::KvCache, workspace: &'w mut #rt::Workspace) -> #rt::Result<&'w [f32]> {
                 self.step_into(batch, cache, workspace).map(<[_]>::as_flattened)
             }
+        }
+    }
+}
+
+/// Generation over the runtime's driver: token ids, a padded batch with its mask, text, a stream.
+fn generation() -> TokenStream {
+    let rt = rt();
+    quote! {
+        /// Generates up to `options.max_new_tokens` tokens after each prompt (one batched
+        /// prefill, then one cached step per token); returns the new tokens per prompt.
+        pub fn generate(&self, prompts: &[&[u32]], options: &#rt::GenerateOptions) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
+            #rt::generate::generate(self, prompts, options)
+        }
+
+        /// [`Self::generate`] for prompts as a padded `[batch, seq]` id array with its
+        /// attention mask (left or right padding, as Hugging Face's
+        /// `generate(input_ids, attention_mask=…)` takes them).
+        pub fn generate_padded(
+            &self,
+            ids: #rt::ndarray::ArrayView2<'_, u32>,
+            mask: #rt::ndarray::ArrayView2<'_, u32>,
+            options: &#rt::GenerateOptions,
+        ) -> #rt::Result<::std::vec::Vec<::std::vec::Vec<u32>>> {
+            #rt::generate::generate_padded(self, ids, mask, options)
+        }
+
+        /// The text generated after `prompt` (tokenised with the model's special tokens; a
+        /// prompt longer than `MAX_POSITIONS` tokens is an error naming its length), decoded
+        /// with special tokens skipped.
+        pub fn generate_text(&self, tokenizer: &impl #rt::text::TextTokenizer, prompt: &str, options: &#rt::GenerateOptions) -> #rt::Result<::std::string::String> {
+            let prompt = tokenizer.encode(prompt, 0, Self::MAX_POSITIONS, #rt::text::Truncation::Refuse)?;
+            let new = #rt::generate::generate(self, &[&prompt.ids], options)?;
+            tokenizer.decode(&new[0])
+        }
+
+        /// Streams the continuation of one prompt, token by token.
+        pub fn stream<'m>(&'m self, prompt: &[u32], options: &#rt::GenerateOptions) -> #rt::Result<#rt::generate::TokenStream<'m, Self>> {
+            #rt::generate::stream(self, prompt, options)
         }
     }
 }

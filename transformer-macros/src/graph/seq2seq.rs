@@ -389,6 +389,9 @@ struct Names {
 }
 
 impl Names {
+    /// The names of `scheme`: one arm per scheme, each a complete table of both stacks and the
+    /// head, so a scheme's names read together against the checkpoint they describe; long
+    /// because the data is.
     fn of(scheme: WeightScheme, gated: bool) -> Self {
         match scheme {
             // Hugging Face `T5ForConditionalGeneration`.
