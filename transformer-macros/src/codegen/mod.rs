@@ -259,6 +259,23 @@ fn dim_consts(spec: &Spec) -> Vec<TokenStream> {
         .collect()
 }
 
+/// `with_threads` / `threads`: every family's model keeps the threads its forward passes use.
+fn threads_methods() -> TokenStream {
+    let rt = rt();
+    quote! {
+        /// Uses `threads` for every later forward pass.
+        pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+            self.threads = threads;
+            self
+        }
+
+        /// The threads forward passes use.
+        pub fn threads(&self) -> &#rt::Threads {
+            &self.threads
+        }
+    }
+}
+
 /// Dims as consts, loading, threads: the same for every family.
 fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
     let rt = rt();
@@ -291,7 +308,7 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
         quote!(#field: #load,)
     });
     let n_layers = graph.layers;
-    let consts = dim_consts(spec);
+    let (consts, threads) = (dim_consts(spec), threads_methods());
     let (renames, from_pretrained) =
         (config::renames(spec), config::from_pretrained(spec, &config::Extra::default()));
     quote! {
@@ -337,15 +354,6 @@ fn common_methods(spec: &Spec, graph: &Graph) -> TokenStream {
             }
         }
 
-        /// Uses `threads` for every later forward pass.
-        pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
-            self.threads = threads;
-            self
-        }
-
-        /// The threads forward passes use.
-        pub fn threads(&self) -> &#rt::Threads {
-            &self.threads
-        }
+        #threads
     }
 }

@@ -196,7 +196,7 @@ fn load(spec: &Spec, graph: &Graph, layer_types: &[&Block]) -> TokenStream {
     let (head_ty, head_prefix) = (head.map(ident), head.map(prefix));
     let layer_prefix = prefix(&graph.layer);
     let n_layers = graph.layers;
-    let renames = super::config::renames(spec);
+    let (renames, threads) = (super::config::renames(spec), super::threads_methods());
     let from_pretrained = super::config::from_pretrained(
         spec,
         &super::config::Extra {
@@ -249,16 +249,7 @@ fn load(spec: &Spec, graph: &Graph, layer_types: &[&Block]) -> TokenStream {
             }
         }
 
-        /// Uses `threads` for every later forward pass.
-        pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
-            self.threads = threads;
-            self
-        }
-
-        /// The threads forward passes use.
-        pub fn threads(&self) -> &#rt::Threads {
-            &self.threads
-        }
+        #threads
     }
 }
 

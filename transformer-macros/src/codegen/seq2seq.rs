@@ -227,6 +227,7 @@ impl<'a> Model<'a> {
             quote!(decoder_final_norm: #l,)
         });
         let from_pretrained = super::config::from_pretrained(self.spec, &super::config::Extra::default());
+        let threads = super::threads_methods();
         let pool_init = self
             .cross
             .full_state
@@ -264,16 +265,7 @@ impl<'a> Model<'a> {
                 }
             }
 
-            /// Uses `threads` for every later forward pass.
-            pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
-                self.threads = threads;
-                self
-            }
-
-            /// The threads forward passes use.
-            pub fn threads(&self) -> &#rt::Threads {
-                &self.threads
-            }
+            #threads
         }
     }
 
