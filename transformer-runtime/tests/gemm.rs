@@ -11,7 +11,9 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::Activation;
-use transformer_runtime::kernels::gemm::{matmul_packed, matmul_packed_cols, Epilogue, GemmIsa, PackedB};
+use transformer_runtime::kernels::gemm::{
+    matmul_packed, matmul_packed_cols, row_task, Blocking, CacheSizes, Epilogue, GemmIsa, PackedB,
+};
 use transformer_runtime::layers::Linear;
 use transformer_runtime::{Threads, WeightLoader};
 
@@ -120,6 +122,118 @@ proptest! {
             check(&c, &twin_f64, &tol2, &format!("{what} vs twin"), n)?;
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Cache blocking
+// ------------------------------------------------------------------------------------------------
+
+/// Blocks far smaller than any cache's, so that small random shapes cross every block edge: k not
+/// a multiple of kc, several row blocks with a short last one, column blocks ending mid-matrix.
+fn small_blocks() -> impl Strategy<Value = Blocking> {
+    (1usize..40, 1usize..30, 1usize..100).prop_map(|(kc, mc, nc)| Blocking { kc, mc, nc })
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(96))]
+
+    /// Any blocking, on every ISA: within the f64 reference's tolerance and bit-identical to the
+    /// same product packed with this CPU's blocks (every output is one multiply-add chain over k in
+    /// order, however k, the rows and the columns are cut), and so is a column-range split of it.
+    #[test]
+    fn blocked_products_match_f64_and_the_default_blocks(
+        ((m, k, n), a, b, bias, act) in gemm_case(),
+        blocks in small_blocks(),
+        cut in 0.0f64..1.0,
+    ) {
+        let (want, tol) = reference(&a, &b, bias.as_deref(), act, (m, k, n));
+        let epilogue = Epilogue::new(bias.as_deref(), act);
+        for isa in GemmIsa::supported() {
+            let what = format!("{isa:?} m={m} k={k} n={n} {blocks:?} bias={} {act:?}", bias.is_some());
+            let mut default = vec![f32::NAN; m * n];
+            matmul_packed(&a, m, &PackedB::pack_for(isa, &b, k, n), &mut default, epilogue);
+            let packed = PackedB::pack_blocked(isa, blocks, &b, k, n);
+            let mut c = vec![f32::NAN; m * n];
+            matmul_packed(&a, m, &packed, &mut c, epilogue);
+            check(&c, &want, &tol, &what, n)?;
+            prop_assert_eq!(bits(&c), bits(&default), "{} vs the default blocks", what);
+
+            let panels = packed.panel_count();
+            let mid = (cut * panels as f64) as usize;
+            let mut split = vec![f32::NAN; m * n];
+            for range in [0..mid, mid..panels] {
+                let cols = packed.panel_cols(range.clone());
+                let mut rows: Vec<&mut [f32]> = if n == 0 {
+                    (0..m).map(|_| Default::default()).collect()
+                } else {
+                    split.chunks_exact_mut(n).map(|r| &mut r[cols.clone()]).collect()
+                };
+                matmul_packed_cols(&a, m, &packed, range, &mut rows, epilogue);
+            }
+            prop_assert_eq!(bits(&split), bits(&default), "{} split at panel {}", what, mid);
+        }
+    }
+}
+
+/// Reductions longer than the tests' random ones, against exact small-integer sums: k = 1000 in
+/// blocks of ≤ 96 (11 blocks, the last shorter), and one block over all of k; rows and columns
+/// straddling the tile edges of every ISA.
+#[test]
+fn long_reductions_across_blocks_are_exact() {
+    for isa in GemmIsa::supported() {
+        for (m, k, n) in [(13, 1000, 37), (1, 1000, 16), (7, 257, 65)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 3) % 7) as f32 - 3.0).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
+            for blocks in [Blocking { kc: 96, mc: 5, nc: 20 }, Blocking { kc: 4096, mc: 4096, nc: 4096 }] {
+                let packed = PackedB::pack_blocked(isa, blocks, &b, k, n);
+                let mut c = vec![f32::NAN; m * n];
+                matmul_packed(&a, m, &packed, &mut c, Epilogue::new(Some(&bias), Activation::Relu));
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                        assert_eq!(
+                            c[i * n + j],
+                            (dot + bias[j]).max(0.0),
+                            "{isa:?} {blocks:?} C[{i},{j}] k={k}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The layout balances the reduction blocks, and the detected blocks are what `pack` uses.
+#[test]
+fn packed_blocks_are_balanced_and_detected() {
+    let blocks = |kc, k| {
+        PackedB::pack_blocked(GemmIsa::Portable, Blocking { kc, mc: 8, nc: 64 }, &vec![0.0; k * 3], k, 3)
+            .blocking()
+    };
+    assert_eq!(blocks(256, 384).kc, 192, "384 under 256: two blocks of 192");
+    assert_eq!(blocks(256, 256).kc, 256);
+    assert_eq!(blocks(256, 257).kc, 129);
+    assert_eq!(blocks(256, 0).kc, 0);
+    for isa in GemmIsa::supported() {
+        let caches = CacheSizes::detected();
+        assert_eq!(isa.blocking(), Blocking::new(caches, isa.tile_rows(), isa.panel_width()));
+        for k in [1, 384, 3072] {
+            let want = Blocking::for_reduction(caches, isa.tile_rows(), isa.panel_width(), k);
+            assert_eq!(isa.blocking_for(k), want);
+            assert_eq!(PackedB::pack_for(isa, &vec![0.0; k * 2], k, 2).blocking(), want, "{isa:?} k={k}");
+        }
+    }
+    println!("caches: {:?}; blocks: {:?}", CacheSizes::detected(), GemmIsa::detected().blocking());
+}
+
+#[test]
+fn row_tasks() {
+    assert_eq!(row_task(4096, 1), 4096, "one thread: one task, the kernel blocks rows itself");
+    assert_eq!(row_task(0, 1), 1);
+    assert_eq!(row_task(128, 2), 64);
+    assert_eq!(row_task(512, 2), 128);
+    assert_eq!(row_task(100, 3), 64);
 }
 
 #[test]

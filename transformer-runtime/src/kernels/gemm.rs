@@ -3,9 +3,10 @@
 //! Two entry points:
 //!
 //! * [`matmul_packed`]: the one the layers use. B (the weight) is packed once at load into
-//!   [`PackedB`] panels for the CPU's instruction set; the product runs an `MR×NR` register-tile
-//!   microkernel with A read in place, applies the bias + activation [`Epilogue`] to each tile in
-//!   registers/on the stack, and stores C once. It never allocates. Portable, AVX2+FMA and AVX-512F
+//!   [`PackedB`] panels for the CPU's instruction set; the product is cache-blocked (reduction,
+//!   row and column blocks sized from the cache sizes read at run time, [`Blocking`]) around an
+//!   `MR×NR` register-tile microkernel with A read in place, applies the bias + activation
+//!   [`Epilogue`] to each finished tile, and never allocates. Portable, AVX2+FMA and AVX-512F
 //!   instantiations of one generic body, chosen at runtime (see the section comment further down).
 //! * [`matmul`]: a thin, shape-checked wrapper over `matrixmultiply::sgemm`, kept as the reference
 //!   baseline (benches, tests). It allocates packing buffers on every call, and bias/activation
@@ -67,21 +68,24 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 // Packed-weights GEMM with a fused epilogue
 // ================================================================================================
 //
-// Layout. `PackedB` stores B (`[k, n]`) as ⌈n/NR⌉ column panels; panel `p` holds columns
-// `p·NR .. p·NR + NR` as `k` consecutive rows of `NR` floats, the last panel zero-padded. The
-// microkernel therefore reads B strictly sequentially, one `NR`-wide row per step of the k-loop.
+// Layout. `PackedB` stores B (`[k, n]`) as ⌈n/NR⌉ column panels of `NR` columns (the last one
+// zero-padded), cut into reduction blocks of `kc` rows: block after block, each holding every
+// panel's `kc × NR` slice in turn. The microkernel reads B strictly sequentially, one `NR`-wide row
+// per step of the k-loop, and a block's first pass streams one contiguous run.
 //
-// Microkernel. An `MR×NR` tile of C lives in `MR × NR/WIDTH` SIMD registers for the whole k-loop,
-// which loads one `NR`-wide row of the panel, broadcasts `A[i][kk]` (A read in place, row-major,
-// stride k) and multiply-adds. After the last k step the tile is spilled once to a stack array, the
-// epilogue (bias + activation, one monomorphic vectorised loop per activation) runs on it while it
-// is in L1, and it is stored to C: C is written exactly once and never read.
+// Microkernel. An `MR×NR` tile of C lives in `MR × NR/WIDTH` SIMD registers for one reduction
+// block of `kc` steps; each step loads one `NR`-wide row of the panel, broadcasts `A[i][kk]` (A
+// read in place, row-major, stride k) and multiply-adds.
 //
-// Blocking. Rows are processed in blocks of `MC` (so the `MC×k` slab of A stays in L2 while every
-// B panel streams past it); inside a block, panels are the outer loop and `MR`-row tiles the inner
-// one (so each `k×NR` panel is reused from L1/L2 for all tiles of the block). There is no blocking
-// over k: the tile stays in registers for the whole reduction, which keeps the epilogue trivially
-// "after the last k", and at transformer widths (k ≤ a few thousand) a panel fits in L2 anyway.
+// Blocking (`gemm/blocked.rs`, sizes from the caches read at run time in `gemm/blocking.rs`).
+// Reduction blocks of `kc` keep a panel's `kc×NR` slice in L2 while every row tile of a row block
+// runs past it; row blocks of `mc` keep their `mc×kc` part of A in L2 beside it, for every panel;
+// column blocks of `nc` keep a `kc×nc` block of B in this core's share of L3, and each row block
+// streams B once. Between
+// reduction blocks a tile's partial sums wait in C, so each output is still one multiply-add chain
+// over k in order from zero: the blocking changes no result. After the last block the epilogue
+// (bias + activation, one monomorphic vectorised loop per activation) runs on the tile while it is
+// in L1, and it is stored. C is therefore only read where this call wrote it before.
 //
 // Column ranges. [`matmul_packed_cols`] computes only a range of whole panels, writing each row's
 // columns to its own slice: that lets a caller split a small-m product (a decode step) across
@@ -90,12 +94,12 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 // (same panel, same A row, same k order) whichever way the work is split, so results are
 // bit-identical to [`matmul_packed`].
 //
-// Edges. Rows past `m` in the last tile read a duplicate of the last valid row of A (so nothing
-// outside A is touched) and their results are discarded; columns past `n` multiply the zero padding
-// of the last panel and are not stored.
+// Edges. The last row tile of a block runs a microkernel of its own height (1 ..= MR rows), so
+// nothing outside A is read and no row is computed in vain; columns past `n` multiply the zero
+// padding of the last panel and are not stored.
 //
-// ISAs. One generic body ([`gemm_body`] → [`gemm_blocks`] → [`microkernel`]) over a small
-// [`Lanes`] vector trait, instantiated with scalar `f32` lanes (the portable twin: separate mul +
+// ISAs. One generic body (`blocked::gemm_blocked` → `blocked::microkernel`) over a small
+// `lanes::Lanes` vector trait, instantiated with scalar `f32` lanes (the portable twin: separate mul +
 // add, auto-vectorised for the baseline target) and, on x86_64, with `__m256` (AVX2+FMA) and
 // `__m512` (AVX-512F) lanes inside `#[target_feature]` shims. The ISA is chosen when B is packed
 // (its panel width depends on it), so a `PackedB` can only ever
@@ -104,6 +108,12 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
 use std::ops::Range;
 
 use super::activation::Activation;
+
+mod blocked;
+mod blocking;
+mod lanes;
+
+pub use blocking::{Blocking, CacheSizes};
 
 /// Instruction set a [`PackedB`] is packed for and [`matmul_packed`] runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +177,21 @@ impl GemmIsa {
             GemmIsa::Avx512 => AVX512_MR,
         }
     }
+
+    /// The cache blocks this instruction set's kernel uses on this CPU for a reduction of length
+    /// `k`: [`Blocking::for_reduction`] of the detected [`CacheSizes`] and the tile shape.
+    pub fn blocking_for(self, k: usize) -> Blocking {
+        Blocking::for_reduction(CacheSizes::detected(), self.tile_rows(), self.panel_width(), k)
+    }
+
+    /// [`GemmIsa::blocking_for`] the longest reduction block (computed once).
+    pub fn blocking(self) -> Blocking {
+        static BLOCKS: std::sync::OnceLock<[Blocking; 3]> = std::sync::OnceLock::new();
+        let blocks = BLOCKS.get_or_init(|| {
+            GemmIsa::ALL.map(|isa| Blocking::new(CacheSizes::detected(), isa.tile_rows(), isa.panel_width()))
+        });
+        blocks[self as usize]
+    }
 }
 
 const PORTABLE_MR: usize = 4;
@@ -176,17 +201,19 @@ const AVX2_NR: usize = 16;
 const AVX512_MR: usize = 8;
 const AVX512_NR: usize = 32;
 
-/// Rows of A per cache block: a 64×k slab (≤ 384 KiB for k = 1536) stays in L2 while the panels of
-/// B stream past it. A multiple of every `MR`… except 6, whose last tile in a block is a 4-row edge.
-const MC: usize = 64;
-
-/// B (`[k, n]`) packed into zero-padded column panels for [`matmul_packed`].
+/// B (`[k, n]`) packed into zero-padded column panels for [`matmul_packed`], cut into reduction
+/// blocks of the [`Blocking`] it was packed with.
 #[derive(Clone)]
 pub struct PackedB {
     k: usize,
     n: usize,
     isa: GemmIsa,
-    /// ⌈n / NR⌉ panels of `k × NR` floats each.
+    /// The cache blocks of the product; `blocks.kc` is the reduction block of the layout (balanced:
+    /// k is cut into equal blocks of at most the requested `kc`).
+    blocks: Blocking,
+    /// For each reduction block `pc .. pc + kc_len` (`pc` a multiple of `blocks.kc`), the
+    /// ⌈n / NR⌉ panels' `kc_len × NR` rows of it, one panel after another: a block's slice of
+    /// every panel is contiguous, and so is the whole block.
     panels: Vec<f32>,
 }
 
@@ -196,6 +223,7 @@ impl std::fmt::Debug for PackedB {
             .field("k", &self.k)
             .field("n", &self.n)
             .field("isa", &self.isa)
+            .field("blocks", &self.blocks)
             .finish_non_exhaustive()
     }
 }
@@ -209,15 +237,33 @@ impl PackedB {
     /// Packs a row-major `[k, n]` matrix for `isa`. Panics if `b.len() != k·n` or if this CPU does
     /// not support `isa`.
     pub fn pack_for(isa: GemmIsa, b: &[f32], k: usize, n: usize) -> Self {
+        Self::pack_blocked(isa, isa.blocking_for(k), b, k, n)
+    }
+
+    /// Packs a row-major `[k, n]` matrix for `isa`, with explicit cache blocks instead of the ones
+    /// derived from this CPU's caches (tests, tuning). Results do not depend on the blocks.
+    /// Panics as [`PackedB::pack_for`] does.
+    pub fn pack_blocked(isa: GemmIsa, blocks: Blocking, b: &[f32], k: usize, n: usize) -> Self {
         let len = k.checked_mul(n).unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
         assert_eq!(b.len(), len, "PackedB: B has {} elements, expected k×n = {k}×{n}", b.len());
-        Self::from_fn(isa, k, n, |kk, j| b[kk * n + j])
+        Self::from_fn_blocked(isa, blocks, k, n, |kk, j| b[kk * n + j])
     }
 
     /// Packs the `[k, n]` matrix whose element `(kk, j)` is `f(kk, j)`, for `isa` (e.g. straight
     /// from a transposed `[n, k]` weight without materialising the transpose). Panics if this CPU
     /// does not support `isa`.
     pub fn from_fn(isa: GemmIsa, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) -> Self {
+        Self::from_fn_blocked(isa, isa.blocking_for(k), k, n, f)
+    }
+
+    /// [`PackedB::from_fn`] with explicit cache blocks (see [`PackedB::pack_blocked`]).
+    pub fn from_fn_blocked(
+        isa: GemmIsa,
+        blocks: Blocking,
+        k: usize,
+        n: usize,
+        f: impl Fn(usize, usize) -> f32,
+    ) -> Self {
         // The kernels behind `isa` are only ever called through a `PackedB`, so this check is what
         // makes the `#[target_feature]` calls in `matmul_packed` sound.
         assert!(isa.is_supported(), "PackedB: this CPU does not support {isa:?}");
@@ -227,19 +273,32 @@ impl PackedB {
             .checked_mul(nr)
             .and_then(|x| x.checked_mul(k))
             .unwrap_or_else(|| panic!("PackedB: dimensions {k}×{n} overflow usize"));
+        // Equal reduction blocks of at most the requested kc: k = 384 under kc = 256 is two blocks
+        // of 192, not 256 + 128.
+        let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(blocks.kc.max(1))) };
+        let blocks = Blocking { kc, ..blocks };
         let mut data = vec![0.0f32; len];
-        if k > 0 {
-            for (p, panel) in data.chunks_exact_mut(k * nr).enumerate() {
+        let mut rest = &mut data[..];
+        for pc in (0..k).step_by(kc.max(1)) {
+            let kc_len = kc.min(k - pc);
+            for p in 0..panels {
+                let (block, tail) = rest.split_at_mut(kc_len * nr);
+                rest = tail;
                 let j0 = p * nr;
                 let width = nr.min(n - j0);
-                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                for (kk, row) in (pc..).zip(block.chunks_exact_mut(nr)) {
                     for (jj, x) in row[..width].iter_mut().enumerate() {
                         *x = f(kk, j0 + jj);
                     }
                 }
             }
         }
-        Self { k, n, isa, panels: data }
+        Self { k, n, isa, blocks, panels: data }
+    }
+
+    /// The cache blocks products with this matrix use (`kc` as balanced for this `k`).
+    pub fn blocking(&self) -> Blocking {
+        self.blocks
     }
 
     /// Rows of B (the reduction length).
@@ -295,7 +354,8 @@ impl<'a> Epilogue<'a> {
 }
 
 /// `C[m×n] = epilogue(A[m×k]·B)` with A and C row-major and contiguous, B packed (which fixes k, n
-/// and the instruction set). C is only written, never read. No heap allocation.
+/// and the instruction set). C's prior contents are never read (partial sums written by this call
+/// are). No heap allocation.
 /// Panics if a slice length disagrees with m, k, n or the bias length with n.
 pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: Epilogue<'_>) {
     check_operands("matmul_packed", a, m, b, epilogue);
@@ -307,16 +367,13 @@ pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: 
         return;
     }
     let panels = 0..b.panel_count();
-    dispatch(
-        Args { a, m, k: b.k, n, panels, panel_data: &b.panels, c: Dest::Dense(c), bias: epilogue.bias },
-        b.isa,
-        epilogue.activation,
-    );
+    dispatch(Args { a, m, b, panels, c: Dest::Dense(c), bias: epilogue.bias }, epilogue.activation);
 }
 
 /// Columns `cols = b.panel_cols(panels)` of `epilogue(A[m×k]·B)`: row `i`'s are written to `c[i]`,
 /// which must have exactly `cols.len()` elements (`c[i][j]` is output column `cols.start + j`). A
-/// is row-major and contiguous; `epilogue.bias`, if any, has all `n` columns. C is only written.
+/// is row-major and contiguous; `epilogue.bias`, if any, has all `n` columns. C's prior contents
+/// are never read.
 /// No heap allocation. Every element is bit-identical to the one [`matmul_packed`] computes.
 ///
 /// This lets a caller split a product with few rows across threads by columns: each task takes a
@@ -345,9 +402,26 @@ pub fn matmul_packed_cols(
     if m == 0 || cols.is_empty() {
         return;
     }
-    let args =
-        Args { a, m, k: b.k, n: b.n, panels, panel_data: &b.panels, c: Dest::Rows(c), bias: epilogue.bias };
-    dispatch(args, b.isa, epilogue.activation);
+    let args = Args { a, m, b, panels, c: Dest::Rows(c), bias: epilogue.bias };
+    dispatch(args, epilogue.activation);
+}
+
+/// The fewest rows a thread's task of a row-split product gets: below this, the task's own pass
+/// over B (every row task streams all of it) costs more than its rows. A multiple of every
+/// microkernel's tile height except AVX2's 6 (whose blocks end in one 4-row tile).
+pub const MIN_ROW_TASK: usize = 64;
+
+/// Rows per task when a product with `m` rows is split by rows across `threads` threads: all of
+/// them on one thread (the kernel cuts its own row blocks to the caches, and every extra task
+/// would stream B once more: 5–8 % on Zen 3 against 64-row tasks at m = 128), else about two
+/// tasks per thread (so an idle thread can take over a delayed one's) of at least
+/// [`MIN_ROW_TASK`] rows. Any split gives bit-identical results.
+pub fn row_task(m: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        m.max(1)
+    } else {
+        m.div_ceil(2 * threads).max(MIN_ROW_TASK)
+    }
 }
 
 /// The shape checks both entry points share: A is `m×k`, the bias (if any) has `n` elements.
@@ -361,10 +435,12 @@ fn check_operands(what: &str, a: &[f32], m: usize, b: &PackedB, epilogue: Epilog
 }
 
 /// Runs the kernel of `isa` (the one `Args`' panels were packed for) on shape-checked operands.
-fn dispatch(args: Args<'_, '_>, isa: GemmIsa, act: Activation) {
-    match isa {
+fn dispatch(args: Args<'_, '_>, act: Activation) {
+    match args.b.isa {
         // SAFETY: the scalar `f32` lanes need no target feature.
-        GemmIsa::Portable => unsafe { gemm_body::<f32, PORTABLE_MR, PORTABLE_NR, PORTABLE_NR>(args, act) },
+        GemmIsa::Portable => unsafe {
+            blocked::gemm_blocked::<f32, PORTABLE_MR, PORTABLE_NR, PORTABLE_NR>(args, act)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `gemm_avx2_fma` requires the `avx2` and `fma` target features; a `PackedB` can
         // only carry `GemmIsa::Avx2Fma` if `from_fn` confirmed at runtime that this CPU has both.
@@ -391,270 +467,27 @@ enum Dest<'a, 'r> {
 struct Args<'a, 'r> {
     a: &'a [f32],
     m: usize,
-    k: usize,
-    n: usize,
+    b: &'a PackedB,
     /// The panels to compute.
     panels: Range<usize>,
-    /// All of B's packed panels.
-    panel_data: &'a [f32],
     c: Dest<'a, 'r>,
     bias: Option<&'a [f32]>,
-}
-
-/// A vector of `WIDTH` f32 lanes: what one microkernel register holds.
-///
-/// The methods are `#[inline(always)]` so they are compiled inside the `#[target_feature]` shim that
-/// instantiates [`gemm_body`]; they are `unsafe` because the SIMD implementations may only run on a
-/// CPU with their target features (the scalar one has no requirement).
-trait Lanes: Copy {
-    const WIDTH: usize;
-    /// # Safety
-    /// The CPU supports this type's target features.
-    unsafe fn zero() -> Self;
-    /// # Safety
-    /// As for [`Lanes::zero`].
-    unsafe fn splat(x: f32) -> Self;
-    /// # Safety
-    /// As for [`Lanes::zero`], and `p` is valid for reading `WIDTH` floats.
-    unsafe fn load(p: *const f32) -> Self;
-    /// `a·b + acc`.
-    /// # Safety
-    /// As for [`Lanes::zero`].
-    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
-    /// # Safety
-    /// As for [`Lanes::zero`], and `p` is valid for writing `WIDTH` floats.
-    unsafe fn store(self, p: *mut f32);
-}
-
-/// The portable twin: one f32 per "register", separate multiply and add (the baseline has no FMA,
-/// and `f32::mul_add` without hardware FMA is a slow libm call). LLVM vectorises the unrolled
-/// tile with whatever the baseline target offers.
-impl Lanes for f32 {
-    const WIDTH: usize = 1;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        0.0
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        x
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the caller guarantees `p` is readable.
-        unsafe { *p }
-    }
-    #[inline(always)]
-    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
-        a * b + acc
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller guarantees `p` is writable.
-        unsafe { *p = self }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::Lanes;
-    use std::arch::x86_64::*;
-
-    /// 8 lanes, AVX + FMA.
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx2(__m256);
-
-    impl Lanes for Avx2 {
-        const WIDTH: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            // SAFETY: the caller guarantees AVX.
-            Avx2(unsafe { _mm256_setzero_ps() })
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            // SAFETY: the caller guarantees AVX.
-            Avx2(unsafe { _mm256_set1_ps(x) })
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            // SAFETY: the caller guarantees AVX and 8 readable floats at `p` (unaligned load).
-            Avx2(unsafe { _mm256_loadu_ps(p) })
-        }
-        #[inline(always)]
-        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
-            // SAFETY: the caller guarantees FMA.
-            Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, acc.0) })
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            // SAFETY: the caller guarantees AVX and 8 writable floats at `p` (unaligned store).
-            unsafe { _mm256_storeu_ps(p, self.0) }
-        }
-    }
-
-    /// 16 lanes, AVX-512F.
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx512(__m512);
-
-    impl Lanes for Avx512 {
-        const WIDTH: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            // SAFETY: the caller guarantees AVX-512F.
-            Avx512(unsafe { _mm512_setzero_ps() })
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            // SAFETY: the caller guarantees AVX-512F.
-            Avx512(unsafe { _mm512_set1_ps(x) })
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            // SAFETY: the caller guarantees AVX-512F and 16 readable floats at `p` (unaligned).
-            Avx512(unsafe { _mm512_loadu_ps(p) })
-        }
-        #[inline(always)]
-        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
-            // SAFETY: the caller guarantees AVX-512F.
-            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, acc.0) })
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            // SAFETY: the caller guarantees AVX-512F and 16 writable floats at `p` (unaligned).
-            unsafe { _mm512_storeu_ps(p, self.0) }
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn gemm_avx2_fma(args: Args<'_, '_>, act: Activation) {
     // SAFETY: this function is compiled with, and only called on CPUs with, AVX2 + FMA, which is
-    // all `x86::Avx2` needs.
-    unsafe { gemm_body::<x86::Avx2, AVX2_MR, { AVX2_NR / 8 }, AVX2_NR>(args, act) };
+    // all `lanes::x86::Avx2` needs.
+    unsafe { blocked::gemm_blocked::<lanes::x86::Avx2, AVX2_MR, { AVX2_NR / 8 }, AVX2_NR>(args, act) };
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn gemm_avx512(args: Args<'_, '_>, act: Activation) {
     // SAFETY: this function is compiled with, and only called on CPUs with, AVX-512F, which is all
-    // `x86::Avx512` needs.
-    unsafe { gemm_body::<x86::Avx512, AVX512_MR, { AVX512_NR / 16 }, AVX512_NR>(args, act) };
-}
-
-/// Picks the activation once, so each arm is a monomorphic kernel whose epilogue vectorises.
-///
-/// # Safety
-/// The CPU supports `V`'s target features.
-#[inline(always)]
-unsafe fn gemm_body<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
-    args: Args<'_, '_>,
-    act: Activation,
-) {
-    // SAFETY (all arms): forwarded from the caller.
+    // `lanes::x86::Avx512` needs.
     unsafe {
-        match act {
-            Activation::Identity => gemm_blocks::<V, MR, NV, NR>(args, |x| x),
-            Activation::GeluErf => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::GeluErf.apply(x)),
-            Activation::GeluTanh => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::GeluTanh.apply(x)),
-            Activation::Relu => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::Relu.apply(x)),
-            Activation::Silu => gemm_blocks::<V, MR, NV, NR>(args, |x| Activation::Silu.apply(x)),
-        }
-    }
-}
-
-/// The blocked loops around the microkernel, the epilogue and the store.
-///
-/// # Safety
-/// The CPU supports `V`'s target features.
-#[inline(always)]
-unsafe fn gemm_blocks<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
-    args: Args<'_, '_>,
-    act: impl Fn(f32) -> f32,
-) {
-    let Args { a, m, k, n, panels, panel_data, mut c, bias } = args;
-    // Output column `j` is element `j - col0` of a destination row.
-    let col0 = panels.start * NR;
-    for ic in (0..m).step_by(MC) {
-        let mc = MC.min(m - ic);
-        for p in panels.clone() {
-            let panel = &panel_data[p * k * NR..(p + 1) * k * NR];
-            let j0 = p * NR;
-            let width = NR.min(n - j0);
-            let mut bias_tile = [0.0f32; NR];
-            if let Some(bias) = bias {
-                bias_tile[..width].copy_from_slice(&bias[j0..j0 + width]);
-            }
-            for ir in (ic..ic + mc).step_by(MR) {
-                let rows = MR.min(ic + mc - ir);
-                // SAFETY: forwarded from the caller.
-                let mut acc =
-                    unsafe { microkernel::<V, MR, NV, NR>(&a[ir * k..(ir + rows) * k], rows, k, panel) };
-                for row in &mut acc {
-                    for (x, &b) in row.iter_mut().zip(&bias_tile) {
-                        *x = act(*x + b);
-                    }
-                }
-                for (i, row) in acc.iter().enumerate().take(rows) {
-                    let dst_row: &mut [f32] = match &mut c {
-                        Dest::Dense(c) => &mut c[(ir + i) * n..][..n],
-                        Dest::Rows(rows) => &mut *rows[ir + i],
-                    };
-                    let dst = &mut dst_row[j0 - col0..][..width];
-                    match <&mut [f32; NR]>::try_from(&mut *dst) {
-                        Ok(full) => *full = *row,
-                        Err(_) => dst.copy_from_slice(&row[..width]),
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The `MR×NR` tile `A[rows×k]·panel[k×NR]`, accumulated in `MR×NV` registers of `V` for the whole
-/// k-loop. Tile rows `rows..MR` repeat the last row of A (so only memory inside `a` is read); the
-/// caller discards them.
-///
-/// # Safety
-/// The CPU supports `V`'s target features.
-#[inline(always)]
-unsafe fn microkernel<V: Lanes, const MR: usize, const NV: usize, const NR: usize>(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    panel: &[f32],
-) -> [[f32; NR]; MR] {
-    const { assert!(NV * V::WIDTH == NR, "a tile row must be NV whole registers") };
-    assert!(
-        (1..=MR).contains(&rows)
-            && Some(a.len()) == rows.checked_mul(k)
-            && Some(panel.len()) == k.checked_mul(NR),
-        "gemm microkernel: inconsistent tile shape"
-    );
-    let row_start: [*const f32; MR] = std::array::from_fn(|i| a[i.min(rows - 1) * k..].as_ptr());
-    let b = panel.as_ptr();
-    // SAFETY (target features, every block below): guaranteed by the caller.
-    let mut acc = [[unsafe { V::zero() }; NV]; MR];
-    for kk in 0..k {
-        // SAFETY: kk < k, so the NR = NV·WIDTH floats at kk·NR end at (kk + 1)·NR ≤ k·NR, the
-        // panel's length.
-        let b_row: [V; NV] = std::array::from_fn(|v| unsafe { V::load(b.add(kk * NR + v * V::WIDTH)) });
-        for i in 0..MR {
-            // SAFETY: row_start[i] is the start of a row r < rows of `a` (length rows·k), so offset
-            // kk < k stays inside that row.
-            let a_ik = unsafe { V::splat(*row_start[i].add(kk)) };
-            for v in 0..NV {
-                acc[i][v] = unsafe { V::mul_add(a_ik, b_row[v], acc[i][v]) };
-            }
-        }
-    }
-    let mut tile = [[0.0f32; NR]; MR];
-    for (out, regs) in tile.iter_mut().zip(&acc) {
-        for (v, reg) in regs.iter().enumerate() {
-            // SAFETY: v·WIDTH + WIDTH ≤ NV·WIDTH = NR, the length of `out`.
-            unsafe { reg.store(out.as_mut_ptr().add(v * V::WIDTH)) };
-        }
-    }
-    tile
+        blocked::gemm_blocked::<lanes::x86::Avx512, AVX512_MR, { AVX512_NR / 16 }, AVX512_NR>(args, act)
+    };
 }
