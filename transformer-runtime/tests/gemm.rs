@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::Activation;
 use transformer_runtime::kernels::gemm::{
-    matmul_packed, matmul_packed_cols, row_task, Blocking, CacheSizes, Epilogue, GemmIsa, PackedB,
+    matmul_packed, matmul_packed_cols, Blocking, CacheSizes, Epilogue, GemmIsa, PackedB,
 };
 use transformer_runtime::layers::Linear;
 use transformer_runtime::{Threads, WeightLoader};
@@ -225,15 +225,6 @@ fn packed_blocks_are_balanced_and_detected() {
         }
     }
     println!("caches: {:?}; blocks: {:?}", CacheSizes::detected(), GemmIsa::detected().blocking());
-}
-
-#[test]
-fn row_tasks() {
-    assert_eq!(row_task(4096, 1), 4096, "one thread: one task, the kernel blocks rows itself");
-    assert_eq!(row_task(0, 1), 1);
-    assert_eq!(row_task(128, 2), 64);
-    assert_eq!(row_task(512, 2), 128);
-    assert_eq!(row_task(100, 3), 64);
 }
 
 #[test]

@@ -406,24 +406,6 @@ pub fn matmul_packed_cols(
     dispatch(args, epilogue.activation);
 }
 
-/// The fewest rows a thread's task of a row-split product gets: below this, the task's own pass
-/// over B (every row task streams all of it) costs more than its rows. A multiple of every
-/// microkernel's tile height except AVX2's 6 (whose blocks end in one 4-row tile).
-pub const MIN_ROW_TASK: usize = 64;
-
-/// Rows per task when a product with `m` rows is split by rows across `threads` threads: all of
-/// them on one thread (the kernel cuts its own row blocks to the caches, and every extra task
-/// would stream B once more: 5–8 % on Zen 3 against 64-row tasks at m = 128), else about two
-/// tasks per thread (so an idle thread can take over a delayed one's) of at least
-/// [`MIN_ROW_TASK`] rows. Any split gives bit-identical results.
-pub fn row_task(m: usize, threads: usize) -> usize {
-    if threads <= 1 {
-        m.max(1)
-    } else {
-        m.div_ceil(2 * threads).max(MIN_ROW_TASK)
-    }
-}
-
 /// The shape checks both entry points share: A is `m×k`, the bias (if any) has `n` elements.
 fn check_operands(what: &str, a: &[f32], m: usize, b: &PackedB, epilogue: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);

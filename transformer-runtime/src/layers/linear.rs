@@ -5,15 +5,18 @@
 use std::ops::Range;
 
 use crate::kernels::activation::Activation;
-use crate::kernels::gemm::{
-    matmul_packed, matmul_packed_cols, row_task, Epilogue, GemmIsa, PackedB, MIN_ROW_TASK,
-};
+use crate::kernels::gemm::{matmul_packed, matmul_packed_cols, Epilogue, GemmIsa, PackedB};
 use crate::{Threads, WeightLoader};
+
+/// Rows per GEMM task: a multiple of every microkernel's tile height except AVX2's 6 (whose blocks
+/// end in one 4-row tile), large enough to amortise streaming the packed weight through cache once
+/// per block, small enough that a 128-token sequence still splits across two cores.
+const ROW_BLOCK: usize = 64;
 
 /// Up to this many rows (exactly the counts for which the row split makes a single task), a
 /// multi-threaded forward splits the output columns instead. Bounds the stack arrays of row
 /// sub-slices [`split_columns`] builds (16 bytes each).
-const COL_SPLIT_MAX_ROWS: usize = MIN_ROW_TASK;
+const COL_SPLIT_MAX_ROWS: usize = ROW_BLOCK;
 
 /// A linear layer from `IN` to `OUT` features.
 #[derive(Clone, Debug)]
@@ -177,9 +180,8 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
 
     /// `out[r] = act(x[r]·Wᵀ + b)` for every row. Allocates nothing.
     ///
-    /// Many rows are split into blocks of [`row_task`] rows across threads (one block on one
-    /// thread: the GEMM cuts its own cache blocks). With at most one block's worth (decoding:
-    /// m = batch) and more than one thread, the column panels of W are split
+    /// Many rows are split into blocks of [`ROW_BLOCK`] across threads. With at most one block's
+    /// worth (decoding: m = batch) and more than one thread, the column panels of W are split
     /// instead, so every thread streams a disjoint part of the weights; see [`split_columns`].
     /// Both splits give bit-identical results.
     pub fn forward(&self, x: &[[f32; IN]], out: &mut [[f32; OUT]], act: Activation, threads: &Threads) {
@@ -197,10 +199,9 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
             split_columns(threads, tasks, x, &self.weight, panels, &mut rows[..m], epilogue);
             return;
         }
-        let task = row_task(m, tasks);
-        threads.for_each_chunk(out.as_flattened_mut(), task * OUT, |block, out| {
+        threads.for_each_chunk(out.as_flattened_mut(), ROW_BLOCK * OUT, |block, out| {
             let rows = out.len() / OUT;
-            let x = &x[block * task * IN..][..rows * IN];
+            let x = &x[block * ROW_BLOCK * IN..][..rows * IN];
             matmul_packed(x, rows, &self.weight, out, epilogue);
         });
     }

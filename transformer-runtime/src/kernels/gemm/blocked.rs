@@ -41,7 +41,7 @@ pub(super) unsafe fn gemm_blocked<V: Lanes, const MR: usize, const NV: usize, co
     // The layout's reduction blocks (one empty block when k = 0, so the epilogue still runs).
     let kc = blocks.kc;
     let k_blocks = if k == 0 { 1 } else { k.div_ceil(kc) };
-    let mc = blocks.mc.max(MR) / MR * MR;
+    let mc = blocks.mc.max(1).div_ceil(MR) * MR;
     let nc_panels = (blocks.nc / NR).max(1);
     for jc in panels.clone().step_by(nc_panels) {
         let jc_panels = jc..(jc + nc_panels).min(panels.end);

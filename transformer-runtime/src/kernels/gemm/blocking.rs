@@ -39,27 +39,29 @@ impl CacheSizes {
 /// tile's one panel row per step with room to spare) and A's rows in place, so the blocks are set
 /// by what must stay in L2 and L3:
 ///
-/// * `kc` (reduction block): the `kc × NR` panel slice takes at most a quarter of L2. Each
-///   reduction block restarts every tile (its partial sums go to C and come back), which costs
-///   about as much as 100 multiply-add steps, so `kc` is as long as that allows: a block sized for
-///   L1 (`kc = 256` on a 32 KiB L1d) measured 5–10 % slower on Zen 3 than one block over the
-///   whole k ≤ 2048 of the models' shapes.
+/// * `kc` (reduction block): the `kc × NR` panel slice takes at most half of L2. Each reduction
+///   block restarts every tile (its partial sums go to C and come back), which costs about as
+///   much as 100 multiply-add steps, so `kc` is as long as that allows; on the models' shapes
+///   (k ≤ 3072) it is all of k. A block sized for L1 (`kc = 256` on a 32 KiB L1d) measured 5–10 %
+///   slower on Zen 3.
 /// * `mc` (row block): the `mc × kc` block of A, which every panel of the row block reads again,
-///   and the panel slice fill 7/8 of L2, so a 128-token sequence with k ≤ 768 is one row block
-///   and streams B once. (A blocks of 1/2 or 1/4 of L2 measured the same within the noise on
-///   Zen 3 over all the models' shapes, and slower on GPT-2's 128-row ones; all three ~5 % over
-///   the former 64-row calls, geometric mean at one thread.)
+///   takes half of L2, but never fewer than [`MIN_MC`] rows.
 /// * `nc` (column block): every row block streams its `kc × nc` block of B, which takes half of
 ///   this core's L3 share, so the row blocks after the first find it there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
     /// Reduction length per block (≥ 1; a packed B balances it to equal blocks of at most this).
     pub kc: usize,
-    /// Rows per block (the kernel rounds it down to a multiple of the tile height `MR`, ≥ `MR`).
+    /// Rows per block (the kernel rounds it up to a multiple of the tile height `MR`).
     pub mc: usize,
     /// Columns per block (the kernel rounds it down to whole panels of `NR`, ≥ one).
     pub nc: usize,
 }
+
+/// The fewest rows of a row block: 64 rows of A streamed from L3 (when their `kc` columns do not
+/// fit L2) measured as fast as from L2 on Zen 3, while every extra row block streams B once more
+/// (a 64-row block rounded down to 60 for 6-row tiles cost 7 % at k = 3072 by its 4-row rest).
+const MIN_MC: usize = 64;
 
 impl Blocking {
     /// The blocks for `MR × NR` tiles under `caches`, for the longest reduction block.
@@ -71,10 +73,9 @@ impl Blocking {
     /// (k = 3072 under a longest block of 2048 is two blocks of 1536), `mc` and `nc` for that `kc`.
     pub fn for_reduction(caches: CacheSizes, mr: usize, nr: usize, k: usize) -> Blocking {
         const F32: usize = size_of::<f32>();
-        let longest = (caches.l2 / 4 / (nr * F32)).clamp(64, 8192) / 8 * 8;
+        let longest = (caches.l2 / 2 / (nr * F32)).clamp(64, 8192) / 8 * 8;
         let kc = if k == 0 { longest } else { k.div_ceil(k.div_ceil(longest)) };
-        let a_block = (caches.l2 / 8 * 7).saturating_sub(kc * nr * F32);
-        let mc = (a_block / (kc * F32)).max(mr) / mr * mr;
+        let mc = (caches.l2 / 2 / (kc * F32)).max(MIN_MC).max(mr);
         // Without an L3 (or a tiny share of one), L2 holds the block of B instead.
         let b_block = (caches.l3 / 2).max(caches.l2 / 2);
         let nc = (b_block / (kc * F32)).max(nr) / nr * nr;
@@ -230,14 +231,15 @@ mod tests {
     #[test]
     fn blocks_follow_the_caches() {
         let zen3 = CacheSizes { l1d: 32 << 10, l2: 512 << 10, l3: 16 << 20 };
-        assert_eq!(Blocking::new(zen3, 6, 16), Blocking { kc: 2048, mc: 36, nc: 1024 });
-        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 384), Blocking { kc: 384, mc: 282, nc: 5456 });
-        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 768), Blocking { kc: 768, mc: 132, nc: 2720 });
-        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 3072), Blocking { kc: 1536, mc: 54, nc: 1360 });
-        assert_eq!(Blocking::new(zen3, 8, 32), Blocking { kc: 1024, mc: 80, nc: 2048 });
+        assert_eq!(Blocking::new(zen3, 6, 16), Blocking { kc: 4096, mc: 64, nc: 512 });
+        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 384), Blocking { kc: 384, mc: 170, nc: 5456 });
+        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 768), Blocking { kc: 768, mc: 85, nc: 2720 });
+        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 3072), Blocking { kc: 3072, mc: 64, nc: 672 });
+        assert_eq!(Blocking::for_reduction(zen3, 6, 16, 5000), Blocking { kc: 2500, mc: 64, nc: 832 });
+        assert_eq!(Blocking::new(zen3, 8, 32), Blocking { kc: 2048, mc: 64, nc: 1024 });
         let spr = CacheSizes { l1d: 48 << 10, l2: 2 << 20, l3: 1 << 20 };
-        assert_eq!(Blocking::for_reduction(spr, 8, 32, 768), Blocking { kc: 768, mc: 560, nc: 320 });
+        assert_eq!(Blocking::for_reduction(spr, 8, 32, 768), Blocking { kc: 768, mc: 341, nc: 320 });
         let tiny = CacheSizes { l1d: 4 << 10, l2: 4 << 10, l3: 0 };
-        assert_eq!(Blocking::new(tiny, 6, 16), Blocking { kc: 64, mc: 6, nc: 16 });
+        assert_eq!(Blocking::new(tiny, 6, 16), Blocking { kc: 64, mc: 64, nc: 16 });
     }
 }
