@@ -9,7 +9,8 @@ use serde::Deserialize;
 use transformer::text::{TextTokenizer, Truncation};
 use transformer::{Batch, Threads, Workspace};
 
-mod common;
+#[path = "common/checkpoint.rs"]
+mod checkpoint;
 #[path = "../examples/common/minilm.rs"]
 mod minilm;
 
@@ -296,14 +297,14 @@ fn from_pretrained_checks_the_real_config() {
             == preset.embed_texts(&tokenizer, &texts).unwrap()
     );
 
-    let patched = common::PatchedCheckpoint::new(
+    let patched = checkpoint::PatchedCheckpoint::new(
         &minilm::model_dir(),
         "minilm",
         serde_json::json!({ "hidden_act": "gelu_new", "layer_norm_eps": 1e-5 }),
     );
     let err = minilm::MiniLm::from_pretrained(&patched.0).map(|_| ()).expect_err("another model");
     assert_eq!(
-        common::config_differences(&err),
+        checkpoint::config_differences(&err),
         ["layer_norm_eps 1e-5 ≠ norm_eps 1e-12", "hidden_act \"gelu_new\" ≠ activation: gelu_erf \"gelu\""],
         "{err}"
     );

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use transformer::{Batch, Error, GenerateOptions, Threads, WeightLoader};
 
+#[path = "common/checkpoint.rs"]
+mod checkpoint;
 #[path = "common/mod.rs"]
 mod common;
 
@@ -465,7 +467,7 @@ fn from_pretrained_checks_the_config() {
     let batch = reference("causal").cases[0].batch();
     assert!(model.logits(&batch).unwrap() == causal().logits(&batch).unwrap());
 
-    let patched = common::PatchedCheckpoint::new(
+    let patched = checkpoint::PatchedCheckpoint::new(
         &d,
         "reformer",
         serde_json::json!({ "num_hashes": 1, "layer_norm_eps": 1e-5, "attn_layers": ["lsh", "lsh", "local", "local"] }),
@@ -473,7 +475,7 @@ fn from_pretrained_checks_the_config() {
     let err = CausalReformer::from_pretrained(&patched.0, d.join("rotations.safetensors"))
         .expect_err("a different model");
     assert_eq!(
-        common::config_differences(&err),
+        checkpoint::config_differences(&err),
         [
             "attn_layers [\"lsh\",\"lsh\",\"local\",\"local\"] ≠ attn_layers [\"lsh\", \"local\", \"lsh\", \"local\"]",
             "layer_norm_eps 1e-5 ≠ norm_eps 1e-12",
