@@ -16,6 +16,7 @@ pub mod layers;
 pub mod memory;
 pub mod parallel;
 pub mod text;
+pub mod train;
 pub mod vision;
 pub mod weights;
 pub mod workspace;

@@ -1,0 +1,28 @@
+//! Training: the backward pass of every op the forward runs, the losses, and the optimizer.
+//!
+//! These are the building blocks a generated training step calls, as the forward pass calls
+//! [`crate::kernels`] and [`crate::layers`]. Conventions, shared by every function here:
+//!
+//! * Values are row-major `[rows, width]` slices, as in the forward pass; weights are in their
+//!   checkpoint's `nn.Linear` layout `[out, in]`.
+//! * **Parameter gradients accumulate** (`+=`) into the caller's buffers, so a weight used twice
+//!   (a head tied to the token embeddings) and gradient accumulation over micro-batches need
+//!   nothing special; the caller zeroes them once per optimizer step.
+//! * **Activation gradients are written** (overwritten) unless a function says it accumulates.
+//! * What the backward needs from the forward (a norm's mean and reciprocal standard deviation,
+//!   an attention row's log-sum-exp, an activation's input) is saved by a `_train` forward twin
+//!   into caller-provided buffers; nothing here allocates.
+//!
+//! Every op has a parity test against PyTorch's autograd (`scripts/reference/train_*.py`,
+//! fixtures under `tests/fixtures/train/`) and the optimized kernels a property test against a
+//! naive twin.
+
+pub mod activation;
+pub mod attention;
+pub mod embedding;
+pub mod linear;
+pub mod loss;
+pub mod norm;
+pub mod optim;
+pub mod rope;
+pub mod schedule;
