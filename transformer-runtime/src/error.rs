@@ -126,4 +126,12 @@ pub enum Error {
     /// An image with no pixels (zero width or height).
     #[error("image is {width}×{height} (width×height): it has no pixels")]
     EmptyImage { width: usize, height: usize },
+
+    /// A training label outside the vocabulary (and not the ignore index `-100`).
+    #[error("label {label} at row {row} is out of range: the output has {classes} classes (0..{classes}); use -100 to ignore a position")]
+    LabelOutOfRange { row: usize, label: i64, classes: usize },
+
+    /// Labels whose count differs from the number of rows they label.
+    #[error("{labels} labels were given for {rows} rows of logits: give one label (or -100) per row")]
+    LabelCountMismatch { labels: usize, rows: usize },
 }

@@ -64,6 +64,100 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize,
     }
 }
 
+/// A read-only matrix view: element `(r, c)` of a `rows × cols` matrix is
+/// `data[r·row_stride + c·col_stride]`. A row-major matrix has `col_stride = 1`; its transpose is
+/// the same data with the strides swapped, so a backward pass multiplies by `Aᵀ` without copying.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A contiguous row-major `rows × cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Strided { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose: the same elements, rows and columns swapped.
+    pub fn t(self) -> Self {
+        Strided {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Panics unless every element `(r, c)` lies inside `data`.
+    fn check(&self, what: &str) {
+        if self.rows == 0 || self.cols == 0 {
+            return;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .and_then(|a| (self.cols - 1).checked_mul(self.col_stride).and_then(|b| a.checked_add(b)))
+            .unwrap_or_else(|| panic!("matmul_strided: {what}'s extent overflows usize"));
+        assert!(
+            last < self.data.len(),
+            "matmul_strided: {what} ({}×{}, strides {}/{}) reaches element {last} of {}",
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+            self.data.len()
+        );
+    }
+}
+
+/// `C[m×n] = A·B` (`+ C` if `accumulate`) for strided views `A` (`m×k`) and `B` (`k×n`), `C`
+/// contiguous row-major: the backward pass's products with a transposed operand (`dW += dYᵀ·X`).
+/// Like [`matmul`] it runs `matrixmultiply::sgemm` and allocates its packing buffers per call.
+/// Panics if the shapes disagree or a view reaches outside its slice.
+pub fn matmul_strided(a: Strided<'_>, b: Strided<'_>, c: &mut [f32], accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul_strided: A is {m}×{k} but B has {} rows", b.rows);
+    assert_eq!(c.len(), m * n, "matmul_strided: C has {} elements, expected {m}×{n}", c.len());
+    a.check("A");
+    b.check("B");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let stride = |x: usize| isize::try_from(x).expect("matmul_strided: stride exceeds isize::MAX");
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: `check` proved that every element (r, c) of A and B, at r·row_stride + c·col_stride,
+    // lies inside its slice; C is a unique borrow of exactly m×n elements with row stride n, so it
+    // aliases neither input. m, k, n > 0 here. With beta = 0 sgemm does not read C.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            stride(a.row_stride),
+            stride(a.col_stride),
+            b.data.as_ptr(),
+            stride(b.row_stride),
+            stride(b.col_stride),
+            beta,
+            c.as_mut_ptr(),
+            stride(n),
+            1,
+        );
+    }
+}
+
 // ================================================================================================
 // Packed-weights GEMM with a fused epilogue
 // ================================================================================================

@@ -52,17 +52,24 @@ fn normalise_row<const D: usize>(row: &mut [f32; D], gamma: &[f32; D], beta: &[f
     if D == 0 {
         return;
     }
-    let inv_d = 1.0 / D as f32;
+    let (mean, inv_std) = layer_norm_stats(row, eps);
+    for ((x, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+        *x = (*x - mean) * inv_std * g + b;
+    }
+}
+
+/// A row's mean and `1/√(var + eps)` by the shifted two-pass scheme of the module comment; shared
+/// with the training forward, which saves them for the backward pass.
+#[inline(always)]
+pub(crate) fn layer_norm_stats(row: &[f32], eps: f32) -> (f32, f32) {
+    let inv_d = 1.0 / row.len() as f32;
     let shift = row[0];
     let mean = shift + lane_sum(row, |x| x - shift) * inv_d;
     let var = lane_sum(row, |x| {
         let c = x - mean;
         c * c
     }) * inv_d;
-    let inv_std = 1.0 / (var + eps).sqrt();
-    for ((x, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-        *x = (*x - mean) * inv_std * g + b;
-    }
+    (mean, 1.0 / (var + eps).sqrt())
 }
 
 /// `rows[i] = rows[i] / sqrt(mean(rows[i]²) + eps) * weight`: RMSNorm as LLaMA/Mistral use it

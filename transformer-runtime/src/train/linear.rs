@@ -1,1 +1,112 @@
-//! (to be written)
+//! Backward of a linear layer `y = x·Wᵀ + b` (`W` stored `[OUT, IN]`, as `nn.Linear`):
+//!
+//! ```text
+//! dx  = dy·W            [rows, IN]   (written or added, see Store)
+//! dW += dyᵀ·x           [OUT, IN]
+//! db += Σ_rows dy       [OUT]
+//! ```
+//!
+//! An activation fused into the forward's epilogue is undone first with
+//! [`activation_backward`](super::activation::activation_backward) on the saved pre-activation.
+//!
+//! Both products are GEMMs ([`matmul_strided`]; `dyᵀ` is a strided view, not a copy). The input
+//! gradient is split across threads by row blocks, the weight gradient by blocks of output
+//! features, so no two threads write the same element and no reduction across threads is needed:
+//! results do not depend on the thread count.
+
+use crate::kernels::gemm::{matmul_strided, Strided};
+use crate::train::Store;
+use crate::Threads;
+
+/// Rows of `dx` per task.
+const ROW_BLOCK: usize = 64;
+
+/// Output features (rows of `dW`) per task: a multiple of the GEMM's tile heights, small enough
+/// that a 384-wide layer splits across two cores.
+const FEATURE_BLOCK: usize = 32;
+
+/// Gradients of a linear layer given the gradient `dy` of its (pre-activation) output.
+///
+/// `weight` is `W` as `[OUT, IN]` row-major; `d_weight` (`[OUT, IN]`) and `d_bias` (`[OUT]`)
+/// accumulate. `dx`, when asked for, is stored as its [`Store`] says; skip it (`None`) for a layer
+/// whose input needs no gradient (the first layer over token embeddings still needs one; a frozen
+/// input does not). Panics on inconsistent lengths (caller bugs).
+pub fn linear_backward<const IN: usize, const OUT: usize>(
+    x: &[[f32; IN]],
+    dy: &[[f32; OUT]],
+    weight: &[f32],
+    dx: Option<(&mut [[f32; IN]], Store)>,
+    d_weight: &mut [f32],
+    d_bias: Option<&mut [f32]>,
+    threads: &Threads,
+) {
+    let rows = x.len();
+    assert_eq!(
+        dy.len(),
+        rows,
+        "linear {IN}->{OUT} backward: {rows} inputs but {} output gradients",
+        dy.len()
+    );
+    assert_eq!(weight.len(), IN * OUT, "linear {IN}->{OUT} backward: weight is not [OUT, IN]");
+    assert_eq!(d_weight.len(), IN * OUT, "linear {IN}->{OUT} backward: weight gradient is not [OUT, IN]");
+    let (x, dy) = (x.as_flattened(), dy.as_flattened());
+    if let Some((dx, store)) = dx {
+        assert_eq!(dx.len(), rows, "linear {IN}->{OUT} backward: dx has {} rows, not {rows}", dx.len());
+        input_gradient::<IN, OUT>(dy, weight, dx.as_flattened_mut(), store, threads);
+    }
+    match d_bias {
+        Some(d_bias) => {
+            assert_eq!(d_bias.len(), OUT, "linear {IN}->{OUT} backward: bias gradient is not [OUT]");
+            threads.for_each_chunk_pair(
+                d_weight,
+                FEATURE_BLOCK * IN,
+                d_bias,
+                FEATURE_BLOCK,
+                |block, dw, db| {
+                    weight_gradient::<IN, OUT>(x, dy, block * FEATURE_BLOCK, dw);
+                    bias_gradient::<OUT>(dy, block * FEATURE_BLOCK, db);
+                },
+            );
+        }
+        None => threads.for_each_chunk(d_weight, FEATURE_BLOCK * IN, |block, dw| {
+            weight_gradient::<IN, OUT>(x, dy, block * FEATURE_BLOCK, dw);
+        }),
+    }
+}
+
+/// `dx = dy·W` (or `+=`), in row blocks across threads.
+fn input_gradient<const IN: usize, const OUT: usize>(
+    dy: &[f32],
+    weight: &[f32],
+    dx: &mut [f32],
+    store: Store,
+    threads: &Threads,
+) {
+    let w = Strided::row_major(weight, OUT, IN);
+    threads.for_each_chunk(dx, ROW_BLOCK * IN, |block, dx| {
+        let rows = dx.len() / IN;
+        let dy = Strided::row_major(&dy[block * ROW_BLOCK * OUT..][..rows * OUT], rows, OUT);
+        matmul_strided(dy, w, dx, store == Store::Accumulate);
+    });
+}
+
+/// `dW[first..first + n] += dy[:, first..first + n]ᵀ·x` for the `n = dw.len() / IN` output
+/// features starting at `first`.
+fn weight_gradient<const IN: usize, const OUT: usize>(x: &[f32], dy: &[f32], first: usize, dw: &mut [f32]) {
+    let (features, rows) = (dw.len() / IN, x.len() / IN);
+    if rows == 0 {
+        return;
+    }
+    // dyᵀ restricted to these features: element (f, r) = dy[r·OUT + first + f].
+    let dy_t = Strided { data: &dy[first..], rows: features, cols: rows, row_stride: 1, col_stride: OUT };
+    matmul_strided(dy_t, Strided::row_major(x, rows, IN), dw, true);
+}
+
+/// `db[f] += Σ_r dy[r][first + f]`, summed in row order.
+fn bias_gradient<const OUT: usize>(dy: &[f32], first: usize, db: &mut [f32]) {
+    for row in dy.chunks_exact(OUT) {
+        for (b, &g) in db.iter_mut().zip(&row[first..]) {
+            *b += g;
+        }
+    }
+}

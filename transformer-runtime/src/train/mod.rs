@@ -26,3 +26,24 @@ pub mod norm;
 pub mod optim;
 pub mod rope;
 pub mod schedule;
+
+/// How a backward function stores an activation gradient: over what the buffer holds, or added
+/// to it. A value read by two ops (the residual stream: by the sublayer and by the skip path)
+/// receives its gradient from both; the second writer adds instead of making a separate pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// `dx = …`
+    Overwrite,
+    /// `dx += …`
+    Accumulate,
+}
+
+impl Store {
+    #[inline(always)]
+    pub(crate) fn put(self, slot: &mut f32, value: f32) {
+        match self {
+            Store::Overwrite => *slot = value,
+            Store::Accumulate => *slot += value,
+        }
+    }
+}
