@@ -25,6 +25,38 @@ const ROW_BLOCK: usize = 64;
 /// that a 384-wide layer splits across two cores.
 const FEATURE_BLOCK: usize = 32;
 
+/// The training forward `y = x·Wᵀ + b` over unpacked weights, in row blocks across threads.
+///
+/// Inference packs each weight once at load ([`crate::kernels::gemm::PackedB`]); in training the
+/// weights change every step, so this reads them as they are (the GEMM packs per call). `weight`
+/// is `[OUT, IN]`; `y` is overwritten. A fused activation is applied by the caller after keeping
+/// the pre-activation (its backward needs it). Panics on inconsistent lengths.
+pub fn linear_train<const IN: usize, const OUT: usize>(
+    x: &[[f32; IN]],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [[f32; OUT]],
+    threads: &Threads,
+) {
+    assert_eq!(y.len(), x.len(), "linear {IN}->{OUT}: {} inputs but {} output rows", x.len(), y.len());
+    assert_eq!(weight.len(), IN * OUT, "linear {IN}->{OUT}: weight is not [OUT, IN]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), OUT, "linear {IN}->{OUT}: bias is not [OUT]");
+    }
+    let (x, w) = (x.as_flattened(), Strided::row_major(weight, OUT, IN).t());
+    threads.for_each_chunk(y.as_flattened_mut(), ROW_BLOCK * OUT, |block, y| {
+        let rows = y.len() / OUT;
+        matmul_strided(Strided::row_major(&x[block * ROW_BLOCK * IN..][..rows * IN], rows, IN), w, y, false);
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(OUT) {
+                for (v, &b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+        }
+    });
+}
+
 /// Gradients of a linear layer given the gradient `dy` of its (pre-activation) output.
 ///
 /// `weight` is `W` as `[OUT, IN]` row-major; `d_weight` (`[OUT, IN]`) and `d_bias` (`[OUT]`)
