@@ -134,4 +134,8 @@ pub enum Error {
     /// Labels whose count differs from the number of rows they label.
     #[error("{labels} labels were given for {rows} rows of logits: give one label (or -100) per row")]
     LabelCountMismatch { labels: usize, rows: usize },
+
+    /// The optimizer refused a step, a configuration or a saved state.
+    #[error(transparent)]
+    Optim(#[from] crate::train::optim::OptimError),
 }
