@@ -641,7 +641,7 @@ fn check_bias(bias: &PositionBias<'_>, heads: usize, q_pos0: usize, q_rows: usiz
 }
 
 /// Every row of `rows` (each `width` floats from its start) lies inside `rows.data`.
-fn check_rows(what: &str, rows: &HeadRows<'_>, width: usize) {
+pub(crate) fn check_rows(what: &str, rows: &HeadRows<'_>, width: usize) {
     if rows.rows == 0 {
         return;
     }

@@ -48,7 +48,7 @@
 //! [`attention_backward_naive`] and [`attention_train_naive`] are the f64 reference twins (they
 //! materialise each row's probabilities) that the property tests compare against.
 
-use crate::kernels::attention::{attention_general, HeadRows, Mask, Window};
+use crate::kernels::attention::{attention_general, check_rows, HeadRows, Mask, Window};
 use crate::kernels::exp_f32;
 
 /// Query rows per block of the backward and of the log-sum-exp pass.
@@ -399,26 +399,6 @@ fn check<const HD: usize>(
             );
         }
     }
-}
-
-fn check_rows(what: &str, rows: &HeadRows<'_>, width: usize) {
-    if rows.rows == 0 {
-        return;
-    }
-    let end = (rows.rows - 1)
-        .checked_mul(rows.stride)
-        .and_then(|x| x.checked_add(rows.offset))
-        .and_then(|x| x.checked_add(width))
-        .unwrap_or_else(|| panic!("attention backward: {what} rows overflow usize"));
-    assert!(
-        end <= rows.data.len(),
-        "attention backward: {what} has {} rows of stride {} from offset {} (width {width}), needing {end} \
-         floats, but its buffer has {}",
-        rows.rows,
-        rows.stride,
-        rows.offset,
-        rows.data.len()
-    );
 }
 
 fn check_len(what: &str, len: usize, expected: usize) {
