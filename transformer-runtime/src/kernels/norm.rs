@@ -106,8 +106,7 @@ fn rms_row<const D: usize>(row: &mut [f32; D], weight: &[f32; D], eps: f32) {
     if D == 0 {
         return;
     }
-    let inv_d = 1.0 / D as f32;
-    let denom = lane_sum(row, |x| x * x) * inv_d + eps;
+    let denom = mean_square_plus_eps(row, eps);
     if denom.is_normal() {
         // denom ≥ f32::MIN_POSITIVE, so inv ≤ 9.2e18 and |x·inv| ≤ √D·(1 + rounding).
         let inv = 1.0 / denom.sqrt();
@@ -119,16 +118,33 @@ fn rms_row<const D: usize>(row: &mut [f32; D], weight: &[f32; D], eps: f32) {
     }
 }
 
+/// `mean(row²) + eps` in f32 lanes: RMSNorm's denominator before the square root (shared with
+/// the training forward, which saves its inverse square root).
+#[inline(always)]
+pub(crate) fn mean_square_plus_eps(row: &[f32], eps: f32) -> f32 {
+    lane_sum(row, |x| x * x) * (1.0 / row.len() as f32) + eps
+}
+
+/// `1/√(mean(row²) + eps)` in f64, for rows whose f32 denominator is not a normal number. A zero
+/// row with eps = 0 has nothing to normalise: 0, so it stays zero (0·w), never 0/0. (NaN in the
+/// row still reaches the output through the multiply: NaN input is not sanitised.)
+#[cold]
+pub(crate) fn rms_inverse_f64(row: &[f32], eps: f32) -> f64 {
+    let mean = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / row.len() as f64;
+    let denom = mean + f64::from(eps);
+    if denom > 0.0 {
+        1.0 / denom.sqrt()
+    } else {
+        0.0
+    }
+}
+
 /// The rare-path twin of [`rms_row`]: statistics and scaling in f64, where the square of any
 /// finite f32 neither overflows nor underflows.
 #[cold]
 #[inline(never)]
 fn rms_row_f64<const D: usize>(row: &mut [f32; D], weight: &[f32; D], eps: f32) {
-    let mean = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / D as f64;
-    let denom = mean + f64::from(eps);
-    // A zero row with eps = 0 has nothing to normalise: it stays zero (0·w), never 0/0. (NaN in
-    // the row still reaches the output through the multiply: NaN input is not sanitised.)
-    let inv = if denom > 0.0 { 1.0 / denom.sqrt() } else { 0.0 };
+    let inv = rms_inverse_f64(row, eps);
     for (x, &w) in row.iter_mut().zip(weight) {
         *x = w * ((f64::from(*x) * inv) as f32);
     }

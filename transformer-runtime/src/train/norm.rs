@@ -22,8 +22,7 @@
 //! Rows are processed serially: the parameter gradients sum over rows, and a norm is a few
 //! hundred flops per row next to the GEMMs around it.
 
-use crate::kernels::lane_sum;
-use crate::kernels::norm::layer_norm_stats;
+use crate::kernels::norm::{layer_norm_stats, mean_square_plus_eps, rms_inverse_f64, rms_norm_into};
 use crate::train::Store;
 
 /// What a norm's backward needs from its forward, per row.
@@ -92,8 +91,9 @@ pub fn layer_norm_backward<const D: usize>(
     }
 }
 
-/// `out[i] = x[i]·r·w` with `r = 1/√(mean(x[i]²) + eps)`, as
-/// [`crate::kernels::norm::rms_norm_into`] computes it, saving each row's `r` in `stats`.
+/// `out[i] = x[i]·r·w` with `r = 1/√(mean(x[i]²) + eps)`: the inference kernel
+/// ([`rms_norm_into`]), plus each row's `r` in `stats` (from the same denominator, rounded to f32
+/// on the rare f64 path).
 pub fn rms_norm_train<const D: usize>(
     x: &[[f32; D]],
     out: &mut [[f32; D]],
@@ -105,29 +105,11 @@ pub fn rms_norm_train<const D: usize>(
     if D == 0 {
         return;
     }
-    for ((row, y), s) in x.iter().zip(out.iter_mut()).zip(stats.iter_mut()) {
-        let rstd = rms_rstd(row, eps);
+    rms_norm_into(x, out, weight, eps);
+    for (row, s) in x.iter().zip(stats.iter_mut()) {
+        let denom = mean_square_plus_eps(row, eps);
+        let rstd = if denom.is_normal() { 1.0 / denom.sqrt() } else { rms_inverse_f64(row, eps) as f32 };
         *s = NormStats { mean: 0.0, rstd };
-        for ((y, &x), &w) in y.iter_mut().zip(row).zip(weight) {
-            *y = w * (x * rstd);
-        }
-    }
-}
-
-/// `1/√(mean(x²) + eps)` as the inference kernel forms it; like its rare path, a row whose mean
-/// square is not a normal f32 is measured in f64 (and a zero row with `eps = 0` gets 0, so it
-/// stays zero and has zero gradient instead of 0/0).
-fn rms_rstd(row: &[f32], eps: f32) -> f32 {
-    let denom = lane_sum(row, |x| x * x) * (1.0 / row.len() as f32) + eps;
-    if denom.is_normal() {
-        return 1.0 / denom.sqrt();
-    }
-    let mean = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / row.len() as f64;
-    let denom = mean + f64::from(eps);
-    if denom > 0.0 {
-        (1.0 / denom.sqrt()) as f32
-    } else {
-        0.0
     }
 }
 
