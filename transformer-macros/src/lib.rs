@@ -18,6 +18,7 @@ mod hf_config;
 mod model;
 mod spec;
 mod suggest;
+mod training;
 
 use proc_macro::TokenStream;
 
@@ -31,7 +32,10 @@ pub fn model(input: TokenStream) -> TokenStream {
 /// The one route: validate and lower ([`model`]), generate ([`codegen`]); on any error, the
 /// errors and the model type with unreachable bodies ([`fallback`]).
 fn expand(input: ast::ModelInput) -> proc_macro2::TokenStream {
-    match model::validate_and_lower(&input) {
+    let lowered = training::take(&input).and_then(|(declaration, training)| {
+        model::validate_and_lower(&declaration).map(|model| model.with_training(training))
+    });
+    match lowered {
         Ok(model) => {
             let (code, beside) = (codegen::generate(&model), &model.beside);
             quote::quote! { #code #beside }

@@ -9,6 +9,7 @@ use crate::ast::ModelInput;
 use crate::compose::{self, Composed};
 use crate::graph::{self, seq2seq::Seq2SeqGraph, Graph};
 use crate::spec::{Output, Spec};
+use crate::training::Training;
 use crate::{check, config_file};
 
 /// A validated declaration and its graph: everything codegen reads.
@@ -18,6 +19,8 @@ pub struct Model {
     /// Items emitted beside the model: a named config.json's `include_bytes!`, so cargo rebuilds
     /// when it changes.
     pub beside: TokenStream,
+    /// `training: …`: a trainer is generated beside the model.
+    pub training: Option<Training>,
 }
 
 /// The op graph of a model's family.
@@ -79,6 +82,11 @@ fn lower(spec: Spec) -> Model {
 
 impl Model {
     fn new(spec: Spec, graph: Lowered) -> Self {
-        Model { spec, graph, beside: TokenStream::new() }
+        Model { spec, graph, beside: TokenStream::new(), training: None }
+    }
+
+    pub fn with_training(mut self, training: Option<Training>) -> Self {
+        self.training = training;
+        self
     }
 }

@@ -135,6 +135,10 @@ pub enum Error {
     #[error("{labels} labels were given for {rows} rows of logits: give one label (or -100) per row")]
     LabelCountMismatch { labels: usize, rows: usize },
 
+    /// A training step's loss is NaN or infinite; the weights were not updated.
+    #[error("training step {step}: the loss is {loss}; the weights were left as they were (lower the learning rate, or look for a NaN in the inputs)")]
+    NonFiniteLoss { step: u64, loss: f32 },
+
     /// The optimizer refused a step, a configuration or a saved state.
     #[error(transparent)]
     Optim(#[from] crate::train::optim::OptimError),

@@ -11,6 +11,7 @@ mod ops;
 mod outputs;
 mod reformer;
 mod seq2seq;
+mod train;
 mod vision;
 
 use proc_macro2::{Ident, Span, TokenStream};
@@ -29,6 +30,22 @@ fn rt() -> TokenStream {
 
 /// Rust for a validated, lowered model: the family's API over blocks written from the graph.
 pub fn generate(model: &Model) -> TokenStream {
+    let code = generate_model(model);
+    let Some(training) = &model.training else { return code };
+    let trainer = match &model.graph {
+        Lowered::Stack { graph, outputs: None } if model.spec.reversible.is_none() => {
+            train::generate(&model.spec, graph, training)
+        }
+        _ => syn::Error::new(
+            training.span,
+            "training: encoder-decoders, Reformers and composed models with named outputs have no trainer yet",
+        )
+        .into_compile_error(),
+    };
+    quote!(#code #trainer)
+}
+
+fn generate_model(model: &Model) -> TokenStream {
     let spec = &model.spec;
     match &model.graph {
         Lowered::Seq2Seq(graph) => match &spec.seq2seq {

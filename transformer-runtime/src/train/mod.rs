@@ -19,11 +19,13 @@
 
 pub mod activation;
 pub mod attention;
+pub mod batch;
 pub mod embedding;
 pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod optim;
+pub mod params;
 pub mod rope;
 pub mod schedule;
 
@@ -46,4 +48,36 @@ impl Store {
             Store::Accumulate => *slot += value,
         }
     }
+
+    /// [`Self::put`] element by element: `to (+)= from`.
+    pub fn put_slice(self, to: &mut [f32], from: &[f32]) {
+        assert_eq!(to.len(), from.len(), "gradient of {} values into {}", from.len(), to.len());
+        match self {
+            Store::Overwrite => to.copy_from_slice(from),
+            Store::Accumulate => to.iter_mut().zip(from).for_each(|(t, f)| *t += f),
+        }
+    }
+
+    /// `to (+)= factor · from`.
+    pub fn put_scaled(self, to: &mut [f32], from: &[f32], factor: f32) {
+        assert_eq!(to.len(), from.len(), "gradient of {} values into {}", from.len(), to.len());
+        for (t, &f) in to.iter_mut().zip(from) {
+            self.put(t, factor * f);
+        }
+    }
+}
+
+/// What one optimizer step of a generated trainer did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step's number, from 1.
+    pub step: u64,
+    /// The batch's loss before the update.
+    pub loss: f32,
+    /// Labelled positions the loss averaged over.
+    pub labelled: usize,
+    /// The gradients' global L2 norm before clipping.
+    pub grad_norm: f32,
+    /// The learning rate used.
+    pub lr: f64,
 }

@@ -1,0 +1,493 @@
+//! The trainer a `training: …` declaration asks for, generated from the same op graph as the model:
+//! each block's ops become a [`plan`] of versioned steps, whose forward and backward [`block`]
+//! writes, and the parameters get one flat layout fixed here — every tensor at a constant offset,
+//! under its checkpoint name — that the optimizer, clipping and saving share.
+//!
+//! An op or a field without a training path is a compile error under the `training` value,
+//! naming what is missing: gradients are never silently dropped.
+
+mod block;
+mod plan;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::LitStr;
+
+use self::block::{BlockCode, FieldParams};
+use self::plan::Plan;
+use super::{block_ident, config, rt};
+use crate::graph::{Block, Field, FieldKind, Graph, Layout};
+use crate::spec::{LmHead, Spec};
+use crate::training::{Objective, Training};
+
+/// The trainer of a single-stack model, or the compile error saying why there is none.
+pub fn generate(spec: &Spec, graph: &Graph, training: &Training) -> TokenStream {
+    match trainer(spec, graph, training) {
+        Ok(code) => code,
+        Err(message) => syn::Error::new(training.span, message).into_compile_error(),
+    }
+}
+
+/// One block as the trainer lays it out: its plan, its fields' places, its specs' code.
+struct Laid<'g> {
+    block: &'g Block,
+    plan: Plan,
+    fields: Vec<(&'static str, FieldParams)>,
+    /// Statements pushing the block's tensor specs (with `prefix` in scope).
+    specs: Vec<TokenStream>,
+    len: usize,
+}
+
+fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStream, String> {
+    let Objective::CausalLm = training.objective;
+    if !spec.is_decoder() || graph.head_field != "lm_head" {
+        return Err("`training: causal_lm` trains a decoder through its LM head: declare `attention: causal` and `lm_head`".into());
+    }
+    if !graph.other_layers.is_empty() {
+        return Err("training: models whose layers differ in their fields have no trainer yet".into());
+    }
+    let head = graph.head.as_ref().ok_or("`training: causal_lm` needs an `lm_head`")?;
+    let tied = spec.lm_head == Some(LmHead::Tied);
+    let mut offset = 0;
+    let embeddings = lay(&graph.embeddings, &mut offset, None)?;
+    let layers_base = offset;
+    let mut layer_offset = 0;
+    let layer = lay(&graph.layer, &mut layer_offset, None)?;
+    offset += layer.len * graph.layers;
+    let final_norm = graph.final_norm.as_ref().map(|b| lay(b, &mut offset, None)).transpose()?;
+    let word = embeddings
+        .fields
+        .iter()
+        .find(|(n, _)| *n == "word_embeddings")
+        .map(|(_, p)| FieldParams { absolute: true, ..*p });
+    let head = lay(head, &mut offset, if tied { word } else { None })?;
+    let total = offset;
+    let blocks = [Some(&embeddings), Some(&layer), final_norm.as_ref(), Some(&head)];
+    let codes: Vec<TokenStream> =
+        blocks.iter().flatten().map(|l| block::block(&block_code(spec, l))).collect();
+    let trainer =
+        trainer_type(spec, graph, &embeddings, &layer, layers_base, final_norm.as_ref(), &head, total);
+    Ok(quote! {
+        #trainer
+        #(#codes)*
+    })
+}
+
+fn block_code<'a>(spec: &Spec, laid: &'a Laid<'a>) -> BlockCode<'a> {
+    let base = block_ident(spec, laid.block);
+    BlockCode {
+        block: laid.block,
+        plan: &laid.plan,
+        fields: &laid.fields,
+        train_ty: format_ident!("{}Train", base),
+        saved_ty: format_ident!("{}Saved", base),
+        grads_ty: format_ident!("{}Grads", base),
+        d: spec.d_model,
+    }
+}
+
+/// Lays out `block`'s tensors from `*offset` (advanced past them); `tied_head`: the head's weight
+/// is this place instead of a tensor of its own.
+fn lay<'g>(block: &'g Block, offset: &mut usize, tied_head: Option<FieldParams>) -> Result<Laid<'g>, String> {
+    let plan = plan::plan(block).map_err(|m| format!("training: {m} (in `{}`)", block.suffix))?;
+    let start = *offset;
+    let mut fields = Vec::new();
+    let mut specs = Vec::new();
+    for f in &block.fields {
+        if let (Some(tied), FieldKind::Linear { .. }) = (tied_head, f.kind) {
+            fields.push((f.name, tied));
+            continue;
+        }
+        if let Some((params, field_specs)) = lay_field(f, *offset - start)? {
+            *offset += field_len(&params);
+            fields.push((f.name, params));
+            specs.extend(field_specs);
+        }
+    }
+    Ok(Laid { block, plan, fields, specs, len: *offset - start })
+}
+
+fn field_len(p: &FieldParams) -> usize {
+    p.weight.1 + p.bias.map_or(0, |b| b.1)
+}
+
+/// A field's place (relative to its block, from `at`) and the statements pushing its specs;
+/// `None` for a field with nothing to train (rotary tables, sinusoidal positions).
+fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStream>)>, String> {
+    let rt = rt();
+    let t = quote!(#rt::train::params);
+    let spec = |name: TokenStream, shape: &[usize], transposed: bool| {
+        let stored = if transposed { quote!(#t::Stored::Transposed) } else { quote!(#t::Stored::AsIs) };
+        let decay = shape.len() == 2;
+        quote!(specs.push(#t::TensorSpec::new(#name, &[#(#shape),*], #stored, #decay));)
+    };
+    let name = |relative: &str, suffix: &str| {
+        let relative = match (relative.is_empty(), suffix.is_empty()) {
+            (_, true) => relative.to_string(),
+            (true, false) => suffix.to_string(),
+            (false, false) => format!("{relative}.{suffix}"),
+        };
+        quote!(#rt::weights::join(&prefix, #relative))
+    };
+    Ok(Some(match f.kind {
+        FieldKind::Linear { input, output, bias, layout } => {
+            let (parts, transposed): (Vec<usize>, bool) = match layout {
+                Layout::Torch if !f.split.is_empty() => (f.split.clone(), false),
+                Layout::Torch => (vec![output / f.weights.len(); f.weights.len()], false),
+                Layout::Conv1d => (vec![output], true),
+                other => {
+                    return Err(format!(
+                        "training: the checkpoint layout {other:?} of `{}` has no trainer yet",
+                        f.name
+                    ))
+                }
+            };
+            let mut specs: Vec<TokenStream> = f
+                .weights
+                .iter()
+                .zip(&parts)
+                .map(|(w, &rows)| spec(name(w, "weight"), &[rows, input], transposed))
+                .collect();
+            if bias {
+                specs.extend(
+                    f.weights.iter().zip(&parts).map(|(w, &rows)| spec(name(w, "bias"), &[rows], false)),
+                );
+            }
+            let weight = (at, output * input);
+            let params =
+                FieldParams { weight, bias: bias.then_some((at + output * input, output)), absolute: false };
+            (params, specs)
+        }
+        FieldKind::LayerNorm { width, .. } => {
+            let specs = vec![
+                spec(name(f.weights[0], "weight"), &[width], false),
+                spec(name(f.weights[0], "bias"), &[width], false),
+            ];
+            (FieldParams { weight: (at, width), bias: Some((at + width, width)), absolute: false }, specs)
+        }
+        FieldKind::RmsNorm { width, .. } => (
+            FieldParams { weight: (at, width), bias: None, absolute: false },
+            vec![spec(name(f.weights[0], "weight"), &[width], false)],
+        ),
+        FieldKind::Embedding { rows, width, batched: false } => (
+            FieldParams { weight: (at, rows * width), bias: None, absolute: false },
+            vec![spec(name(f.weights[0], "weight"), &[rows, width], false)],
+        ),
+        FieldKind::Rope { .. } | FieldKind::Sinusoidal { .. } => return Ok(None),
+        _ => return Err(format!("training: the field `{}` has no trainer yet", f.name)),
+    }))
+}
+
+/// The statements building the parameter table: every block's specs under its prefix.
+fn table(graph: &Graph, blocks: &[&Laid<'_>]) -> TokenStream {
+    let rt = rt();
+    let prefix_of = |b: &Block| {
+        let p = b.prefix;
+        if b.rooted {
+            quote!(#rt::weights::join(root, #p))
+        } else {
+            quote!(::std::string::String::from(#p))
+        }
+    };
+    let mut out = TokenStream::new();
+    for laid in blocks {
+        let specs = &laid.specs;
+        if std::ptr::eq(laid.block, &graph.layer) {
+            let layer_prefix = LitStr::new(graph.layer.prefix, Span::call_site());
+            let n = graph.layers;
+            out.extend(quote! {
+                for i in 0..#n {
+                    let prefix = #rt::weights::join(root, &format!(#layer_prefix));
+                    #(#specs)*
+                }
+            });
+        } else {
+            let prefix = prefix_of(laid.block);
+            out.extend(quote!({
+                let prefix = #prefix;
+                #(#specs)*
+            }));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn trainer_type(
+    spec: &Spec,
+    graph: &Graph,
+    embeddings: &Laid<'_>,
+    layer: &Laid<'_>,
+    layers_base: usize,
+    final_norm: Option<&Laid<'_>>,
+    head: &Laid<'_>,
+    total: usize,
+) -> TokenStream {
+    let rt = rt();
+    let (vis, name) = (&spec.vis, &spec.name);
+    let trainer = format_ident!("{}Trainer", name);
+    let d = spec.d_model;
+    let vocab = spec.vocab_size;
+    let n_layers = graph.layers;
+    let layer_len = layer.len;
+    let ty = |l: &Laid<'_>, suffix: &str| format_ident!("{}{}", block_ident(spec, l.block), suffix);
+    let (emb_train, emb_saved) = (ty(embeddings, "Train"), ty(embeddings, "Saved"));
+    let (layer_train, layer_saved) = (ty(layer, "Train"), ty(layer, "Saved"));
+    let (head_train, head_saved) = (ty(head, "Train"), ty(head, "Saved"));
+    let head_base = if head.len == 0 {
+        quote!(0)
+    } else {
+        let h = total - head.len;
+        quote!(#h)
+    };
+    let logits =
+        format_ident!("{}", head.plan.versions[head.plan.output.expect("an LM head writes logits")].name);
+    let blocks: Vec<&Laid<'_>> =
+        [Some(embeddings), Some(layer), final_norm, Some(head)].into_iter().flatten().collect();
+    let table = table(graph, &blocks);
+    let renames = config::renames(spec);
+    let roots = graph.roots;
+    let (fn_def, fn_init, fn_resize, fn_forward, fn_backward) = match final_norm {
+        Some(f) => {
+            let (ft, fs) = (ty(f, "Train"), ty(f, "Saved"));
+            let base = layers_base + layer_len * n_layers;
+            (
+                quote!(final_norm: #ft, final_norm_saved: #fs,),
+                quote!(final_norm: #ft::new(), final_norm_saved: ::core::default::Default::default(),),
+                quote!(self.final_norm_saved.resize(rows); self.final_norm.g.resize(batch);),
+                quote!(self.final_norm.forward(&mut self.final_norm_saved, p, #base, &mut self.x, batch, &self.threads);),
+                quote!(self.final_norm.backward(&self.final_norm_saved, p, #base, g, &mut self.dx, &[], batch, &self.threads);),
+            )
+        }
+        None => Default::default(),
+    };
+    let doc = format!(
+        "Trains [`{name}`] on next-token prediction: the forward and backward of every block, generated \
+         from the model's op graph, over {total} parameters in one flat buffer under their checkpoint names."
+    );
+    quote! {
+        #[doc = #doc]
+        #vis struct #trainer {
+            table: #rt::train::params::ParamTable,
+            params: ::std::vec::Vec<f32>,
+            grads: ::std::vec::Vec<f32>,
+            embeddings: #emb_train,
+            embeddings_saved: #emb_saved,
+            layer: #layer_train,
+            layers_saved: ::std::vec::Vec<#layer_saved>,
+            #fn_def
+            head: #head_train,
+            head_saved: #head_saved,
+            x: ::std::vec::Vec<[f32; #d]>,
+            dx: ::std::vec::Vec<[f32; #d]>,
+            labels: ::std::vec::Vec<i64>,
+            row_loss: ::std::vec::Vec<f32>,
+            threads: #rt::Threads,
+            step: u64,
+        }
+
+        impl ::core::fmt::Debug for #trainer {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(stringify!(#trainer))
+                    .field("parameters", &self.params.len())
+                    .field("step", &self.step)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl #trainer {
+            /// Values in the flat parameter buffer.
+            pub const PARAMETERS: usize = #total;
+
+            /// The parameter table under the checkpoint's names, below `root`.
+            pub fn parameter_table(root: &str) -> #rt::train::params::ParamTable {
+                let mut specs = ::std::vec::Vec::new();
+                #table
+                #rt::train::params::ParamTable::new(specs)
+            }
+
+            /// Loads every trainable tensor from `loader` (problems are recorded there: call
+            /// `loader.finish()`).
+            pub fn load(loader: &mut #rt::WeightLoader) -> Self {
+                #renames
+                let root = #rt::weights::detect_root(loader, &[#(#roots),*]);
+                for name in #name::IGNORED_TENSORS {
+                    if name.contains("{i}") {
+                        for i in 0..#n_layers {
+                            loader.ignore(&#rt::weights::join(root, &name.replace("{i}", &i.to_string())));
+                        }
+                    } else {
+                        loader.ignore(&#rt::weights::join(root, name));
+                    }
+                }
+                let table = Self::parameter_table(root);
+                debug_assert_eq!(table.len(), Self::PARAMETERS, "the table and the generated offsets agree");
+                let params = table.load(loader);
+                Self {
+                    grads: ::std::vec![0.0; params.len()],
+                    params,
+                    table,
+                    embeddings: #emb_train::new(),
+                    embeddings_saved: ::core::default::Default::default(),
+                    layer: #layer_train::new(),
+                    layers_saved: (0..#n_layers).map(|_| ::core::default::Default::default()).collect(),
+                    #fn_init
+                    head: #head_train::new(),
+                    head_saved: ::core::default::Default::default(),
+                    x: ::std::vec::Vec::new(),
+                    dx: ::std::vec::Vec::new(),
+                    labels: ::std::vec::Vec::new(),
+                    row_loss: ::std::vec::Vec::new(),
+                    threads: #rt::Threads::sequential(),
+                    step: 0,
+                }
+            }
+
+            /// Loads a safetensors file, every tensor's name and shape checked.
+            pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
+                let mut loader = #rt::WeightLoader::open(path)?;
+                let trainer = Self::load(&mut loader);
+                loader.finish()?;
+                ::core::result::Result::Ok(trainer)
+            }
+
+            /// Loads a checkpoint directory as the model's `from_pretrained` does, `config.json`
+            /// checked against the declaration first.
+            pub fn from_pretrained(dir: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<Self> {
+                let dir = dir.as_ref();
+                #rt::config::check_file(&dir.join("config.json"), #name::CONFIG)?;
+                let mut loader = #rt::WeightLoader::open_dir(dir)?;
+                let trainer = Self::load(&mut loader);
+                loader.finish()?;
+                ::core::result::Result::Ok(trainer)
+            }
+
+            /// Uses `threads` for every later step.
+            pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+                self.threads = threads;
+                self
+            }
+
+            /// Every tensor's name, shape and place in [`Self::params`] and [`Self::grads`].
+            pub fn table(&self) -> &#rt::train::params::ParamTable {
+                &self.table
+            }
+
+            /// All parameters, flat, in [`Self::table`]'s order.
+            pub fn params(&self) -> &[f32] {
+                &self.params
+            }
+
+            /// All parameters, mutably (the optimizer's view).
+            pub fn params_mut(&mut self) -> &mut [f32] {
+                &mut self.params
+            }
+
+            /// The gradients of the last [`Self::loss_and_grads`], laid out as [`Self::params`].
+            pub fn grads(&self) -> &[f32] {
+                &self.grads
+            }
+
+            /// One parameter tensor by its checkpoint name (in the trainer's layout: `[out, in]`).
+            pub fn param(&self, name: &str) -> ::core::option::Option<&[f32]> {
+                self.table.range_of(name).map(|r| &self.params[r])
+            }
+
+            /// One tensor's gradient by its checkpoint name.
+            pub fn grad(&self, name: &str) -> ::core::option::Option<&[f32]> {
+                self.table.range_of(name).map(|r| &self.grads[r])
+            }
+
+            /// Optimizer steps taken.
+            pub fn steps(&self) -> u64 {
+                self.step
+            }
+
+            /// An AdamW over this model's parameters: matrices and embeddings in the decay group,
+            /// norms and biases not.
+            pub fn optimizer(&self, config: #rt::train::optim::AdamWConfig) -> #rt::Result<#rt::train::optim::AdamW> {
+                ::core::result::Result::Ok(#rt::train::optim::AdamW::new(config, &self.table.optimizer_specs())?)
+            }
+
+            /// Saves the parameters as safetensors under the checkpoint's names and layouts, so
+            /// that Hugging Face transformers (and the model's `from_safetensors`) load them.
+            pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<()> {
+                self.table.save(&self.params, path.as_ref())
+            }
+
+            fn resize(&mut self, batch: &#rt::Batch) {
+                let rows = batch.rows();
+                self.x.resize(rows, [0.0; #d]);
+                self.dx.resize(rows, [0.0; #d]);
+                self.labels.resize(rows, 0);
+                self.row_loss.resize(rows, 0.0);
+                self.embeddings_saved.resize(rows);
+                self.embeddings.g.resize(batch);
+                for saved in &mut self.layers_saved {
+                    saved.resize(rows);
+                }
+                self.layer.g.resize(batch);
+                #fn_resize
+                self.head_saved.resize(rows);
+                self.head.g.resize(batch);
+            }
+
+            /// The mean next-token cross-entropy over `batch`'s real tokens (each position predicts
+            /// the next real token of its sequence; padding and each sequence's last token are not
+            /// labelled) and every parameter's gradient, in [`Self::grads`]. After the first call at
+            /// a batch shape, nothing is allocated but the GEMMs' packing buffers.
+            pub fn loss_and_grads(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                batch.validate(#name::VOCAB_SIZE, #name::MAX_POSITIONS, ::core::option::Option::None)?;
+                self.resize(batch);
+                #rt::train::loss::next_token_labels(batch.ids(), ::core::option::Option::Some(batch.mask()), batch.seq_len(), &mut self.labels)?;
+                self.grads.fill(0.0);
+                let p = &self.params[..];
+                self.embeddings.forward(&mut self.embeddings_saved, p, 0, &mut self.x, batch, &self.threads);
+                for (i, saved) in self.layers_saved.iter_mut().enumerate() {
+                    self.layer.forward(saved, p, #layers_base + i * #layer_len, &mut self.x, batch, &self.threads);
+                }
+                #fn_forward
+                self.head.forward(&mut self.head_saved, p, #head_base, &mut self.x, batch, &self.threads);
+                let loss = #rt::train::loss::softmax_cross_entropy(
+                    self.head_saved.#logits.as_flattened_mut(),
+                    #vocab,
+                    &self.labels,
+                    #rt::train::loss::Reduction::Mean,
+                    &mut self.row_loss,
+                    &self.threads,
+                )?;
+                if !loss.loss.is_finite() {
+                    return ::core::result::Result::Err(#rt::Error::NonFiniteLoss { step: self.step + 1, loss: loss.loss });
+                }
+                // Backward: the loss's gradient (now in the logits buffer) through the head, the
+                // final norm and every layer in reverse, into the embeddings.
+                let g = &mut self.grads[..];
+                self.head.backward(&self.head_saved, p, #head_base, g, &mut self.dx, &self.head_saved.#logits, batch, &self.threads);
+                #fn_backward
+                for (i, saved) in self.layers_saved.iter().enumerate().rev() {
+                    self.layer.backward(saved, p, #layers_base + i * #layer_len, g, &mut self.dx, &[], batch, &self.threads);
+                }
+                self.embeddings.backward(&self.embeddings_saved, p, 0, g, &mut self.dx, &[], batch, &self.threads);
+                ::core::result::Result::Ok(loss)
+            }
+
+            /// One training step: loss and gradients, global-norm clipping to `max_grad_norm`
+            /// (when given), then `optimizer`'s update at learning rate `lr`. A NaN or infinite
+            /// loss or gradient norm is an error and leaves the weights untouched.
+            pub fn step(
+                &mut self,
+                batch: &#rt::Batch,
+                optimizer: &mut #rt::train::optim::AdamW,
+                lr: f64,
+                max_grad_norm: ::core::option::Option<f32>,
+            ) -> #rt::Result<#rt::train::StepReport> {
+                let loss = self.loss_and_grads(batch)?;
+                let norm = #rt::train::optim::clip_grad_norm(&mut self.grads, max_grad_norm.unwrap_or(f32::INFINITY));
+                let grad_norm = norm.finite()?;
+                optimizer.step(&mut self.params, &self.grads, lr)?;
+                self.step += 1;
+                ::core::result::Result::Ok(#rt::train::StepReport { step: self.step, loss: loss.loss, labelled: loss.labelled, grad_norm, lr })
+            }
+        }
+    }
+}
