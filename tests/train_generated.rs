@@ -366,3 +366,156 @@ fn generated_llama_trainer_ten_steps_match_transformers() {
     let _ = before;
     assert!(worst.0 <= 1e-4, "final weights: {} off by {:.3e}", worst.1, worst.0);
 }
+
+transformer::model! {
+    /// `tests/fixtures/train/bert_mlm_step/model`: a random BertForMaskedLM with odd dims.
+    pub struct TinyBert {
+        vocab_size: 317,
+        max_positions: 64,
+        type_vocab_size: 2,
+        d_model: 48,
+        heads: 3,
+        layers: 2,
+        d_ff: 112,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 1e-12,
+        norm_placement: post,
+        positions: learned,
+        attention: bidirectional,
+        weights: bert,
+        training: masked_lm,
+    }
+}
+
+fn bert_reference() -> serde_json::Value {
+    let path = root("tests/fixtures/train/bert_mlm_step/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn bert_batch(reference: &serde_json::Value) -> (Batch, Vec<i64>) {
+    let (ids, mask, types) =
+        (matrix(reference, "ids"), matrix(reference, "attention_mask"), matrix(reference, "token_type_ids"));
+    let batch = Batch::from_padded(ids.view(), mask.view(), Some(types.view())).unwrap();
+    let labels = reference["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
+        .collect();
+    (batch, labels)
+}
+
+fn bert() -> TinyBertTrainer {
+    TinyBertTrainer::from_pretrained(root("tests/fixtures/train/bert_mlm_step/model")).unwrap()
+}
+
+fn bert_tensors(trainer: &TinyBertTrainer, path: &str) -> Vec<(String, Vec<f32>)> {
+    let mut loader = WeightLoader::open(root(path)).unwrap();
+    trainer
+        .table()
+        .specs()
+        .iter()
+        .map(|spec| (spec.name.clone(), loader.take(&spec.name, &spec.shape)))
+        .collect()
+}
+
+/// The key bias's gradient is zero in exact arithmetic (it adds the same q·b to every score of a
+/// query, which softmax ignores): both sides hold rounding noise (|g| ≈ 3e-8 in the reference), so
+/// it is compared in absolute terms.
+fn is_key_bias(name: &str) -> bool {
+    name.ends_with("attention.self.key.bias")
+}
+
+#[test]
+fn generated_bert_masked_lm_gradients_match_transformers() {
+    // Post-norm BERT with padding and token types, through BertForMaskedLM's head (dense, GELU,
+    // LayerNorm, decoder tied to the word embeddings plus its own bias).
+    let reference = bert_reference();
+    let (batch, labels) = bert_batch(&reference);
+    let mut trainer = bert().with_threads(Threads::new(2).unwrap());
+    assert!(trainer.table().range_of("cls.predictions.bias").is_some());
+    let loss = trainer.loss_and_grads(&batch, &labels).unwrap();
+    let torch_loss = reference["loss"].as_f64().unwrap();
+    assert!(
+        (f64::from(loss.loss) - torch_loss).abs() <= 1e-5 * torch_loss,
+        "loss {} vs {torch_loss}",
+        loss.loss
+    );
+    let expected = bert_tensors(&trainer, "tests/fixtures/train/bert_mlm_step/grads.safetensors");
+    let mut worst = (0.0, String::new());
+    for (name, theirs) in &expected {
+        let ours = trainer.grad(name).unwrap();
+        if is_key_bias(name) {
+            let largest = ours.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(largest <= 1e-6, "{name}: |g| {largest:.3e} where the exact gradient is zero");
+            continue;
+        }
+        let error = relative_error(ours, theirs);
+        assert!(error <= TOLERANCE, "{name}: gradient relative error {error:.3e} > {TOLERANCE:e}");
+        if error > worst.0 {
+            worst = (error, name.clone());
+        }
+    }
+    eprintln!("worst gradient error {:.3e} ({})", worst.0, worst.1);
+}
+
+#[test]
+fn generated_bert_masked_lm_ten_steps_match_transformers() {
+    let reference = bert_reference();
+    let (batch, labels) = bert_batch(&reference);
+    let mut trainer = bert().with_threads(Threads::new(2).unwrap());
+    let no_decay: Vec<&str> =
+        reference["no_decay"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for spec in trainer.table().specs() {
+        assert_eq!(!spec.decay, no_decay.contains(&spec.name.as_str()), "{}: decay group", spec.name);
+    }
+    let mut config = AdamWConfig::with_weight_decay(reference["weight_decay"].as_f64().unwrap());
+    let betas = reference["betas"].as_array().unwrap();
+    config.betas = (betas[0].as_f64().unwrap(), betas[1].as_f64().unwrap());
+    config.eps = reference["eps"].as_f64().unwrap();
+    let mut adamw = trainer.optimizer(config).unwrap();
+    let (lr, max_norm) = (reference["lr"].as_f64().unwrap(), reference["max_norm"].as_f64().unwrap() as f32);
+    let losses = reference["losses"].as_array().unwrap();
+    let norms = reference["grad_norms"].as_array().unwrap();
+    let mut worst_loss = 0.0f64;
+    for (step, (torch_loss, torch_norm)) in losses.iter().zip(norms).enumerate() {
+        let report = trainer.step(&batch, &labels, &mut adamw, lr, Some(max_norm)).unwrap();
+        let (torch_loss, torch_norm) = (torch_loss.as_f64().unwrap(), torch_norm.as_f64().unwrap());
+        let error = (f64::from(report.loss) - torch_loss).abs() / torch_loss;
+        worst_loss = worst_loss.max(error);
+        assert!(error <= 1e-4, "step {step}: loss {} vs {torch_loss}", report.loss);
+        assert!(
+            (f64::from(report.grad_norm) - torch_norm).abs() <= 1e-4 * torch_norm,
+            "step {step}: grad norm {} vs {torch_norm}",
+            report.grad_norm
+        );
+    }
+    let final_loss = reference["final_loss"].as_f64().unwrap();
+    let loss = trainer.loss_and_grads(&batch, &labels).unwrap().loss;
+    assert!((f64::from(loss) - final_loss).abs() <= 1e-4 * final_loss, "final loss {loss} vs {final_loss}");
+    // Final weights, the key biases left out: Adam turns their rounding noise into ±lr moves.
+    let expected = bert_tensors(&trainer, "tests/fixtures/train/bert_mlm_step/after.safetensors");
+    let mut worst = (0.0f64, String::new());
+    for ((name, range), (_, theirs)) in trainer.table().ranges().zip(&expected) {
+        if is_key_bias(name) {
+            continue;
+        }
+        let ours = &trainer.params()[range];
+        let error = ours.iter().zip(theirs).fold(0.0f64, |m, (&a, &b)| m.max(f64::from(a - b).abs()));
+        if error > worst.0 {
+            worst = (error, name.to_string());
+        }
+    }
+    eprintln!("worst loss error {worst_loss:.3e}; worst final weight |Δ| {:.3e} ({})", worst.0, worst.1);
+    assert!(worst.0 <= 1e-4, "final weights: {} off by {:.3e}", worst.1, worst.0);
+}
+
+#[test]
+fn generated_bert_masked_lm_refuses_a_label_count_mismatch() {
+    let reference = bert_reference();
+    let (batch, labels) = bert_batch(&reference);
+    let mut trainer = bert();
+    let error = trainer.loss_and_grads(&batch, &labels[1..]).unwrap_err();
+    assert!(error.to_string().contains("21 labels were given for 22 rows"), "{error}");
+}

@@ -14,13 +14,16 @@ use crate::suggest;
 const KEY: &str = "training";
 
 /// The objectives a trainer can be generated for.
-const OBJECTIVES: &[&str] = &["causal_lm"];
+const OBJECTIVES: &[&str] = &["causal_lm", "masked_lm"];
 
 /// What a trainer is trained on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Objective {
     /// Next-token cross-entropy over the LM head's logits (GPT pre-training).
     CausalLm,
+    /// Cross-entropy over the masked positions through BERT's masked-LM head (`BertForMaskedLM`),
+    /// with the labels the caller's masking produced.
+    MaskedLm,
 }
 
 /// A request for a trainer: its objective, and the span errors about training are reported under.
@@ -37,6 +40,7 @@ pub fn take(input: &ModelInput) -> Result<(ModelInput, Option<Training>), syn::E
     let entry = rest.entries.remove(at);
     let objective = match &entry.value {
         Value::Name(name) if name == "causal_lm" => Objective::CausalLm,
+        Value::Name(name) if name == "masked_lm" => Objective::MaskedLm,
         Value::Name(name) => {
             let hint = suggest::closest(&name.to_string(), OBJECTIVES)
                 .map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));

@@ -24,7 +24,7 @@ mod widths;
 
 pub use layer::{layer_block, AdditivePlan, CrossPlan, LayerPlan, Linear};
 pub use names::{renames, Rename};
-pub use stack::lower;
+pub use stack::{lower, masked_lm_head};
 pub use widths::check_widths;
 
 use crate::spec::{Activation, ImageInput, Sparse};

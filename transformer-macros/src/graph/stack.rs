@@ -344,3 +344,51 @@ fn relative_bias_name(scheme: WeightScheme) -> &'static str {
         _ => "relative_attention_bias.weight",
     }
 }
+
+/// BERT's masked-LM head, `BertForMaskedLM`'s `cls.predictions`: a dense layer with the model's
+/// activation, a LayerNorm, then the decoder — tied to the token embeddings — with a bias of its
+/// own (`cls.predictions.bias`). The inference model has no use for it; a `training: masked_lm`
+/// trainer builds it.
+pub fn masked_lm_head(spec: &Spec) -> Block {
+    let (d, x) = (spec.d_model, x(spec));
+    let transformed = Value { name: "transformed", width: d };
+    let logits = Value { name: "logits", width: spec.vocab_size };
+    let linear = |input, output, layout| FieldKind::Linear { input, output, bias: true, layout };
+    Block {
+        suffix: "MaskedLmHead",
+        doc: "BERT's masked-LM head: dense, activation, LayerNorm, tied decoder plus bias.".into(),
+        prefix: "cls.predictions",
+        fields: vec![
+            Field {
+                name: "transform_dense",
+                doc: "`[d_model → d_model]`, with the model's activation.",
+                kind: linear(d, d, Layout::Torch),
+                weights: vec!["transform.dense"],
+                split: vec![],
+            },
+            Field {
+                name: "transform_norm",
+                doc: "LayerNorm after the dense layer.",
+                kind: FieldKind::LayerNorm { width: d, eps: spec.norm.eps },
+                weights: vec!["transform.LayerNorm"],
+                split: vec![],
+            },
+            Field {
+                name: "decoder",
+                doc: "`[d_model → vocab_size]`: the token embeddings (tied), plus its own bias.",
+                kind: linear(d, spec.vocab_size, Layout::BiasBeside { bias: "bias" }),
+                weights: vec!["decoder"],
+                split: vec![],
+            },
+        ],
+        ops: super::fuse(vec![
+            Op::Linear { field: "transform_dense", input: x, output: transformed, act: None },
+            Op::Activation { value: transformed, act: spec.activation },
+            Op::Norm { field: "transform_norm", input: transformed, output: transformed },
+            Op::Linear { field: "decoder", input: transformed, output: logits, act: None },
+        ]),
+        rooted: false,
+        output: Some(logits),
+        cached: false,
+    }
+}

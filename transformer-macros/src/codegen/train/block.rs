@@ -11,31 +11,32 @@ use crate::codegen::rt;
 use crate::graph::{Block, FieldKind, Index};
 use crate::spec::Activation;
 
-/// Where a field's tensors sit in the flat parameter buffer: relative to the block's base, or at
-/// a fixed offset (a tied head reading the token embeddings).
+/// Where a field's tensors sit in the flat parameter buffer, relative to the block's base; a tied
+/// head's weight sits at a fixed offset instead (the token embeddings').
 #[derive(Clone, Copy, Debug)]
 pub struct FieldParams {
     pub weight: (usize, usize),
     pub bias: Option<(usize, usize)>,
-    pub absolute: bool,
+    /// The weight's offset is absolute (a tied head).
+    pub tied: bool,
+}
+
+fn relative((off, len): (usize, usize)) -> TokenStream {
+    quote!(base + #off..base + #off + #len)
 }
 
 impl FieldParams {
-    fn range(&self, (off, len): (usize, usize)) -> TokenStream {
-        if self.absolute {
-            let end = off + len;
+    fn weight_range(&self) -> TokenStream {
+        if self.tied {
+            let (off, end) = (self.weight.0, self.weight.0 + self.weight.1);
             quote!(#off..#end)
         } else {
-            quote!(base + #off..base + #off + #len)
+            relative(self.weight)
         }
     }
 
-    fn weight_range(&self) -> TokenStream {
-        self.range(self.weight)
-    }
-
     fn bias_range(&self) -> Option<TokenStream> {
-        self.bias.map(|b| self.range(b))
+        self.bias.map(relative)
     }
 }
 

@@ -16,8 +16,9 @@ use syn::LitStr;
 use self::block::{BlockCode, FieldParams};
 use self::plan::Plan;
 use super::{block_ident, config, rt};
+use crate::graph;
 use crate::graph::{Block, Field, FieldKind, Graph, Layout};
-use crate::spec::{LmHead, Spec};
+use crate::spec::{LmHead, Spec, WeightScheme};
 use crate::training::{Objective, Training};
 
 /// The trainer of a single-stack model, or the compile error saying why there is none.
@@ -39,15 +40,26 @@ struct Laid<'g> {
 }
 
 fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStream, String> {
-    let Objective::CausalLm = training.objective;
-    if !spec.is_decoder() || graph.head_field != "lm_head" {
-        return Err("`training: causal_lm` trains a decoder through its LM head: declare `attention: causal` and `lm_head`".into());
-    }
     if !graph.other_layers.is_empty() {
         return Err("training: models whose layers differ in their fields have no trainer yet".into());
     }
-    let head = graph.head.as_ref().ok_or("`training: causal_lm` needs an `lm_head`")?;
-    let tied = spec.lm_head == Some(LmHead::Tied);
+    let masked_lm_head;
+    let (head, tied) = match training.objective {
+        Objective::CausalLm => {
+            let head = graph.head.as_ref().filter(|_| spec.is_decoder() && graph.head_field == "lm_head");
+            let head = head.ok_or(
+                "`training: causal_lm` trains a decoder through its LM head: declare `attention: causal` and `lm_head`",
+            )?;
+            (head, spec.lm_head == Some(LmHead::Tied))
+        }
+        Objective::MaskedLm => {
+            if spec.is_decoder() || spec.weights != WeightScheme::Bert || graph.head.is_some() {
+                return Err("`training: masked_lm` trains a BERT encoder (`weights: bert`, `attention: bidirectional`, no head) through BertForMaskedLM's head".into());
+            }
+            masked_lm_head = graph::masked_lm_head(spec);
+            (&masked_lm_head, true)
+        }
+    };
     let mut offset = 0;
     let embeddings = lay(&graph.embeddings, &mut offset, None)?;
     let layers_base = offset;
@@ -59,18 +71,41 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
         .fields
         .iter()
         .find(|(n, _)| *n == "word_embeddings")
-        .map(|(_, p)| FieldParams { absolute: true, ..*p });
-    let head = lay(head, &mut offset, if tied { word } else { None })?;
+        .map(|(_, p)| FieldParams { tied: true, ..*p })
+        .ok_or("training: a tied head needs the token embeddings")?;
+    let tied_field = head
+        .fields
+        .iter()
+        .find(|f| matches!(f.kind, FieldKind::Linear { output, .. } if output == spec.vocab_size));
+    let head = lay(head, &mut offset, tied.then(|| tied_field.map(|f| (f.name, word))).flatten())?;
     let total = offset;
     let blocks = [Some(&embeddings), Some(&layer), final_norm.as_ref(), Some(&head)];
     let codes: Vec<TokenStream> =
         blocks.iter().flatten().map(|l| block::block(&block_code(spec, l))).collect();
-    let trainer =
-        trainer_type(spec, graph, &embeddings, &layer, layers_base, final_norm.as_ref(), &head, total);
+    let laid = Stack {
+        embeddings: &embeddings,
+        layer: &layer,
+        layers_base,
+        final_norm: final_norm.as_ref(),
+        head: &head,
+        total,
+    };
+    let trainer = trainer_type(spec, graph, &laid, training.objective);
     Ok(quote! {
         #trainer
         #(#codes)*
     })
+}
+
+/// Every block of a single-stack trainer, laid out.
+struct Stack<'l, 'g> {
+    embeddings: &'l Laid<'g>,
+    layer: &'l Laid<'g>,
+    /// The first layer's offset; layer `i` starts at `layers_base + i · layer.len`.
+    layers_base: usize,
+    final_norm: Option<&'l Laid<'g>>,
+    head: &'l Laid<'g>,
+    total: usize,
 }
 
 fn block_code<'a>(spec: &Spec, laid: &'a Laid<'a>) -> BlockCode<'a> {
@@ -86,19 +121,23 @@ fn block_code<'a>(spec: &Spec, laid: &'a Laid<'a>) -> BlockCode<'a> {
     }
 }
 
-/// Lays out `block`'s tensors from `*offset` (advanced past them); `tied_head`: the head's weight
-/// is this place instead of a tensor of its own.
-fn lay<'g>(block: &'g Block, offset: &mut usize, tied_head: Option<FieldParams>) -> Result<Laid<'g>, String> {
+/// Lays out `block`'s tensors from `*offset` (advanced past them); `tied`: this field's weight
+/// is that place (the token embeddings) instead of a tensor of its own.
+fn lay<'g>(
+    block: &'g Block,
+    offset: &mut usize,
+    tied: Option<(&'static str, FieldParams)>,
+) -> Result<Laid<'g>, String> {
     let plan = plan::plan(block).map_err(|m| format!("training: {m} (in `{}`)", block.suffix))?;
     let start = *offset;
     let mut fields = Vec::new();
     let mut specs = Vec::new();
     for f in &block.fields {
-        if let (Some(tied), FieldKind::Linear { .. }) = (tied_head, f.kind) {
-            fields.push((f.name, tied));
-            continue;
-        }
-        if let Some((params, field_specs)) = lay_field(f, *offset - start)? {
+        let field_specs = match tied {
+            Some((name, word)) if name == f.name => tied_field(f, word, *offset - start),
+            _ => lay_field(f, *offset - start)?,
+        };
+        if let Some((params, field_specs)) = field_specs {
             *offset += field_len(&params);
             fields.push((f.name, params));
             specs.extend(field_specs);
@@ -107,8 +146,24 @@ fn lay<'g>(block: &'g Block, offset: &mut usize, tied_head: Option<FieldParams>)
     Ok(Laid { block, plan, fields, specs, len: *offset - start })
 }
 
+/// A head tied to the token embeddings: their place for the weight, and the bias beside it when
+/// the head has one (BERT's `cls.predictions.bias`) laid out at `at`.
+fn tied_field(f: &Field, word: FieldParams, at: usize) -> Option<(FieldParams, Vec<TokenStream>)> {
+    let rt = rt();
+    let t = quote!(#rt::train::params);
+    match f.kind {
+        FieldKind::Linear { output, layout: Layout::BiasBeside { bias }, .. } => {
+            let spec = quote!(specs.push(#t::TensorSpec::new(#rt::weights::join(&prefix, #bias), &[#output], #t::Stored::AsIs, false)););
+            // The weight's length counts in the tied embeddings; only the bias is laid out here.
+            Some((FieldParams { weight: word.weight, bias: Some((at, output)), tied: true }, vec![spec]))
+        }
+        _ => Some((FieldParams { bias: None, ..word }, vec![])),
+    }
+}
+
+/// Values a field lays out in its block (a tied weight lives in the embeddings).
 fn field_len(p: &FieldParams) -> usize {
-    p.weight.1 + p.bias.map_or(0, |b| b.1)
+    (if p.tied { 0 } else { p.weight.1 }) + p.bias.map_or(0, |b| b.1)
 }
 
 /// A field's place (relative to its block, from `at`) and the statements pushing its specs;
@@ -155,7 +210,7 @@ fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStrea
             }
             let weight = (at, output * input);
             let params =
-                FieldParams { weight, bias: bias.then_some((at + output * input, output)), absolute: false };
+                FieldParams { weight, bias: bias.then_some((at + output * input, output)), tied: false };
             (params, specs)
         }
         FieldKind::LayerNorm { width, .. } => {
@@ -163,14 +218,14 @@ fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStrea
                 spec(name(f.weights[0], "weight"), &[width], false),
                 spec(name(f.weights[0], "bias"), &[width], false),
             ];
-            (FieldParams { weight: (at, width), bias: Some((at + width, width)), absolute: false }, specs)
+            (FieldParams { weight: (at, width), bias: Some((at + width, width)), tied: false }, specs)
         }
         FieldKind::RmsNorm { width, .. } => (
-            FieldParams { weight: (at, width), bias: None, absolute: false },
+            FieldParams { weight: (at, width), bias: None, tied: false },
             vec![spec(name(f.weights[0], "weight"), &[width], false)],
         ),
         FieldKind::Embedding { rows, width, batched: false } => (
-            FieldParams { weight: (at, rows * width), bias: None, absolute: false },
+            FieldParams { weight: (at, rows * width), bias: None, tied: false },
             vec![spec(name(f.weights[0], "weight"), &[rows, width], false)],
         ),
         FieldKind::Rope { .. } | FieldKind::Sinusoidal { .. } => return Ok(None),
@@ -213,16 +268,8 @@ fn table(graph: &Graph, blocks: &[&Laid<'_>]) -> TokenStream {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn trainer_type(
-    spec: &Spec,
-    graph: &Graph,
-    embeddings: &Laid<'_>,
-    layer: &Laid<'_>,
-    layers_base: usize,
-    final_norm: Option<&Laid<'_>>,
-    head: &Laid<'_>,
-    total: usize,
-) -> TokenStream {
+fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Objective) -> TokenStream {
+    let Stack { embeddings, layer, layers_base, final_norm, head, total } = *laid;
     let rt = rt();
     let (vis, name) = (&spec.vis, &spec.name);
     let trainer = format_ident!("{}Trainer", name);
@@ -246,7 +293,16 @@ fn trainer_type(
         [Some(embeddings), Some(layer), final_norm, Some(head)].into_iter().flatten().collect();
     let table = table(graph, &blocks);
     let renames = config::renames(spec);
-    let roots = graph.roots;
+    // BertForMaskedLM keeps the encoder under `bert.` and its head under `cls.`.
+    let roots = match objective {
+        Objective::CausalLm => graph.roots,
+        Objective::MaskedLm => &["bert", ""],
+    };
+    let type_vocab = match spec.type_vocab_size {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    let api = objective_api(objective);
     let (fn_def, fn_init, fn_resize, fn_forward, fn_backward) = match final_norm {
         Some(f) => {
             let (ft, fs) = (ty(f, "Train"), ty(f, "Saved"));
@@ -261,9 +317,13 @@ fn trainer_type(
         }
         None => Default::default(),
     };
+    let task = match objective {
+        Objective::CausalLm => "next-token prediction",
+        Objective::MaskedLm => "masked language modelling (through `BertForMaskedLM`'s head)",
+    };
     let doc = format!(
-        "Trains [`{name}`] on next-token prediction: the forward and backward of every block, generated \
-         from the model's op graph, over {total} parameters in one flat buffer under their checkpoint names."
+        "Trains [`{name}`] on {task}: the forward and backward of every block, generated from the \
+         model's op graph, over {total} parameters in one flat buffer under their checkpoint names."
     );
     quote! {
         #[doc = #doc]
@@ -415,7 +475,9 @@ fn trainer_type(
                 self.table.save(&self.params, path.as_ref())
             }
 
-            fn resize(&mut self, batch: &#rt::Batch) {
+            /// Checks `batch` against the declaration and sizes every buffer for it.
+            fn prepare(&mut self, batch: &#rt::Batch) -> #rt::Result<()> {
+                batch.validate(#name::VOCAB_SIZE, #name::MAX_POSITIONS, #type_vocab)?;
                 let rows = batch.rows();
                 self.x.resize(rows, [0.0; #d]);
                 self.dx.resize(rows, [0.0; #d]);
@@ -430,16 +492,13 @@ fn trainer_type(
                 #fn_resize
                 self.head_saved.resize(rows);
                 self.head.g.resize(batch);
+                ::core::result::Result::Ok(())
             }
 
-            /// The mean next-token cross-entropy over `batch`'s real tokens (each position predicts
-            /// the next real token of its sequence; padding and each sequence's last token are not
-            /// labelled) and every parameter's gradient, in [`Self::grads`]. After the first call at
-            /// a batch shape, nothing is allocated but the GEMMs' packing buffers.
-            pub fn loss_and_grads(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
-                batch.validate(#name::VOCAB_SIZE, #name::MAX_POSITIONS, ::core::option::Option::None)?;
-                self.resize(batch);
-                #rt::train::loss::next_token_labels(batch.ids(), ::core::option::Option::Some(batch.mask()), batch.seq_len(), &mut self.labels)?;
+            #api
+
+            /// The forward, the loss over `self.labels` and the backward into `self.grads`.
+            fn forward_backward(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
                 self.grads.fill(0.0);
                 let p = &self.params[..];
                 self.embeddings.forward(&mut self.embeddings_saved, p, 0, &mut self.x, batch, &self.threads);
@@ -471,17 +530,15 @@ fn trainer_type(
                 ::core::result::Result::Ok(loss)
             }
 
-            /// One training step: loss and gradients, global-norm clipping to `max_grad_norm`
-            /// (when given), then `optimizer`'s update at learning rate `lr`. A NaN or infinite
-            /// loss or gradient norm is an error and leaves the weights untouched.
-            pub fn step(
+            /// Clipping and the optimizer's update after a loss and its gradients; a NaN or
+            /// infinite gradient norm is an error and leaves the weights untouched.
+            fn update(
                 &mut self,
-                batch: &#rt::Batch,
+                loss: #rt::train::loss::CrossEntropy,
                 optimizer: &mut #rt::train::optim::AdamW,
                 lr: f64,
                 max_grad_norm: ::core::option::Option<f32>,
             ) -> #rt::Result<#rt::train::StepReport> {
-                let loss = self.loss_and_grads(batch)?;
                 let norm = #rt::train::optim::clip_grad_norm(&mut self.grads, max_grad_norm.unwrap_or(f32::INFINITY));
                 let grad_norm = norm.finite()?;
                 optimizer.step(&mut self.params, &self.grads, lr)?;
@@ -489,5 +546,56 @@ fn trainer_type(
                 ::core::result::Result::Ok(#rt::train::StepReport { step: self.step, loss: loss.loss, labelled: loss.labelled, grad_norm, lr })
             }
         }
+    }
+}
+
+/// The public loss and step methods of an objective: how its labels are made.
+fn objective_api(objective: Objective) -> TokenStream {
+    let rt = rt();
+    let report = quote!(#rt::Result<#rt::train::StepReport>);
+    let optimizer =
+        quote!(optimizer: &mut #rt::train::optim::AdamW, lr: f64, max_grad_norm: ::core::option::Option<f32>);
+    match objective {
+        Objective::CausalLm => quote! {
+            /// The mean next-token cross-entropy over `batch`'s real tokens (each position predicts
+            /// the next real token of its sequence; padding and each sequence's last token are not
+            /// labelled) and every parameter's gradient, in [`Self::grads`]. After the first call at
+            /// a batch shape, nothing is allocated but the GEMMs' packing buffers.
+            pub fn loss_and_grads(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                self.prepare(batch)?;
+                #rt::train::loss::next_token_labels(batch.ids(), ::core::option::Option::Some(batch.mask()), batch.seq_len(), &mut self.labels)?;
+                self.forward_backward(batch)
+            }
+
+            /// One training step: [`Self::loss_and_grads`], global-norm clipping to
+            /// `max_grad_norm` (when given), then `optimizer`'s update at learning rate `lr`. A NaN
+            /// or infinite loss or gradient norm is an error and leaves the weights untouched.
+            pub fn step(&mut self, batch: &#rt::Batch, #optimizer) -> #report {
+                let loss = self.loss_and_grads(batch)?;
+                self.update(loss, optimizer, lr, max_grad_norm)
+            }
+        },
+        Objective::MaskedLm => quote! {
+            /// The mean cross-entropy of the masked-LM head over the labelled rows (`labels`: one
+            /// per row of `batch`, the original token where the input was masked, `-100`
+            /// elsewhere, as `BertForMaskedLM` takes them) and every parameter's gradient, in
+            /// [`Self::grads`].
+            pub fn loss_and_grads(&mut self, batch: &#rt::Batch, labels: &[i64]) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                self.prepare(batch)?;
+                if labels.len() != batch.rows() {
+                    return ::core::result::Result::Err(#rt::Error::LabelCountMismatch { labels: labels.len(), rows: batch.rows() });
+                }
+                self.labels.copy_from_slice(labels);
+                self.forward_backward(batch)
+            }
+
+            /// One training step: [`Self::loss_and_grads`], global-norm clipping to
+            /// `max_grad_norm` (when given), then `optimizer`'s update at learning rate `lr`. A NaN
+            /// or infinite loss or gradient norm is an error and leaves the weights untouched.
+            pub fn step(&mut self, batch: &#rt::Batch, labels: &[i64], #optimizer) -> #report {
+                let loss = self.loss_and_grads(batch, labels)?;
+                self.update(loss, optimizer, lr, max_grad_norm)
+            }
+        },
     }
 }
