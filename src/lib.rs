@@ -10,6 +10,7 @@
 #![doc = "[docs/keys.md]: crate::guide::keys"]
 #![doc = "[docs/keys.md#mistakes]: crate::guide::keys#mistakes"]
 #![doc = "[docs/reformer.md]: crate::guide::reformer"]
+#![doc = "[docs/training.md]: crate::guide::training"]
 #![doc = "[docs/vision.md]: crate::guide::vision"]
 #![doc = "[docs/weights.md]: crate::guide::weights"]
 #![doc = include_str!("../README.md")]
@@ -19,7 +20,7 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    config, generate, generate_padded, kernels, layers, memory, parallel, stream, text, vision, weights,
+    config, generate, generate_padded, kernels, layers, memory, parallel, stream, text, train, vision, weights,
     Activation, Batch, CausalLm, EncoderMemory, Error, GenerateOptions, KvCache, Result, Sampling, Threads,
     TokenStream, WeightError, WeightLoader, WeightProblem, Workspace,
 };
@@ -52,6 +53,7 @@ macro_rules! guide_links {
             "[keys.md#the-keys]: crate::guide::keys#the-keys\n",
             "[reformer.md]: crate::guide::reformer\n",
             "[reformer.md#keys]: crate::guide::reformer#keys\n",
+            "[training.md]: crate::guide::training\n",
             "[vision.md]: crate::guide::vision\n",
             "[weights.md]: crate::guide::weights\n",
             "[weights.md#composed-models]: crate::guide::weights#composed-models\n",
@@ -76,6 +78,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/encoder-decoders.md")]
     pub mod encoder_decoders {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/training.md")]
+    pub mod training {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/vision.md")]
     pub mod vision {}

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use transformer::__private::ndarray::Array2;
-use transformer::__private::train::optim::AdamWConfig;
+use transformer::train::optim::AdamWConfig;
 use transformer::{Batch, Threads, WeightLoader};
 
 transformer::model! {
@@ -72,8 +72,8 @@ fn tensors(trainer: &TinyTrainer, path: &str) -> Vec<(String, Vec<f32>)> {
         .map(|spec| {
             let stored = loader.take(&spec.name, &spec.stored_shape());
             let data = match spec.stored {
-                transformer::__private::train::params::Stored::AsIs => stored,
-                transformer::__private::train::params::Stored::Transposed => {
+                transformer::train::params::Stored::AsIs => stored,
+                transformer::train::params::Stored::Transposed => {
                     let (rows, cols) = (spec.shape[0], spec.shape[1]);
                     (0..rows)
                         .flat_map(|r| (0..cols).map(move |c| (r, c)))

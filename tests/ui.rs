@@ -21,5 +21,6 @@ fn ui() {
     t.compile_fail("tests/ui/composed/*.rs");
     t.compile_fail("tests/ui/fallback/*.rs");
     t.compile_fail("tests/ui/reformer/*.rs");
+    t.compile_fail("tests/ui/training/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }

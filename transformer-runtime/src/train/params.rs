@@ -33,20 +33,33 @@ pub enum Stored {
     Transposed,
 }
 
+/// How a tensor starts when a model is trained from scratch: as Hugging Face's `_init_weights`
+/// does for GPT-2, LLaMA and BERT (`initializer_range` 0.02).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Normal with mean 0 and this standard deviation (matrices and embeddings).
+    Normal(f32),
+    /// All zeros (biases, LayerNorm shifts).
+    Zeros,
+    /// All ones (norm scales).
+    Ones,
+}
+
 /// One trainable tensor: its checkpoint name, its shape in the trainer's layout, how the
-/// checkpoint stores it, and whether weight decay applies (matrices and embeddings, not norms or
-/// biases).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// checkpoint stores it, whether weight decay applies (matrices and embeddings, not norms or
+/// biases) and how it starts from scratch.
+#[derive(Clone, Debug, PartialEq)]
 pub struct TensorSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub stored: Stored,
     pub decay: bool,
+    pub init: Init,
 }
 
 impl TensorSpec {
-    pub fn new(name: String, shape: &[usize], stored: Stored, decay: bool) -> Self {
-        TensorSpec { name, shape: shape.to_vec(), stored, decay }
+    pub fn new(name: String, shape: &[usize], stored: Stored, decay: bool, init: Init) -> Self {
+        TensorSpec { name, shape: shape.to_vec(), stored, decay, init }
     }
 
     pub fn len(&self) -> usize {
@@ -139,6 +152,28 @@ impl ParamTable {
                         stored.get(c * rows + r).copied().unwrap_or(0.0)
                     }));
                 }
+            }
+        }
+        data
+    }
+
+    /// Every tensor drawn as its [`Init`] says, from a generator seeded with `seed` (the same seed
+    /// gives the same parameters on every machine).
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        // Box–Muller: two uniforms in (0, 1] give one standard normal (the second is dropped to
+        // keep the stream simple).
+        let mut standard_normal = move || {
+            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        };
+        let mut data = Vec::with_capacity(self.len);
+        for spec in &self.specs {
+            match spec.init {
+                Init::Zeros => data.resize(data.len() + spec.len(), 0.0),
+                Init::Ones => data.resize(data.len() + spec.len(), 1.0),
+                Init::Normal(std) => data.extend((0..spec.len()).map(|_| std * standard_normal())),
             }
         }
         data

@@ -21,6 +21,10 @@ use crate::graph::{Block, Field, FieldKind, Graph, Layout};
 use crate::spec::{LmHead, Spec, WeightScheme};
 use crate::training::{Objective, Training};
 
+/// The standard deviation of a matrix or embedding trained from scratch (transformers'
+/// `initializer_range` default for GPT-2, LLaMA and BERT).
+const INIT_STD: f32 = 0.02;
+
 /// The trainer of a single-stack model, or the compile error saying why there is none.
 pub fn generate(spec: &Spec, graph: &Graph, training: &Training) -> TokenStream {
     match trainer(spec, graph, training) {
@@ -48,7 +52,7 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
         Objective::CausalLm => {
             let head = graph.head.as_ref().filter(|_| spec.is_decoder() && graph.head_field == "lm_head");
             let head = head.ok_or(
-                "`training: causal_lm` trains a decoder through its LM head: declare `attention: causal` and `lm_head`",
+                "`training: causal_lm` trains a decoder through its LM head (`attention: causal` with `lm_head`); a BERT encoder trains with `training: masked_lm`",
             )?;
             (head, spec.lm_head == Some(LmHead::Tied))
         }
@@ -153,7 +157,9 @@ fn tied_field(f: &Field, word: FieldParams, at: usize) -> Option<(FieldParams, V
     let t = quote!(#rt::train::params);
     match f.kind {
         FieldKind::Linear { output, layout: Layout::BiasBeside { bias }, .. } => {
-            let spec = quote!(specs.push(#t::TensorSpec::new(#rt::weights::join(&prefix, #bias), &[#output], #t::Stored::AsIs, false)););
+            let spec = quote!(specs.push(#t::TensorSpec::new(
+                #rt::weights::join(&prefix, #bias), &[#output], #t::Stored::AsIs, false, #t::Init::Zeros
+            )););
             // The weight's length counts in the tied embeddings; only the bias is laid out here.
             Some((FieldParams { weight: word.weight, bias: Some((at, output)), tied: true }, vec![spec]))
         }
@@ -171,11 +177,19 @@ fn field_len(p: &FieldParams) -> usize {
 fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStream>)>, String> {
     let rt = rt();
     let t = quote!(#rt::train::params);
-    let spec = |name: TokenStream, shape: &[usize], transposed: bool| {
+    // Matrices and embeddings decay and start normal; vectors are biases (zeros) or norm
+    // scales (ones, `init_ones`).
+    let spec_init = |name: TokenStream, shape: &[usize], transposed: bool, init_ones: bool| {
         let stored = if transposed { quote!(#t::Stored::Transposed) } else { quote!(#t::Stored::AsIs) };
         let decay = shape.len() == 2;
-        quote!(specs.push(#t::TensorSpec::new(#name, &[#(#shape),*], #stored, #decay));)
+        let init = match (decay, init_ones) {
+            (true, _) => quote!(#t::Init::Normal(#INIT_STD)),
+            (false, true) => quote!(#t::Init::Ones),
+            (false, false) => quote!(#t::Init::Zeros),
+        };
+        quote!(specs.push(#t::TensorSpec::new(#name, &[#(#shape),*], #stored, #decay, #init));)
     };
+    let spec = |name: TokenStream, shape: &[usize], transposed: bool| spec_init(name, shape, transposed, false);
     let name = |relative: &str, suffix: &str| {
         let relative = match (relative.is_empty(), suffix.is_empty()) {
             (_, true) => relative.to_string(),
@@ -215,14 +229,14 @@ fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStrea
         }
         FieldKind::LayerNorm { width, .. } => {
             let specs = vec![
-                spec(name(f.weights[0], "weight"), &[width], false),
+                spec_init(name(f.weights[0], "weight"), &[width], false, true),
                 spec(name(f.weights[0], "bias"), &[width], false),
             ];
             (FieldParams { weight: (at, width), bias: Some((at + width, width)), tied: false }, specs)
         }
         FieldKind::RmsNorm { width, .. } => (
             FieldParams { weight: (at, width), bias: None, tied: false },
-            vec![spec(name(f.weights[0], "weight"), &[width], false)],
+            vec![spec_init(name(f.weights[0], "weight"), &[width], false, true)],
         ),
         FieldKind::Embedding { rows, width, batched: false } => (
             FieldParams { weight: (at, rows * width), bias: None, tied: false },
@@ -303,6 +317,9 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
         None => quote!(::core::option::Option::None),
     };
     let api = objective_api(objective);
+    // A model from scratch is named as its family's plainest save: GPT-2's `GPT2LMHeadModel`
+    // (`transformer.`), BertForMaskedLM's `bert.`, otherwise the first root.
+    let default_root = roots.first().copied().unwrap_or("");
     let (fn_def, fn_init, fn_resize, fn_forward, fn_backward) = match final_norm {
         Some(f) => {
             let (ft, fs) = (ty(f, "Train"), ty(f, "Saved"));
@@ -383,6 +400,10 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 let table = Self::parameter_table(root);
                 debug_assert_eq!(table.len(), Self::PARAMETERS, "the table and the generated offsets agree");
                 let params = table.load(loader);
+                Self::with_params(table, params)
+            }
+
+            fn with_params(table: #rt::train::params::ParamTable, params: ::std::vec::Vec<f32>) -> Self {
                 Self {
                     grads: ::std::vec![0.0; params.len()],
                     params,
@@ -401,6 +422,16 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                     threads: #rt::Threads::sequential(),
                     step: 0,
                 }
+            }
+
+            /// A model trained from scratch: every matrix and embedding drawn from N(0, 0.02²), norm
+            /// scales ones, biases zeros (transformers' `_init_weights`), from a generator seeded
+            /// with `seed`. Tensors are named as the family's head model saves them (GPT-2's
+            /// `transformer.…`, LLaMA's `model.…`, BertForMaskedLM's `bert.…`).
+            pub fn from_scratch(seed: u64) -> Self {
+                let table = Self::parameter_table(#default_root);
+                let params = table.init(seed);
+                Self::with_params(table, params)
             }
 
             /// Loads a safetensors file, every tensor's name and shape checked.
