@@ -139,6 +139,26 @@ pub enum Error {
     #[error("training step {step}: the loss is {loss}; the weights were left as they were (lower the learning rate, or look for a NaN in the inputs)")]
     NonFiniteLoss { step: u64, loss: f32 },
 
+    /// An audio file that could not be read: missing, unreadable, not a WAV file, or cut short.
+    #[error("cannot read audio file {}: {reason}", path.display())]
+    AudioRead { path: std::path::PathBuf, reason: String },
+
+    /// A WAV file whose sample format is not one the reader decodes (`found` names it).
+    #[error("audio file {}: {found} is not supported; expected a WAV file of 8-, 16-, 24- or 32-bit integer PCM or 32-bit IEEE float samples, at a sample rate above 0 Hz", path.display())]
+    UnsupportedAudio { path: std::path::PathBuf, found: String },
+
+    /// Audio that cannot be resampled between these rates.
+    #[error("cannot resample audio from {from} Hz to {to} Hz: {reason}")]
+    Resample { from: u32, to: u32, reason: String },
+
+    /// An audio sample that is NaN or infinite, which would turn every feature into NaN.
+    #[error("audio sample {index} is {value}: samples must be finite")]
+    AudioNotFinite { index: usize, value: f32 },
+
+    /// A frame or spectrum buffer of the wrong length for a transform.
+    #[error("{what} has length {found}, expected {expected}")]
+    FrameLength { what: &'static str, expected: usize, found: usize },
+
     /// The optimizer refused a step, a configuration or a saved state.
     #[error(transparent)]
     Optim(#[from] crate::train::optim::OptimError),

@@ -6,6 +6,7 @@
 //! ([`workspace`]), thread control ([`parallel`]) and the one error type ([`Error`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod audio;
 pub mod cache;
 pub mod config;
 pub mod error;
