@@ -19,11 +19,16 @@
 
 pub mod activation;
 pub mod attention;
+pub mod dropout;
 pub mod embedding;
 pub mod linear;
 pub mod loss;
+pub mod mlm;
 pub mod norm;
+pub mod objective;
 pub mod optim;
+pub mod pooling;
+pub mod rng;
 pub mod rope;
 pub mod schedule;
 
