@@ -159,6 +159,15 @@ pub enum Error {
     #[error("{what} has length {found}, expected {expected}")]
     FrameLength { what: &'static str, expected: usize, found: usize },
 
+    /// A training option outside its range: a dropout probability, a masking proportion, a
+    /// loss's scale.
+    #[error("{option} is {value}, expected {expected}")]
+    BadTrainOption { option: &'static str, value: f64, expected: &'static str },
+
+    /// A ranking loss given fewer candidate embeddings than anchors, or no anchors.
+    #[error("{candidates} candidate embeddings for {anchors} anchors: give at least one anchor, then each anchor's positive (in the anchors' order), then any hard negatives")]
+    RankingCandidates { anchors: usize, candidates: usize },
+
     /// The optimizer refused a step, a configuration or a saved state.
     #[error(transparent)]
     Optim(#[from] crate::train::optim::OptimError),

@@ -20,12 +20,17 @@
 pub mod activation;
 pub mod attention;
 pub mod batch;
+pub mod dropout;
 pub mod embedding;
 pub mod linear;
 pub mod loss;
+pub mod mlm;
 pub mod norm;
+pub mod objective;
 pub mod optim;
 pub mod params;
+pub mod pooling;
+pub mod rng;
 pub mod rope;
 pub mod schedule;
 
