@@ -114,11 +114,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let split = corpus.len() * 9 / 10;
     let (train, held_out) = corpus.split_at(split);
     let mut trainer = ByteGptTrainer::from_scratch(args.seed).with_threads(Threads::new(args.threads)?);
-    let mut adamw = trainer.optimizer(AdamWConfig { betas: (0.9, 0.95), ..AdamWConfig::with_weight_decay(0.1) })?;
+    let mut adamw =
+        trainer.optimizer(AdamWConfig { betas: (0.9, 0.95), ..AdamWConfig::with_weight_decay(0.1) })?;
     let schedule = Schedule::cosine_with_warmup(args.lr, args.steps / 20, args.steps);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut eval_rng = ChaCha8Rng::seed_from_u64(args.seed + 1);
-    let eval_batches: Vec<Batch> = (0..4).map(|_| sample(held_out, args.batch, &mut eval_rng)).collect::<Result<_, _>>()?;
+    let eval_batches: Vec<Batch> =
+        (0..4).map(|_| sample(held_out, args.batch, &mut eval_rng)).collect::<Result<_, _>>()?;
     println!(
         "{} parameters; corpus {} bytes ({} for training, {} held out); {} steps of {}×{} bytes",
         ByteGptTrainer::PARAMETERS,
@@ -147,7 +149,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         let batch = sample(train, args.batch, &mut rng)?;
         let report = trainer.step(&batch, &mut adamw, schedule.lr(step), Some(1.0))?;
         train_curve.push((step, report.loss));
-        bar.set_message(format!("loss {:.3} · held-out {:.3}", report.loss, eval_curve.last().map_or(0.0, |e| e.1)));
+        bar.set_message(format!(
+            "loss {:.3} · held-out {:.3}",
+            report.loss,
+            eval_curve.last().map_or(0.0, |e| e.1)
+        ));
         bar.inc(1);
     }
     bar.finish();
@@ -155,7 +161,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let tokens = args.steps as f64 * (args.batch * ByteGpt::MAX_POSITIONS) as f64;
     println!("{:.0} tokens/s over {seconds:.1} s", tokens / seconds);
     for (step, loss) in &eval_curve {
-        println!("step {step:>5}: held-out loss {loss:.4} ({:.3} bits per byte)", loss / std::f32::consts::LN_2);
+        println!(
+            "step {step:>5}: held-out loss {loss:.4} ({:.3} bits per byte)",
+            loss / std::f32::consts::LN_2
+        );
     }
 
     // The trained weights, saved under GPT-2's names, load into the inference model.

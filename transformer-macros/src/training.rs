@@ -14,7 +14,7 @@ use crate::suggest;
 const KEY: &str = "training";
 
 /// The objectives a trainer can be generated for.
-const OBJECTIVES: &[&str] = &["causal_lm", "masked_lm"];
+const OBJECTIVES: &[&str] = &["causal_lm", "masked_lm", "contrastive"];
 
 /// What a trainer is trained on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub enum Objective {
     /// Cross-entropy over the masked positions through BERT's masked-LM head (`BertForMaskedLM`),
     /// with the labels the caller's masking produced.
     MaskedLm,
+    /// Sentence embeddings (mean pooling, L2 normalisation) trained with in-batch negatives:
+    /// sentence-transformers' `MultipleNegativesRankingLoss`.
+    Contrastive,
 }
 
 /// A request for a trainer: its objective, and the span errors about training are reported under.
@@ -41,6 +44,7 @@ pub fn take(input: &ModelInput) -> Result<(ModelInput, Option<Training>), syn::E
     let objective = match &entry.value {
         Value::Name(name) if name == "causal_lm" => Objective::CausalLm,
         Value::Name(name) if name == "masked_lm" => Objective::MaskedLm,
+        Value::Name(name) if name == "contrastive" => Objective::Contrastive,
         Value::Name(name) => {
             let hint = suggest::closest(&name.to_string(), OBJECTIVES)
                 .map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));

@@ -48,20 +48,26 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
         return Err("training: models whose layers differ in their fields have no trainer yet".into());
     }
     let masked_lm_head;
-    let (head, tied) = match training.objective {
+    let (head, tied): (Option<&Block>, bool) = match training.objective {
         Objective::CausalLm => {
             let head = graph.head.as_ref().filter(|_| spec.is_decoder() && graph.head_field == "lm_head");
             let head = head.ok_or(
                 "`training: causal_lm` trains a decoder through its LM head (`attention: causal` with `lm_head`); a BERT encoder trains with `training: masked_lm`",
             )?;
-            (head, spec.lm_head == Some(LmHead::Tied))
+            (Some(head), spec.lm_head == Some(LmHead::Tied))
         }
         Objective::MaskedLm => {
             if spec.is_decoder() || spec.weights != WeightScheme::Bert || graph.head.is_some() {
                 return Err("`training: masked_lm` trains a BERT encoder (`weights: bert`, `attention: bidirectional`, no head) through BertForMaskedLM's head".into());
             }
             masked_lm_head = graph::masked_lm_head(spec);
-            (&masked_lm_head, true)
+            (Some(&masked_lm_head), true)
+        }
+        Objective::Contrastive => {
+            if spec.is_decoder() || graph.head.is_some() {
+                return Err("`training: contrastive` trains an encoder's sentence embeddings (`attention: bidirectional`, no head)".into());
+            }
+            (None, false)
         }
     };
     let mut offset = 0;
@@ -75,15 +81,23 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
         .fields
         .iter()
         .find(|(n, _)| *n == "word_embeddings")
-        .map(|(_, p)| FieldParams { tied: true, ..*p })
-        .ok_or("training: a tied head needs the token embeddings")?;
-    let tied_field = head
-        .fields
-        .iter()
-        .find(|f| matches!(f.kind, FieldKind::Linear { output, .. } if output == spec.vocab_size));
-    let head = lay(head, &mut offset, tied.then(|| tied_field.map(|f| (f.name, word))).flatten())?;
+        .map(|(_, p)| FieldParams { tied: true, ..*p });
+    let head = head
+        .map(|head| {
+            let tied_field = head
+                .fields
+                .iter()
+                .find(|f| matches!(f.kind, FieldKind::Linear { output, .. } if output == spec.vocab_size));
+            let tie = match (tied, tied_field, word) {
+                (false, _, _) => None,
+                (true, Some(f), Some(word)) => Some((f.name, word)),
+                (true, _, _) => return Err("training: a tied head needs the token embeddings".to_string()),
+            };
+            lay(head, &mut offset, tie)
+        })
+        .transpose()?;
     let total = offset;
-    let blocks = [Some(&embeddings), Some(&layer), final_norm.as_ref(), Some(&head)];
+    let blocks = [Some(&embeddings), Some(&layer), final_norm.as_ref(), head.as_ref()];
     let codes: Vec<TokenStream> =
         blocks.iter().flatten().map(|l| block::block(&block_code(spec, l))).collect();
     let laid = Stack {
@@ -91,7 +105,7 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
         layer: &layer,
         layers_base,
         final_norm: final_norm.as_ref(),
-        head: &head,
+        head: head.as_ref(),
         total,
     };
     let trainer = trainer_type(spec, graph, &laid, training.objective);
@@ -108,7 +122,8 @@ struct Stack<'l, 'g> {
     /// The first layer's offset; layer `i` starts at `layers_base + i · layer.len`.
     layers_base: usize,
     final_norm: Option<&'l Laid<'g>>,
-    head: &'l Laid<'g>,
+    /// The LM head (none for sentence embeddings, which pool the stream instead).
+    head: Option<&'l Laid<'g>>,
     total: usize,
 }
 
@@ -189,7 +204,8 @@ fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStrea
         };
         quote!(specs.push(#t::TensorSpec::new(#name, &[#(#shape),*], #stored, #decay, #init));)
     };
-    let spec = |name: TokenStream, shape: &[usize], transposed: bool| spec_init(name, shape, transposed, false);
+    let spec =
+        |name: TokenStream, shape: &[usize], transposed: bool| spec_init(name, shape, transposed, false);
     let name = |relative: &str, suffix: &str| {
         let relative = match (relative.is_empty(), suffix.is_empty()) {
             (_, true) => relative.to_string(),
@@ -243,6 +259,12 @@ fn lay_field(f: &Field, at: usize) -> Result<Option<(FieldParams, Vec<TokenStrea
             vec![spec(name(f.weights[0], "weight"), &[rows, width], false)],
         ),
         FieldKind::Rope { .. } | FieldKind::Sinusoidal { .. } => return Ok(None),
+        FieldKind::Alibi { .. } => {
+            return Err("training: ALiBi's attention bias has no backward yet (`positions: alibi`)".into())
+        }
+        FieldKind::RelativeBias { .. } => {
+            return Err("training: relative position buckets have no backward yet (no gradient into the bias table; `positions: relative`)".into())
+        }
         _ => return Err(format!("training: the field `{}` has no trainer yet", f.name)),
     }))
 }
@@ -288,28 +310,29 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
     let (vis, name) = (&spec.vis, &spec.name);
     let trainer = format_ident!("{}Trainer", name);
     let d = spec.d_model;
-    let vocab = spec.vocab_size;
     let n_layers = graph.layers;
     let layer_len = layer.len;
     let ty = |l: &Laid<'_>, suffix: &str| format_ident!("{}{}", block_ident(spec, l.block), suffix);
     let (emb_train, emb_saved) = (ty(embeddings, "Train"), ty(embeddings, "Saved"));
     let (layer_train, layer_saved) = (ty(layer, "Train"), ty(layer, "Saved"));
-    let (head_train, head_saved) = (ty(head, "Train"), ty(head, "Saved"));
-    let head_base = if head.len == 0 {
-        quote!(0)
-    } else {
-        let h = total - head.len;
-        quote!(#h)
+    let tail = match head {
+        Some(head) => head_tail(spec, head, total, ty(head, "Train"), ty(head, "Saved")),
+        None => pooled_tail(spec),
     };
-    let logits =
-        format_ident!("{}", head.plan.versions[head.plan.output.expect("an LM head writes logits")].name);
+    let Tail {
+        fields: tail_fields,
+        init: tail_init,
+        resize: tail_resize,
+        forward_loss,
+        backward: tail_backward,
+    } = tail;
     let blocks: Vec<&Laid<'_>> =
-        [Some(embeddings), Some(layer), final_norm, Some(head)].into_iter().flatten().collect();
+        [Some(embeddings), Some(layer), final_norm, head].into_iter().flatten().collect();
     let table = table(graph, &blocks);
     let renames = config::renames(spec);
     // BertForMaskedLM keeps the encoder under `bert.` and its head under `cls.`.
     let roots = match objective {
-        Objective::CausalLm => graph.roots,
+        Objective::CausalLm | Objective::Contrastive => graph.roots,
         Objective::MaskedLm => &["bert", ""],
     };
     let type_vocab = match spec.type_vocab_size {
@@ -337,6 +360,10 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
     let task = match objective {
         Objective::CausalLm => "next-token prediction",
         Objective::MaskedLm => "masked language modelling (through `BertForMaskedLM`'s head)",
+        Objective::Contrastive => {
+            "sentence-embedding contrastive learning (mean pooling, L2 normalisation and \
+             sentence-transformers' MultipleNegativesRankingLoss)"
+        }
     };
     let doc = format!(
         "Trains [`{name}`] on {task}: the forward and backward of every block, generated from the \
@@ -353,8 +380,7 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
             layer: #layer_train,
             layers_saved: ::std::vec::Vec<#layer_saved>,
             #fn_def
-            head: #head_train,
-            head_saved: #head_saved,
+            #tail_fields
             x: ::std::vec::Vec<[f32; #d]>,
             dx: ::std::vec::Vec<[f32; #d]>,
             labels: ::std::vec::Vec<i64>,
@@ -413,8 +439,7 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                     layer: #layer_train::new(),
                     layers_saved: (0..#n_layers).map(|_| ::core::default::Default::default()).collect(),
                     #fn_init
-                    head: #head_train::new(),
-                    head_saved: ::core::default::Default::default(),
+                    #tail_init
                     x: ::std::vec::Vec::new(),
                     dx: ::std::vec::Vec::new(),
                     labels: ::std::vec::Vec::new(),
@@ -521,8 +546,7 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 }
                 self.layer.g.resize(batch);
                 #fn_resize
-                self.head_saved.resize(rows);
-                self.head.g.resize(batch);
+                #tail_resize
                 ::core::result::Result::Ok(())
             }
 
@@ -537,22 +561,14 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                     self.layer.forward(saved, p, #layers_base + i * #layer_len, &mut self.x, batch, &self.threads);
                 }
                 #fn_forward
-                self.head.forward(&mut self.head_saved, p, #head_base, &mut self.x, batch, &self.threads);
-                let loss = #rt::train::loss::softmax_cross_entropy(
-                    self.head_saved.#logits.as_flattened_mut(),
-                    #vocab,
-                    &self.labels,
-                    #rt::train::loss::Reduction::Mean,
-                    &mut self.row_loss,
-                    &self.threads,
-                )?;
+                #forward_loss
                 if !loss.loss.is_finite() {
                     return ::core::result::Result::Err(#rt::Error::NonFiniteLoss { step: self.step + 1, loss: loss.loss });
                 }
-                // Backward: the loss's gradient (now in the logits buffer) through the head, the
-                // final norm and every layer in reverse, into the embeddings.
+                // Backward: the loss's gradient through the head (or the pooling), the final norm
+                // and every layer in reverse, into the embeddings.
                 let g = &mut self.grads[..];
-                self.head.backward(&self.head_saved, p, #head_base, g, &mut self.dx, &self.head_saved.#logits, batch, &self.threads);
+                #tail_backward
                 #fn_backward
                 for (i, saved) in self.layers_saved.iter().enumerate().rev() {
                     self.layer.backward(saved, p, #layers_base + i * #layer_len, g, &mut self.dx, &[], batch, &self.threads);
@@ -627,6 +643,125 @@ fn objective_api(objective: Objective) -> TokenStream {
                 let loss = self.loss_and_grads(batch, labels)?;
                 self.update(loss, optimizer, lr, max_grad_norm)
             }
+        },
+        Objective::Contrastive => quote! {
+            /// sentence-transformers' `MultipleNegativesRankingLoss` (scale 20, cosine
+            /// similarity) over `batch`'s sentence embeddings: its first `anchors` sequences
+            /// against the rest — each anchor's positive in the same order, then any hard
+            /// negatives — every other candidate a negative for each anchor; and every
+            /// parameter's gradient, in [`Self::grads`]. `labelled` in the result is `anchors`.
+            pub fn loss_and_grads(&mut self, batch: &#rt::Batch, anchors: usize) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                let sequences = batch.batch_size();
+                if anchors == 0 || 2 * anchors > sequences {
+                    return ::core::result::Result::Err(#rt::Error::RankingCandidates { anchors, candidates: sequences.saturating_sub(anchors) });
+                }
+                self.prepare(batch)?;
+                self.anchors = anchors;
+                self.forward_backward(batch)
+            }
+
+            /// One training step: [`Self::loss_and_grads`], global-norm clipping to
+            /// `max_grad_norm` (when given), then `optimizer`'s update at learning rate `lr`. A NaN
+            /// or infinite loss or gradient norm is an error and leaves the weights untouched.
+            pub fn step(&mut self, batch: &#rt::Batch, anchors: usize, #optimizer) -> #report {
+                let loss = self.loss_and_grads(batch, anchors)?;
+                self.update(loss, optimizer, lr, max_grad_norm)
+            }
+        },
+    }
+}
+
+/// What follows the stack: its fields, their init and sizing, the forward to the loss (binding
+/// `loss`), and the backward into `self.dx`.
+struct Tail {
+    fields: TokenStream,
+    init: TokenStream,
+    resize: TokenStream,
+    forward_loss: TokenStream,
+    backward: TokenStream,
+}
+
+/// An LM head's logits, and the softmax cross-entropy over `self.labels`.
+fn head_tail(spec: &Spec, head: &Laid<'_>, total: usize, train: syn::Ident, saved: syn::Ident) -> Tail {
+    let rt = rt();
+    let vocab = spec.vocab_size;
+    let base = total - head.len;
+    let logits =
+        format_ident!("{}", head.plan.versions[head.plan.output.expect("an LM head writes logits")].name);
+    Tail {
+        fields: quote!(head: #train, head_saved: #saved,),
+        init: quote!(head: #train::new(), head_saved: ::core::default::Default::default(),),
+        resize: quote!(self.head_saved.resize(rows); self.head.g.resize(batch);),
+        forward_loss: quote! {
+            self.head.forward(&mut self.head_saved, p, #base, &mut self.x, batch, &self.threads);
+            let loss = #rt::train::loss::softmax_cross_entropy(
+                self.head_saved.#logits.as_flattened_mut(),
+                #vocab,
+                &self.labels,
+                #rt::train::loss::Reduction::Mean,
+                &mut self.row_loss,
+                &self.threads,
+            )?;
+        },
+        // The logits buffer now holds the loss's gradient.
+        backward: quote! {
+            self.head.backward(&self.head_saved, p, #base, g, &mut self.dx, &self.head_saved.#logits, batch, &self.threads);
+        },
+    }
+}
+
+/// Sentence embeddings — the mean of each sequence's real rows, L2-normalised, as the model's
+/// `embed` computes them — and the ranking loss of the first `self.anchors` against the rest.
+fn pooled_tail(spec: &Spec) -> Tail {
+    let rt = rt();
+    let d = spec.d_model;
+    let t = quote!(#rt::train);
+    let row = quote!(::std::vec::Vec<[f32; #d]>);
+    Tail {
+        fields: quote! {
+            anchors: usize,
+            pooled: #row,
+            embedded: #row,
+            d_embedded: #row,
+            d_pooled: #row,
+            ranking: ::std::vec::Vec<f64>,
+        },
+        init: quote! {
+            anchors: 0,
+            pooled: ::std::vec::Vec::new(),
+            embedded: ::std::vec::Vec::new(),
+            d_embedded: ::std::vec::Vec::new(),
+            d_pooled: ::std::vec::Vec::new(),
+            ranking: ::std::vec::Vec::new(),
+        },
+        resize: quote! {
+            let sequences = batch.batch_size();
+            for buffer in [&mut self.pooled, &mut self.embedded, &mut self.d_embedded, &mut self.d_pooled] {
+                buffer.resize(sequences, [0.0; #d]);
+            }
+        },
+        forward_loss: quote! {
+            #rt::layers::pooling::pool(&self.x, batch, #rt::layers::pooling::Pooling::Mean, &mut self.pooled);
+            self.embedded.copy_from_slice(&self.pooled);
+            #rt::layers::pooling::normalize_rows(&mut self.embedded);
+            let (anchors, candidates) = self.embedded.split_at(self.anchors);
+            self.ranking.resize(#t::objective::ranking_scratch_len(anchors.len(), candidates.len()), 0.0);
+            let (d_anchors, d_candidates) = self.d_embedded.split_at_mut(self.anchors);
+            let value = #t::objective::multiple_negatives_ranking_loss(
+                anchors,
+                candidates,
+                #t::objective::RANKING_SCALE,
+                d_anchors,
+                d_candidates,
+                #t::Store::Overwrite,
+                &mut self.ranking,
+                &self.threads,
+            )?;
+            let loss = #t::loss::CrossEntropy { loss: value, labelled: self.anchors };
+        },
+        backward: quote! {
+            #t::pooling::normalize_backward(&self.pooled, &self.d_embedded, &mut self.d_pooled, #t::Store::Overwrite);
+            #t::pooling::pool_backward(&self.x, batch, #rt::layers::pooling::Pooling::Mean, &self.d_pooled, &mut self.dx, #t::Store::Overwrite);
         },
     }
 }
