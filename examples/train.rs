@@ -8,7 +8,8 @@
 //!
 //! The corpus is the README and the guide (`docs/*.md`), read as bytes (vocabulary 256). The
 //! last tenth is held out: its loss, every `--eval-every` steps, is the curve that says whether
-//! the model learns the text or memorises the batches.
+//! the model learns the text or memorises the batches. `--eval-every 0` skips it (for timing:
+//! `scripts/bench-train.sh` compares the training steps with PyTorch's on the same model).
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -139,7 +140,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (mut train_curve, mut eval_curve) = (Vec::new(), Vec::new());
     let started = Instant::now();
     for step in 0..args.steps {
-        if step % args.eval_every == 0 || step + 1 == args.steps {
+        let evaluate = args.eval_every > 0 && (step % args.eval_every == 0 || step + 1 == args.steps);
+        if evaluate {
             let mut total = 0.0;
             for batch in &eval_batches {
                 total += trainer.loss_and_grads(batch)?.loss;

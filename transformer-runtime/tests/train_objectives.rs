@@ -31,6 +31,11 @@ use transformer_runtime::train::rng::Stream;
 use transformer_runtime::train::Store;
 use transformer_runtime::{Batch, Error, Threads};
 
+#[path = "common/fixture.rs"]
+mod fixture;
+
+use fixture::{as_rows, doubles, floats, number};
+
 /// The pooling and normalisation (an f32 sum, a division or an f64 projection per value;
 /// measured ≤ 1.1e-7).
 const TOLERANCE: f64 = 1e-6;
@@ -41,34 +46,11 @@ const HEAD_TOLERANCE: f64 = 1e-6;
 
 fn fixture() -> &'static Value {
     static FIXTURE: OnceLock<Value> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/train/objectives.json");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-    })
+    FIXTURE.get_or_init(|| fixture::read("objectives.json"))
 }
 
 fn cases(op: &str) -> &'static [Value] {
-    fixture()[op].as_array().unwrap_or_else(|| panic!("fixture has no {op} cases"))
-}
-
-fn floats(case: &Value, key: &str) -> Vec<f32> {
-    let values = case[key].as_array().unwrap_or_else(|| panic!("case has no {key}"));
-    values.iter().map(|v| v.as_f64().unwrap_or_else(|| panic!("{key}: {v} is not a number")) as f32).collect()
-}
-
-fn doubles(case: &Value, key: &str) -> Vec<f64> {
-    let values = case[key].as_array().unwrap_or_else(|| panic!("case has no {key}"));
-    values.iter().map(|v| v.as_f64().unwrap_or_else(|| panic!("{key}: {v} is not a number"))).collect()
-}
-
-fn number(case: &Value, key: &str) -> usize {
-    case[key].as_u64().unwrap_or_else(|| panic!("case has no integer {key}")) as usize
-}
-
-fn as_rows<const D: usize>(flat: &[f32]) -> Vec<[f32; D]> {
-    assert!(flat.len().is_multiple_of(D), "{} floats are not rows of {D}", flat.len());
-    flat.chunks_exact(D).map(|c| c.try_into().unwrap()).collect()
+    fixture::cases(fixture(), op)
 }
 
 /// max |ours − reference| / max |reference|, against the f64 reference (not its f32 rounding, so

@@ -25,34 +25,21 @@ use transformer_runtime::train::rope::rope_heads_backward;
 use transformer_runtime::train::Store;
 use transformer_runtime::{Activation, Error, Threads};
 
+#[path = "common/fixture.rs"]
+mod fixture;
+
+use fixture::{as_rows, floats, number};
+
 /// Largest difference allowed, relative to the reference's largest magnitude.
 const TOLERANCE: f64 = 1e-5;
 
 fn fixture() -> &'static Value {
     static FIXTURE: OnceLock<Value> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/train/ops.json");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-    })
+    FIXTURE.get_or_init(|| fixture::read("ops.json"))
 }
 
 fn cases(op: &str) -> &'static [Value] {
-    fixture()[op].as_array().unwrap_or_else(|| panic!("fixture has no {op} cases"))
-}
-
-fn floats(case: &Value, key: &str) -> Vec<f32> {
-    let values = case[key].as_array().unwrap_or_else(|| panic!("case has no {key}"));
-    values.iter().map(|v| v.as_f64().unwrap_or_else(|| panic!("{key}: {v} is not a number")) as f32).collect()
-}
-
-fn number(case: &Value, key: &str) -> usize {
-    case[key].as_u64().unwrap_or_else(|| panic!("case has no integer {key}")) as usize
-}
-
-fn as_rows<const D: usize>(flat: &[f32]) -> Vec<[f32; D]> {
-    assert!(flat.len().is_multiple_of(D), "{} floats are not rows of {D}", flat.len());
-    flat.chunks_exact(D).map(|c| c.try_into().unwrap()).collect()
+    fixture::cases(fixture(), op)
 }
 
 /// max |ours − reference| / max |reference|.

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Training speed against PyTorch on the same model and batch: examples/train.rs's byte-level GPT
+# (0.84 M parameters, 16 × 128 tokens per step, AdamW, clipping) and the same GPT2LMHeadModel in
+# torch (scripts/reference/train_bench.py), alternated in one run at 1 and 2 threads, each
+# repeated ROUNDS times; prints tokens/s and the ratio ours / PyTorch (higher is better for us).
+#
+#   bash scripts/bench-train.sh            # STEPS=30 ROUNDS=3 by default
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+STEPS="${STEPS:-30}"
+ROUNDS="${ROUNDS:-3}"
+bash scripts/setup-reference.sh >/dev/null
+cargo build --release --example train >/dev/null 2>&1 || cargo build --release --example train
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+printf '%-8s %-6s %14s %14s %8s\n' threads round ours torch ratio
+for threads in 1 2; do
+    for round in $(seq "$ROUNDS"); do
+        ours=$(./target/release/examples/train --steps "$STEPS" --eval-every 0 --threads "$threads" \
+            | sed -n 's/^\([0-9.]*\) tokens\/s.*/\1/p')
+        torch=$(.cache/venv/bin/python scripts/reference/train_bench.py --steps "$STEPS" --threads "$threads" \
+            | sed -n 's/^tokens\/s //p')
+        ratio=$(python3 -c "print(f'{$ours / $torch:.2f}')")
+        printf '%-8s %-6s %14s %14s %8s\n' "$threads" "$round" "$ours" "$torch" "$ratio"
+    done
+done
