@@ -368,3 +368,58 @@ fn generated_contrastive_trainer_refuses_too_few_candidates() {
     let error = minilm().loss_and_grads(&batch(&reference), 5).unwrap_err().to_string();
     assert!(error.contains("3 candidate embeddings for 5 anchors"), "{error}");
 }
+
+#[test]
+fn generated_trainer_dropout_is_seeded_off_in_evaluation_and_differentiated() {
+    let batch = batch(&json(&format!("{GPT2_STEP}/reference.json")));
+    let plain = {
+        let mut trainer = gpt2();
+        let loss = trainer.loss_and_grads(&batch).unwrap().loss;
+        (loss, trainer.grads().to_vec())
+    };
+    // p = 0 is no dropout, bit for bit.
+    let mut zero = gpt2().with_dropout(0.0, 7).unwrap();
+    assert_eq!(zero.loss_and_grads(&batch).unwrap().loss, plain.0);
+    assert_eq!(zero.grads(), &plain.1[..]);
+
+    // p = 0.1: another loss, the same for the same seed at any thread count, another for
+    // another seed; evaluation never drops.
+    let run = |seed: u64, threads: usize| {
+        let mut trainer =
+            gpt2().with_dropout(0.1, seed).unwrap().with_threads(Threads::new(threads).unwrap());
+        let loss = trainer.loss_and_grads(&batch).unwrap().loss;
+        (loss, trainer.grads().to_vec(), trainer.evaluate(&batch).unwrap().loss)
+    };
+    let (loss, grads, evaluated) = run(7, 1);
+    assert_ne!(loss, plain.0, "dropout changed nothing");
+    assert_eq!(evaluated, plain.0, "evaluation dropped activations");
+    let again = run(7, 2);
+    assert_eq!((again.0, &again.1), (loss, &grads), "the masks depend on the thread count");
+    assert_ne!(run(8, 1).0, loss, "another seed drew the same masks");
+
+    // The gradient is the derivative of the dropped-out loss: along ĝ = g/|g|, the central
+    // difference of the loss (the same masks: the step has not advanced) is |g|.
+    let norm = grads.iter().map(|&g| f64::from(g).powi(2)).sum::<f64>().sqrt();
+    let mut trainer = gpt2().with_dropout(0.1, 7).unwrap();
+    let start = trainer.params().to_vec();
+    let h = 1e-3;
+    let mut loss_at = |sign: f64, dropout: bool| {
+        for ((p, &s), &g) in trainer.params_mut().iter_mut().zip(&start).zip(&grads) {
+            *p = (f64::from(s) + sign * h * f64::from(g) / norm) as f32;
+        }
+        let loss = if dropout { trainer.loss_and_grads(&batch) } else { trainer.evaluate(&batch) };
+        f64::from(loss.unwrap().loss)
+    };
+    let slope = (loss_at(1.0, true) - loss_at(-1.0, true)) / (2.0 * h);
+    assert!((slope - norm).abs() <= 1e-2 * norm, "directional derivative {slope} vs |g| {norm}");
+    // The same difference without the masks is another slope: the check sees the dropout path.
+    let undropped = (loss_at(1.0, false) - loss_at(-1.0, false)) / (2.0 * h);
+    assert!(
+        (undropped - norm).abs() > 1e-2 * norm,
+        "the check cannot tell the masks apart ({undropped} vs {norm})"
+    );
+    eprintln!("|g| {norm:.6}; slope with the masks {slope:.6}, without {undropped:.6}");
+
+    let error = gpt2().with_dropout(1.0, 0).unwrap_err().to_string();
+    assert!(error.contains("dropout probability is 1"), "{error}");
+}

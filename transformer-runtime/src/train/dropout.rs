@@ -167,3 +167,51 @@ fn check_mask(what: &str, len: usize, words: usize) {
         mask_words(len)
     );
 }
+
+/// The dropout of one block in one forward pass of a generated trainer: the probability (0: off,
+/// as in evaluation), the run's seed, the optimizer step and the block's number, from which each
+/// dropout site of the block draws its own [`Stream`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockDropout {
+    pub p: f32,
+    pub seed: u64,
+    pub step: u64,
+    pub block: u64,
+}
+
+impl BlockDropout {
+    /// Sites per block: a block's dropouts are numbered below this.
+    pub const SITES: u64 = 64;
+
+    /// No dropout (evaluation, or a trainer without it).
+    pub fn off() -> Self {
+        BlockDropout { p: 0.0, seed: 0, step: 0, block: 0 }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.p > 0.0
+    }
+
+    /// The same run for block `block`.
+    pub fn of_block(self, block: u64) -> Self {
+        BlockDropout { block, ..self }
+    }
+
+    /// The stream of the block's dropout number `site`.
+    pub fn stream(&self, site: u64) -> Stream {
+        Stream::new(self.seed, self.step, self.block * Self::SITES + site)
+    }
+}
+
+/// A dropout probability as a trainer takes it: in `[0, 1)`, else [`Error::BadTrainOption`].
+pub fn check_probability(p: f32) -> Result<f32> {
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(Error::BadTrainOption {
+            option: "the dropout probability",
+            value: f64::from(p),
+            expected: "a value in [0, 1)",
+        })
+    }
+}

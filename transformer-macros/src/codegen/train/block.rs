@@ -103,6 +103,17 @@ pub fn block(code: &BlockCode<'_>) -> TokenStream {
     let stats: Vec<Ident> = (0..plan.stats).map(|k| format_ident!("stats_{k}")).collect();
     let lse: Vec<Ident> = (0..plan.lse.len()).map(|k| format_ident!("lse_{k}")).collect();
     let lse_heads = &plan.lse;
+    let masks: Vec<(Ident, usize)> = plan
+        .steps
+        .iter()
+        .filter_map(|step| match *step {
+            Step::Dropout { output, site, .. } => {
+                Some((format_ident!("mask_{site}"), plan.versions[output].width))
+            }
+            _ => None,
+        })
+        .collect();
+    let (mask_names, mask_widths): (Vec<&Ident>, Vec<usize>) = masks.iter().map(|(n, w)| (n, *w)).unzip();
     let fixed = fixed_fields(code.block);
     let fixed_defs = fixed.iter().map(|(n, ty, _)| quote!(#n: #ty,));
     let fixed_inits = fixed.iter().map(|(n, _, init)| quote!(#n: #init,));
@@ -118,6 +129,7 @@ pub fn block(code: &BlockCode<'_>) -> TokenStream {
             #(#version_fields)*
             #(#stats: ::std::vec::Vec<#rt::train::norm::NormStats>,)*
             #(#lse: ::std::vec::Vec<f32>,)*
+            #(#mask_names: ::std::vec::Vec<u64>,)*
         }
 
         impl #saved_ty {
@@ -126,6 +138,7 @@ pub fn block(code: &BlockCode<'_>) -> TokenStream {
                 #(#version_resizes)*
                 #(self.#stats.resize(rows, ::core::default::Default::default());)*
                 #(self.#lse.resize(rows * #lse_heads, 0.0);)*
+                #(self.#mask_names.resize(#rt::train::dropout::mask_words(rows * #mask_widths), 0);)*
             }
         }
 
@@ -158,7 +171,16 @@ pub fn block(code: &BlockCode<'_>) -> TokenStream {
             }
 
             #[allow(unused_variables, clippy::too_many_arguments)]
-            fn forward(&self, s: &mut #saved_ty, p: &[f32], base: usize, x: &mut [[f32; #d]], batch: &#rt::Batch, threads: &#rt::Threads) {
+            fn forward(
+                &self,
+                s: &mut #saved_ty,
+                p: &[f32],
+                base: usize,
+                x: &mut [[f32; #d]],
+                batch: &#rt::Batch,
+                dropout: &#rt::train::dropout::BlockDropout,
+                threads: &#rt::Threads,
+            ) {
                 #forward
             }
 
@@ -172,6 +194,7 @@ pub fn block(code: &BlockCode<'_>) -> TokenStream {
                 dx: &mut [[f32; #d]],
                 d_out: &[[f32; #out_w]],
                 batch: &#rt::Batch,
+                dropout: &#rt::train::dropout::BlockDropout,
                 threads: &#rt::Threads,
             ) {
                 #backward
@@ -378,6 +401,17 @@ fn forward_step(code: &BlockCode<'_>, step: &Step) -> TokenStream {
                 #a.apply_slice(#o.as_flattened_mut());
             }
         }
+        Step::Dropout { input, output, site } => {
+            let (i, o, m, site) =
+                (code.saved(input), code.saved(output), format_ident!("mask_{site}"), site as u64);
+            quote! {
+                #o.copy_from_slice(&#i);
+                if dropout.is_on() {
+                    #t::dropout::dropout_train(#o.as_flattened_mut(), dropout.p, dropout.stream(#site), &mut s.#m, threads)
+                        .expect("the trainer checked the dropout probability");
+                }
+            }
+        }
     }
 }
 
@@ -563,6 +597,18 @@ impl Backward<'_, '_> {
                 let dy = self.upstream(output);
                 let (gi, store) = (code.grad(input), self.store(input));
                 quote!(#store.put_scaled(#gi.as_flattened_mut(), #dy.as_flattened(), #factor);)
+            }
+            Step::Dropout { input, output, site } => {
+                let dy = self.upstream(output);
+                let (gi, store, m) = (code.grad(input), self.store(input), format_ident!("mask_{site}"));
+                quote! {
+                    if dropout.is_on() {
+                        #t::dropout::dropout_backward(#dy.as_flattened(), dropout.p, &s.#m, #gi.as_flattened_mut(), #store)
+                            .expect("the trainer checked the dropout probability");
+                    } else {
+                        #store.put_slice(#gi.as_flattened_mut(), #dy.as_flattened());
+                    }
+                }
             }
             Step::Activation { input, output, act } => {
                 let dy = self.upstream(output);

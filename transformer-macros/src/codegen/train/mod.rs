@@ -14,7 +14,7 @@ use quote::{format_ident, quote};
 use syn::LitStr;
 
 use self::block::{BlockCode, FieldParams};
-use self::plan::Plan;
+use self::plan::{Dropouts, Plan};
 use super::{block_ident, config, rt};
 use crate::graph;
 use crate::graph::{Block, Field, FieldKind, Graph, Layout};
@@ -71,12 +71,13 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
         }
     };
     let mut offset = 0;
-    let embeddings = lay(&graph.embeddings, &mut offset, None)?;
+    let embeddings = lay(&graph.embeddings, &mut offset, None, Dropouts::Output)?;
     let layers_base = offset;
     let mut layer_offset = 0;
-    let layer = lay(&graph.layer, &mut layer_offset, None)?;
+    let layer = lay(&graph.layer, &mut layer_offset, None, Dropouts::Residual)?;
     offset += layer.len * graph.layers;
-    let final_norm = graph.final_norm.as_ref().map(|b| lay(b, &mut offset, None)).transpose()?;
+    let final_norm =
+        graph.final_norm.as_ref().map(|b| lay(b, &mut offset, None, Dropouts::None)).transpose()?;
     let word = embeddings
         .fields
         .iter()
@@ -93,7 +94,7 @@ fn trainer(spec: &Spec, graph: &Graph, training: &Training) -> Result<TokenStrea
                 (true, Some(f), Some(word)) => Some((f.name, word)),
                 (true, _, _) => return Err("training: a tied head needs the token embeddings".to_string()),
             };
-            lay(head, &mut offset, tie)
+            lay(head, &mut offset, tie, Dropouts::None)
         })
         .transpose()?;
     let total = offset;
@@ -146,8 +147,9 @@ fn lay<'g>(
     block: &'g Block,
     offset: &mut usize,
     tied: Option<(&'static str, FieldParams)>,
+    dropouts: Dropouts,
 ) -> Result<Laid<'g>, String> {
-    let plan = plan::plan(block).map_err(|m| format!("training: {m} (in `{}`)", block.suffix))?;
+    let plan = plan::plan(block, dropouts).map_err(|m| format!("training: {m} (in `{}`)", block.suffix))?;
     let start = *offset;
     let mut fields = Vec::new();
     let mut specs = Vec::new();
@@ -351,8 +353,8 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 quote!(final_norm: #ft, final_norm_saved: #fs,),
                 quote!(final_norm: #ft::new(), final_norm_saved: ::core::default::Default::default(),),
                 quote!(self.final_norm_saved.resize(rows); self.final_norm.g.resize(batch);),
-                quote!(self.final_norm.forward(&mut self.final_norm_saved, p, #base, &mut self.x, batch, &self.threads);),
-                quote!(self.final_norm.backward(&self.final_norm_saved, p, #base, g, &mut self.dx, &[], batch, &self.threads);),
+                quote!(self.final_norm.forward(&mut self.final_norm_saved, p, #base, &mut self.x, batch, &off, &self.threads);),
+                quote!(self.final_norm.backward(&self.final_norm_saved, p, #base, g, &mut self.dx, &[], batch, &off, &self.threads);),
             )
         }
         None => Default::default(),
@@ -387,6 +389,8 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
             row_loss: ::std::vec::Vec<f32>,
             threads: #rt::Threads,
             step: u64,
+            dropout: f32,
+            dropout_seed: u64,
         }
 
         impl ::core::fmt::Debug for #trainer {
@@ -446,6 +450,8 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                     row_loss: ::std::vec::Vec::new(),
                     threads: #rt::Threads::sequential(),
                     step: 0,
+                    dropout: 0.0,
+                    dropout_seed: 0,
                 }
             }
 
@@ -476,6 +482,18 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 let trainer = Self::load(&mut loader);
                 loader.finish()?;
                 ::core::result::Result::Ok(trainer)
+            }
+
+            /// Drops out, in training steps only, the embeddings' output and each sublayer's output
+            /// before its residual add with probability `p` (GPT-2's `embd_pdrop` and
+            /// `resid_pdrop`, BERT's `hidden_dropout_prob`), kept values scaled by `1/(1−p)`. The
+            /// masks are drawn from `seed`, the step and the site, so a run is reproducible
+            /// whatever the thread count. [`Self::evaluate`] never drops. `p` outside `[0, 1)` is
+            /// an error naming it.
+            pub fn with_dropout(mut self, p: f32, seed: u64) -> #rt::Result<Self> {
+                self.dropout = #rt::train::dropout::check_probability(p)?;
+                self.dropout_seed = seed;
+                ::core::result::Result::Ok(self)
             }
 
             /// Uses `threads` for every later step.
@@ -552,18 +570,31 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
 
             #api
 
-            /// The forward, the loss over `self.labels` and the backward into `self.grads`.
-            fn forward_backward(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
-                self.grads.fill(0.0);
+            /// The forward and the loss over `self.labels`; when `train`, with dropout and the
+            /// backward into `self.grads`.
+            fn run(&mut self, batch: &#rt::Batch, train: bool) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                let off = #rt::train::dropout::BlockDropout::off();
+                let dropout = if train {
+                    #rt::train::dropout::BlockDropout { p: self.dropout, seed: self.dropout_seed, step: self.step, block: 0 }
+                } else {
+                    off
+                };
+                if train {
+                    self.grads.fill(0.0);
+                }
                 let p = &self.params[..];
-                self.embeddings.forward(&mut self.embeddings_saved, p, 0, &mut self.x, batch, &self.threads);
+                self.embeddings.forward(&mut self.embeddings_saved, p, 0, &mut self.x, batch, &dropout, &self.threads);
                 for (i, saved) in self.layers_saved.iter_mut().enumerate() {
-                    self.layer.forward(saved, p, #layers_base + i * #layer_len, &mut self.x, batch, &self.threads);
+                    let dropout = dropout.of_block(1 + i as u64);
+                    self.layer.forward(saved, p, #layers_base + i * #layer_len, &mut self.x, batch, &dropout, &self.threads);
                 }
                 #fn_forward
                 #forward_loss
                 if !loss.loss.is_finite() {
                     return ::core::result::Result::Err(#rt::Error::NonFiniteLoss { step: self.step + 1, loss: loss.loss });
+                }
+                if !train {
+                    return ::core::result::Result::Ok(loss);
                 }
                 // Backward: the loss's gradient through the head (or the pooling), the final norm
                 // and every layer in reverse, into the embeddings.
@@ -571,9 +602,10 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 #tail_backward
                 #fn_backward
                 for (i, saved) in self.layers_saved.iter().enumerate().rev() {
-                    self.layer.backward(saved, p, #layers_base + i * #layer_len, g, &mut self.dx, &[], batch, &self.threads);
+                    let dropout = dropout.of_block(1 + i as u64);
+                    self.layer.backward(saved, p, #layers_base + i * #layer_len, g, &mut self.dx, &[], batch, &dropout, &self.threads);
                 }
-                self.embeddings.backward(&self.embeddings_saved, p, 0, g, &mut self.dx, &[], batch, &self.threads);
+                self.embeddings.backward(&self.embeddings_saved, p, 0, g, &mut self.dx, &[], batch, &dropout, &self.threads);
                 ::core::result::Result::Ok(loss)
             }
 
@@ -611,7 +643,15 @@ fn objective_api(objective: Objective) -> TokenStream {
             pub fn loss_and_grads(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
                 self.prepare(batch)?;
                 #rt::train::loss::next_token_labels(batch.ids(), ::core::option::Option::Some(batch.mask()), batch.seq_len(), &mut self.labels)?;
-                self.forward_backward(batch)
+                self.run(batch, true)
+            }
+
+            /// The loss of [`Self::loss_and_grads`] in evaluation mode: no dropout, no gradient
+            /// (those of the last training call are kept).
+            pub fn evaluate(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                self.prepare(batch)?;
+                #rt::train::loss::next_token_labels(batch.ids(), ::core::option::Option::Some(batch.mask()), batch.seq_len(), &mut self.labels)?;
+                self.run(batch, false)
             }
 
             /// One training step: [`Self::loss_and_grads`], global-norm clipping to
@@ -633,7 +673,17 @@ fn objective_api(objective: Objective) -> TokenStream {
                     return ::core::result::Result::Err(#rt::Error::LabelCountMismatch { labels: labels.len(), rows: batch.rows() });
                 }
                 self.labels.copy_from_slice(labels);
-                self.forward_backward(batch)
+                self.run(batch, true)
+            }
+
+            /// The loss of [`Self::loss_and_grads`] in evaluation mode: no dropout, no gradient.
+            pub fn evaluate(&mut self, batch: &#rt::Batch, labels: &[i64]) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                self.prepare(batch)?;
+                if labels.len() != batch.rows() {
+                    return ::core::result::Result::Err(#rt::Error::LabelCountMismatch { labels: labels.len(), rows: batch.rows() });
+                }
+                self.labels.copy_from_slice(labels);
+                self.run(batch, false)
             }
 
             /// One training step: [`Self::loss_and_grads`], global-norm clipping to
@@ -657,7 +707,18 @@ fn objective_api(objective: Objective) -> TokenStream {
                 }
                 self.prepare(batch)?;
                 self.anchors = anchors;
-                self.forward_backward(batch)
+                self.run(batch, true)
+            }
+
+            /// The loss of [`Self::loss_and_grads`] in evaluation mode: no dropout, no gradient.
+            pub fn evaluate(&mut self, batch: &#rt::Batch, anchors: usize) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                let sequences = batch.batch_size();
+                if anchors == 0 || 2 * anchors > sequences {
+                    return ::core::result::Result::Err(#rt::Error::RankingCandidates { anchors, candidates: sequences.saturating_sub(anchors) });
+                }
+                self.prepare(batch)?;
+                self.anchors = anchors;
+                self.run(batch, false)
             }
 
             /// One training step: [`Self::loss_and_grads`], global-norm clipping to
@@ -693,7 +754,7 @@ fn head_tail(spec: &Spec, head: &Laid<'_>, total: usize, train: syn::Ident, save
         init: quote!(head: #train::new(), head_saved: ::core::default::Default::default(),),
         resize: quote!(self.head_saved.resize(rows); self.head.g.resize(batch);),
         forward_loss: quote! {
-            self.head.forward(&mut self.head_saved, p, #base, &mut self.x, batch, &self.threads);
+            self.head.forward(&mut self.head_saved, p, #base, &mut self.x, batch, &off, &self.threads);
             let loss = #rt::train::loss::softmax_cross_entropy(
                 self.head_saved.#logits.as_flattened_mut(),
                 #vocab,
@@ -705,7 +766,7 @@ fn head_tail(spec: &Spec, head: &Laid<'_>, total: usize, train: syn::Ident, save
         },
         // The logits buffer now holds the loss's gradient.
         backward: quote! {
-            self.head.backward(&self.head_saved, p, #base, g, &mut self.dx, &self.head_saved.#logits, batch, &self.threads);
+            self.head.backward(&self.head_saved, p, #base, g, &mut self.dx, &self.head_saved.#logits, batch, &off, &self.threads);
         },
     }
 }

@@ -88,6 +88,13 @@ pub enum Step {
         output: usize,
         act: Activation,
     },
+    /// `output = dropout(input)` with the trainer's probability (a copy when it is 0); `site`
+    /// numbers the block's dropouts, so each draws its own stream.
+    Dropout {
+        input: usize,
+        output: usize,
+        site: usize,
+    },
 }
 
 /// A block's training plan.
@@ -106,6 +113,8 @@ pub struct Plan {
     pub last_stream: Option<usize>,
     /// The block's output value's version (a head's logits).
     pub output: Option<usize>,
+    /// Dropout steps (each with a saved mask).
+    pub dropouts: usize,
 }
 
 impl Plan {
@@ -163,14 +172,48 @@ impl Walk<'_> {
     }
 }
 
+/// Where a block drops activations out while training (GPT-2's `embd_pdrop` / `resid_pdrop`,
+/// BERT's `hidden_dropout_prob`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropouts {
+    None,
+    /// Each sublayer's output, before it is added to the stream.
+    Residual,
+    /// The stream the block hands on (the embeddings' output).
+    Output,
+}
+
 /// The plan of `block`'s ops, or what has no backward yet.
-pub fn plan(block: &Block) -> Result<Plan, String> {
+pub fn plan(block: &Block, dropouts: Dropouts) -> Result<Plan, String> {
     let mut w = Walk { block, plan: Plan::default(), current: Vec::new() };
     for op in &block.ops {
+        if dropouts == Dropouts::Residual {
+            if let Op::Add { sublayer, .. } | Op::AddNorm { sublayer, .. } = *op {
+                w.drop_out(sublayer)?;
+            }
+        }
         let step = step(&mut w, op)?;
         w.plan.steps.push(step);
     }
+    if dropouts == Dropouts::Output {
+        let stream =
+            w.plan.last_stream.map(|v| Value { name: crate::graph::STREAM, width: w.plan.versions[v].width });
+        if let Some(stream) = stream {
+            w.drop_out(stream)?;
+        }
+    }
     Ok(w.plan)
+}
+
+impl Walk<'_> {
+    /// A dropout of `value`'s latest version into a new one.
+    fn drop_out(&mut self, value: Value) -> Result<(), String> {
+        let input = self.read(value)?;
+        let output = self.write(value);
+        self.plan.steps.push(Step::Dropout { input, output, site: self.plan.dropouts });
+        self.plan.dropouts += 1;
+        Ok(())
+    }
 }
 
 fn step(w: &mut Walk<'_>, op: &Op) -> Result<Step, String> {
