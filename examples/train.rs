@@ -144,7 +144,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         if evaluate {
             let mut total = 0.0;
             for batch in &eval_batches {
-                total += trainer.loss_and_grads(batch)?.loss;
+                total += trainer.evaluate(batch)?.loss;
             }
             eval_curve.push((step, total / eval_batches.len() as f32));
         }

@@ -10,6 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS="${STEPS:-30}"
 ROUNDS="${ROUNDS:-3}"
 bash scripts/setup-reference.sh >/dev/null
+export TRANSFORMERS_VERBOSITY=error
 cargo build --release --example train >/dev/null 2>&1 || cargo build --release --example train
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 printf '%-8s %-6s %14s %14s %8s\n' threads round ours torch ratio
