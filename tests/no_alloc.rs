@@ -146,3 +146,60 @@ fn a_warm_teacher_forced_location_sensitive_pass_allocates_nothing() {
     assert_eq!(allocations, 0, "warm teacher-forced passes allocated {allocations} times");
     assert_eq!(ws.growths(), growths, "the workspace grew after warm-up");
 }
+
+transformer::model! {
+    /// A small GPT-2-shaped decoder with a trainer.
+    pub struct SmallGpt {
+        vocab_size: 100,
+        max_positions: 64,
+        d_model: 48,
+        heads: 4,
+        layers: 2,
+        d_ff: 96,
+        activation: gelu_tanh,
+        norm: layer_norm,
+        norm_eps: 1e-5,
+        norm_placement: pre,
+        positions: learned,
+        attention: causal,
+        weights: gpt2,
+        lm_head: tied,
+        training: causal_lm,
+    }
+}
+
+/// The GEMM calls of one training step of `SmallGpt` over `rows` rows: `linear_train` and the
+/// input gradient of `linear_backward` multiply by blocks of 64 rows, the weight gradient by
+/// blocks of 32 output features; four linears per layer (QKV, attention output, the two of the
+/// feed-forward) and the tied head.
+fn training_gemm_calls(rows: usize) -> usize {
+    let (d, ff, vocab, layers) = (48, 96, 100, 2);
+    let row_blocks = rows.div_ceil(64);
+    let linear = |out: usize| 2 * row_blocks + out.div_ceil(32);
+    layers * [3 * d, d, ff, d].into_iter().map(linear).sum::<usize>() + linear(vocab)
+}
+
+/// A warm training step (forward, backward, clipping, AdamW) allocates nothing for activations,
+/// gradients or optimizer state (they are sized at the first step of a shape); what it does
+/// allocate is the packing buffer of each training GEMM call (`matmul_strided`, matrixmultiply's,
+/// one per call): at most [`training_gemm_calls`] per step. Known gap: those GEMMs should pack
+/// into buffers the trainer owns.
+#[test]
+fn a_warm_training_step_allocates_only_gemm_packing() {
+    let mut trainer = SmallGptTrainer::from_scratch(0);
+    let mut adamw = trainer.optimizer(transformer::train::optim::AdamWConfig::default()).unwrap();
+    let long: Vec<u32> = (0..40).map(|i| (i * 7) % 100).collect();
+    let batch = Batch::from_sequences(&[long.clone(), long[..25].to_vec()]).unwrap();
+    trainer.step(&batch, &mut adamw, 1e-3, Some(1.0)).unwrap();
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..3 {
+        trainer.step(&batch, &mut adamw, 1e-3, Some(1.0)).unwrap();
+    }
+    let allocations = ALLOCATIONS.with(Cell::get) - before;
+    let bound = 3 * training_gemm_calls(batch.rows());
+    eprintln!("{allocations} allocations in 3 warm steps (GEMM calls: {bound})");
+    assert!(
+        allocations <= bound,
+        "warm training steps allocated {allocations} times, more than their {bound} GEMM calls"
+    );
+}
