@@ -115,14 +115,18 @@ fn generated_gpt2_trainer_saves_what_the_model_loads() {
     let mut trainer = gpt2();
     let mut adamw = trainer.optimizer(AdamWConfig::default()).unwrap();
     trainer.step(&batch, &mut adamw, 1e-3, Some(1.0)).unwrap();
-    let dir = std::env::temp_dir().join(format!("train_generated_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("model.safetensors");
-    trainer.save(&path).unwrap();
-    let mut reloaded = TinyTrainer::from_safetensors(&path).unwrap();
+    // A checkpoint directory as save_pretrained writes it; the model's from_pretrained checks its
+    // config.json against the declaration. (`scripts/reference/check_saved_checkpoint.py` loads
+    // such a directory in transformers and compares its logits.)
+    let dir = std::env::var_os("TRAINED_GPT2_DIR").map_or_else(
+        || std::env::temp_dir().join(format!("train_generated_{}", std::process::id())),
+        std::path::PathBuf::from,
+    );
+    trainer.save_pretrained(&dir).unwrap();
+    let mut reloaded = TinyTrainer::from_pretrained(&dir).unwrap();
     assert_eq!(reloaded.params(), trainer.params(), "save → load is exact");
     let loss = reloaded.loss_and_grads(&batch).unwrap().loss;
-    let logits = Tiny::from_safetensors(&path).unwrap().logits(&batch).unwrap();
+    let logits = Tiny::from_pretrained(&dir).unwrap().logits(&batch).unwrap();
     let seq = batch.seq_len();
     let (mut total, mut count) = (0.0f64, 0usize);
     for r in 0..batch.rows() {
@@ -137,7 +141,17 @@ fn generated_gpt2_trainer_saves_what_the_model_loads() {
         count += 1;
     }
     assert_loss(loss, total / count as f64, 1e-5, "the model's loss of the saved weights");
-    std::fs::remove_dir_all(&dir).ok();
+    if std::env::var_os("TRAINED_GPT2_DIR").is_some() {
+        // What scripts/reference/check_saved_checkpoint.py compares transformers' logits with.
+        let record = serde_json::json!({
+            "ids": batch.ids().chunks(seq).collect::<Vec<_>>(),
+            "attention_mask": batch.mask().chunks(seq).map(|m| m.iter().map(|&v| u32::from(v)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "logits": logits.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+        });
+        std::fs::write(dir.join("logits.json"), record.to_string()).unwrap();
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
 
 #[test]

@@ -133,3 +133,42 @@ mod tests {
         assert!(options_of(r#"{"eos_token_id": "x"}"#).is_err());
     }
 }
+
+/// The config.json a declaration implies: every key of `expects` under its first spelling, with
+/// the declared value (the first of several accepted spellings), and `architectures`. Keys only
+/// a classifier has (`id2label`, a count) are left out. What [`check_file`] reads back without a
+/// difference, and what transformers' `from_pretrained` reads.
+pub fn config_json(expects: &[Expect], architecture: &str) -> Value {
+    let mut config = serde_json::Map::new();
+    config.insert("architectures".into(), Value::from(vec![architecture]));
+    for expect in expects {
+        let value = match expect.value {
+            Setting::Int(i) => Value::from(i),
+            Setting::Float(x) => Value::from(x),
+            Setting::Bool(b) => Value::from(b),
+            Setting::Str(s) => Value::from(s),
+            Setting::OneOf(options) => Value::from(options[0]),
+            Setting::Strs(items) => Value::from(items.to_vec()),
+            Setting::Ints(items) => Value::from(items.to_vec()),
+            Setting::Null => Value::Null,
+            Setting::Count(_) => continue,
+        };
+        insert_path(&mut config, expect.keys[0], value);
+    }
+    Value::Object(config)
+}
+
+/// `map[a][b]… = value` for the dotted key `a.b…`.
+fn insert_path(map: &mut serde_json::Map<String, Value>, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            map.insert(key.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let inner = map.entry(head).or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let Value::Object(inner) = inner {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}

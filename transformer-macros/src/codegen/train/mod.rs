@@ -342,6 +342,7 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
         None => quote!(::core::option::Option::None),
     };
     let api = objective_api(objective);
+    let architecture = architecture(spec, objective);
     // A model from scratch is named as its family's plainest save: GPT-2's `GPT2LMHeadModel`
     // (`transformer.`), BertForMaskedLM's `bert.`, otherwise the first root.
     let default_root = roots.first().copied().unwrap_or("");
@@ -547,6 +548,20 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
             /// that Hugging Face transformers (and the model's `from_safetensors`) load them.
             pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<()> {
                 self.table.save(&self.params, path.as_ref())
+            }
+
+            /// Saves a checkpoint directory as Hugging Face's `save_pretrained` writes one:
+            /// `model.safetensors` ([`Self::save`]) and the `config.json` this declaration
+            /// implies (with the transformers class in `architectures`), which the model's `from_pretrained` and
+            /// transformers' both read. Creates `dir` if needed.
+            pub fn save_pretrained(&self, dir: impl ::core::convert::AsRef<::std::path::Path>) -> #rt::Result<()> {
+                let dir = dir.as_ref();
+                let io = |source| #rt::Error::from(#rt::WeightError::Io { path: dir.to_path_buf(), source });
+                ::std::fs::create_dir_all(dir).map_err(io)?;
+                self.save(dir.join("model.safetensors"))?;
+                let config = #rt::config::config_json(#name::CONFIG, #architecture);
+                let text = ::std::format!("{:#}\n", config);
+                ::std::fs::write(dir.join("config.json"), text).map_err(io)
             }
 
             /// Checks `batch` against the declaration and sizes every buffer for it.
@@ -824,5 +839,18 @@ fn pooled_tail(spec: &Spec) -> Tail {
             #t::pooling::normalize_backward(&self.pooled, &self.d_embedded, &mut self.d_pooled, #t::Store::Overwrite);
             #t::pooling::pool_backward(&self.x, batch, #rt::layers::pooling::Pooling::Mean, &self.d_pooled, &mut self.dx, #t::Store::Overwrite);
         },
+    }
+}
+
+/// The transformers class a trained checkpoint is saved for (its config's `architectures`).
+fn architecture(spec: &Spec, objective: Objective) -> &'static str {
+    match (objective, spec.weights) {
+        (Objective::MaskedLm, _) => "BertForMaskedLM",
+        (Objective::Contrastive, _) => "BertModel",
+        (Objective::CausalLm, WeightScheme::Gpt2) => "GPT2LMHeadModel",
+        (Objective::CausalLm, WeightScheme::Llama) => "LlamaForCausalLM",
+        (Objective::CausalLm, WeightScheme::NeoX) => "GPTNeoXForCausalLM",
+        (Objective::CausalLm, WeightScheme::Bloom) => "BloomForCausalLM",
+        (Objective::CausalLm, _) => "PreTrainedModel",
     }
 }
