@@ -98,42 +98,6 @@ pub fn generation_options(dir: &Path) -> Result<crate::GenerateOptions, ConfigEr
     Ok(options)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options_of(json: &str) -> Result<crate::GenerateOptions, ConfigError> {
-        let dir =
-            std::env::temp_dir().join(format!("transformer-genconfig-{}-{}", std::process::id(), json.len()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("generation_config.json"), json).unwrap();
-        let out = generation_options(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
-        out
-    }
-
-    #[test]
-    fn stop_tokens_length_and_sampling_come_from_the_file() {
-        let o = options_of(r#"{"eos_token_id": [2, 7], "max_new_tokens": 64, "do_sample": true, "temperature": 0.7, "top_p": 0.9}"#).unwrap();
-        assert_eq!((o.stop_tokens, o.max_new_tokens), (vec![2, 7], 64));
-        assert_eq!(
-            o.sampling,
-            crate::Sampling::Sample { temperature: 0.7, top_k: Some(50), top_p: Some(0.9) }
-        );
-        let o = options_of(r#"{"eos_token_id": 511, "bos_token_id": 511}"#).unwrap();
-        assert_eq!((o.stop_tokens, o.sampling), (vec![511], crate::Sampling::Greedy));
-    }
-
-    #[test]
-    fn no_file_is_the_defaults_and_beam_search_is_refused() {
-        let missing = std::env::temp_dir().join("transformer-genconfig-none");
-        assert_eq!(generation_options(&missing).unwrap(), crate::GenerateOptions::default());
-        let err = options_of(r#"{"num_beams": 4}"#).unwrap_err().to_string();
-        assert!(err.contains("num_beams 4"), "{err}");
-        assert!(options_of(r#"{"eos_token_id": "x"}"#).is_err());
-    }
-}
-
 /// The config.json a declaration implies: every key of `expects` under its first spelling, with
 /// the declared value (the first of several accepted spellings), and `architectures`. Keys only
 /// a classifier has (`id2label`, a count) are left out. What [`check_file`] reads back without a
@@ -170,5 +134,41 @@ fn insert_path(map: &mut serde_json::Map<String, Value>, key: &str, value: Value
                 insert_path(inner, rest, value);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options_of(json: &str) -> Result<crate::GenerateOptions, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("transformer-genconfig-{}-{}", std::process::id(), json.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("generation_config.json"), json).unwrap();
+        let out = generation_options(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    #[test]
+    fn stop_tokens_length_and_sampling_come_from_the_file() {
+        let o = options_of(r#"{"eos_token_id": [2, 7], "max_new_tokens": 64, "do_sample": true, "temperature": 0.7, "top_p": 0.9}"#).unwrap();
+        assert_eq!((o.stop_tokens, o.max_new_tokens), (vec![2, 7], 64));
+        assert_eq!(
+            o.sampling,
+            crate::Sampling::Sample { temperature: 0.7, top_k: Some(50), top_p: Some(0.9) }
+        );
+        let o = options_of(r#"{"eos_token_id": 511, "bos_token_id": 511}"#).unwrap();
+        assert_eq!((o.stop_tokens, o.sampling), (vec![511], crate::Sampling::Greedy));
+    }
+
+    #[test]
+    fn no_file_is_the_defaults_and_beam_search_is_refused() {
+        let missing = std::env::temp_dir().join("transformer-genconfig-none");
+        assert_eq!(generation_options(&missing).unwrap(), crate::GenerateOptions::default());
+        let err = options_of(r#"{"num_beams": 4}"#).unwrap_err().to_string();
+        assert!(err.contains("num_beams 4"), "{err}");
+        assert!(options_of(r#"{"eos_token_id": "x"}"#).is_err());
     }
 }
