@@ -333,9 +333,24 @@ fn vec_at_mut<const HD: usize>(xs: &mut [f32], at: usize) -> &mut [f32; HD] {
     (&mut xs[at..at + HD]).try_into().expect("a slice of HD floats")
 }
 
+/// `a · b` over eight independent partial sums: a single running sum is a chain the compiler
+/// may not reorder (float addition is not associative), so it stays scalar; eight lanes let it
+/// become vector multiplies and adds (SSE2 in the portable build). The lanes are added pairwise
+/// at the end.
 #[inline(always)]
 fn dot<const HD: usize>(a: &[f32; HD], b: &[f32; HD]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const LANES: usize = 8;
+    let mut lanes = [0.0f32; LANES];
+    let (a_chunks, a_tail) = a.as_chunks::<LANES>();
+    let (b_chunks, b_tail) = b.as_chunks::<LANES>();
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
+        for l in 0..LANES {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    let [l0, l1, l2, l3, l4, l5, l6, l7] = lanes;
+    ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) + tail
 }
 
 /// `y += a·x`.
