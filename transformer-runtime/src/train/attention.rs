@@ -225,15 +225,11 @@ pub fn attention_backward<const HD: usize>(
                     }
                 }
                 // dS_ij = P_ij (dO_i · V_j − D_i), times `scale` for both products below.
+                let vt = transposed_tile::<HD>(&v, kvh, t0, nk);
                 for i in 0..nq {
-                    let d_o = vec_at::<HD>(d_out, (r0 + i) * width + h * HD);
-                    for c in 0..nk {
-                        let p = &mut s[i * KEY_TILE + c];
+                    let dp = row_times_tile::<HD>(vec_at::<HD>(d_out, (r0 + i) * width + h * HD), &vt);
+                    for (p, &dp) in s[i * KEY_TILE..][..nk].iter_mut().zip(&dp) {
                         if *p != 0.0 {
-                            let dp = dot::<HD>(
-                                d_o,
-                                vec_at::<HD>(v.data, (t0 + c) * v.stride + v.offset + kvh * HD),
-                            );
                             *p *= (dp - d_row[i]) * scale;
                         }
                     }
@@ -305,22 +301,54 @@ fn tile_scores<const HD: usize>(
     s: &mut [f32],
 ) -> bool {
     let mut any = false;
+    let kt = transposed_tile::<HD>(k, kvh, t0, t1 - t0);
     for i in 0..nq {
         let pos = r0 + i;
-        let qv = vec_at::<HD>(q.data, pos * q.stride + q.offset + h * HD);
+        let qk = row_times_tile::<HD>(vec_at::<HD>(q.data, pos * q.stride + q.offset + h * HD), &kt);
         let row = &mut s[i * KEY_TILE..][..t1 - t0];
-        for (c, x) in row.iter_mut().enumerate() {
+        for (c, (x, &qk)) in row.iter_mut().zip(&qk).enumerate() {
             let j = t0 + c;
             *x = if mask.sees(pos, j) {
                 any = true;
-                let kv = vec_at::<HD>(k.data, j * k.stride + k.offset + kvh * HD);
-                dot::<HD>(qv, kv) * scale + mask.bias.map_or(0.0, |b| b.at(h, pos, j))
+                qk * scale + mask.bias.map_or(0.0, |b| b.at(h, pos, j))
             } else {
                 f32::NEG_INFINITY
             };
         }
     }
     any
+}
+
+/// Rows `t0..t0 + nk` of head `head` of `rows`, transposed: `[HD][KEY_TILE]`, zeros past `nk`. A
+/// row's products with every key of the tile are then [`row_times_tile`]'s loop over contiguous
+/// keys, which vectorises (a dot product per key would be a sequential sum).
+#[inline(always)]
+fn transposed_tile<const HD: usize>(
+    rows: &HeadRows<'_>,
+    head: usize,
+    t0: usize,
+    nk: usize,
+) -> [[f32; KEY_TILE]; HD] {
+    let mut tile = [[0.0f32; KEY_TILE]; HD];
+    for c in 0..nk {
+        let row = vec_at::<HD>(rows.data, (t0 + c) * rows.stride + rows.offset + head * HD);
+        for (d, &x) in row.iter().enumerate() {
+            tile[d][c] = x;
+        }
+    }
+    tile
+}
+
+/// `x · row_c` for every row `c` of a [`transposed_tile`]: `Σ_d x_d · tile[d]`, key by key.
+#[inline(always)]
+fn row_times_tile<const HD: usize>(x: &[f32; HD], tile: &[[f32; KEY_TILE]; HD]) -> [f32; KEY_TILE] {
+    let mut out = [0.0f32; KEY_TILE];
+    for (&xd, keys) in x.iter().zip(tile) {
+        for (o, &k) in out.iter_mut().zip(keys) {
+            *o += xd * k;
+        }
+    }
+    out
 }
 
 #[inline(always)]
