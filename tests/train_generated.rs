@@ -11,7 +11,8 @@ mod train;
 
 use train::{
     adamw_config, assert_decay_groups, assert_final_weights, assert_gradients, assert_loss, assert_steps,
-    batch, is_key_bias, json, reference_tensors, relative_error, root, GRADIENT_TOLERANCE,
+    batch, causal_labels, is_key_bias, json, reference_tensors, relative_error, root, save_for_transformers,
+    GRADIENT_TOLERANCE,
 };
 use transformer::train::optim::AdamWConfig;
 use transformer::{Batch, Threads, WeightLoader};
@@ -116,12 +117,9 @@ fn generated_gpt2_trainer_saves_what_the_model_loads() {
     let mut adamw = trainer.optimizer(AdamWConfig::default()).unwrap();
     trainer.step(&batch, &mut adamw, 1e-3, Some(1.0)).unwrap();
     // A checkpoint directory as save_pretrained writes it; the model's from_pretrained checks its
-    // config.json against the declaration. (`scripts/reference/check_saved_checkpoint.py` loads
-    // such a directory in transformers and compares its logits.)
-    let dir = std::env::var_os("TRAINED_GPT2_DIR").map_or_else(
-        || std::env::temp_dir().join(format!("train_generated_{}", std::process::id())),
-        std::path::PathBuf::from,
-    );
+    // config.json against the declaration. (With TRAINED_DIR set, the directories are kept for
+    // `scripts/reference/check_saved_checkpoint.py`, which loads them in transformers.)
+    let dir = std::env::temp_dir().join(format!("train_generated_{}", std::process::id()));
     trainer.save_pretrained(&dir).unwrap();
     let mut reloaded = TinyTrainer::from_pretrained(&dir).unwrap();
     assert_eq!(reloaded.params(), trainer.params(), "save → load is exact");
@@ -141,17 +139,8 @@ fn generated_gpt2_trainer_saves_what_the_model_loads() {
         count += 1;
     }
     assert_loss(loss, total / count as f64, 1e-5, "the model's loss of the saved weights");
-    if std::env::var_os("TRAINED_GPT2_DIR").is_some() {
-        // What scripts/reference/check_saved_checkpoint.py compares transformers' logits with.
-        let record = serde_json::json!({
-            "ids": batch.ids().chunks(seq).collect::<Vec<_>>(),
-            "attention_mask": batch.mask().chunks(seq).map(|m| m.iter().map(|&v| u32::from(v)).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "logits": logits.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
-        });
-        std::fs::write(dir.join("logits.json"), record.to_string()).unwrap();
-    } else {
-        std::fs::remove_dir_all(&dir).ok();
-    }
+    std::fs::remove_dir_all(&dir).ok();
+    save_for_transformers("gpt2", &batch, &causal_labels(&batch), loss, |dir| trainer.save_pretrained(dir));
 }
 
 #[test]
@@ -216,8 +205,9 @@ fn generated_llama_trainer_ten_steps_match_transformers() {
     let mut adamw = trainer.optimizer(adamw_config(&reference)).unwrap();
     let (lr, max_norm) = (reference["lr"].as_f64().unwrap(), reference["max_norm"].as_f64().unwrap() as f32);
     assert_steps(&reference, 1e-4, || trainer.step(&batch, &mut adamw, lr, Some(max_norm)).unwrap());
-    let loss = trainer.loss_and_grads(&batch).unwrap().loss;
+    let loss = trainer.evaluate(&batch).unwrap().loss;
     assert_loss(loss, reference["final_loss"].as_f64().unwrap(), 1e-4, "final loss");
+    save_for_transformers("llama", &batch, &causal_labels(&batch), loss, |dir| trainer.save_pretrained(dir));
     let expected = reference_tensors(trainer.table(), &format!("{LLAMA_STEP}/after.safetensors"));
     assert_final_weights(trainer.table(), trainer.params(), &expected, |_| false);
 }
@@ -278,8 +268,9 @@ fn generated_bert_masked_lm_ten_steps_match_transformers() {
     let mut adamw = trainer.optimizer(adamw_config(&reference)).unwrap();
     let (lr, max_norm) = (reference["lr"].as_f64().unwrap(), reference["max_norm"].as_f64().unwrap() as f32);
     assert_steps(&reference, 1e-4, || trainer.step(&batch, &labels, &mut adamw, lr, Some(max_norm)).unwrap());
-    let loss = trainer.loss_and_grads(&batch, &labels).unwrap().loss;
+    let loss = trainer.evaluate(&batch, &labels).unwrap().loss;
     assert_loss(loss, reference["final_loss"].as_f64().unwrap(), 1e-4, "final loss");
+    save_for_transformers("bert_mlm", &batch, &labels, loss, |dir| trainer.save_pretrained(dir));
     // The key biases are left out: Adam turns their rounding noise into ±lr moves.
     let expected = reference_tensors(trainer.table(), &format!("{BERT_STEP}/after.safetensors"));
     assert_final_weights(trainer.table(), trainer.params(), &expected, is_key_bias);

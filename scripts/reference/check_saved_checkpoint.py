@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Loads a checkpoint directory a generated trainer wrote (`save_pretrained`) in transformers and
-compares its logits with the ones our inference model computes for the same ids.
+"""Loads checkpoint directories a generated trainer wrote (`save_pretrained`) in transformers and
+compares the loss transformers computes with ours on the same batch.
 
-    TRAINED_GPT2_DIR=/tmp/trained_gpt2 cargo test --test train_generated saves
-    .cache/venv/bin/python scripts/reference/check_saved_checkpoint.py /tmp/trained_gpt2
+    TRAINED_DIR=/tmp/trained cargo test --test train_generated
+    .cache/venv/bin/python scripts/reference/check_saved_checkpoint.py /tmp/trained/*
 
-The test leaves the directory (model.safetensors, config.json) and `logits.json`: the ids it ran
-and our model's logits. transformers must load the directory with no missing or unexpected tensor,
-and its logits must agree within 1e-4.
+Each directory holds model.safetensors, config.json and check.json: the batch (input ids,
+attention mask, token types when any), the labels as transformers takes them (causal LM: the ids
+with -100 at padding, shifted by the model; masked LM: -100 where nothing is masked) and our loss.
+transformers must load the directory with no missing or unexpected tensor, through the class its
+config names, and its loss must agree within 1e-5 relative.
 """
 import json
 import os
@@ -16,20 +18,18 @@ import sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch
-from transformers import AutoModelForCausalLM
+import transformers
 
-directory = sys.argv[1]
-model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True)
-problems = {k: v for k, v in info.items() if v}
-assert not problems, f"transformers reports {problems}"
-ours = json.load(open(os.path.join(directory, "logits.json")))
-ids = torch.tensor(ours["ids"])
-mask = torch.tensor(ours["attention_mask"])
-with torch.no_grad():
-    logits = model(input_ids=ids, attention_mask=mask).logits
-theirs = logits.reshape(-1, logits.shape[-1])
-ours_logits = torch.tensor(ours["logits"])
-valid = mask.reshape(-1).bool()
-diff = (theirs[valid] - ours_logits[valid]).abs().max().item()
-print(f"{type(model).__name__} loaded from {directory}: max |Δ logits| {diff:.3e} over {int(valid.sum())} rows")
-assert diff <= 1e-4, diff
+for directory in sys.argv[1:]:
+    config = json.load(open(os.path.join(directory, "config.json")))
+    cls = getattr(transformers, config["architectures"][0])
+    model, info = cls.from_pretrained(directory, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v}
+    assert not problems, f"{directory}: transformers reports {problems}"
+    check = json.load(open(os.path.join(directory, "check.json")))
+    inputs = {k: torch.tensor(check[k]) for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in check}
+    with torch.no_grad():
+        loss = model.eval()(**inputs).loss.item()
+    error = abs(loss - check["loss"]) / abs(loss)
+    print(f"{directory}: {cls.__name__} loaded; loss {loss:.7f} vs ours {check['loss']:.7f} (relative {error:.1e})")
+    assert error <= 1e-5, error

@@ -167,3 +167,37 @@ pub fn assert_final_weights(
     eprintln!("worst final weight |Δ| {:.3e} ({})", worst.0, worst.1);
     assert!(worst.0 <= 1e-4, "final weights: {} off by {:.3e}", worst.1, worst.0);
 }
+
+/// With `TRAINED_DIR` set, saves `save`'s checkpoint directory under `TRAINED_DIR/name` with a
+/// `check.json` (the batch, transformers-style labels, our loss) for
+/// `scripts/reference/check_saved_checkpoint.py`, which loads the directory in transformers and
+/// compares its loss. Without it, does nothing.
+pub fn save_for_transformers(
+    name: &str,
+    batch: &Batch,
+    labels: &[i64],
+    loss: f32,
+    save: impl FnOnce(&std::path::Path) -> transformer::Result<()>,
+) {
+    let Some(root) = std::env::var_os("TRAINED_DIR") else { return };
+    let dir = std::path::Path::new(&root).join(name);
+    save(&dir).unwrap();
+    let seq = batch.seq_len();
+    let rows = |v: Vec<i64>| v.chunks(seq).map(<[i64]>::to_vec).collect::<Vec<_>>();
+    let mut check = serde_json::json!({
+        "input_ids": rows(batch.ids().iter().map(|&i| i64::from(i)).collect()),
+        "attention_mask": rows(batch.mask().iter().map(|&m| i64::from(m)).collect()),
+        "labels": rows(labels.to_vec()),
+        "loss": loss,
+    });
+    if (0..batch.rows()).any(|r| batch.type_id(r) != 0) {
+        check["token_type_ids"] =
+            rows((0..batch.rows()).map(|r| i64::from(batch.type_id(r))).collect()).into();
+    }
+    std::fs::write(dir.join("check.json"), check.to_string()).unwrap();
+}
+
+/// transformers' causal-LM labels: the ids, `-100` at padding (the model shifts them itself).
+pub fn causal_labels(batch: &Batch) -> Vec<i64> {
+    batch.ids().iter().zip(batch.mask()).map(|(&id, &real)| if real { i64::from(id) } else { -100 }).collect()
+}
