@@ -20,7 +20,7 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    config, generate, generate_padded, kernels, layers, memory, parallel, stream, text, train, vision,
+    audio, config, generate, generate_padded, kernels, layers, memory, parallel, stream, text, train, vision,
     weights, Activation, Batch, CausalLm, EncoderMemory, Error, GenerateOptions, KvCache, Result, Sampling,
     Threads, TokenStream, WeightError, WeightLoader, WeightProblem, Workspace,
 };
