@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use transformer::__private::ndarray::Array2;
 use transformer::train::optim::AdamWConfig;
-use transformer::train::params::{ParamTable, Stored};
+use transformer::train::params::ParamTable;
 use transformer::train::StepReport;
 use transformer::{Batch, WeightLoader};
 
@@ -47,20 +47,7 @@ pub fn reference_tensors(table: &ParamTable, path: &str) -> Vec<(String, Vec<f32
     table
         .specs()
         .iter()
-        .map(|spec| {
-            let stored = loader.take(&spec.name, &spec.stored_shape());
-            let data = match spec.stored {
-                Stored::AsIs => stored,
-                Stored::Transposed => {
-                    let (rows, cols) = (spec.shape[0], spec.shape[1]);
-                    (0..rows)
-                        .flat_map(|r| (0..cols).map(move |c| (r, c)))
-                        .map(|(r, c)| stored[c * rows + r])
-                        .collect()
-                }
-            };
-            (spec.name.clone(), data)
-        })
+        .map(|spec| (spec.name.clone(), spec.from_stored(loader.take(&spec.name, &spec.stored_shape()))))
         .collect()
 }
 

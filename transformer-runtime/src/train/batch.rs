@@ -1,6 +1,5 @@
 //! Training ops over a whole [`Batch`], as the generated trainers call them: self-attention over
-//! fused `[Q | K | V]` rows with each sequence's padding mask, rotary positions, and the gradients
-//! of table lookups. Each mirrors the inference layer it differentiates (`layers::attention`'s
+//! fused `[Q | K | V]` rows with each sequence's padding mask, rotary positions and residual sums. Each mirrors the inference layer it differentiates (`layers::attention`'s
 //! batch loop, [`Rope::apply`], the embedding gathers), so a trainer's forward computes what the
 //! model's forward computes.
 
@@ -154,32 +153,6 @@ pub fn rope_backward(rope: &Rope, d_qkv: &mut [f32], batch: &Batch, heads: usize
         let pos = batch.position(r);
         let (cos, sin) = (rope.cos_at(pos), rope.sin_at(pos));
         rope_heads_backward(&mut row[..(heads + kv_heads) * hd], hd, cos, sin);
-    }
-}
-
-/// The gradient of a table lookup `x[row] (+)= table[index(row)]`: `d_table[index(row)] += dy[row]`
-/// for every row (rows that share an index accumulate). Panics when an index is past the table
-/// (the batch was validated against it before the forward).
-pub fn gather_backward<const D: usize>(dy: &[[f32; D]], d_table: &mut [f32], index: impl Fn(usize) -> usize) {
-    let rows = d_table.len() / D;
-    for (row, grad) in dy.iter().enumerate() {
-        let i = index(row);
-        assert!(i < rows, "gather backward: index {i} of row {row} is past the table's {rows} rows");
-        for (t, g) in d_table[i * D..(i + 1) * D].iter_mut().zip(grad) {
-            *t += g;
-        }
-    }
-}
-
-/// `out[row] += table[index(row)]` for every row (a table lookup added to the stream).
-pub fn add_rows<const D: usize>(table: &[f32], out: &mut [[f32; D]], index: impl Fn(usize) -> usize) {
-    let rows = table.len() / D;
-    for (row, x) in out.iter_mut().enumerate() {
-        let i = index(row);
-        assert!(i < rows, "gather: index {i} of row {row} is past the table's {rows} rows");
-        for (v, t) in x.iter_mut().zip(&table[i * D..(i + 1) * D]) {
-            *v += t;
-        }
     }
 }
 

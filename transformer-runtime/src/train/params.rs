@@ -77,6 +77,28 @@ impl TensorSpec {
             Stored::Transposed => self.shape.iter().rev().copied().collect(),
         }
     }
+
+    /// Values as the checkpoint stores them (`stored_shape`) in the trainer's layout.
+    pub fn from_stored(&self, stored: Vec<f32>) -> Vec<f32> {
+        match self.stored {
+            Stored::AsIs => stored,
+            Stored::Transposed => transpose(&stored, self.shape[1], self.shape[0]),
+        }
+    }
+
+    /// Values in the trainer's layout as the checkpoint stores them.
+    pub fn to_stored(&self, values: &[f32]) -> Vec<f32> {
+        match self.stored {
+            Stored::AsIs => values.to_vec(),
+            Stored::Transposed => transpose(values, self.shape[0], self.shape[1]),
+        }
+    }
+}
+
+/// A row-major `[rows, cols]` matrix as `[cols, rows]`.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(data.len(), rows * cols, "transpose: {} values are not [{rows}, {cols}]", data.len());
+    (0..cols).flat_map(|c| (0..rows).map(move |r| data[r * cols + c])).collect()
 }
 
 /// The layout of a model's parameters: each tensor's spec and offset in the flat buffers.
@@ -142,17 +164,8 @@ impl ParamTable {
     pub fn load(&self, loader: &mut WeightLoader) -> Vec<f32> {
         let mut data = Vec::with_capacity(self.len);
         for spec in &self.specs {
-            let stored = loader.take(&spec.name, &spec.stored_shape());
-            match spec.stored {
-                Stored::AsIs => data.extend_from_slice(&stored),
-                Stored::Transposed => {
-                    let (rows, cols) = (spec.shape[0], spec.shape[1]);
-                    data.extend((0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| {
-                        // Checkpoint `[cols, rows]`: element (c, r).
-                        stored.get(c * rows + r).copied().unwrap_or(0.0)
-                    }));
-                }
-            }
+            // `take` gives the stored shape's values even for a missing tensor (zeros).
+            data.extend(spec.from_stored(loader.take(&spec.name, &spec.stored_shape())));
         }
         data
     }
@@ -192,17 +205,7 @@ impl ParamTable {
             .ranges()
             .zip(&self.specs)
             .map(|((name, range), spec)| {
-                let values = &data[range];
-                let bytes = match spec.stored {
-                    Stored::AsIs => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    Stored::Transposed => {
-                        let (rows, cols) = (spec.shape[0], spec.shape[1]);
-                        (0..cols)
-                            .flat_map(|c| (0..rows).map(move |r| values[r * cols + c].to_le_bytes()))
-                            .flatten()
-                            .collect()
-                    }
-                };
+                let bytes = spec.to_stored(&data[range]).iter().flat_map(|x| x.to_le_bytes()).collect();
                 (name.to_string(), spec.stored_shape(), bytes)
             })
             .collect();

@@ -287,7 +287,6 @@ fn index(index: Index, offset: usize) -> TokenStream {
 
 /// The forward: the stream copied in, each step into its versions, the last stream version out.
 fn forward(code: &BlockCode<'_>) -> TokenStream {
-    let rt = rt();
     let mut out = TokenStream::new();
     if let Some(v) = code.plan.input {
         let n = code.saved(v);
@@ -300,7 +299,6 @@ fn forward(code: &BlockCode<'_>) -> TokenStream {
         let n = code.saved(v);
         out.extend(quote!(x.copy_from_slice(&#n);));
     }
-    let _ = rt;
     out
 }
 
@@ -374,7 +372,7 @@ fn forward_step(code: &BlockCode<'_>, step: &Step) -> TokenStream {
             let add = match code.kind(field) {
                 FieldKind::Embedding { .. } => {
                     let w = code.params(field).weight_range();
-                    quote!(#t::batch::add_rows(&p[#w], &mut #o, |row| #idx);)
+                    quote!(#t::embedding::add_rows(&p[#w], &mut #o, |row| #idx);)
                 }
                 _ => {
                     let f = format_ident!("{}", field);
@@ -572,10 +570,13 @@ impl Backward<'_, '_> {
                     runtime_activation(act),
                     code.plan.versions[output].width,
                 );
-                // The gate/up projection's output feeds only the gated unit: its gradient is
-                // written here, never added to.
-                let _ = self.store(input);
-                quote!(#t::activation::gated_backward(#a, #si.as_flattened(), #dy.as_flattened(), #gi.as_flattened_mut(), #f);)
+                // `gated_backward` writes its gradient: the gate/up projection's output must feed
+                // only the gated unit, so that this is its first and only contribution.
+                if std::mem::replace(&mut self.written[input], true) {
+                    quote!(::core::compile_error!("internal: a gated unit's input is read by another op too; its gradient would be overwritten");)
+                } else {
+                    quote!(#t::activation::gated_backward(#a, #si.as_flattened(), #dy.as_flattened(), #gi.as_flattened_mut(), #f);)
+                }
             }
             Step::Gather { field, index: ix, offset, input, output } => {
                 let dy = self.upstream(output);
@@ -583,7 +584,7 @@ impl Backward<'_, '_> {
                 let table = match code.kind(field) {
                     FieldKind::Embedding { .. } => {
                         let w = code.params(field).weight_range();
-                        quote!(#t::batch::gather_backward(&#dy, &mut g[#w], |row| #idx);)
+                        quote!(#t::embedding::gather_backward(&#dy, &mut g[#w], |row| ::core::option::Option::Some(#idx));)
                     }
                     _ => TokenStream::new(),
                 };
