@@ -104,7 +104,9 @@ fn generated_gpt2_trainer_steps_match_transformers() {
         let ours: Vec<f32> = kept.iter().map(|&j| ours[j] - before[j]).collect();
         let theirs: Vec<f32> = kept.iter().map(|&j| theirs[j] - before[j]).collect();
         let error = relative_error(&ours, &theirs);
-        assert!(error <= 1e-3, "{name}: update relative error {error:.3e}");
+        // 4e-3: the floor of this comparison, measured in transformer-runtime/tests/train_gpt2.rs
+        // (two equally exact GEMM summation orders move the updates apart by 1.5e-3).
+        assert!(error <= 4e-3, "{name}: update relative error {error:.3e}");
     }
 }
 

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use transformer_runtime::kernels::activation::Activation;
 use transformer_runtime::kernels::gemm::{
-    matmul_packed, matmul_packed_cols, Blocking, CacheSizes, Epilogue, GemmIsa, PackedB,
+    matmul_packed, matmul_packed_cols, matmul_packed_sums, Blocking, CacheSizes, Epilogue, GemmIsa, PackedB,
 };
 use transformer_runtime::layers::Linear;
 use transformer_runtime::{Threads, WeightLoader};
@@ -120,6 +120,33 @@ proptest! {
             let twin_f64: Vec<f64> = twin.iter().map(|&x| f64::from(x)).collect();
             let tol2: Vec<f64> = tol.iter().map(|t| 2.0 * t).collect();
             check(&c, &twin_f64, &tol2, &format!("{what} vs twin"), n)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(64))]
+
+    /// `C += A·B` on every ISA: C's prior value (random) is the chain's head, every element is
+    /// written, and the tolerance is the product's plus C's own rounding. B is packed by `refill`
+    /// into one reused `PackedB`, after a larger matrix, so stale panels must not leak in.
+    #[test]
+    fn accumulate_adds_to_c_and_refill_reuses_storage(
+        ((m, k, n), a, b, _, _) in gemm_case(),
+        seed in prop::collection::vec(-2.0f32..2.0, 70 * 70),
+    ) {
+        let (product, tol) = reference(&a, &b, None, Activation::Identity, (m, k, n));
+        let c0 = &seed[..m * n];
+        let want: Vec<f64> = product.iter().zip(c0).map(|(p, &c)| p + f64::from(c)).collect();
+        let tol: Vec<f64> = tol.iter().zip(&want).map(|(t, w)| t + 2.0 * EPS32 * w.abs()).collect();
+        for isa in GemmIsa::supported() {
+            let mut packed = PackedB::empty();
+            packed.refill(isa, 90, 70, |kk, j| (kk * 70 + j) as f32);
+            packed.refill(isa, k, n, |kk, j| b[kk * n + j]);
+            prop_assert_eq!((packed.k(), packed.n(), packed.isa()), (k, n, isa));
+            let mut c = c0.to_vec();
+            matmul_packed_sums(&a, m, &packed, &mut c, None, true);
+            check(&c, &want, &tol, &format!("{isa:?} accumulate m={m} k={k} n={n}"), n)?;
         }
     }
 }

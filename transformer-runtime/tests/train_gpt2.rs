@@ -42,9 +42,14 @@ const ROWS: usize = BATCH * SEQ;
 const TOLERANCE: f64 = 2e-5;
 
 /// Largest difference of the three AdamW steps' updates, relative to the largest update. Adam
-/// divides by √v, so an element whose gradient is near zero (v ≈ eps²) amplifies the rounding of
-/// its gradient (measured worst 4.3e-4, `h.1.mlp.c_fc.weight`, on the elements the test keeps).
-const UPDATE_TOLERANCE: f64 = 1e-3;
+/// divides by √v, so an element whose gradient is small, or whose running mean cancels as its
+/// gradient changes sign between steps, amplifies the rounding of its gradient. That floor is
+/// measured by our own trainer under two GEMMs that are equally exact but sum in different
+/// orders (matrixmultiply's and our packed kernel's): their updates differ by up to 1.5e-3 of the
+/// largest (`h.1.mlp.c_fc.weight`), and each is within 4.3e-4 and 1.9e-3 of torch's. A wrong
+/// formula (a missing bias correction, decay on the wrong group, a dropped gradient) is off by
+/// O(1).
+const UPDATE_TOLERANCE: f64 = 4e-3;
 
 fn root(path: &str) -> String {
     format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))

@@ -320,6 +320,32 @@ impl PackedB {
         n: usize,
         f: impl Fn(usize, usize) -> f32,
     ) -> Self {
+        let mut packed = Self { k: 0, n: 0, isa: GemmIsa::Portable, blocks, panels: Vec::new() };
+        packed.refill_blocked(isa, blocks, k, n, f);
+        packed
+    }
+
+    /// An empty matrix (`0 × 0`) whose storage [`PackedB::refill`] grows on first use and then
+    /// reuses: the packing buffer of a product whose B changes every call (training's weights).
+    pub fn empty() -> Self {
+        Self { k: 0, n: 0, isa: GemmIsa::Portable, blocks: GemmIsa::Portable.blocking(), panels: Vec::new() }
+    }
+
+    /// Packs `f` (as [`PackedB::from_fn`] does) into this matrix's storage, reusing it: no heap
+    /// allocation once the storage has held a matrix at least this large. Panics if this CPU does
+    /// not support `isa`.
+    pub fn refill(&mut self, isa: GemmIsa, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) {
+        self.refill_blocked(isa, isa.blocking_for(k), k, n, f);
+    }
+
+    fn refill_blocked(
+        &mut self,
+        isa: GemmIsa,
+        blocks: Blocking,
+        k: usize,
+        n: usize,
+        f: impl Fn(usize, usize) -> f32,
+    ) {
         // The kernels behind `isa` are only ever called through a `PackedB`, so this check is what
         // makes the `#[target_feature]` calls in `matmul_packed` sound.
         assert!(isa.is_supported(), "PackedB: this CPU does not support {isa:?}");
@@ -333,7 +359,9 @@ impl PackedB {
         // of 192, not 256 + 128.
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(blocks.kc.max(1))) };
         let blocks = Blocking { kc, ..blocks };
-        let mut data = vec![0.0f32; len];
+        let data = &mut self.panels;
+        data.clear();
+        data.resize(len, 0.0);
         let mut rest = &mut data[..];
         for pc in (0..k).step_by(kc.max(1)) {
             let kc_len = kc.min(k - pc);
@@ -349,7 +377,7 @@ impl PackedB {
                 }
             }
         }
-        Self { k, n, isa, blocks, panels: data }
+        (self.k, self.n, self.isa, self.blocks) = (k, n, isa, blocks);
     }
 
     /// The cache blocks products with this matrix use (`kc` as balanced for this `k`).
@@ -423,7 +451,51 @@ pub fn matmul_packed(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], epilogue: 
         return;
     }
     let panels = 0..b.panel_count();
-    dispatch(Args { a, m, b, panels, c: Dest::Dense(c), bias: epilogue.bias }, epilogue.activation);
+    let args = Args {
+        a,
+        m,
+        b,
+        panels,
+        c: Dest::Dense(c),
+        bias: epilogue.bias,
+        accumulate: false,
+        block_sums: false,
+    };
+    dispatch(args, epilogue.activation);
+}
+
+/// Training's product: `C[m×n] = A[m×k]·B + bias` (`accumulate = false`) or `C += A·B`
+/// (`accumulate = true`, no bias), A and C row-major and contiguous, B packed. Unlike
+/// [`matmul_packed`], each reduction block of the packed layout is summed from zero and added to
+/// C in turn, as BLAS does: gradients reduce over every row of a batch, and a single multiply-add
+/// chain that long loses accuracy (it measurably moved Adam's updates against PyTorch's). Results
+/// depend on the layout's `kc` but never on how rows are split across threads. No heap
+/// allocation. Panics if a slice length disagrees with m, k, n, or if a bias is given with
+/// `accumulate`.
+pub fn matmul_packed_sums(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    bias: Option<&[f32]>,
+    accumulate: bool,
+) {
+    assert!(
+        !(accumulate && bias.is_some()),
+        "matmul_packed_sums: a bias is only added when C is overwritten"
+    );
+    let epilogue = Epilogue::new(bias, Activation::Identity);
+    check_operands("matmul_packed_sums", a, m, b, epilogue);
+    let n = b.n;
+    let c_len =
+        m.checked_mul(n).unwrap_or_else(|| panic!("matmul_packed_sums: C dimensions {m}×{n} overflow usize"));
+    assert_eq!(c.len(), c_len, "matmul_packed_sums: C has {} elements, expected m×n = {m}×{n}", c.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let panels = 0..b.panel_count();
+    let args = Args { a, m, b, panels, c: Dest::Dense(c), bias, accumulate, block_sums: true };
+    dispatch(args, Activation::Identity);
 }
 
 /// Columns `cols = b.panel_cols(panels)` of `epilogue(A[m×k]·B)`: row `i`'s are written to `c[i]`,
@@ -458,7 +530,8 @@ pub fn matmul_packed_cols(
     if m == 0 || cols.is_empty() {
         return;
     }
-    let args = Args { a, m, b, panels, c: Dest::Rows(c), bias: epilogue.bias };
+    let args =
+        Args { a, m, b, panels, c: Dest::Rows(c), bias: epilogue.bias, accumulate: false, block_sums: false };
     dispatch(args, epilogue.activation);
 }
 
@@ -510,6 +583,10 @@ struct Args<'a, 'r> {
     panels: Range<usize>,
     c: Dest<'a, 'r>,
     bias: Option<&'a [f32]>,
+    /// `C += A·B` (no epilogue) instead of `C = epilogue(A·B)`.
+    accumulate: bool,
+    /// Each reduction block's tile summed from zero, then added to C (see `blocked.rs`).
+    block_sums: bool,
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -9,19 +9,25 @@
 //! An activation fused into the forward's epilogue is undone first with
 //! [`activation_backward`](super::activation::activation_backward) on the saved pre-activation.
 //!
-//! Both products are GEMMs ([`matmul_strided`]; `dyᵀ` is a strided view, not a copy). The input
-//! gradient is split across threads by row blocks, the weight gradient by blocks of output
-//! features, one block per thread, so no two threads write the same element and no reduction
-//! across threads is needed: results do not depend on the thread count.
+//! Every product runs on the packed-B GEMM inference uses ([`matmul_packed_sums`], the CPU's best
+//! microkernel chosen at run time). Training's weights change every step, so B is packed per call,
+//! once for all threads, into a buffer kept per calling thread ([`with_scratch`]) and reused: a
+//! warm step allocates nothing here. `dyᵀ` is copied once into a row-major buffer, so A is always
+//! read in place.
+//!
+//! The input gradient and the forward are split across threads by row blocks, the weight gradient
+//! by blocks of output features, one block per thread, so no two threads write the same element
+//! and no reduction across threads is needed. How the rows are split does not change any element's
+//! arithmetic (each is one multiply-add chain over the shared dimension, in order), so results do
+//! not depend on the thread count.
 
-use crate::kernels::gemm::{matmul_strided, Strided};
+use std::cell::RefCell;
+
+use crate::kernels::gemm::{matmul_packed_sums, GemmIsa, PackedB};
 use crate::train::Store;
 use crate::Threads;
 
-/// Rows per task: one contiguous block per thread. Each GEMM call packs its operands again, so
-/// more, smaller blocks would repack the weight once per block (at 2048 rows and blocks of 64 that
-/// was 13 % of a training step). How the rows are split does not change any element's arithmetic
-/// (each is the same sum over the shared dimension), so results do not depend on the thread count.
+/// Rows per task: one contiguous block per thread.
 fn row_block(rows: usize, threads: &Threads) -> usize {
     rows.div_ceil(threads.count()).max(1)
 }
@@ -33,6 +39,27 @@ fn feature_block(features: usize, threads: &Threads) -> usize {
 }
 
 const FEATURE_ALIGN: usize = 32;
+
+/// The buffers a product packs its operands into, kept per calling thread and reused.
+struct Scratch {
+    /// B of the current product, packed for the CPU's GEMM.
+    packed: PackedB,
+    /// `dyᵀ`, row-major, for the weight gradient.
+    transposed: Vec<f32>,
+}
+
+thread_local! {
+    // Per thread rather than per trainer: the generated code calls these functions with the
+    // weights it owns, and a buffer per calling thread is reused across every layer and step
+    // without threading a workspace through each call. The worker threads only read it.
+    static SCRATCH: RefCell<Scratch> =
+        RefCell::new(Scratch { packed: PackedB::empty(), transposed: Vec::new() });
+}
+
+/// Runs `f` with this thread's packing buffers. Not re-entrant (no product calls another).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
 
 /// The training forward `y = x·Wᵀ + b` over unpacked weights, in row blocks across threads.
 ///
@@ -52,18 +79,17 @@ pub fn linear_train<const IN: usize, const OUT: usize>(
     if let Some(b) = bias {
         assert_eq!(b.len(), OUT, "linear {IN}->{OUT}: bias is not [OUT]");
     }
-    let (x, w) = (x.as_flattened(), Strided::row_major(weight, OUT, IN).t());
+    let x = x.as_flattened();
     let row_block = row_block(y.len(), threads);
-    threads.for_each_chunk(y.as_flattened_mut(), row_block * OUT, |block, y| {
-        let rows = y.len() / OUT;
-        matmul_strided(Strided::row_major(&x[block * row_block * IN..][..rows * IN], rows, IN), w, y, false);
-        if let Some(b) = bias {
-            for row in y.chunks_exact_mut(OUT) {
-                for (v, &b) in row.iter_mut().zip(b) {
-                    *v += b;
-                }
-            }
-        }
+    with_scratch(|scratch| {
+        // B = Wᵀ: element (i, o) is W[o][i].
+        scratch.packed.refill(GemmIsa::detected(), IN, OUT, |i, o| weight[o * IN + i]);
+        let packed = &scratch.packed;
+        threads.for_each_chunk(y.as_flattened_mut(), row_block * OUT, |block, y| {
+            let rows = y.len() / OUT;
+            let x = &x[block * row_block * IN..][..rows * IN];
+            matmul_packed_sums(x, rows, packed, y, bias, false);
+        });
     });
 }
 
@@ -96,25 +122,11 @@ pub fn linear_backward<const IN: usize, const OUT: usize>(
         assert_eq!(dx.len(), rows, "linear {IN}->{OUT} backward: dx has {} rows, not {rows}", dx.len());
         input_gradient::<IN, OUT>(dy, weight, dx.as_flattened_mut(), store, threads);
     }
-    let feature_block = feature_block(OUT, threads);
-    match d_bias {
-        Some(d_bias) => {
-            assert_eq!(d_bias.len(), OUT, "linear {IN}->{OUT} backward: bias gradient is not [OUT]");
-            threads.for_each_chunk_pair(
-                d_weight,
-                feature_block * IN,
-                d_bias,
-                feature_block,
-                |block, dw, db| {
-                    weight_gradient::<IN, OUT>(x, dy, block * feature_block, dw);
-                    bias_gradient::<OUT>(dy, block * feature_block, db);
-                },
-            );
-        }
-        None => threads.for_each_chunk(d_weight, feature_block * IN, |block, dw| {
-            weight_gradient::<IN, OUT>(x, dy, block * feature_block, dw);
-        }),
+    if let Some(d_bias) = d_bias {
+        assert_eq!(d_bias.len(), OUT, "linear {IN}->{OUT} backward: bias gradient is not [OUT]");
+        bias_gradient::<OUT>(dy, d_bias);
     }
+    weight_gradient::<IN, OUT>(x, dy, d_weight, threads);
 }
 
 /// `dx = dy·W` (or `+=`), in row blocks across threads.
@@ -125,31 +137,67 @@ fn input_gradient<const IN: usize, const OUT: usize>(
     store: Store,
     threads: &Threads,
 ) {
-    let w = Strided::row_major(weight, OUT, IN);
     let row_block = row_block(dx.len() / IN.max(1), threads);
-    threads.for_each_chunk(dx, row_block * IN, |block, dx| {
-        let rows = dx.len() / IN;
-        let dy = Strided::row_major(&dy[block * row_block * OUT..][..rows * OUT], rows, OUT);
-        matmul_strided(dy, w, dx, store == Store::Accumulate);
+    with_scratch(|scratch| {
+        // B = W, `[OUT, IN]` as stored.
+        scratch.packed.refill(GemmIsa::detected(), OUT, IN, |o, i| weight[o * IN + i]);
+        let packed = &scratch.packed;
+        threads.for_each_chunk(dx, row_block * IN, |block, dx| {
+            let rows = dx.len() / IN;
+            let dy = &dy[block * row_block * OUT..][..rows * OUT];
+            matmul_packed_sums(dy, rows, packed, dx, None, store == Store::Accumulate);
+        });
     });
 }
 
-/// `dW[first..first + n] += dy[:, first..first + n]ᵀ·x` for the `n = dw.len() / IN` output
-/// features starting at `first`.
-fn weight_gradient<const IN: usize, const OUT: usize>(x: &[f32], dy: &[f32], first: usize, dw: &mut [f32]) {
-    let (features, rows) = (dw.len() / IN, x.len() / IN);
+/// `dW += dyᵀ·x`: `dyᵀ` copied row-major, `x` packed as B, blocks of output features across
+/// threads.
+fn weight_gradient<const IN: usize, const OUT: usize>(
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    threads: &Threads,
+) {
+    let rows = x.len() / IN.max(1);
     if rows == 0 {
         return;
     }
-    // dyᵀ restricted to these features: element (f, r) = dy[r·OUT + first + f].
-    let dy_t = Strided { data: &dy[first..], rows: features, cols: rows, row_stride: 1, col_stride: OUT };
-    matmul_strided(dy_t, Strided::row_major(x, rows, IN), dw, true);
+    let feature_block = feature_block(OUT, threads);
+    with_scratch(|scratch| {
+        let Scratch { packed, transposed } = scratch;
+        transpose_into::<OUT>(dy, rows, transposed);
+        packed.refill(GemmIsa::detected(), rows, IN, |r, i| x[r * IN + i]);
+        let (packed, dy_t) = (&*packed, &transposed[..]);
+        threads.for_each_chunk(dw, feature_block * IN, |block, dw| {
+            let features = dw.len() / IN;
+            let a = &dy_t[block * feature_block * rows..][..features * rows];
+            matmul_packed_sums(a, features, packed, dw, None, true);
+        });
+    });
 }
 
-/// `db[f] += Σ_r dy[r][first + f]`, summed in row order.
-fn bias_gradient<const OUT: usize>(dy: &[f32], first: usize, db: &mut [f32]) {
+/// `out[f·rows + r] = dy[r·OUT + f]`: `dy` (`[rows, OUT]`) transposed into a reused buffer, in
+/// tiles so that both sides stay in cache.
+fn transpose_into<const OUT: usize>(dy: &[f32], rows: usize, out: &mut Vec<f32>) {
+    const TILE: usize = 32;
+    out.clear();
+    out.resize(rows * OUT, 0.0);
+    for r0 in (0..rows).step_by(TILE) {
+        for f0 in (0..OUT).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                let row = &dy[r * OUT..][..OUT];
+                for f in f0..(f0 + TILE).min(OUT) {
+                    out[f * rows + r] = row[f];
+                }
+            }
+        }
+    }
+}
+
+/// `db[f] += Σ_r dy[r][f]`, summed in row order.
+fn bias_gradient<const OUT: usize>(dy: &[f32], db: &mut [f32]) {
     for row in dy.chunks_exact(OUT) {
-        for (b, &g) in db.iter_mut().zip(&row[first..]) {
+        for (b, &g) in db.iter_mut().zip(row) {
             *b += g;
         }
     }

@@ -19,6 +19,13 @@
 //! arithmetic as an unblocked kernel, whatever `kc`, and bit-identical across row, column and
 //! reduction splits. The epilogue (bias + activation) runs once, on the tile of the last block,
 //! before its only store of final values.
+//!
+//! Training's products (`block_sums`) trade that invariance for accuracy: a weight gradient sums
+//! over every row of the batch (k in the thousands), and one chain's rounding error grows with
+//! k. There each block's tile starts from zero and its sum is added to C (`C + Σ_block`, block
+//! after block, as BLAS implementations do), so the error grows with the block count instead;
+//! results then depend on `kc`, which is fixed per CPU. In accumulate mode (`C += A·B`) the first
+//! block adds to C's prior contents too.
 
 use super::lanes::Lanes;
 use super::{Args, Dest};
@@ -33,7 +40,7 @@ pub(super) unsafe fn gemm_blocked<V: Lanes, const MR: usize, const NV: usize, co
     args: Args<'_, '_>,
     act: Activation,
 ) {
-    let Args { a, m, b, panels, mut c, bias } = args;
+    let Args { a, m, b, panels, mut c, bias, accumulate, block_sums } = args;
     let (k, n, blocks, packed) = (b.k, b.n, b.blocks, &b.panels[..]);
     let panel_count = n.div_ceil(NR);
     // Output column `j` is element `j - col0` of a destination row.
@@ -50,7 +57,12 @@ pub(super) unsafe fn gemm_blocked<V: Lanes, const MR: usize, const NV: usize, co
             for kb in 0..k_blocks {
                 let pc = kb * kc;
                 let kc_len = kc.min(k - pc);
-                let (first, last) = (kb == 0, kb + 1 == k_blocks);
+                // Whether C holds nothing to add to yet (the first block of a product that
+                // overwrites C), and whether this is the block that finishes the tile.
+                let (fresh, last) = (kb == 0 && !accumulate, kb + 1 == k_blocks);
+                // A chained tile starts from zero only when C is fresh; a block sum always does,
+                // and is added to C below.
+                let first = fresh || block_sums;
                 let block = &packed[pc * panel_count * NR..][..kc_len * panel_count * NR];
                 for p in jc_panels.clone() {
                     let b = &block[p * kc_len * NR..][..kc_len * NR];
@@ -72,6 +84,9 @@ pub(super) unsafe fn gemm_blocked<V: Lanes, const MR: usize, const NV: usize, co
                         // SAFETY: forwarded from the caller.
                         unsafe { tile_product::<V, MR, NV, NR>(a_tile, k, b, &mut tile[..rows], first) };
                         for (i, t) in tile.iter_mut().enumerate().take(rows) {
+                            if block_sums && !fresh {
+                                add_in(t, &dest_row(&mut c, ir + i, n)[cols.clone()]);
+                            }
                             if last {
                                 epilogue(t, &bias_tile, act);
                             }
@@ -99,6 +114,14 @@ fn copy_in<const NR: usize>(tile: &mut [f32; NR], src: &[f32]) {
     match <&[f32; NR]>::try_from(src) {
         Ok(full) => *tile = *full,
         Err(_) => tile[..src.len()].copy_from_slice(src),
+    }
+}
+
+/// `tile[..src.len()] = src + tile` (C's value, then the block's sum).
+#[inline(always)]
+fn add_in<const NR: usize>(tile: &mut [f32; NR], src: &[f32]) {
+    for (t, &c) in tile.iter_mut().zip(src) {
+        *t = c + *t;
     }
 }
 
