@@ -121,7 +121,7 @@ fn copy_in<const NR: usize>(tile: &mut [f32; NR], src: &[f32]) {
 #[inline(always)]
 fn add_in<const NR: usize>(tile: &mut [f32; NR], src: &[f32]) {
     for (t, &c) in tile.iter_mut().zip(src) {
-        *t = c + *t;
+        *t += c;
     }
 }
 
