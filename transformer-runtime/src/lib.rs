@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod layers;
 pub mod memory;
 pub mod parallel;
+pub mod recurrent;
 pub mod text;
 pub mod train;
 pub mod vision;
