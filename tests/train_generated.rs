@@ -110,6 +110,62 @@ fn generated_gpt2_trainer_steps_match_transformers() {
     }
 }
 
+/// The reference's batch cut into one micro-batch per sequence, each without its padding.
+fn micro_batches(reference: &serde_json::Value) -> Vec<Batch> {
+    let (ids, mask) = (train::matrix(reference, "ids"), train::matrix(reference, "attention_mask"));
+    ids.rows()
+        .into_iter()
+        .zip(mask.rows())
+        .map(|(ids, mask)| {
+            let real: Vec<u32> = ids.iter().zip(mask).filter(|(_, &m)| m == 1).map(|(&id, _)| id).collect();
+            Batch::from_sequences(&[real]).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn generated_gpt2_trainer_accumulates_micro_batches_into_the_batch_gradient() {
+    // The reference's padded batch of two sequences (8 and 5 labelled tokens), given as two
+    // micro-batches of one sequence each: the accumulated gradient is torch's gradient of the mean
+    // over all 13 tokens (not the micro-batches' plain average), and three accumulated steps give
+    // torch's three losses and gradient norms.
+    let reference = json(&format!("{GPT2_STEP}/reference.json"));
+    let micro = micro_batches(&reference);
+    assert_eq!(micro.len(), 2);
+    let mut trainer = gpt2();
+    let mut adamw = trainer.optimizer(adamw_config(&reference)).unwrap();
+    assert!(matches!(
+        trainer.step_accumulated(&mut adamw, 1e-3, None),
+        Err(transformer::Error::NothingAccumulated)
+    ));
+    let labelled: Vec<usize> = micro.iter().map(|b| trainer.accumulate(b).unwrap().labelled).collect();
+    assert_eq!((labelled, trainer.accumulated()), (vec![8, 5], 2));
+    // `step_accumulated` writes the combined gradient into `grads` before its update; read it from
+    // a second trainer whose optimizer step is a no-op (lr 0, no decay).
+    let mut probe = gpt2();
+    let mut still = probe.optimizer(AdamWConfig::with_weight_decay(0.0)).unwrap();
+    for b in &micro {
+        probe.accumulate(b).unwrap();
+    }
+    let report = probe.step_accumulated(&mut still, 0.0, None).unwrap();
+    assert_loss(report.loss, reference["loss"].as_f64().unwrap(), 1e-5, "accumulated loss");
+    assert_eq!((report.labelled, probe.accumulated()), (13, 0));
+    let expected = reference_tensors(probe.table(), &format!("{GPT2_STEP}/grads.safetensors"));
+    assert_gradients(|name| probe.grad(name).unwrap().to_vec(), &expected);
+
+    let (lr, max_norm) = (reference["lr"].as_f64().unwrap(), reference["max_norm"].as_f64().unwrap() as f32);
+    let mut first = true;
+    assert_steps(&reference, 1e-5, || {
+        if !first {
+            for b in &micro {
+                trainer.accumulate(b).unwrap();
+            }
+        }
+        first = false;
+        trainer.step_accumulated(&mut adamw, lr, Some(max_norm)).unwrap()
+    });
+}
+
 #[test]
 fn generated_gpt2_trainer_saves_what_the_model_loads() {
     // One step, saved under the checkpoint's names (GPT-2's Conv1D transposed back): the inference

@@ -164,6 +164,10 @@ pub enum Error {
     #[error("{option} is {value}, expected {expected}")]
     BadTrainOption { option: &'static str, value: f64, expected: &'static str },
 
+    /// A step over accumulated gradients asked for before any micro-batch was accumulated.
+    #[error("no micro-batch was accumulated since the last step: call `accumulate` at least once before `step_accumulated`")]
+    NothingAccumulated,
+
     /// A ranking loss given fewer candidate embeddings than anchors, or no anchors.
     #[error("{candidates} candidate embeddings for {anchors} anchors: give at least one anchor, then each anchor's positive (in the anchors' order), then any hard negatives")]
     RankingCandidates { anchors: usize, candidates: usize },

@@ -17,6 +17,7 @@
 //! fixtures under `tests/fixtures/train/`) and the optimized kernels a property test against a
 //! naive twin.
 
+pub mod accumulate;
 pub mod activation;
 pub mod attention;
 pub mod batch;

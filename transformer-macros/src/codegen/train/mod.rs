@@ -392,6 +392,7 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
             step: u64,
             dropout: f32,
             dropout_seed: u64,
+            accumulator: #rt::train::accumulate::Accumulator,
         }
 
         impl ::core::fmt::Debug for #trainer {
@@ -453,6 +454,7 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                     step: 0,
                     dropout: 0.0,
                     dropout_seed: 0,
+                    accumulator: ::core::default::Default::default(),
                 }
             }
 
@@ -590,7 +592,10 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
             fn run(&mut self, batch: &#rt::Batch, train: bool) -> #rt::Result<#rt::train::loss::CrossEntropy> {
                 let off = #rt::train::dropout::BlockDropout::off();
                 let dropout = if train {
-                    #rt::train::dropout::BlockDropout { p: self.dropout, seed: self.dropout_seed, step: self.step, block: 0 }
+                    // Micro-batches of one accumulated step draw different masks.
+                    let micro = self.accumulator.micro_batches() as u64;
+                    let seed = self.dropout_seed.wrapping_add(micro.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    #rt::train::dropout::BlockDropout { p: self.dropout, seed, step: self.step, block: 0 }
                 } else {
                     off
                 };
@@ -624,6 +629,27 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 ::core::result::Result::Ok(loss)
             }
 
+            /// One training step over the micro-batches given to `accumulate` since the last one:
+            /// their gradients combined into the gradient of the mean loss over all their labelled
+            /// rows (as one pass over them all would give), then clipping and `optimizer`'s update
+            /// as in `step`. The report's loss and `labelled` are the whole batch's.
+            /// [`Error::NothingAccumulated`](#rt::Error::NothingAccumulated) when nothing was
+            /// accumulated.
+            pub fn step_accumulated(
+                &mut self,
+                optimizer: &mut #rt::train::optim::AdamW,
+                lr: f64,
+                max_grad_norm: ::core::option::Option<f32>,
+            ) -> #rt::Result<#rt::train::StepReport> {
+                let loss = self.accumulator.finish(&mut self.grads)?;
+                self.update(loss, optimizer, lr, max_grad_norm)
+            }
+
+            /// Micro-batches accumulated since the last step.
+            pub fn accumulated(&self) -> usize {
+                self.accumulator.micro_batches()
+            }
+
             /// Clipping and the optimizer's update after a loss and its gradients; a NaN or
             /// infinite gradient norm is an error and leaves the weights untouched.
             fn update(
@@ -654,7 +680,7 @@ fn objective_api(objective: Objective) -> TokenStream {
             /// The mean next-token cross-entropy over `batch`'s real tokens (each position predicts
             /// the next real token of its sequence; padding and each sequence's last token are not
             /// labelled) and every parameter's gradient, in [`Self::grads`]. After the first call at
-            /// a batch shape, nothing is allocated but the GEMMs' packing buffers.
+            /// a batch shape, nothing is allocated.
             pub fn loss_and_grads(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
                 self.prepare(batch)?;
                 #rt::train::loss::next_token_labels(batch.ids(), ::core::option::Option::Some(batch.mask()), batch.seq_len(), &mut self.labels)?;
@@ -675,6 +701,16 @@ fn objective_api(objective: Objective) -> TokenStream {
             pub fn step(&mut self, batch: &#rt::Batch, #optimizer) -> #report {
                 let loss = self.loss_and_grads(batch)?;
                 self.update(loss, optimizer, lr, max_grad_norm)
+            }
+
+            /// Gradient accumulation: [`Self::loss_and_grads`] on one micro-batch, its gradients added
+            /// (weighted by its labelled rows) to those accumulated since the last
+            /// [`Self::step_accumulated`], which then takes the step. Returns this micro-batch's
+            /// loss.
+            pub fn accumulate(&mut self, batch: &#rt::Batch) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                let loss = self.loss_and_grads(batch)?;
+                self.accumulator.add(&self.grads, loss);
+                ::core::result::Result::Ok(loss)
             }
         },
         Objective::MaskedLm => quote! {
@@ -707,6 +743,16 @@ fn objective_api(objective: Objective) -> TokenStream {
             pub fn step(&mut self, batch: &#rt::Batch, labels: &[i64], #optimizer) -> #report {
                 let loss = self.loss_and_grads(batch, labels)?;
                 self.update(loss, optimizer, lr, max_grad_norm)
+            }
+
+            /// Gradient accumulation: [`Self::loss_and_grads`] on one micro-batch, its gradients added
+            /// (weighted by its labelled rows) to those accumulated since the last
+            /// [`Self::step_accumulated`], which then takes the step. Returns this micro-batch's
+            /// loss.
+            pub fn accumulate(&mut self, batch: &#rt::Batch, labels: &[i64]) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                let loss = self.loss_and_grads(batch, labels)?;
+                self.accumulator.add(&self.grads, loss);
+                ::core::result::Result::Ok(loss)
             }
         },
         Objective::Contrastive => quote! {
@@ -742,6 +788,17 @@ fn objective_api(objective: Objective) -> TokenStream {
             pub fn step(&mut self, batch: &#rt::Batch, anchors: usize, #optimizer) -> #report {
                 let loss = self.loss_and_grads(batch, anchors)?;
                 self.update(loss, optimizer, lr, max_grad_norm)
+            }
+
+            /// Gradient accumulation: [`Self::loss_and_grads`] on one micro-batch, its gradients added
+            /// (weighted by its labelled rows) to those accumulated since the last
+            /// [`Self::step_accumulated`], which then takes the step. Returns this micro-batch's
+            /// loss. (In-batch negatives stay within a micro-batch: accumulation sees fewer negatives
+            /// per anchor than one pass over the whole batch would.)
+            pub fn accumulate(&mut self, batch: &#rt::Batch, anchors: usize) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                let loss = self.loss_and_grads(batch, anchors)?;
+                self.accumulator.add(&self.grads, loss);
+                ::core::result::Result::Ok(loss)
             }
         },
     }
