@@ -270,6 +270,68 @@ fn generated_llama_trainer_ten_steps_match_transformers() {
     assert_final_weights(trainer.table(), trainer.params(), &expected, |_| false);
 }
 
+#[test]
+fn generated_llama_trainer_resumes_mid_run_on_transformers_trajectory() {
+    // The ten reference steps with a save_checkpoint / resume after the fifth: torch's ten losses
+    // and norms, and its final weights, as in the uninterrupted test above.
+    let reference = json(&format!("{LLAMA_STEP}/reference.json"));
+    let batch = batch(&reference);
+    let mut trainer = llama();
+    let mut adamw = trainer.optimizer(adamw_config(&reference)).unwrap();
+    let (lr, max_norm) = (reference["lr"].as_f64().unwrap(), reference["max_norm"].as_f64().unwrap() as f32);
+    let dir = std::env::temp_dir().join(format!("resume_llama_{}", std::process::id()));
+    let mut taken = 0;
+    assert_steps(&reference, 1e-4, || {
+        if taken == 5 {
+            trainer.save_checkpoint(&dir, &adamw).unwrap();
+            let (resumed, optimizer) = TinyLlamaTrainer::resume(&dir).unwrap();
+            assert_eq!((resumed.steps(), optimizer.step_count()), (5, 5));
+            (trainer, adamw) = (resumed.with_threads(Threads::new(2).unwrap()), optimizer);
+        }
+        taken += 1;
+        trainer.step(&batch, &mut adamw, lr, Some(max_norm)).unwrap()
+    });
+    std::fs::remove_dir_all(&dir).ok();
+    let expected = reference_tensors(trainer.table(), &format!("{LLAMA_STEP}/after.safetensors"));
+    assert_final_weights(trainer.table(), trainer.params(), &expected, |_| false);
+}
+
+#[test]
+fn generated_trainer_resumes_bit_for_bit_with_dropout() {
+    // Dropout's masks are keyed by the step: a resumed run must continue at step 3's masks, so it
+    // matches the run that never stopped bit for bit (resuming at step 0's masks would not).
+    let batch = batch(&json(&format!("{GPT2_STEP}/reference.json")));
+    let run = |trainer: &mut TinyTrainer, adamw: &mut transformer::train::optim::AdamW, steps: usize| {
+        for _ in 0..steps {
+            trainer.step(&batch, adamw, 1e-3, Some(1.0)).unwrap();
+        }
+    };
+    let mut straight = gpt2().with_dropout(0.1, 7).unwrap();
+    let mut adamw = straight.optimizer(AdamWConfig::default()).unwrap();
+    run(&mut straight, &mut adamw, 4);
+
+    let mut first = gpt2().with_dropout(0.1, 7).unwrap();
+    let mut adamw = first.optimizer(AdamWConfig::default()).unwrap();
+    run(&mut first, &mut adamw, 2);
+    let dir = std::env::temp_dir().join(format!("resume_dropout_{}", std::process::id()));
+    first.save_checkpoint(&dir, &adamw).unwrap();
+    let (resumed, mut adamw) = TinyTrainer::resume(&dir).unwrap();
+    let mut resumed = resumed.with_dropout(0.1, 7).unwrap();
+    run(&mut resumed, &mut adamw, 2);
+    assert_eq!(resumed.steps(), 4);
+    let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert!(bits(resumed.params()) == bits(straight.params()), "the resumed run left the straight one");
+    // The comparison can fail: weights and optimizer loaded, but the step counter left at 0, so
+    // dropout draws steps 1–2's masks again.
+    let mut restarted = TinyTrainer::from_pretrained(&dir).unwrap().with_dropout(0.1, 7).unwrap();
+    let specs = restarted.table().optimizer_specs();
+    let mut adamw =
+        transformer::train::optim::AdamW::load(&dir.join("optimizer.safetensors"), &specs).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    run(&mut restarted, &mut adamw, 2);
+    assert!(bits(restarted.params()) != bits(straight.params()), "a restarted step counter went unnoticed");
+}
+
 transformer::model! {
     /// `tests/fixtures/train/bert_mlm_step/model`: a random BertForMaskedLM with odd dims.
     pub struct TinyBert {

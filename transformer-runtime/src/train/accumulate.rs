@@ -9,8 +9,8 @@
 //! the result is the gradient of the mean loss over every labelled row of the whole batch, the
 //! same as one pass over it.
 
-use crate::{Error, Result};
 use crate::train::loss::CrossEntropy;
+use crate::{Error, Result};
 
 /// The running sum of micro-batches' gradients, weighted by their labelled rows.
 #[derive(Clone, Debug, Default)]

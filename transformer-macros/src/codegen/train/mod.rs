@@ -566,6 +566,35 @@ fn trainer_type(spec: &Spec, graph: &Graph, laid: &Stack<'_, '_>, objective: Obj
                 ::std::fs::write(dir.join("config.json"), text).map_err(io)
             }
 
+            /// Saves everything a run needs to continue: the [`Self::save_pretrained`] directory
+            /// plus `optimizer.safetensors` (AdamW's moments, configuration and step count).
+            /// [`Self::resume`] reads it back.
+            pub fn save_checkpoint(
+                &self,
+                dir: impl ::core::convert::AsRef<::std::path::Path>,
+                optimizer: &#rt::train::optim::AdamW,
+            ) -> #rt::Result<()> {
+                let dir = dir.as_ref();
+                self.save_pretrained(dir)?;
+                ::core::result::Result::Ok(optimizer.save(&dir.join("optimizer.safetensors"))?)
+            }
+
+            /// Continues a run [`Self::save_checkpoint`] saved: the weights (config.json checked as
+            /// by `from_pretrained`), the optimizer with its moments and step count, and the step
+            /// counter (so dropout draws the masks of the steps to come, not the first ones'). The
+            /// thread count and dropout are not saved: set them again (`with_threads`,
+            /// `with_dropout`). Then the steps that follow are, bit for bit, those the saved run
+            /// would have taken.
+            pub fn resume(
+                dir: impl ::core::convert::AsRef<::std::path::Path>,
+            ) -> #rt::Result<(Self, #rt::train::optim::AdamW)> {
+                let dir = dir.as_ref();
+                let mut trainer = Self::from_pretrained(dir)?;
+                let optimizer = #rt::train::optim::AdamW::load(&dir.join("optimizer.safetensors"), &trainer.table.optimizer_specs())?;
+                trainer.step = optimizer.step_count();
+                ::core::result::Result::Ok((trainer, optimizer))
+            }
+
             /// Checks `batch` against the declaration and sizes every buffer for it.
             fn prepare(&mut self, batch: &#rt::Batch) -> #rt::Result<()> {
                 batch.validate(#name::VOCAB_SIZE, #name::MAX_POSITIONS, #type_vocab)?;
