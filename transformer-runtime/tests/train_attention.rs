@@ -17,8 +17,9 @@ use serde_json::Value;
 use transformer_runtime::kernels::attention::{attention_general, HeadRows, Mask, PositionBias};
 use transformer_runtime::train::attention::{
     attention_backward, attention_backward_naive, attention_backward_scratch_len, attention_train,
-    attention_train_naive, KEY_TILE, Q_BLOCK,
+    attention_train_naive, ProbDropout, KEY_TILE, Q_BLOCK,
 };
+use transformer_runtime::train::rng::Stream;
 
 /// Parity tolerance against PyTorch (float64): max |ours − torch| ≤ 1e-4 · max |torch| per
 /// tensor. Ours runs in f32 (≈ 6e-8 relative per operation); sums over ≤ 13 keys and 16 head
@@ -67,6 +68,8 @@ struct Problem {
     d_out: Vec<f32>,
     /// Extra floats per row and a leading offset of the strided views the property test builds.
     pad: usize,
+    /// Dropout on the probabilities: (p, seed).
+    dropout: Option<(f32, u64)>,
 }
 
 /// out, lse, dq, dk, dv.
@@ -103,6 +106,7 @@ fn load(path: &Path) -> (Problem, Grads) {
         v: floats(&c["v"]),
         d_out: floats(&c["d_out"]),
         pad: 0,
+        dropout: None,
     };
     let torch = Grads {
         out: floats(&c["out"]),
@@ -148,6 +152,15 @@ macro_rules! with_hd {
     };
 }
 
+impl Problem {
+    /// The probability dropout, drawn as for one sequence of `max(rows, keys)` positions.
+    fn prob_dropout(&self) -> Option<ProbDropout> {
+        let (p, seed) = self.dropout?;
+        let dropout = ProbDropout::new(p, Stream::new(seed, 0, 0)).unwrap().expect("p > 0");
+        Some(dropout.for_sequence(0, self.heads, self.rows.max(self.keys)))
+    }
+}
+
 /// The views, mask and scale of `p`, handed to `body`.
 fn with_inputs<const HD: usize, R>(
     p: &Problem,
@@ -171,12 +184,15 @@ fn blocked<const HD: usize>(p: &Problem) -> Grads {
         let (width, kv_width) = (p.heads * HD, p.kv_heads * HD);
         let mut out = vec![f32::NAN; p.rows * width];
         let mut lse = vec![f32::NAN; p.rows * p.heads];
-        attention_train::<HD>(q, k, v, p.heads, p.kv_heads, mask, p.scale, &mut out, &mut lse);
+        let dropout = p.prob_dropout();
+        attention_train::<HD>(q, k, v, p.heads, p.kv_heads, mask, p.scale, dropout, &mut out, &mut lse);
 
-        // The training forward's output is the inference kernel's, bit for bit.
-        let mut inference = vec![0.0; out.len()];
-        attention_general::<HD>(q, k, v, p.heads, p.kv_heads, 0, mask, p.scale, &mut inference);
-        assert_eq!(out, inference, "attention_train's out differs from attention_general's");
+        // Without dropout the training forward's output is the inference kernel's, bit for bit.
+        if dropout.is_none() {
+            let mut inference = vec![0.0; out.len()];
+            attention_general::<HD>(q, k, v, p.heads, p.kv_heads, 0, mask, p.scale, &mut inference);
+            assert_eq!(out, inference, "attention_train's out differs from attention_general's");
+        }
 
         // Stale scratch and gradient buffers must not leak into the result.
         let mut scratch = vec![f32::NAN; attention_backward_scratch_len(HD) + 3];
@@ -194,6 +210,7 @@ fn blocked<const HD: usize>(p: &Problem) -> Grads {
             p.kv_heads,
             mask,
             p.scale,
+            dropout,
             &mut dq,
             &mut dk,
             &mut dv,
@@ -209,12 +226,34 @@ fn naive<const HD: usize>(p: &Problem) -> Grads {
         let (width, kv_width) = (p.heads * HD, p.kv_heads * HD);
         let mut out = vec![f32::NAN; p.rows * width];
         let mut lse = vec![f32::NAN; p.rows * p.heads];
-        attention_train_naive::<HD>(q, k, v, p.heads, p.kv_heads, mask, p.scale, &mut out, &mut lse);
+        attention_train_naive::<HD>(
+            q,
+            k,
+            v,
+            p.heads,
+            p.kv_heads,
+            mask,
+            p.scale,
+            p.prob_dropout(),
+            &mut out,
+            &mut lse,
+        );
         let mut dq = vec![f32::NAN; p.rows * width];
         let mut dk = vec![f32::NAN; p.keys * kv_width];
         let mut dv = vec![f32::NAN; p.keys * kv_width];
         attention_backward_naive::<HD>(
-            q, k, v, &p.d_out, p.heads, p.kv_heads, mask, p.scale, &mut dq, &mut dk, &mut dv,
+            q,
+            k,
+            v,
+            &p.d_out,
+            p.heads,
+            p.kv_heads,
+            mask,
+            p.scale,
+            p.prob_dropout(),
+            &mut dq,
+            &mut dk,
+            &mut dv,
         );
         Grads { out, lse, dq, dk, dv }
     })
@@ -322,10 +361,17 @@ fn perturbed_inputs_break_parity() {
     }
 }
 
-/// Central differences of `L = Σ d_out ∘ out` (the f32 inference kernel, summed in f64) against
-/// the blocked backward on a tiny grouped-query case with padding, the causal limit and a bias.
+/// Central differences of `L = Σ d_out ∘ out` (the f32 training forward, summed in f64) against
+/// the blocked backward on a tiny grouped-query case with padding, the causal limit and a bias;
+/// without dropout (the forward is then the inference kernel) and with dropout on the
+/// probabilities (p = 0.3: the same mask in every nudged forward, as it is drawn by position).
 #[test]
 fn finite_differences() {
+    finite_differences_with(None);
+    finite_differences_with(Some((0.3, 11)));
+}
+
+fn finite_differences_with(dropout: Option<(f32, u64)>) {
     const HD: usize = 4;
     let (heads, kv_heads, rows) = (2, 1, 5);
     let mut rng = Lcg(7);
@@ -346,12 +392,14 @@ fn finite_differences() {
         v: (0..rows * kv_heads * HD).map(|_| rng.next()).collect(),
         d_out: (0..rows * heads * HD).map(|_| rng.next()).collect(),
         pad: 0,
+        dropout,
     };
     let grads = blocked::<HD>(&p);
     let loss = |p: &Problem| -> f64 {
         with_inputs::<HD, _>(p, |q, k, v, mask| {
-            let mut out = vec![0.0; p.rows * p.heads * HD];
-            attention_general::<HD>(q, k, v, p.heads, p.kv_heads, 0, mask, p.scale, &mut out);
+            let (mut out, mut lse) = (vec![0.0; p.rows * p.heads * HD], vec![0.0; p.rows * p.heads]);
+            let dropout = p.prob_dropout();
+            attention_train::<HD>(q, k, v, p.heads, p.kv_heads, mask, p.scale, dropout, &mut out, &mut lse);
             out.iter().zip(&p.d_out).map(|(&o, &d)| f64::from(o) * f64::from(d)).sum()
         })
     };
@@ -378,7 +426,7 @@ fn finite_differences() {
             assert!(err < 2e-3, "d{which}[{i}]: finite difference {fd} vs backward {}", grad[i]);
         }
     }
-    eprintln!("finite differences: worst |fd − ours| / (1 + |fd|) = {worst:.2e}");
+    eprintln!("finite differences (dropout {dropout:?}): worst |fd − ours| / (1 + |fd|) = {worst:.2e}");
 }
 
 /// A small deterministic generator of values in [−1, 1) for the hand-built cases.
@@ -407,40 +455,44 @@ fn problem() -> impl Strategy<Value = Problem> {
         any::<bool>(),
         0usize..3,
         any::<u64>(),
+        prop::option::weighted(0.3, 0.05f32..0.6),
     );
-    shape.prop_map(|(hd, (heads, kv_heads), rows, cross_keys, causal, window, padded, biased, pad, seed)| {
-        let keys = cross_keys.unwrap_or(rows);
-        let mut rng = Lcg(seed);
-        let mut values = |n: usize| (0..n).map(|_| 2.0 * rng.next()).collect::<Vec<f32>>();
-        let q = values(rows * heads * hd);
-        let k = values(keys * kv_heads * hd);
-        let v = values(keys * kv_heads * hd);
-        let d_out = values(rows * heads * hd);
-        let span = rows + keys - 1;
-        let bias = biased.then(|| (values(heads * span), span, rows - 1));
-        // About one key in five is padding; sometimes every key, so whole rows see nothing.
-        let key_valid = padded.then(|| {
-            let all_padding = seed % 17 == 0;
-            (0..keys).map(|_| !all_padding && rng.next() > -0.6).collect()
-        });
-        Problem {
-            hd,
-            heads,
-            kv_heads,
-            rows,
-            keys,
-            causal,
-            window,
-            key_valid,
-            bias,
-            scale: 1.0 / (hd as f32).sqrt(),
-            q,
-            k,
-            v,
-            d_out,
-            pad,
-        }
-    })
+    shape.prop_map(
+        |(hd, (heads, kv_heads), rows, cross_keys, causal, window, padded, biased, pad, seed, p)| {
+            let keys = cross_keys.unwrap_or(rows);
+            let mut rng = Lcg(seed);
+            let mut values = |n: usize| (0..n).map(|_| 2.0 * rng.next()).collect::<Vec<f32>>();
+            let q = values(rows * heads * hd);
+            let k = values(keys * kv_heads * hd);
+            let v = values(keys * kv_heads * hd);
+            let d_out = values(rows * heads * hd);
+            let span = rows + keys - 1;
+            let bias = biased.then(|| (values(heads * span), span, rows - 1));
+            // About one key in five is padding; sometimes every key, so whole rows see nothing.
+            let key_valid = padded.then(|| {
+                let all_padding = seed % 17 == 0;
+                (0..keys).map(|_| !all_padding && rng.next() > -0.6).collect()
+            });
+            Problem {
+                hd,
+                heads,
+                kv_heads,
+                rows,
+                keys,
+                causal,
+                window,
+                key_valid,
+                bias,
+                scale: 1.0 / (hd as f32).sqrt(),
+                q,
+                k,
+                v,
+                d_out,
+                pad,
+                dropout: p.map(|p| (p, seed)),
+            }
+        },
+    )
 }
 
 proptest! {

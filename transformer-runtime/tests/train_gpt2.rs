@@ -255,6 +255,7 @@ fn block_forward(
             HEADS,
             m,
             scale,
+            None,
             out,
             lse,
         );
@@ -347,6 +348,7 @@ fn block_backward(
             HEADS,
             mask(&valid[b * SEQ..][..SEQ]),
             scale,
+            None,
             &mut dq,
             &mut dk,
             &mut dv,

@@ -36,6 +36,13 @@
 //! or cross-attention over a memory, as training runs them; the inference kernel's `q_pos0` for a
 //! cached decode is not needed).
 //!
+//! **Dropout on the probabilities** ([`ProbDropout`], `attn_pdrop` / BERT's
+//! `attention_probs_dropout_prob`): `O = (P ∘ M)·V` with `M_ij ∈ {0, 1/(1−p)}` drawn from a counter
+//! stream by (head, row, key), so the backward regenerates it instead of keeping a `rows × keys`
+//! mask. The forward then runs its own blocked pass for `O` (the inference kernel has no dropout),
+//! and the backward uses `P ∘ M` for `dV` and `dP = (dO·Vᵀ) ∘ M`; `D_i = dO_i·O_i` still equals
+//! `Σ_j P_ij dP_ij`, so `dS = P ∘ (dP − D)` is unchanged.
+//!
 //! **Position bias.** An additive [`PositionBias`](crate::kernels::attention::PositionBias) (ALiBi,
 //! T5's relative buckets) enters the recomputed scores as a constant. Its own gradient is **not**
 //! computed: ALiBi's table is fixed, but T5's relative-bias table is a learned parameter, and its
@@ -50,6 +57,49 @@
 
 use crate::kernels::attention::{attention_general, check_rows, HeadRows, Mask, Window};
 use crate::kernels::exp_f32;
+use crate::train::rng::Stream;
+use crate::Result;
+
+/// Dropout on attention probabilities: element (head `h`, query row `r`, key `j`) is kept, and
+/// scaled by `1/(1−p)`, when the low 32 bits of `stream.bits(first + (h·len + r)·len + j)` are at
+/// least `p·2³²` (as [`crate::train::dropout`] draws), else dropped. A pure function of its
+/// indices, so forward and backward draw the same mask and no thread split changes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProbDropout {
+    stream: Stream,
+    threshold: u32,
+    scale: f32,
+    first: u64,
+    len: u64,
+}
+
+impl ProbDropout {
+    /// Dropout with probability `p` from `stream`; `None` when `p` is 0 (nothing dropped), and
+    /// [`Error::BadTrainOption`](crate::Error::BadTrainOption) outside `[0, 1)`.
+    pub fn new(p: f32, stream: Stream) -> Result<Option<Self>> {
+        let threshold = crate::train::dropout::threshold(p)?;
+        let scale = crate::train::dropout::scale(p);
+        Ok((p > 0.0).then_some(ProbDropout { stream, threshold, scale, first: 0, len: 0 }))
+    }
+
+    /// The draws of sequence `b` of a batch of `heads`-head attentions over sequences padded to
+    /// `len`: disjoint index ranges per sequence.
+    pub fn for_sequence(self, b: usize, heads: usize, len: usize) -> Self {
+        let (len, per_sequence) = (len as u64, (heads * len * len) as u64);
+        ProbDropout { first: b as u64 * per_sequence, len, ..self }
+    }
+
+    /// `1/(1−p)` if (h, r, j) is kept, else 0.
+    #[inline(always)]
+    pub fn factor(&self, h: usize, r: usize, j: usize) -> f32 {
+        let index = self.first + (h as u64 * self.len + r as u64) * self.len + j as u64;
+        if self.stream.bits(index) as u32 >= self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+}
 
 /// Query rows per block of the backward and of the log-sum-exp pass.
 pub const Q_BLOCK: usize = 16;
@@ -75,8 +125,12 @@ pub const fn attention_backward_scratch_len(head_dim: usize) -> usize {
 /// backward's own arithmetic). The extra pass costs one `Q·Kᵀ` on top of the forward. Nothing is
 /// allocated (the pass's score tile is on the stack).
 ///
+/// With `dropout`, `out` is `(P ∘ M)·V` from a blocked pass of its own after the log-sum-exp
+/// (see the module documentation).
+///
 /// `out` is `[q.rows, heads·HD]` and `lse` `[q.rows, heads]`, contiguous; the rest as in
 /// [`attention_general`] with `q_pos0 = 0`. Panics on inconsistent shapes (caller bugs).
+#[allow(clippy::too_many_arguments)]
 pub fn attention_train<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
@@ -85,14 +139,63 @@ pub fn attention_train<const HD: usize>(
     kv_heads: usize,
     mask: Mask<'_>,
     scale: f32,
+    dropout: Option<ProbDropout>,
     out: &mut [f32],
     lse: &mut [f32],
 ) {
     check::<HD>(&q, &k, &v, heads, kv_heads, &mask);
     check_len("out", out.len(), q.rows * heads * HD);
     check_len("lse", lse.len(), q.rows * heads);
-    attention_general::<HD>(q, k, v, heads, kv_heads, 0, mask, scale, out);
     log_sum_exp::<HD>(q, k, heads, kv_heads, &mask, scale, lse);
+    match dropout {
+        None => attention_general::<HD>(q, k, v, heads, kv_heads, 0, mask, scale, out),
+        Some(dropout) => dropped_output::<HD>(q, k, v, heads, kv_heads, &mask, scale, lse, dropout, out),
+    }
+}
+
+/// `out = (P ∘ M)·V` per (head, block of rows), `P = exp(S − lse)` recomputed per key tile.
+#[allow(clippy::too_many_arguments)]
+fn dropped_output<const HD: usize>(
+    q: HeadRows<'_>,
+    k: HeadRows<'_>,
+    v: HeadRows<'_>,
+    heads: usize,
+    kv_heads: usize,
+    mask: &Mask<'_>,
+    scale: f32,
+    lse: &[f32],
+    dropout: ProbDropout,
+    out: &mut [f32],
+) {
+    out.fill(0.0);
+    let (group, width) = (heads / kv_heads, heads * HD);
+    let mut s = [0.0f32; Q_BLOCK * KEY_TILE];
+    for h in 0..heads {
+        let kvh = h / group;
+        for r0 in (0..q.rows).step_by(Q_BLOCK) {
+            let nq = Q_BLOCK.min(q.rows - r0);
+            let (lo, hi) = key_range(mask, r0, nq, k.rows);
+            for t0 in (lo..hi).step_by(KEY_TILE) {
+                let t1 = hi.min(t0 + KEY_TILE);
+                if !tile_scores::<HD>(&q, &k, h, kvh, mask, scale, r0, nq, t0, t1, &mut s) {
+                    continue;
+                }
+                for i in 0..nq {
+                    let row_lse = lse[(r0 + i) * heads + h];
+                    let o = vec_at_mut::<HD>(out, (r0 + i) * width + h * HD);
+                    for (c, &score) in s[i * KEY_TILE..][..t1 - t0].iter().enumerate() {
+                        if score == f32::NEG_INFINITY {
+                            continue;
+                        }
+                        let p = exp_f32(score - row_lse) * dropout.factor(h, r0 + i, t0 + c);
+                        if p != 0.0 {
+                            axpy::<HD>(p, vec_at::<HD>(v.data, (t0 + c) * v.stride + v.offset + kvh * HD), o);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The blocked log-sum-exp pass of [`attention_train`]: per (head, block of rows), a running
@@ -151,7 +254,8 @@ fn log_sum_exp<const HD: usize>(
 /// `[q.rows, heads]`, all contiguous row-major; `scratch` has at least
 /// [`attention_backward_scratch_len`]`(HD)` floats (its contents on entry do not matter).
 /// Nothing is allocated. The position bias is a constant here (its gradient is not computed).
-/// Panics on inconsistent shapes (caller bugs).
+/// `dropout` must be the forward's. Panics on inconsistent shapes (caller bugs).
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
@@ -163,6 +267,7 @@ pub fn attention_backward<const HD: usize>(
     kv_heads: usize,
     mask: Mask<'_>,
     scale: f32,
+    dropout: Option<ProbDropout>,
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
@@ -190,6 +295,7 @@ pub fn attention_backward<const HD: usize>(
     let (s, rest) = scratch.split_at_mut(Q_BLOCK * KEY_TILE);
     let d_row = &mut rest[..Q_BLOCK];
     let group = heads / kv_heads;
+    let mut m_tile = [1.0f32; Q_BLOCK * KEY_TILE];
 
     for h in 0..heads {
         let kvh = h / group;
@@ -214,23 +320,32 @@ pub fn attention_backward<const HD: usize>(
                         *p = if *p == f32::NEG_INFINITY { 0.0 } else { exp_f32(*p - row_lse) };
                     }
                 }
-                // dV_j += Σ_i P_ij dO_i.
+                // The mask's factors M_ij of this tile (all 1 without dropout).
+                if let Some(dropout) = dropout {
+                    for i in 0..nq {
+                        for (c, m) in m_tile[i * KEY_TILE..][..nk].iter_mut().enumerate() {
+                            *m = dropout.factor(h, r0 + i, t0 + c);
+                        }
+                    }
+                }
+                // dV_j += Σ_i P_ij M_ij dO_i.
                 for c in 0..nk {
                     let dv_row = vec_at_mut::<HD>(dv, (t0 + c) * kv_width + kvh * HD);
                     for i in 0..nq {
-                        let p = s[i * KEY_TILE + c];
+                        let p = s[i * KEY_TILE + c] * m_tile[i * KEY_TILE + c];
                         if p != 0.0 {
                             axpy::<HD>(p, vec_at::<HD>(d_out, (r0 + i) * width + h * HD), dv_row);
                         }
                     }
                 }
-                // dS_ij = P_ij (dO_i · V_j − D_i), times `scale` for both products below.
+                // dS_ij = P_ij (M_ij dO_i · V_j − D_i), times `scale` for both products below.
                 let vt = transposed_tile::<HD>(&v, kvh, t0, nk);
                 for i in 0..nq {
                     let dp = row_times_tile::<HD>(vec_at::<HD>(d_out, (r0 + i) * width + h * HD), &vt);
-                    for (p, &dp) in s[i * KEY_TILE..][..nk].iter_mut().zip(&dp) {
+                    let m_row = &m_tile[i * KEY_TILE..][..nk];
+                    for ((p, &dp), &m) in s[i * KEY_TILE..][..nk].iter_mut().zip(&dp).zip(m_row) {
                         if *p != 0.0 {
-                            *p *= (dp - d_row[i]) * scale;
+                            *p *= (dp * m - d_row[i]) * scale;
                         }
                     }
                 }
@@ -449,6 +564,9 @@ fn check_len(what: &str, len: usize, expected: usize) {
 }
 
 /// One (row, head) of the f64 reference: the visible keys, their probabilities and the output.
+/// Also returns each visible key's dropout factor (1 without dropout); the output is
+/// `Σ p·factor·v`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn naive_row<const HD: usize>(
     q: &HeadRows<'_>,
     k: &HeadRows<'_>,
@@ -458,7 +576,8 @@ fn naive_row<const HD: usize>(
     kvh: usize,
     mask: &Mask<'_>,
     scale: f32,
-) -> (Vec<usize>, Vec<f64>, [f64; HD], f64) {
+    dropout: Option<ProbDropout>,
+) -> (Vec<usize>, Vec<f64>, Vec<f64>, [f64; HD], f64) {
     let visible: Vec<usize> = (0..k.rows).filter(|&j| mask.sees(r, j)).collect();
     let qv = vec_at::<HD>(q.data, r * q.stride + q.offset + h * HD);
     let scores: Vec<f64> = visible
@@ -472,20 +591,23 @@ fn naive_row<const HD: usize>(
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
     let probs: Vec<f64> = scores.iter().map(|s| (s - max).exp() / sum).collect();
+    let factors: Vec<f64> =
+        visible.iter().map(|&j| dropout.map_or(1.0, |d| f64::from(d.factor(h, r, j)))).collect();
     let mut o = [0.0f64; HD];
-    for (&p, &j) in probs.iter().zip(&visible) {
+    for ((&p, &m), &j) in probs.iter().zip(&factors).zip(&visible) {
         let vv = vec_at::<HD>(v.data, j * v.stride + v.offset + kvh * HD);
         for (o, &x) in o.iter_mut().zip(vv) {
-            *o += p * f64::from(x);
+            *o += p * m * f64::from(x);
         }
     }
     let lse = if visible.is_empty() { f64::NEG_INFINITY } else { max + sum.ln() };
-    (visible, probs, o, lse)
+    (visible, probs, factors, o, lse)
 }
 
 /// Reference twin of [`attention_train`]: each row's probabilities materialised, in f64. Allocates;
 /// for tests only.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub fn attention_train_naive<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
@@ -494,6 +616,7 @@ pub fn attention_train_naive<const HD: usize>(
     kv_heads: usize,
     mask: Mask<'_>,
     scale: f32,
+    dropout: Option<ProbDropout>,
     out: &mut [f32],
     lse: &mut [f32],
 ) {
@@ -503,7 +626,7 @@ pub fn attention_train_naive<const HD: usize>(
     let group = heads / kv_heads;
     for r in 0..q.rows {
         for h in 0..heads {
-            let (_, _, o, row_lse) = naive_row::<HD>(&q, &k, &v, r, h, h / group, &mask, scale);
+            let (_, _, _, o, row_lse) = naive_row::<HD>(&q, &k, &v, r, h, h / group, &mask, scale, dropout);
             for (dst, x) in out[(r * heads + h) * HD..][..HD].iter_mut().zip(o) {
                 *dst = x as f32;
             }
@@ -513,10 +636,11 @@ pub fn attention_train_naive<const HD: usize>(
 }
 
 /// Reference twin of [`attention_backward`]: recomputes the forward in f64 per (row, head) with
-/// the probabilities materialised, then `dV += p·dO`, `dS = p (dO·V − dO·O)`, `dQ += scale·dS·K`,
+/// the probabilities materialised, then `dV += p·m·dO`, `dS = p (m·dO·V − dO·O)`, `dQ += scale·dS·K`,
 /// `dK += scale·dS·Q` in f64. Needs no saved state; writes `dq`, `dk`, `dv` (same layouts). Allocates;
 /// for tests only.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward_naive<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
@@ -526,6 +650,7 @@ pub fn attention_backward_naive<const HD: usize>(
     kv_heads: usize,
     mask: Mask<'_>,
     scale: f32,
+    dropout: Option<ProbDropout>,
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
@@ -544,17 +669,18 @@ pub fn attention_backward_naive<const HD: usize>(
     for r in 0..q.rows {
         for h in 0..heads {
             let kvh = h / group;
-            let (visible, probs, o, _) = naive_row::<HD>(&q, &k, &v, r, h, kvh, &mask, scale);
+            let (visible, probs, factors, o, _) =
+                naive_row::<HD>(&q, &k, &v, r, h, kvh, &mask, scale, dropout);
             let d_o = vec_at::<HD>(d_out, r * width + h * HD).map(f64::from);
             let qv = vec_at::<HD>(q.data, r * q.stride + q.offset + h * HD).map(f64::from);
             let d: f64 = d_o.iter().zip(&o).map(|(a, b)| a * b).sum();
-            for (&p, &j) in probs.iter().zip(&visible) {
+            for ((&p, &m), &j) in probs.iter().zip(&factors).zip(&visible) {
                 let kv = vec_at::<HD>(k.data, j * k.stride + k.offset + kvh * HD).map(f64::from);
                 let vv = vec_at::<HD>(v.data, j * v.stride + v.offset + kvh * HD).map(f64::from);
                 let dp: f64 = d_o.iter().zip(&vv).map(|(a, b)| a * b).sum();
-                let ds = p * (dp - d) * scale64;
+                let ds = p * (m * dp - d) * scale64;
                 for x in 0..HD {
-                    dv64[j * kv_width + kvh * HD + x] += p * d_o[x];
+                    dv64[j * kv_width + kvh * HD + x] += p * m * d_o[x];
                     dq64[r * width + h * HD + x] += ds * kv[x];
                     dk64[j * kv_width + kvh * HD + x] += ds * qv[x];
                 }

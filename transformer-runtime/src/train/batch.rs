@@ -3,7 +3,7 @@
 //! batch loop, [`Rope::apply`], the embedding gathers), so a trainer's forward computes what the
 //! model's forward computes.
 
-use super::attention::{attention_backward, attention_backward_scratch_len, attention_train};
+use super::attention::{attention_backward, attention_backward_scratch_len, attention_train, ProbDropout};
 use super::rope::rope_heads_backward;
 use super::Store;
 use crate::kernels::attention::{HeadRows, Mask};
@@ -42,11 +42,12 @@ pub fn self_attention_work_len(batch: &Batch, attention: &SelfAttention, head_di
 /// `[Q (heads·HD) | K (kv_heads·HD) | V (kv_heads·HD)]`): `ctx` gets each real row's context
 /// (padding rows zeros, as the inference layer writes them) and `lse` (`[rows, heads]`) what the
 /// backward needs. Query `r` of a sequence sees its real keys (`j ≤ r` when causal, inside the
-/// window). Parallel over sequences.
+/// window). `dropout`, if any, drops probabilities (drawn per sequence). Parallel over sequences.
 pub fn self_attention_train<const HD: usize>(
     qkv: &[f32],
     batch: &Batch,
     attention: &SelfAttention,
+    dropout: Option<ProbDropout>,
     ctx: &mut [f32],
     lse: &mut [f32],
     threads: &Threads,
@@ -72,6 +73,7 @@ pub fn self_attention_train<const HD: usize>(
             attention.kv_heads,
             mask,
             attention.scale,
+            dropout.map(|d| d.for_sequence(b, heads, seq)),
             real,
             &mut lse[..extent * heads],
         );
@@ -80,7 +82,8 @@ pub fn self_attention_train<const HD: usize>(
 
 /// The backward of [`self_attention_train`]: from the context's gradient `d_ctx`, the gradient of
 /// `qkv` written into (or added to, per `store`) `d_qkv`, same layout. Padding rows get none.
-/// `work` holds [`self_attention_work_len`] floats. Parallel over sequences; nothing allocated.
+/// `work` holds [`self_attention_work_len`] floats; `dropout` is the forward's. Parallel over
+/// sequences; nothing allocated.
 #[allow(clippy::too_many_arguments)]
 pub fn self_attention_backward<const HD: usize>(
     qkv: &[f32],
@@ -89,6 +92,7 @@ pub fn self_attention_backward<const HD: usize>(
     d_ctx: &[f32],
     batch: &Batch,
     attention: &SelfAttention,
+    dropout: Option<ProbDropout>,
     d_qkv: &mut [f32],
     store: Store,
     work: &mut [f32],
@@ -119,6 +123,7 @@ pub fn self_attention_backward<const HD: usize>(
             attention.kv_heads,
             attention.mask(&batch.mask_of(b)[..extent]),
             attention.scale,
+            dropout.map(|d| d.for_sequence(b, heads, seq)),
             dq,
             dk,
             dv,

@@ -103,7 +103,7 @@ pub fn dropout_backward(dy: &[f32], p: f32, mask: &[u64], dx: &mut [f32], store:
 }
 
 /// `p·2³²`: element `i` is kept when its 32 bits are at least this. Refuses `p ∉ [0, 1)`.
-fn threshold(p: f32) -> Result<u32> {
+pub(crate) fn threshold(p: f32) -> Result<u32> {
     if !(0.0..1.0).contains(&p) {
         return Err(Error::BadTrainOption {
             option: "the dropout probability",
@@ -116,7 +116,7 @@ fn threshold(p: f32) -> Result<u32> {
 }
 
 /// `1/(1−p)` as torch computes it for an `f32` tensor.
-fn scale(p: f32) -> f32 {
+pub(crate) fn scale(p: f32) -> f32 {
     1.0 / (1.0 - f64::from(p)) as f32
 }
 
@@ -197,9 +197,23 @@ impl BlockDropout {
         BlockDropout { block, ..self }
     }
 
-    /// The stream of the block's dropout number `site`.
+    /// The stream of the block's dropout number `site` (below [`Self::ATTENTION_SITES`]).
     pub fn stream(&self, site: u64) -> Stream {
+        debug_assert!(site < Self::ATTENTION_SITES, "dropout site {site} collides with the attention sites");
         Stream::new(self.seed, self.step, self.block * Self::SITES + site)
+    }
+
+    /// Sites from this number up are the block's attention-probability dropouts.
+    pub const ATTENTION_SITES: u64 = Self::SITES / 2;
+
+    /// The dropout on the probabilities of the block's attention number `attention`, or `None`
+    /// when dropout is off.
+    pub fn attention(&self, attention: u64) -> Option<crate::train::attention::ProbDropout> {
+        let site = Self::ATTENTION_SITES + attention;
+        debug_assert!(site < Self::SITES, "attention {attention} is past the block's sites");
+        let stream = Stream::new(self.seed, self.step, self.block * Self::SITES + site);
+        crate::train::attention::ProbDropout::new(self.p, stream)
+            .expect("the trainer checked the dropout probability")
     }
 }
 

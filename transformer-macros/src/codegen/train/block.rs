@@ -341,8 +341,8 @@ fn forward_step(code: &BlockCode<'_>, step: &Step) -> TokenStream {
         }
         Step::Attention { qkv, output, lse, head_dim, .. } => {
             let (q, o, shape) = (code.saved(qkv), code.saved(output), attention_shape(step));
-            let l = format_ident!("lse_{lse}");
-            quote!(#t::batch::self_attention_train::<#head_dim>(#q.as_flattened(), batch, &#shape, #o.as_flattened_mut(), &mut s.#l, threads);)
+            let (l, attention) = (format_ident!("lse_{lse}"), lse as u64);
+            quote!(#t::batch::self_attention_train::<#head_dim>(#q.as_flattened(), batch, &#shape, dropout.attention(#attention), #o.as_flattened_mut(), &mut s.#l, threads);)
         }
         Step::Rope { field, input, output, heads, kv_heads } => {
             let (i, o, f) = (code.saved(input), code.saved(output), format_ident!("{}", field));
@@ -546,9 +546,10 @@ impl Backward<'_, '_> {
                 let dy = self.upstream(output);
                 let (q, o, shape) = (code.saved(qkv), code.saved(output), attention_shape(step));
                 let (gq, store, l) = (code.grad(qkv), self.store(qkv), format_ident!("lse_{lse}"));
+                let attention = lse as u64;
                 quote! {
                     #t::batch::self_attention_backward::<#head_dim>(
-                        #q.as_flattened(), #o.as_flattened(), &s.#l, #dy.as_flattened(), batch, &#shape,
+                        #q.as_flattened(), #o.as_flattened(), &s.#l, #dy.as_flattened(), batch, &#shape, dropout.attention(#attention),
                         #gq.as_flattened_mut(), #store, &mut self.g.attention_work, threads,
                     );
                 }
