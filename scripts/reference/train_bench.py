@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Times training steps of examples/train.rs's ByteGpt in PyTorch, for scripts/bench-train.sh.
+"""Times training steps of examples/train_gpt.rs's ByteGpt in PyTorch, for scripts/bench-train.sh.
 
 The same model as the example's declaration — GPT2LMHeadModel with vocabulary 256, 128 positions,
 width 128, 4 layers of 4 heads, inner width 512, tied head, no dropout — the same batch shape

@@ -1,21 +1,23 @@
-//! Pre-trains a small byte-level GPT from scratch on this repository's own documentation, with the
-//! trainer `training: causal_lm` generates; then saves it, loads the file into the inference
-//! model and lets it write.
+//! Pre-trains a small byte-level GPT from scratch on a public-domain novel, Jane Austen's *Pride
+//! and Prejudice*, with the trainer `training: causal_lm` generates; then saves it, loads the file
+//! into the inference model and lets it write.
 //!
 //! ```text
-//! cargo run --release --example train -- --steps 600 --plot docs/img/train_loss.svg
+//! bash scripts/fetch-text.sh        # the six novels, from Debian's r-cran-janeaustenr
+//! cargo run --release --example train_gpt -- --steps 600 --plot docs/img/train_gpt_loss.png
 //! ```
 //!
-//! The corpus is the README and the guide (`docs/*.md`), read as bytes (vocabulary 256). The
-//! last tenth is held out: its loss, every `--eval-every` steps, is the curve that says whether
-//! the model learns the text or memorises the batches. `--eval-every 0` skips it (for timing:
-//! `scripts/bench-train.sh` compares the training steps with PyTorch's on the same model).
+//! The text is read as bytes (vocabulary 256); `--text FILE` trains on another one. The last
+//! tenth is held out: its loss, every `--eval-every` steps, is the curve that says whether the
+//! model learns the language or memorises the batches. `--eval-every 0` skips it (for timing:
+//! `scripts/bench-train.sh` compares the training steps with PyTorch's on the same model). The
+//! loss curve is a PNG or an SVG, as `--plot`'s extension says.
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use transformer::train::optim::AdamWConfig;
@@ -43,21 +45,13 @@ transformer::model! {
     }
 }
 
-const CORPUS: &[&str] = &[
-    include_str!("../README.md"),
-    include_str!("../docs/keys.md"),
-    include_str!("../docs/encoders.md"),
-    include_str!("../docs/decoders.md"),
-    include_str!("../docs/encoder-decoders.md"),
-    include_str!("../docs/composed.md"),
-    include_str!("../docs/checkpoints.md"),
-    include_str!("../docs/weights.md"),
-    include_str!("../docs/training.md"),
-    include_str!("../docs/vision.md"),
-    include_str!("../docs/reformer.md"),
-];
+/// Bytes in one training step: `batch` windows of the model's whole context.
+fn tokens_per_step(batch: usize) -> usize {
+    batch * ByteGpt::MAX_POSITIONS
+}
 
 struct Args {
+    text: PathBuf,
     steps: u64,
     batch: usize,
     lr: f64,
@@ -70,6 +64,7 @@ struct Args {
 
 fn args() -> Result<Args, Box<dyn Error>> {
     let mut a = Args {
+        text: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/text/austen/prideprejudice.txt"),
         steps: 600,
         batch: 16,
         lr: 2e-3,
@@ -83,6 +78,7 @@ fn args() -> Result<Args, Box<dyn Error>> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--text" => a.text = value()?.into(),
             "--steps" => a.steps = value()?.parse()?,
             "--batch" => a.batch = value()?.parse()?,
             "--lr" => a.lr = value()?.parse()?,
@@ -95,6 +91,20 @@ fn args() -> Result<Args, Box<dyn Error>> {
         }
     }
     Ok(a)
+}
+
+/// The text's bytes, or how to fetch the default one.
+fn read_text(path: &Path) -> Result<Vec<u8>, Box<dyn Error>> {
+    let text = std::fs::read(path).map_err(|e| {
+        format!(
+            "{}: {e}\n(run `bash scripts/fetch-text.sh` to fetch the novels into .cache/text)",
+            path.display()
+        )
+    })?;
+    if text.len() < 10 * (ByteGpt::MAX_POSITIONS + 1) {
+        return Err(format!("{}: {} bytes is too short to train on", path.display(), text.len()).into());
+    }
+    Ok(text)
 }
 
 /// `batch` windows of `max_positions` bytes from `text`, at positions drawn from `rng`.
@@ -111,9 +121,9 @@ fn sample(text: &[u8], batch: usize, rng: &mut ChaCha8Rng) -> Result<Batch, Box<
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args = args()?;
-    let corpus: Vec<u8> = CORPUS.concat().into_bytes();
-    let split = corpus.len() * 9 / 10;
-    let (train, held_out) = corpus.split_at(split);
+    let text = read_text(&args.text)?;
+    let split = text.len() * 9 / 10;
+    let (train, held_out) = text.split_at(split);
     let mut trainer = ByteGptTrainer::from_scratch(args.seed).with_threads(Threads::new(args.threads)?);
     let mut adamw =
         trainer.optimizer(AdamWConfig { betas: (0.9, 0.95), ..AdamWConfig::with_weight_decay(0.1) })?;
@@ -123,9 +133,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let eval_batches: Vec<Batch> =
         (0..4).map(|_| sample(held_out, args.batch, &mut eval_rng)).collect::<Result<_, _>>()?;
     println!(
-        "{} parameters; corpus {} bytes ({} for training, {} held out); {} steps of {}×{} bytes",
+        "{} parameters; {}: {} bytes ({} for training, {} held out); {} steps of {}×{} bytes",
         ByteGptTrainer::PARAMETERS,
-        corpus.len(),
+        args.text.file_name().unwrap_or_default().to_string_lossy(),
+        text.len(),
         train.len(),
         held_out.len(),
         args.steps,
@@ -133,10 +144,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         ByteGpt::MAX_POSITIONS
     );
 
+    let step_tokens = tokens_per_step(args.batch) as f64;
     let bar = ProgressBar::new(args.steps);
-    bar.set_style(ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} steps · {per_sec} · ETA {eta} · {msg}",
-    )?);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} step {pos}/{len} · {tokens_per_sec} tokens/s · ETA {eta} · {msg}",
+        )?
+        .with_key("tokens_per_sec", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}", state.per_sec() * step_tokens);
+        }),
+    );
     let (mut train_curve, mut eval_curve) = (Vec::new(), Vec::new());
     let started = Instant::now();
     for step in 0..args.steps {
@@ -151,16 +168,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         let batch = sample(train, args.batch, &mut rng)?;
         let report = trainer.step(&batch, &mut adamw, schedule.lr(step), Some(1.0))?;
         train_curve.push((step, report.loss));
-        bar.set_message(format!(
-            "loss {:.3} · held-out {:.3}",
-            report.loss,
-            eval_curve.last().map_or(0.0, |e| e.1)
-        ));
+        bar.set_message(match eval_curve.last() {
+            Some((_, held_out)) => format!("loss {:.3} · held-out {held_out:.3}", report.loss),
+            None => format!("loss {:.3}", report.loss),
+        });
         bar.inc(1);
     }
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
-    let tokens = args.steps as f64 * (args.batch * ByteGpt::MAX_POSITIONS) as f64;
+    let tokens = args.steps as f64 * step_tokens;
     println!("{:.0} tokens/s over {seconds:.1} s", tokens / seconds);
     for (step, loss) in &eval_curve {
         println!(
@@ -172,16 +188,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     // The trained weights, saved under GPT-2's names, load into the inference model.
     trainer.save(&args.save)?;
     let model = ByteGpt::from_safetensors(&args.save)?;
-    let prompt: Vec<u32> = "The trainer ".bytes().map(u32::from).collect();
-    let options = GenerateOptions {
-        max_new_tokens: 100,
-        sampling: Sampling::Sample { temperature: 0.8, top_k: Some(20), top_p: None },
-        stop_tokens: vec![],
-        seed: args.seed,
-    };
-    let text = model.generate(&[&prompt], &options)?;
-    let bytes: Vec<u8> = prompt.iter().chain(&text[0]).map(|&t| t as u8).collect();
-    println!("sample: {:?}", String::from_utf8_lossy(&bytes));
+    let sample = generate_text(&model, "Elizabeth ", 300, args.seed)?;
+    println!("sample: {sample:?}");
 
     if let Some(path) = &args.plot {
         plot(path, &train_curve, &eval_curve)?;
@@ -190,8 +198,54 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// The training loss (a moving average over 20 steps) and the held-out loss against the step.
-fn plot(path: &PathBuf, train: &[(u64, f32)], eval: &[(u64, f32)]) -> Result<(), Box<dyn Error>> {
+/// `prompt` and `new` sampled bytes after it. The context holds 128 bytes, so the model writes in
+/// chunks of 64, each continuing the last 64 bytes written.
+fn generate_text(model: &ByteGpt, prompt: &str, new: usize, seed: u64) -> Result<String, Box<dyn Error>> {
+    const CHUNK: usize = ByteGpt::MAX_POSITIONS / 2;
+    let mut bytes: Vec<u32> = prompt.bytes().map(u32::from).collect();
+    let end = bytes.len() + new;
+    while bytes.len() < end {
+        let options = GenerateOptions {
+            max_new_tokens: CHUNK.min(end - bytes.len()),
+            sampling: Sampling::Sample { temperature: 0.8, top_k: Some(20), top_p: None },
+            stop_tokens: vec![],
+            seed: seed + bytes.len() as u64,
+        };
+        let context = &bytes[bytes.len().saturating_sub(CHUNK)..];
+        let written = model.generate(&[context], &options)?;
+        bytes.extend(&written[0]);
+    }
+    let bytes: Vec<u8> = bytes.iter().map(|&t| t as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The training loss (a moving average over 20 steps) and the held-out loss against the step,
+/// as a PNG (drawn with the DejaVu Sans that the `dejavu` crate embeds, so no system font is
+/// needed) or, for any other extension, an SVG.
+fn plot(path: &Path, train: &[(u64, f32)], eval: &[(u64, f32)]) -> Result<(), Box<dyn Error>> {
+    use plotters::prelude::*;
+    const SIZE: (u32, u32) = (720, 400);
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| "DejaVu Sans is not a font ab_glyph reads")?;
+        let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+        draw(BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area(), train, eval)?;
+        let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels)
+            .ok_or("the plot's buffer has the wrong size")?;
+        Ok(image.save(path)?)
+    } else {
+        draw(SVGBackend::new(path, SIZE).into_drawing_area(), train, eval)
+    }
+}
+
+fn draw<B: plotters::prelude::DrawingBackend>(
+    root: plotters::prelude::DrawingArea<B, plotters::coord::Shift>,
+    train: &[(u64, f32)],
+    eval: &[(u64, f32)],
+) -> Result<(), Box<dyn Error>>
+where
+    B::ErrorType: 'static,
+{
     use plotters::prelude::*;
     let smooth: Vec<(u64, f32)> = train
         .iter()
@@ -203,10 +257,13 @@ fn plot(path: &PathBuf, train: &[(u64, f32)], eval: &[(u64, f32)]) -> Result<(),
         .collect();
     let max_step = train.last().map_or(1, |t| t.0 + 1);
     let max_loss = train.iter().chain(eval).map(|p| p.1).fold(0.0f32, f32::max).min(6.0);
-    let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
     root.fill(&WHITE)?;
+    let caption = format!(
+        "Byte-level GPT ({:.2} M parameters) trained from scratch on Pride and Prejudice",
+        ByteGptTrainer::PARAMETERS as f64 / 1e6
+    );
     let mut chart = ChartBuilder::on(&root)
-        .caption("Byte-level GPT (0.84 M parameters) trained from scratch on the docs", ("sans-serif", 18))
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
@@ -218,7 +275,7 @@ fn plot(path: &PathBuf, train: &[(u64, f32)], eval: &[(u64, f32)]) -> Result<(),
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
     chart
         .draw_series(LineSeries::new(eval.iter().copied(), RED.stroke_width(2)))?
-        .label("held-out tenth of the corpus")
+        .label("held-out tenth of the text")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
     chart.draw_series(eval.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
