@@ -52,6 +52,9 @@
 //! portable baseline and (on x86_64) inside `avx2,fma` and `avx512f,avx2,fma` `#[target_feature]`
 //! shims chosen at runtime.
 
+#[cfg(target_arch = "x86_64")]
+use super::gemm::lanes::x86::{Avx2 as Avx2Lanes, Avx512 as Avx512Lanes};
+use super::gemm::lanes::Lanes;
 use super::{exp_f32, exp_with, lane_sum, LANES};
 
 pub use super::sparse::{BlockSize, BlockSizeError, BlockSparse, SparsePattern};
@@ -848,6 +851,50 @@ macro_rules! microkernels {
     };
 }
 
+/// The microkernel methods of a SIMD [`Isa`] impl, on explicit vector registers ([`Lanes`]):
+/// `scores: (R, NV)` and `pv: (R, NV)` are register blocks of `R` rows × `NV` registers. LLVM's
+/// auto-vectorisation of the portable loops kept one accumulator chain per register (measured:
+/// 2–5 GFLOP/s, latency-bound); these hold the whole block for the reduction. Head widths that are
+/// not a whole number of the block's columns fall back to the portable loops (same chains, fused).
+/// The arithmetic (one multiply-add chain per output, in order) is the portable loops', so results
+/// are unchanged.
+macro_rules! simd_microkernels {
+    (lanes: $v:ty, scores: ($sr:literal, $snv:literal), pv: ($pr:literal, $pnv:literal)) => {
+        #[inline(always)]
+        fn scores<const HD: usize>(
+            qs: &[[f32; HD]; Q_BLOCK],
+            nq: usize,
+            kt: &[[f32; KEY_TILE]; HD],
+            nk: usize,
+            p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+        ) {
+            // SAFETY: this impl is only instantiated inside its `#[target_feature]` shim, which
+            // runs only on CPUs with the features (`AttentionIsa::available`).
+            unsafe { simd::score_block::<$v, HD, $sr, $snv>(qs, nq, kt, nk, p) }
+        }
+
+        #[inline(always)]
+        fn weighted_sum<const HD: usize>(
+            p: &[[f32; KEY_TILE]; Q_BLOCK],
+            nq: usize,
+            first: &[usize; Q_BLOCK],
+            visible: &[usize; Q_BLOCK],
+            vt: &[[f32; HD]; KEY_TILE],
+            acc: &mut [[f32; HD]; Q_BLOCK],
+        ) {
+            if HD.is_multiple_of($pnv * <$v as Lanes>::WIDTH) {
+                // SAFETY: as for `scores`.
+                unsafe { simd::weighted_sum_block::<$v, HD, $pr, $pnv>(p, nq, first, visible, vt, acc) }
+            } else if HD.is_multiple_of(<$v as Lanes>::WIDTH) {
+                // SAFETY: as for `scores`.
+                unsafe { simd::weighted_sum_block::<$v, HD, $pr, 1>(p, nq, first, visible, vt, acc) }
+            } else {
+                weighted_sum_by::<HD, $pr>(p, nq, first, visible, vt, acc, Self::mul_add);
+            }
+        }
+    };
+}
+
 /// Baseline: separate multiply and add (no FMA is guaranteed on the baseline target, and
 /// `f32::mul_add` without hardware FMA is a slow libm call).
 struct Portable;
@@ -867,9 +914,8 @@ impl Isa for Portable {
     microkernels!(scores: (4, 8), pv_rows: 4);
 }
 
-/// AVX2 + FMA: the same loops with fused multiply-adds; inside the `avx2,fma` shim LLVM lowers
-/// `mul_add` to `vfmadd` and vectorises the lanes into 256-bit registers. Register blocks of
-/// 4 rows × 16 columns (8 of the 16 ymm registers as accumulators).
+/// AVX2 + FMA: explicit 256-bit microkernels ([`simd_microkernels`]); register blocks of 4 rows ×
+/// 2 ymm (16 keys of scores, 16 columns of `P·V`): 8 of the 16 ymm registers as accumulators.
 #[cfg(target_arch = "x86_64")]
 struct Avx2Fma;
 
@@ -888,7 +934,7 @@ impl Isa for Avx2Fma {
         a.mul_add(b, c)
     }
 
-    microkernels!(scores: (4, 16), pv_rows: 4);
+    simd_microkernels!(lanes: Avx2Lanes, scores: (4, 2), pv: (4, 2));
 
     #[inline(always)]
     fn transpose<const HD: usize>(
@@ -902,8 +948,8 @@ impl Isa for Avx2Fma {
     }
 }
 
-/// AVX-512F: as [`Avx2Fma`] with 512-bit registers: scores in register blocks of 8 rows × 32 keys
-/// (16 of the 32 zmm registers as accumulators), `P·V` in 8 rows × 16 columns.
+/// AVX-512F: as [`Avx2Fma`] with 512-bit registers: register blocks of 8 rows × 2 zmm (32 keys of
+/// scores, 32 columns of `P·V`): 16 of the 32 zmm registers as accumulators.
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
@@ -922,7 +968,7 @@ impl Isa for Avx512 {
         a.mul_add(b, c)
     }
 
-    microkernels!(scores: (8, 32), pv_rows: 8);
+    simd_microkernels!(lanes: Avx512Lanes, scores: (8, 2), pv: (8, 2));
 
     #[inline(always)]
     fn transpose<const HD: usize>(
@@ -1109,6 +1155,152 @@ fn pv_columns<const HD: usize, const R: usize, const W: usize>(
         }
         for (ai, si) in acc.iter_mut().zip(&s) {
             ai[c0..c0 + W].copy_from_slice(si);
+        }
+    }
+}
+
+/// The SIMD microkernels: the portable loops' register blocks held in explicit vector registers.
+mod simd {
+    use super::{Lanes, KEY_TILE, Q_BLOCK};
+
+    /// `S = Q·Kᵀ` for the block's `nq` rows: groups of `R` rows, then pairs, then a single row.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s target features.
+    #[inline(always)]
+    pub(super) unsafe fn score_block<V: Lanes, const HD: usize, const R: usize, const NV: usize>(
+        qs: &[[f32; HD]; Q_BLOCK],
+        nq: usize,
+        kt: &[[f32; KEY_TILE]; HD],
+        nk: usize,
+        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+    ) {
+        let mut i0 = 0;
+        // SAFETY (all three): forwarded from the caller.
+        while i0 + R <= nq {
+            unsafe { score_rows::<V, HD, R, NV>(qs, i0, kt, nk, p) };
+            i0 += R;
+        }
+        while i0 + 2 <= nq {
+            unsafe { score_rows::<V, HD, 2, NV>(qs, i0, kt, nk, p) };
+            i0 += 2;
+        }
+        if i0 < nq {
+            unsafe { score_rows::<V, HD, 1, NV>(qs, i0, kt, nk, p) };
+        }
+    }
+
+    /// Scores of rows `i0..i0 + R` against the transposed key tile, `NV` registers of keys at a
+    /// time: `R × NV` accumulators for the whole `d` loop, each step a broadcast of `qs[i][d]`
+    /// times `NV` registers of `kt[d]`.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s target features.
+    #[inline(always)]
+    unsafe fn score_rows<V: Lanes, const HD: usize, const R: usize, const NV: usize>(
+        qs: &[[f32; HD]; Q_BLOCK],
+        i0: usize,
+        kt: &[[f32; KEY_TILE]; HD],
+        nk: usize,
+        p: &mut [[f32; KEY_TILE]; Q_BLOCK],
+    ) {
+        let w = NV * V::WIDTH;
+        assert!(KEY_TILE.is_multiple_of(w) && nk <= KEY_TILE && i0 + R <= Q_BLOCK, "score block shape");
+        for c0 in (0..nk).step_by(w) {
+            // SAFETY (target features, every block below): from the caller. Loads from `kt[d]` and
+            // stores to `p[i]` cover columns c0 .. c0 + w ≤ KEY_TILE (w divides KEY_TILE and
+            // c0 < nk ≤ KEY_TILE), inside the rows.
+            let mut acc: [[V; NV]; R] = [[unsafe { V::zero() }; NV]; R];
+            for (d, row) in kt.iter().enumerate() {
+                let k: [V; NV] =
+                    std::array::from_fn(|v| unsafe { V::load(row.as_ptr().add(c0 + v * V::WIDTH)) });
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let q = unsafe { V::splat(qs[i0 + i][d]) };
+                    for (a, &k) in acc.iter_mut().zip(&k) {
+                        *a = unsafe { V::mul_add(q, k, *a) };
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                for (v, a) in acc.iter().enumerate() {
+                    unsafe { a.store(p[i0 + i].as_mut_ptr().add(c0 + v * V::WIDTH)) };
+                }
+            }
+        }
+    }
+
+    /// `O += P·V` for the block's `nq` rows: groups of `R`, pairs, a single row, each over the
+    /// union of its rows' key ranges (weights are 0 outside a row's own).
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s target features.
+    #[inline(always)]
+    pub(super) unsafe fn weighted_sum_block<V: Lanes, const HD: usize, const R: usize, const NV: usize>(
+        p: &[[f32; KEY_TILE]; Q_BLOCK],
+        nq: usize,
+        first: &[usize; Q_BLOCK],
+        visible: &[usize; Q_BLOCK],
+        vt: &[[f32; HD]; KEY_TILE],
+        acc: &mut [[f32; HD]; Q_BLOCK],
+    ) {
+        let mut i0 = 0;
+        // SAFETY (all three): forwarded from the caller.
+        while i0 + R <= nq {
+            unsafe { pv_rows::<V, HD, R, NV>(p, i0, first, visible, vt, acc) };
+            i0 += R;
+        }
+        while i0 + 2 <= nq {
+            unsafe { pv_rows::<V, HD, 2, NV>(p, i0, first, visible, vt, acc) };
+            i0 += 2;
+        }
+        if i0 < nq {
+            unsafe { pv_rows::<V, HD, 1, NV>(p, i0, first, visible, vt, acc) };
+        }
+    }
+
+    /// `acc[i] += Σ_{jj ∈ lo..hi} p[i][jj] · vt[jj]` for rows `i0..i0 + R`, `NV` registers of
+    /// columns at a time: `R × NV` accumulators for the whole key loop.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s target features.
+    #[inline(always)]
+    unsafe fn pv_rows<V: Lanes, const HD: usize, const R: usize, const NV: usize>(
+        p: &[[f32; KEY_TILE]; Q_BLOCK],
+        i0: usize,
+        first: &[usize; Q_BLOCK],
+        visible: &[usize; Q_BLOCK],
+        vt: &[[f32; HD]; KEY_TILE],
+        acc: &mut [[f32; HD]; Q_BLOCK],
+    ) {
+        let w = NV * V::WIDTH;
+        assert!(HD.is_multiple_of(w) && i0 + R <= Q_BLOCK, "P·V block shape");
+        let rows = i0..i0 + R;
+        let lo = first[rows.clone()].iter().copied().min().unwrap_or(0);
+        let hi = visible[rows].iter().copied().max().unwrap_or(0).min(KEY_TILE);
+        if lo >= hi {
+            return;
+        }
+        for c0 in (0..HD).step_by(w) {
+            // SAFETY (target features, every block below): from the caller. Loads and stores of
+            // `acc[i]` and loads of `vt[jj]` cover columns c0 .. c0 + w ≤ HD (w divides HD).
+            let mut s: [[V; NV]; R] = std::array::from_fn(|i| {
+                std::array::from_fn(|v| unsafe { V::load(acc[i0 + i].as_ptr().add(c0 + v * V::WIDTH)) })
+            });
+            for (jj, vrow) in vt.iter().enumerate().take(hi).skip(lo) {
+                let x: [V; NV] =
+                    std::array::from_fn(|v| unsafe { V::load(vrow.as_ptr().add(c0 + v * V::WIDTH)) });
+                for (i, s) in s.iter_mut().enumerate() {
+                    let pij = unsafe { V::splat(p[i0 + i][jj]) };
+                    for (a, &x) in s.iter_mut().zip(&x) {
+                        *a = unsafe { V::mul_add(pij, x, *a) };
+                    }
+                }
+            }
+            for (i, s) in s.iter().enumerate() {
+                for (v, a) in s.iter().enumerate() {
+                    unsafe { a.store(acc[i0 + i].as_mut_ptr().add(c0 + v * V::WIDTH)) };
+                }
+            }
         }
     }
 }

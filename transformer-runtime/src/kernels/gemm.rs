@@ -167,7 +167,7 @@ use super::activation::Activation;
 
 mod blocked;
 mod blocking;
-mod lanes;
+pub(crate) mod lanes;
 
 pub use blocking::{Blocking, CacheSizes};
 

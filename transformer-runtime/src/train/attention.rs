@@ -57,6 +57,7 @@
 
 use crate::kernels::attention::{attention_general, check_rows, HeadRows, Mask, Window};
 use crate::kernels::exp_f32;
+use crate::kernels::gemm::GemmIsa;
 use crate::train::rng::Stream;
 use crate::Result;
 
@@ -99,6 +100,42 @@ impl ProbDropout {
             0.0
         }
     }
+}
+
+/// Defines `$name` as a dispatcher to `$body` compiled for the best vector instruction set of this
+/// CPU (AVX-512F, AVX2 + FMA, or the baseline), chosen at run time as the GEMM's is
+/// ([`GemmIsa::detected`]). The bodies are plain Rust in `#[inline(always)]` functions: inside a
+/// `#[target_feature]` shim LLVM vectorises their loops for that instruction set (without it the
+/// baseline target is SSE2). Rust does not contract `a * b + c` into an FMA, so every path computes
+/// the same values.
+macro_rules! vector_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<const HD: usize>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<const HD: usize>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512<const HD: usize>($($arg: $ty),*) {
+                    $body::<HD>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2<const HD: usize>($($arg: $ty),*) {
+                    $body::<HD>($($arg),*)
+                }
+                match GemmIsa::detected() {
+                    // SAFETY: `detected` returns Avx512 only when the CPU has AVX-512F, AVX2 and FMA.
+                    GemmIsa::Avx512 => return unsafe { avx512::<HD>($($arg),*) },
+                    // SAFETY: `detected` returns Avx2Fma only when the CPU has AVX2 and FMA.
+                    GemmIsa::Avx2Fma => return unsafe { avx2::<HD>($($arg),*) },
+                    GemmIsa::Portable => {}
+                }
+            }
+            $body::<HD>($($arg),*)
+        }
+    };
 }
 
 /// Query rows per block of the backward and of the log-sum-exp pass.
@@ -153,9 +190,25 @@ pub fn attention_train<const HD: usize>(
     }
 }
 
-/// `out = (P ∘ M)·V` per (head, block of rows), `P = exp(S − lse)` recomputed per key tile.
+vector_dispatch! {
+    /// `out = (P ∘ M)·V` per (head, block of rows), `P = exp(S − lse)` recomputed per key tile.
+    fn dropped_output<const HD: usize>(
+        q: HeadRows<'_>,
+        k: HeadRows<'_>,
+        v: HeadRows<'_>,
+        heads: usize,
+        kv_heads: usize,
+        mask: &Mask<'_>,
+        scale: f32,
+        lse: &[f32],
+        dropout: ProbDropout,
+        out: &mut [f32],
+    ) => dropped_output_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn dropped_output<const HD: usize>(
+fn dropped_output_body<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
     v: HeadRows<'_>,
@@ -198,9 +251,23 @@ fn dropped_output<const HD: usize>(
     }
 }
 
-/// The blocked log-sum-exp pass of [`attention_train`]: per (head, block of rows), a running
-/// maximum and a running sum of `exp(s − max)` over the visible key tiles.
-fn log_sum_exp<const HD: usize>(
+vector_dispatch! {
+    /// The blocked log-sum-exp pass of [`attention_train`]: per (head, block of rows), a running
+    /// maximum and a running sum of `exp(s − max)` over the visible key tiles.
+    fn log_sum_exp<const HD: usize>(
+        q: HeadRows<'_>,
+        k: HeadRows<'_>,
+        heads: usize,
+        kv_heads: usize,
+        mask: &Mask<'_>,
+        scale: f32,
+        lse: &mut [f32],
+    ) => log_sum_exp_body
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn log_sum_exp_body<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
     heads: usize,
@@ -244,19 +311,40 @@ fn log_sum_exp<const HD: usize>(
     }
 }
 
-/// Gradients of multi-head scaled-dot-product attention: from the upstream gradient `d_out` and
-/// what [`attention_train`] saved (`out`, `lse`), writes `dq` and, summed over each key/value
-/// head's query heads, `dk` and `dv` (see the module documentation for the formulas, layouts and
-/// conventions: all three are zeroed first, then accumulated).
-///
-/// `q`, `k`, `v`, `heads`, `kv_heads`, `mask` and `scale` must be those of the forward. `out`,
-/// `d_out` and `dq` are `[q.rows, heads·HD]`, `dk` and `dv` `[k.rows, kv_heads·HD]`, `lse`
-/// `[q.rows, heads]`, all contiguous row-major; `scratch` has at least
-/// [`attention_backward_scratch_len`]`(HD)` floats (its contents on entry do not matter).
-/// Nothing is allocated. The position bias is a constant here (its gradient is not computed).
-/// `dropout` must be the forward's. Panics on inconsistent shapes (caller bugs).
+vector_dispatch! {
+    /// Gradients of multi-head scaled-dot-product attention: from the upstream gradient `d_out` and
+    /// what [`attention_train`] saved (`out`, `lse`), writes `dq` and, summed over each key/value
+    /// head's query heads, `dk` and `dv` (see the module documentation for the formulas, layouts and
+    /// conventions: all three are zeroed first, then accumulated).
+    ///
+    /// `q`, `k`, `v`, `heads`, `kv_heads`, `mask` and `scale` must be those of the forward. `out`,
+    /// `d_out` and `dq` are `[q.rows, heads·HD]`, `dk` and `dv` `[k.rows, kv_heads·HD]`, `lse`
+    /// `[q.rows, heads]`, all contiguous row-major; `scratch` has at least
+    /// [`attention_backward_scratch_len`]`(HD)` floats (its contents on entry do not matter).
+    /// Nothing is allocated. The position bias is a constant here (its gradient is not computed).
+    /// `dropout` must be the forward's. Panics on inconsistent shapes (caller bugs).
+    pub fn attention_backward<const HD: usize>(
+        q: HeadRows<'_>,
+        k: HeadRows<'_>,
+        v: HeadRows<'_>,
+        out: &[f32],
+        d_out: &[f32],
+        lse: &[f32],
+        heads: usize,
+        kv_heads: usize,
+        mask: Mask<'_>,
+        scale: f32,
+        dropout: Option<ProbDropout>,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        scratch: &mut [f32],
+    ) => attention_backward_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward<const HD: usize>(
+fn attention_backward_body<const HD: usize>(
     q: HeadRows<'_>,
     k: HeadRows<'_>,
     v: HeadRows<'_>,
@@ -384,6 +472,7 @@ pub fn attention_backward<const HD: usize>(
 
 /// The keys `lo..hi` that some row of the block `r0..r0 + nq` may see under the causal limit and
 /// the window (padding aside): from the first row's window start to the last row's end.
+#[inline(always)]
 fn key_range(mask: &Mask<'_>, r0: usize, nq: usize, keys: usize) -> (usize, usize) {
     let last = r0 + nq - 1;
     let lo = match mask.window_kind() {
@@ -402,6 +491,7 @@ fn key_range(mask: &Mask<'_>, r0: usize, nq: usize, keys: usize) -> (usize, usiz
 /// Scores of rows `r0..r0 + nq` of head `h` against keys `t0..t1` (of key/value head `kvh`) into
 /// `s[i·KEY_TILE + c]`: `q·k·scale + bias`, or `−∞` where the row does not see the key. Returns
 /// whether any pair is visible.
+#[inline(always)]
 fn tile_scores<const HD: usize>(
     q: &HeadRows<'_>,
     k: &HeadRows<'_>,

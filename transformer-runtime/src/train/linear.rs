@@ -177,18 +177,19 @@ fn weight_gradient<const IN: usize, const OUT: usize>(
 }
 
 /// `out[f·rows + r] = dy[r·OUT + f]`: `dy` (`[rows, OUT]`) transposed into a reused buffer, in
-/// tiles so that both sides stay in cache.
+/// tiles of 16 × 16 so that the 16 rows read stay in L1 while each output row is written
+/// contiguously.
 fn transpose_into<const OUT: usize>(dy: &[f32], rows: usize, out: &mut Vec<f32>) {
-    const TILE: usize = 32;
+    const TILE: usize = 16;
     out.clear();
     out.resize(rows * OUT, 0.0);
     for r0 in (0..rows).step_by(TILE) {
-        for f0 in (0..OUT).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                let row = &dy[r * OUT..][..OUT];
-                for f in f0..(f0 + TILE).min(OUT) {
-                    out[f * rows + r] = row[f];
-                }
+        let nr = TILE.min(rows - r0);
+        let block = &dy[r0 * OUT..][..nr * OUT];
+        for f in 0..OUT {
+            let dst = &mut out[f * rows + r0..][..nr];
+            for (r, d) in dst.iter_mut().enumerate() {
+                *d = block[r * OUT + f];
             }
         }
     }

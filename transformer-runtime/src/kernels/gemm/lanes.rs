@@ -6,7 +6,7 @@
 /// The methods are `#[inline(always)]` so they are compiled inside the `#[target_feature]` shim that
 /// instantiates the generic GEMM body; they are `unsafe` because the SIMD implementations may only run on a
 /// CPU with their target features (the scalar one has no requirement).
-pub(super) trait Lanes: Copy {
+pub(crate) trait Lanes: Copy {
     const WIDTH: usize;
     /// # Safety
     /// The CPU supports this type's target features.
@@ -56,7 +56,7 @@ impl Lanes for f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) mod x86 {
+pub(crate) mod x86 {
     use super::Lanes;
     use std::arch::x86_64::*;
 
