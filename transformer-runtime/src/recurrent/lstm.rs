@@ -92,65 +92,9 @@ pub struct Lstm<const IN: usize, const H: usize, const D: usize = 1> {
     stack: Stack<LstmCell>,
 }
 
+recurrent_params!(Lstm, LstmCell, "LSTM");
+
 impl<const IN: usize, const H: usize, const D: usize> Lstm<IN, H, D> {
-    fn dims(layers: usize) -> Dims {
-        const { assert!(IN > 0 && H > 0, "an LSTM's input and hidden widths must be positive") };
-        const { assert!(D == 1 || D == 2, "an LSTM has 1 direction or 2 (bidirectional)") };
-        Dims { input: IN, hidden: H, layers, directions: D, gates: LstmCell::GATES }
-    }
-
-    /// `layers` layers with every parameter zero.
-    pub fn zeros(layers: usize) -> Self {
-        Self {
-            stack: Stack::from_values(Self::dims(layers), |t| {
-                vec![0.0; t.iter().map(ParamTensor::len).sum()]
-            }),
-        }
-    }
-
-    /// `layers` layers initialised as torch initialises them (uniform in `±1/√H`), from `seed`.
-    pub fn init(layers: usize, seed: u64) -> Self {
-        let values = |t: &[ParamTensor]| params::init(t.iter().map(ParamTensor::len).sum(), H, seed);
-        Self { stack: Stack::from_values(Self::dims(layers), values) }
-    }
-
-    /// `layers` layers read from `loader` under torch's names (`weight_ih_l0`, …) after
-    /// `{prefix}.` (no prefix when empty). Missing tensors and wrong shapes are recorded in the
-    /// loader, which reports them, each with its name and expected shape, at
-    /// [`WeightLoader::finish`].
-    pub fn load(loader: &mut WeightLoader, prefix: &str, layers: usize) -> Self {
-        Self { stack: Stack::from_values(Self::dims(layers), |t| params::load(loader, prefix, t)) }
-    }
-
-    /// `layers` layers from a safetensors file holding exactly this module's `state_dict`
-    /// (`safetensors.torch.save_file(lstm.state_dict(), path)`). A missing, misshaped or extra
-    /// tensor is [`Error::Weights`](crate::Error::Weights), listing every one.
-    pub fn open(path: impl AsRef<Path>, layers: usize) -> Result<Self> {
-        let mut loader = WeightLoader::open(path)?;
-        let lstm = Self::load(&mut loader, "", layers);
-        loader.finish()?;
-        Ok(lstm)
-    }
-
-    pub fn layers(&self) -> usize {
-        self.stack.dims().layers
-    }
-
-    /// The parameter tensors: names, shapes and ranges in [`Self::params`] (and in a gradient
-    /// buffer), in torch's `state_dict` order.
-    pub fn tensors(&self) -> &[ParamTensor] {
-        self.stack.tensors()
-    }
-
-    /// Every parameter, flat, laid out as [`Self::tensors`] says.
-    pub fn params(&self) -> &[f32] {
-        self.stack.values()
-    }
-
-    pub fn params_mut(&mut self) -> &mut [f32] {
-        self.stack.values_mut()
-    }
-
     /// The forward pass over `batch` sequences of equal length, `x` rows batch-first (row
     /// `b·time + t`), from `initial` states. Outputs and final states are then in `saved`
     /// ([`LstmSaved::output`], [`LstmSaved::h_n`], [`LstmSaved::c_n`]), with everything
