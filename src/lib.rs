@@ -20,9 +20,9 @@
 pub use transformer_macros::model;
 
 pub use transformer_runtime::{
-    audio, config, generate, generate_padded, kernels, layers, memory, parallel, stream, text, train, vision,
-    weights, Activation, Batch, CausalLm, EncoderMemory, Error, GenerateOptions, KvCache, Result, Sampling,
-    Threads, TokenStream, WeightError, WeightLoader, WeightProblem, Workspace,
+    audio, config, generate, generate_padded, kernels, layers, memory, parallel, recurrent, stream, text,
+    train, vision, weights, Activation, Batch, CausalLm, EncoderMemory, Error, GenerateOptions, KvCache,
+    Result, Sampling, Threads, TokenStream, WeightError, WeightLoader, WeightProblem, Workspace,
 };
 
 /// What generated code refers to. Not a public API: paths here may change in any release.
