@@ -202,6 +202,42 @@ fn generated_gpt2_trainer_saves_what_the_model_loads() {
 }
 
 #[test]
+fn generated_causal_trainer_takes_the_callers_labels() {
+    // The next-token labels given explicitly are the implicit ones, to the bit.
+    let batch = batch(&json(&format!("{GPT2_STEP}/reference.json")));
+    let mut labels = vec![0; batch.rows()];
+    transformer::train::loss::next_token_labels(
+        batch.ids(),
+        Some(batch.mask()),
+        batch.seq_len(),
+        &mut labels,
+    )
+    .unwrap();
+    let mut implicit = gpt2();
+    let mut explicit = gpt2();
+    let loss = implicit.loss_and_grads(&batch).unwrap();
+    assert_eq!(explicit.loss_and_grads_labelled(&batch, &labels).unwrap(), loss);
+    assert_eq!(explicit.grads(), implicit.grads());
+    assert_eq!(explicit.evaluate_labelled(&batch, &labels).unwrap(), implicit.evaluate(&batch).unwrap());
+
+    // One labelled row: its own cross-entropy, and a step moves the weights.
+    let row = labels.iter().rposition(|&y| y != -100).unwrap();
+    let mut one = vec![-100; batch.rows()];
+    one[row] = labels[row];
+    let mut adamw = explicit.optimizer(AdamWConfig::default()).unwrap();
+    let report = explicit.step_labelled(&batch, &one, &mut adamw, 1e-3, Some(1.0)).unwrap();
+    assert_eq!(report.labelled, 1);
+    let logits = &Tiny::from_safetensors(root(GPT2)).unwrap().logits(&batch).unwrap()[row];
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let lse = f64::from(max) + logits.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln();
+    assert_loss(report.loss, lse - f64::from(logits[one[row] as usize]), 1e-5, "one row's loss");
+    assert_ne!(explicit.params(), implicit.params());
+
+    let error = explicit.loss_and_grads_labelled(&batch, &one[1..]).unwrap_err().to_string();
+    assert!(error.contains(&format!("{}", batch.rows())), "{error}");
+}
+
+#[test]
 fn generated_trainer_refuses_labels_past_the_vocabulary() {
     let ids = transformer::__private::ndarray::Array2::from_shape_vec((1, 4), vec![1u32, 2, 600, 3]).unwrap();
     let mask = transformer::__private::ndarray::Array2::from_elem((1, 4), 1u32);

@@ -741,6 +741,36 @@ fn objective_api(objective: Objective) -> TokenStream {
                 self.accumulator.add(&self.grads, loss);
                 ::core::result::Result::Ok(loss)
             }
+
+            /// [`Self::loss_and_grads`] against the caller's labels instead of the next tokens:
+            /// one per row of `batch`, the token that row should predict (already shifted), or
+            /// `-100` where nothing is trained — Hugging Face's causal-LM `labels` after their
+            /// shift. For tasks that score only some positions (an answer after a prompt).
+            pub fn loss_and_grads_labelled(&mut self, batch: &#rt::Batch, labels: &[i64]) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                self.prepare(batch)?;
+                if labels.len() != batch.rows() {
+                    return ::core::result::Result::Err(#rt::Error::LabelCountMismatch { labels: labels.len(), rows: batch.rows() });
+                }
+                self.labels.copy_from_slice(labels);
+                self.run(batch, true)
+            }
+
+            /// The loss of [`Self::loss_and_grads_labelled`] in evaluation mode: no dropout, no
+            /// gradient.
+            pub fn evaluate_labelled(&mut self, batch: &#rt::Batch, labels: &[i64]) -> #rt::Result<#rt::train::loss::CrossEntropy> {
+                self.prepare(batch)?;
+                if labels.len() != batch.rows() {
+                    return ::core::result::Result::Err(#rt::Error::LabelCountMismatch { labels: labels.len(), rows: batch.rows() });
+                }
+                self.labels.copy_from_slice(labels);
+                self.run(batch, false)
+            }
+
+            /// One training step of [`Self::step`] on [`Self::loss_and_grads_labelled`].
+            pub fn step_labelled(&mut self, batch: &#rt::Batch, labels: &[i64], #optimizer) -> #report {
+                let loss = self.loss_and_grads_labelled(batch, labels)?;
+                self.update(loss, optimizer, lr, max_grad_norm)
+            }
         },
         Objective::MaskedLm => quote! {
             /// The mean cross-entropy of the masked-LM head over the labelled rows (`labels`: one
